@@ -1,0 +1,1 @@
+"""DetLens core: models, weights, images, timed inference, records. Knows nothing of Streamlit."""

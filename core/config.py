@@ -1,0 +1,61 @@
+"""Constants shared by every layer: one place for defaults, limits and the records schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GALLERY_DIR = REPO_ROOT / "gallery"
+
+# The headline pair: a precise two-stage detector and a tiny single-shot one.
+HEADLINE_MODELS: tuple[str, ...] = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large")
+
+# Weights sources (anything else is a path to a local file).
+WEIGHTS_DEFAULT = "default"
+WEIGHTS_UNTRAINED = "untrained"
+UNTRAINED_SEED = 0  # untrained models are seeded so that two builds give the same output
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+# Boxes below this score are dropped when records are made; the threshold slider filters above it.
+SCORE_FLOOR = 0.01
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_WARMUP = 1
+DEFAULT_BATCH_SIZE = 1
+
+# Images: pixel count checked before decoding (a 36 MP photo passes, a decompression bomb does not).
+MAX_IMAGE_PIXELS = 80_000_000
+MAX_IMAGE_BYTES = 200 * 1024 * 1024
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+     ".heic", ".heif", ".avif", ".jfif", ".ico", ".tga"}
+)  # fmt: skip
+
+# Downloads of default weights: give up quickly when there is no network.
+DOWNLOAD_TIMEOUT_S = 10.0
+
+# Records schema (see DESIGN.md). Order matters: it is the column order of every table we write.
+INFERENCE_COLUMNS: tuple[str, ...] = (
+    "run_id", "image_id", "image_name", "width", "height", "model", "weights", "device", "precision",
+    "batch_size", "preprocess_ms", "inference_ms", "postprocess_ms", "total_ms", "n_detections",
+    "threshold", "error", "created_at",
+)  # fmt: skip
+DETECTION_COLUMNS: tuple[str, ...] = (
+    "run_id", "image_id", "model", "label_id", "label", "score", "x1", "y1", "x2", "y2",
+)  # fmt: skip
+INFERENCE_DTYPES: dict[str, str] = {
+    "run_id": "string", "image_id": "string", "image_name": "string", "width": "Int64", "height": "Int64",
+    "model": "string", "weights": "string", "device": "string", "precision": "string", "batch_size": "int64",
+    "preprocess_ms": "float64", "inference_ms": "float64", "postprocess_ms": "float64", "total_ms": "float64",
+    "n_detections": "int64", "threshold": "float64", "error": "string", "created_at": "string",
+}  # fmt: skip
+DETECTION_DTYPES: dict[str, str] = {
+    "run_id": "string", "image_id": "string", "model": "string", "label_id": "int64", "label": "string",
+    "score": "float64", "x1": "float64", "y1": "float64", "x2": "float64", "y2": "float64",
+}  # fmt: skip
+
+UNTRAINED_MARK = "untrained weights: not real detections"
+
+# Cross-model agreement (no ground truth): same-label boxes of two models overlapping at least this much match.
+AGREEMENT_IOU = 0.5

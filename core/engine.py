@@ -1,0 +1,254 @@
+"""Timed inference: a loaded detector shared by every caller, and per-image results with honest timings.
+
+Timing (DESIGN.md): `preprocess_ms` = decode (LoadedImage.decode_ms) + to tensor on the device; `inference_ms` = the
+model call, the device synchronized before the clock is read (a batch's time is split evenly over its images);
+`postprocess_ms` = outputs to CPU, floor filter and label names. Warm-up calls are not recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchvision.transforms.functional import pil_to_tensor
+
+from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, SCORE_FLOOR
+from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
+from core.images import LoadedImage
+from core.models import ModelSpec, get_model, label_name
+from core.weights import ProgressFn, build_model, parse_weights
+
+
+@dataclass(frozen=True)
+class DetectorKey:
+    model: str
+    weights: str  # "default", "untrained" or a resolved path
+    device: str
+    precision: str
+
+
+@dataclass
+class Detector:
+    """A model in eval mode on its device. Calls are serialised per device (see `devices.device_lock`)."""
+
+    spec: ModelSpec
+    module: torch.nn.Module
+    categories: tuple[str, ...]
+    weights: str
+    device: torch.device
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights == "untrained"
+
+    def __call__(self, batch: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Run the model on tensors already on the device (no timing, no lock)."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self.module(batch)
+
+
+_detectors: dict[DetectorKey, Detector] = {}
+_key_locks: dict[DetectorKey, threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def load_detector(
+    model: str,
+    weights: str = "default",
+    device: str = "auto",
+    precision: str = "fp32",
+    *,
+    class_names: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
+) -> Detector:
+    """The detector for (model, weights, device, precision), built once per process and shared."""
+    spec = get_model(model)
+    choice = parse_weights(weights)
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+    configure_threads()
+    key = DetectorKey(spec.name, str(choice.path or choice.kind), str(dev), precision)
+    if class_names is not None:
+        key = DetectorKey(key.model, f"{key.weights}|{','.join(class_names)}", key.device, key.precision)
+    with _registry_lock:
+        if key in _detectors:
+            return _detectors[key]
+        lock = _key_locks.setdefault(key, threading.Lock())
+    with lock:  # one build per key, even when several threads ask at once
+        if key not in _detectors:
+            built = build_model(spec, choice, class_names=class_names, progress=progress)
+            module = built.module.to(dev)
+            _detectors[key] = Detector(spec, module, built.categories, built.weights, dev, precision)
+    return _detectors[key]
+
+
+def clear_detectors() -> None:
+    """Forget every loaded detector (frees their memory once no caller holds them)."""
+    with _registry_lock:
+        _detectors.clear()
+        _key_locks.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class DetectionResult:
+    """One image through one model: boxes in original-image pixels, scores, labels and timings."""
+
+    image_id: str
+    image_name: str
+    width: int
+    height: int
+    model: str
+    weights: str
+    device: str
+    precision: str
+    batch_size: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    label_names: tuple[str, ...] = ()
+    preprocess_ms: float = math.nan
+    inference_ms: float = math.nan
+    postprocess_ms: float = math.nan
+    error: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.boxes.shape != (n, 4) or len(self.labels) != n or len(self.label_names) != n:
+            raise ValueError(f"inconsistent detections: boxes {self.boxes.shape}, {n} scores, {len(self.labels)} labels")
+        if n and not (np.all(self.boxes[:, 2] >= self.boxes[:, 0]) and np.all(self.boxes[:, 3] >= self.boxes[:, 1])):
+            raise ValueError("boxes must be x1 <= x2 and y1 <= y2")
+        if self.error and n:
+            raise ValueError("a failed image has no detections")
+        if "\n" in self.error:
+            raise ValueError("error must be one line")
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def _failed(image: LoadedImage, det: Detector, batch_size: int, error: str) -> DetectionResult:
+    return DetectionResult(
+        image_id=image.image_id,
+        image_name=image.name,
+        width=image.width,
+        height=image.height,
+        model=det.name,
+        weights=det.weights,
+        device=str(det.device),
+        precision=det.precision,
+        batch_size=batch_size,
+        error=error,
+        notes=image.notes,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:240]}"
+
+
+def _to_tensor(image: LoadedImage, device: torch.device) -> torch.Tensor:
+    assert image.image is not None
+    return pil_to_tensor(image.image).to(device, non_blocking=True).float().div_(255.0)
+
+
+def run_detector(
+    detector: Detector,
+    images: Sequence[LoadedImage],
+    *,
+    warmup: int = DEFAULT_WARMUP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    score_floor: float = SCORE_FLOOR,
+    on_result: Callable[[DetectionResult], None] | None = None,
+) -> list[DetectionResult]:
+    """Run one detector over images; failed images become results with `error` set and the run goes on."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    dev = detector.device
+    results: list[tuple[int, DetectionResult]] = []  # (input position, result): returned in input order
+
+    def emit(index: int, result: DetectionResult) -> None:
+        results.append((index, result))
+        if on_result:
+            on_result(result)
+
+    usable: list[tuple[int, LoadedImage]] = []
+    for index, image in enumerate(images):
+        if image.ok:
+            usable.append((index, image))
+        else:
+            emit(index, _failed(image, detector, batch_size, image.error))
+
+    warmed = warmup <= 0
+    for start in range(0, len(usable), batch_size):
+        batch = usable[start : start + batch_size]
+        pre_ms: list[float] = []
+        tensors: list[torch.Tensor] = []
+        try:
+            for _, image in batch:
+                t0 = time.perf_counter()
+                tensors.append(_to_tensor(image, dev))
+                synchronize(dev)
+                pre_ms.append(image.decode_ms + (time.perf_counter() - t0) * 1e3)
+            with device_lock(dev):
+                if not warmed:
+                    for _ in range(warmup):
+                        detector(tensors)
+                    warmed = True
+                synchronize(dev)
+                t0 = time.perf_counter()
+                outputs = detector(tensors)
+                synchronize(dev)
+                infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+        except Exception as exc:  # a model that cannot take this image must not stop the run
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            for index, image in batch:
+                emit(index, _failed(image, detector, len(batch), f"model failed: {_one_line(exc)}"))
+            continue
+        for (index, image), out, p_ms in zip(batch, outputs, pre_ms, strict=True):
+            t0 = time.perf_counter()
+            scores = out["scores"].float().cpu().numpy()
+            keep = scores >= score_floor
+            boxes = out["boxes"].float().cpu().numpy()[keep]
+            labels = out["labels"].cpu().numpy().astype(np.int64)[keep]
+            names = tuple(label_name(detector.categories, int(i)) for i in labels)
+            result = DetectionResult(
+                image_id=image.image_id,
+                image_name=image.name,
+                width=image.width,
+                height=image.height,
+                model=detector.name,
+                weights=detector.weights,
+                device=str(dev),
+                precision=detector.precision,
+                batch_size=len(batch),
+                boxes=boxes.astype(np.float32).reshape(-1, 4),
+                scores=scores[keep].astype(np.float32),
+                labels=labels,
+                label_names=names,
+                preprocess_ms=p_ms,
+                inference_ms=infer_ms,
+                notes=image.notes,
+            )
+            result.postprocess_ms = (time.perf_counter() - t0) * 1e3
+            emit(index, result)
+    return [r for _, r in sorted(results, key=lambda pair: pair[0])]

@@ -1,0 +1,154 @@
+"""The two tidy tables of a run (`inferences`, `detections`) and the run's settings and environment."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
+from core.engine import DetectionResult
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunInfo:
+    """Who/when/how of a run: kept beside its tables (run.json)."""
+
+    run_id: str
+    created_at: str
+    settings: dict[str, object] = field(default_factory=dict)
+    environment: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunInfo:
+        return cls(**json.loads(text))
+
+
+def _typed(df: pd.DataFrame, columns: tuple[str, ...], dtypes: dict[str, str]) -> pd.DataFrame:
+    return df.reindex(columns=list(columns)).astype({c: dtypes[c] for c in columns})
+
+
+def empty_inferences() -> pd.DataFrame:
+    return _typed(pd.DataFrame(), INFERENCE_COLUMNS, INFERENCE_DTYPES)
+
+
+def empty_detections() -> pd.DataFrame:
+    return _typed(pd.DataFrame(), DETECTION_COLUMNS, DETECTION_DTYPES)
+
+
+def inferences_frame(
+    results: Iterable[DetectionResult], *, run_id: str, threshold: float, created_at: str | None = None
+) -> pd.DataFrame:
+    """One row per image x model; `n_detections` counts boxes at or above `threshold`."""
+    created_at = created_at or now_iso()
+    rows = [
+        {
+            "run_id": run_id,
+            "image_id": r.image_id,
+            "image_name": r.image_name,
+            "width": r.width or None,
+            "height": r.height or None,
+            "model": r.model,
+            "weights": r.weights,
+            "device": r.device,
+            "precision": r.precision,
+            "batch_size": r.batch_size,
+            "preprocess_ms": r.preprocess_ms,
+            "inference_ms": r.inference_ms,
+            "postprocess_ms": r.postprocess_ms,
+            "total_ms": r.total_ms,
+            "n_detections": int(np.count_nonzero(r.scores >= threshold)),
+            "threshold": threshold,
+            "error": r.error,
+            "created_at": created_at,
+        }
+        for r in results
+    ]
+    return _typed(pd.DataFrame(rows), INFERENCE_COLUMNS, INFERENCE_DTYPES)
+
+
+def detections_frame(results: Iterable[DetectionResult], *, run_id: str) -> pd.DataFrame:
+    """One row per box in original-image pixels (every box above the score floor)."""
+    parts = []
+    for r in results:
+        n = len(r.scores)
+        if not n:
+            continue
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run_id": run_id,
+                    "image_id": r.image_id,
+                    "model": r.model,
+                    "label_id": r.labels,
+                    "label": list(r.label_names),
+                    "score": r.scores.astype(np.float64),
+                    "x1": r.boxes[:, 0].astype(np.float64),
+                    "y1": r.boxes[:, 1].astype(np.float64),
+                    "x2": r.boxes[:, 2].astype(np.float64),
+                    "y2": r.boxes[:, 3].astype(np.float64),
+                }
+            )
+        )
+    if not parts:
+        return empty_detections()
+    return _typed(pd.concat(parts, ignore_index=True), DETECTION_COLUMNS, DETECTION_DTYPES)
+
+
+def coerce_inferences(df: pd.DataFrame) -> pd.DataFrame:
+    """A table read back from CSV/Parquet with the schema's columns and dtypes."""
+    df = df.copy()
+    df["error"] = df["error"].fillna("") if "error" in df else ""
+    return _typed(df, INFERENCE_COLUMNS, INFERENCE_DTYPES)
+
+
+def coerce_detections(df: pd.DataFrame) -> pd.DataFrame:
+    return _typed(df, DETECTION_COLUMNS, DETECTION_DTYPES)
+
+
+def write_run(
+    out_dir: Path, inferences: pd.DataFrame, detections: pd.DataFrame, info: RunInfo, *, parquet: bool = False
+) -> list[Path]:
+    """Write inferences/detections as CSV (and Parquet) plus run.json; returns the written paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in (("inferences", inferences), ("detections", detections)):
+        path = out_dir / f"{name}.csv"
+        df.to_csv(path, index=False)
+        written.append(path)
+        if parquet:
+            pq = out_dir / f"{name}.parquet"
+            df.to_parquet(pq, index=False)
+            written.append(pq)
+    run_json = out_dir / "run.json"
+    run_json.write_text(info.to_json(), encoding="utf-8")
+    written.append(run_json)
+    return written
+
+
+def read_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
+    """Read back what write_run wrote (CSV; Parquet is for other tools)."""
+    out_dir = Path(out_dir)
+    inf = pd.read_csv(out_dir / "inferences.csv", dtype={"image_id": "string", "run_id": "string"})
+    det = pd.read_csv(out_dir / "detections.csv", dtype={"image_id": "string", "run_id": "string"})
+    info = RunInfo.from_json((out_dir / "run.json").read_text(encoding="utf-8"))
+    return coerce_inferences(inf), coerce_detections(det), info

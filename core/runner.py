@@ -1,0 +1,102 @@
+"""A whole run: images x models -> results -> the two tables, with settings and environment. Used by the CLI and UI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, WEIGHTS_DEFAULT
+from core.devices import environment, resolve_device
+from core.engine import DetectionResult, load_detector, run_detector
+from core.images import LoadedImage
+from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
+from core.weights import ProgressFn
+
+
+@dataclass
+class RunSettings:
+    """What a user chooses for a run. `weights` maps model -> source; models not in it use `default_weights`."""
+
+    models: list[str]
+    default_weights: str = WEIGHTS_DEFAULT
+    weights: dict[str, str] = field(default_factory=dict)
+    device: str = "auto"
+    precision: str = "fp32"
+    threshold: float = DEFAULT_THRESHOLD
+    warmup: int = DEFAULT_WARMUP
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def weights_for(self, model: str) -> str:
+        return self.weights.get(model, self.default_weights)
+
+
+@dataclass
+class RunOutput:
+    info: RunInfo
+    results: list[DetectionResult]
+    inferences: pd.DataFrame
+    detections: pd.DataFrame
+
+
+ResultFn = Callable[[DetectionResult, int, int], None]
+"""Called after each (image, model): the result, how many are done, how many in all."""
+
+
+def run(
+    images: Sequence[LoadedImage],
+    settings: RunSettings,
+    *,
+    run_id: str | None = None,
+    user: str = "",
+    on_result: ResultFn | None = None,
+    on_download: Callable[[str], ProgressFn] | None = None,
+    class_names: Mapping[str, Sequence[str]] | None = None,
+) -> RunOutput:
+    """Load each model (errors for unusable settings are raised before any image runs), then run every image."""
+    device = resolve_device(settings.device)
+    detectors = [
+        load_detector(
+            m,
+            settings.weights_for(m),
+            str(device),
+            settings.precision,
+            class_names=(class_names or {}).get(m),
+            progress=on_download(m) if on_download else None,
+        )
+        for m in settings.models
+    ]
+    run_id = run_id or new_run_id()
+    created_at = now_iso()
+    info = RunInfo(
+        run_id=run_id,
+        created_at=created_at,
+        settings={
+            "models": list(settings.models),
+            "weights": {d.name: d.weights for d in detectors},
+            "device": str(device),
+            "precision": settings.precision,
+            "threshold": settings.threshold,
+            "warmup": settings.warmup,
+            "batch_size": settings.batch_size,
+            "user": user,
+        },
+        environment={**environment(device), "images": {i.image_id: i.name for i in images}},
+    )
+    total = len(images) * len(detectors)
+    results: list[DetectionResult] = []
+
+    def done(result: DetectionResult) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result, len(results), total)
+
+    for det in detectors:
+        run_detector(det, images, warmup=settings.warmup, batch_size=settings.batch_size, on_result=done)
+    return RunOutput(
+        info=info,
+        results=results,
+        inferences=inferences_frame(results, run_id=run_id, threshold=settings.threshold, created_at=created_at),
+        detections=detections_frame(results, run_id=run_id),
+    )
