@@ -32,6 +32,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
      ".heic", ".heif", ".avif", ".jfif", ".ico", ".tga"}
 )  # fmt: skip
 
+# Server folders the dashboard may read (besides the gallery): os.pathsep-separated paths in this variable.
+FOLDER_ROOTS_ENV = "DETLENS_FOLDER_ROOTS"
+
 # Downloads of default weights: give up quickly when there is no network.
 DOWNLOAD_TIMEOUT_S = 10.0
 

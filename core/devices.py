@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import threading
@@ -37,7 +38,9 @@ def resolve_device(choice: str = "auto") -> torch.device:
         return torch.device("cpu")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("CUDA was asked for but no CUDA GPU is available here (torch.cuda.is_available() is False)")
+            raise DeviceError(
+                "CUDA was asked for but no CUDA GPU is available here (torch.cuda.is_available() is False)"
+            )
         device = torch.device(choice if ":" in choice else "cuda:0")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"{choice}: only {torch.cuda.device_count()} CUDA device(s) here")
@@ -105,12 +108,13 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    return platform.processor() or _cpu_model() or platform.machine()
+    return _cpu_model() or platform.machine()
 
 
+@functools.cache
 def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return ""

@@ -127,7 +127,9 @@ class DetectionResult:
     def __post_init__(self) -> None:
         n = len(self.scores)
         if self.boxes.shape != (n, 4) or len(self.labels) != n or len(self.label_names) != n:
-            raise ValueError(f"inconsistent detections: boxes {self.boxes.shape}, {n} scores, {len(self.labels)} labels")
+            raise ValueError(
+                f"inconsistent detections: boxes {self.boxes.shape}, {n} scores, {len(self.labels)} labels"
+            )
         if n and not (np.all(self.boxes[:, 2] >= self.boxes[:, 0]) and np.all(self.boxes[:, 3] >= self.boxes[:, 1])):
             raise ValueError("boxes must be x1 <= x2 and y1 <= y2")
         if self.error and n:

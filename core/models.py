@@ -14,7 +14,10 @@ from torchvision.models import WeightsEnum
 from core.config import HEADLINE_MODELS
 
 # Builders whose weights enum is not a COCO box detector are not listed (none today; the guard keeps it honest).
-_TASK_BY_PREFIX = {"maskrcnn": "boxes of an instance segmenter", "keypointrcnn": "boxes of a keypoint detector (person only: its mAP is on people)"}
+_TASK_BY_PREFIX = {
+    "maskrcnn": "boxes of an instance segmenter",
+    "keypointrcnn": "boxes of a keypoint detector (person only: its mAP is on people)",
+}
 
 
 class UnknownModelError(ValueError):
@@ -104,7 +107,9 @@ def _registry() -> dict[str, ModelSpec]:
             note=note,
         )
     # Headline pair first, the rest alphabetically.
-    order = sorted(specs, key=lambda n: (n not in HEADLINE_MODELS, HEADLINE_MODELS.index(n) if n in HEADLINE_MODELS else 0, n))
+    order = sorted(
+        specs, key=lambda n: (n not in HEADLINE_MODELS, HEADLINE_MODELS.index(n) if n in HEADLINE_MODELS else 0, n)
+    )
     return {n: specs[n] for n in order}
 
 

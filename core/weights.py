@@ -211,7 +211,9 @@ def _names_from_json(data: object) -> list[str]:
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     own = model.state_dict()
     mismatched = [
-        f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape
+        f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
     ]
     if mismatched:
         more = f" (+{len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
@@ -257,7 +259,9 @@ def build_model(
                 raise
             except RuntimeError as exc:  # load_state_dict's shape/key errors on a wrong cached file
                 first = str(exc).strip().splitlines()[0][:300]
-                raise WeightsError(f"cached weights {cached_weights_path(spec)} do not fit {spec.name}: {first}") from exc
+                raise WeightsError(
+                    f"cached weights {cached_weights_path(spec)} do not fit {spec.name}: {first}"
+                ) from exc
             categories = spec.categories
         elif choice.kind == WEIGHTS_UNTRAINED:
             with torch.random.fork_rng(devices=[]):

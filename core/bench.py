@@ -1,0 +1,131 @@
+"""Benchmark: DetLens's pipeline against a bare torchvision loop on the same images, model, device and threads.
+
+    python -m core.bench [--model ssdlite320_mobilenet_v3_large] [--images 40] [--size 512] [--weights untrained]
+
+The bare loop is the tutorial's: decode, to tensor, `model([x])` under `inference_mode`. The pipeline is what
+`python -m core detect` runs after its imports: load_images + runner.run + write_run. Both use the one loaded model and
+the same warm-up; rounds alternate to spread machine noise. The subprocess CLI (imports and model build included)
+is timed too, for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+
+from core.config import REPO_ROOT
+from core.devices import device_name
+from core.engine import load_detector
+from core.images import gallery_paths, load_images
+from core.records import write_run
+from core.runner import RunSettings, run
+
+
+def make_images(folder: Path, count: int, size: int) -> list[Path]:
+    """`count` JPEGs of size x size cut from the bundled gallery photos."""
+    sources = [Image.open(p).convert("RGB") for p in gallery_paths()]
+    paths = []
+    for i, src in zip(range(count), itertools.cycle(sources), strict=False):
+        side = min(src.size)
+        # shift the crop a little per image so no two files are the same
+        left = (src.width - side) // 2 + (i % 5) * (src.width - side) // 10
+        img = src.crop((left, 0, left + side, side)).resize((size, size), Image.Resampling.BILINEAR)
+        path = folder / f"bench_{i:03d}.jpg"
+        img.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def bare_loop(model: torch.nn.Module, paths: list[Path], device: torch.device) -> tuple[float, list[float]]:
+    """The tutorial loop. Returns (whole loop seconds, model-call ms per image)."""
+    calls = []
+    start = time.perf_counter()
+    for path in paths:
+        x = pil_to_tensor(Image.open(path).convert("RGB")).to(device).float() / 255.0
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model([x])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            calls.append((time.perf_counter() - t0) * 1e3)
+    return time.perf_counter() - start, calls
+
+
+def pipeline(paths: list[Path], settings: RunSettings, out: Path) -> tuple[float, list[float]]:
+    """What the CLI runs after start-up. Returns (seconds, recorded inference_ms per image)."""
+    start = time.perf_counter()
+    images = load_images(paths)
+    output = run(images, settings)
+    write_run(out, output.inferences, output.detections, output.info)
+    seconds = time.perf_counter() - start
+    return seconds, output.inferences["inference_ms"].astype(float).tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ssdlite320_mobilenet_v3_large")
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--weights", default="untrained")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-cli", action="store_true", help="skip the subprocess CLI timing")
+    args = parser.parse_args(argv)
+
+    detector = load_detector(args.model, args.weights, args.device)
+    device = detector.device
+    settings = RunSettings(models=[args.model], default_weights=args.weights, device=str(device), warmup=args.warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        paths = make_images(tmp_path, args.images, args.size)
+        first = pil_to_tensor(Image.open(paths[0]).convert("RGB")).to(device).float() / 255.0
+        bare_s, bare_calls, pipe_s, pipe_calls = [], [], [], []
+        for r in range(args.rounds):
+            with torch.inference_mode():  # the bare loop's warm-up, like the pipeline's
+                for _ in range(args.warmup):
+                    detector.module([first])
+            s, calls = bare_loop(detector.module, paths, device)
+            bare_s.append(s)
+            bare_calls += calls
+            s, calls = pipeline(paths, settings, tmp_path / f"out{r}")
+            pipe_s.append(s)
+            pipe_calls += calls
+        cli_s = None
+        if not args.no_cli:
+            cmd = [sys.executable, "-m", "core", "detect", str(tmp_path), "--models", args.model, "--weights",
+                   args.weights, "--device", str(device.type), "--warmup", str(args.warmup), "--out",
+                   str(tmp_path / "cli"), "-q"]  # fmt: skip
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True)
+            cli_s = time.perf_counter() - t0
+
+    bare_med, pipe_med = statistics.median(bare_s), statistics.median(pipe_s)
+    call_med, rec_med = statistics.median(bare_calls), statistics.median(pipe_calls)
+    print(
+        f"machine: {device_name(device)} ({device}), torch threads {torch.get_num_threads()}, torch {torch.__version__}"
+    )
+    print(f"model: {args.model} ({args.weights}), {args.images} images {args.size}x{args.size}, {args.rounds} rounds")
+    print(f"bare loop          : {bare_med:7.3f} s   model call median {call_med:7.1f} ms/image")
+    print(f"DetLens pipeline   : {pipe_med:7.3f} s   recorded inference_ms median {rec_med:7.1f} ms/image")
+    print(f"inference_ms / bare model call : {rec_med / call_med:5.3f}  (target within 10%: 0.90-1.10)")
+    print(f"pipeline / bare loop           : {pipe_med / bare_med:5.3f}  (target <= 1.15)")
+    if cli_s is not None:
+        print(f"CLI subprocess, imports + model build included: {cli_s:7.3f} s (one run, for reference)")
+    ok = 0.9 <= rec_med / call_med <= 1.1 and pipe_med / bare_med <= 1.15
+    print("targets met" if ok else "targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
