@@ -94,6 +94,11 @@ class LoadedImage:
 # --- public API ----------------------------------------------------------------------------------------------------
 
 
+def content_id(data: bytes) -> str:
+    """An image's id: the first 16 hex digits of the sha256 of its bytes (same bytes, same id, whatever the name)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def load_image(
     source: str | Path | bytes,
     name: str | None = None,
@@ -118,7 +123,7 @@ def load_image(
     ) -> LoadedImage:
         ms = (time.perf_counter() - t0) * 1e3
         w, h = image.size if image is not None else (0, 0)
-        image_id = hashlib.sha256(data).hexdigest()[:16] if data is not None else ""
+        image_id = content_id(data) if data is not None else ""
         return LoadedImage(display, image_id, image, w, h, fmt, ms, notes, _one_line(err) if err else "", path)
 
     if error:

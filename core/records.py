@@ -87,30 +87,25 @@ def inferences_frame(
 
 def detections_frame(results: Iterable[DetectionResult], *, run_id: str) -> pd.DataFrame:
     """One row per box in original-image pixels (every box above the score floor)."""
-    parts = []
-    for r in results:
-        n = len(r.scores)
-        if not n:
-            continue
-        parts.append(
-            pd.DataFrame(
-                {
-                    "run_id": run_id,
-                    "image_id": r.image_id,
-                    "model": r.model,
-                    "label_id": r.labels,
-                    "label": list(r.label_names),
-                    "score": r.scores.astype(np.float64),
-                    "x1": r.boxes[:, 0].astype(np.float64),
-                    "y1": r.boxes[:, 1].astype(np.float64),
-                    "x2": r.boxes[:, 2].astype(np.float64),
-                    "y2": r.boxes[:, 3].astype(np.float64),
-                }
-            )
-        )
-    if not parts:
+    kept = [r for r in results if len(r.scores)]
+    if not kept:
         return empty_detections()
-    return _typed(pd.concat(parts, ignore_index=True), DETECTION_COLUMNS, DETECTION_DTYPES)
+    boxes = np.concatenate([r.boxes for r in kept]).astype(np.float64)
+    frame = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "image_id": np.repeat([r.image_id for r in kept], [len(r.scores) for r in kept]),
+            "model": np.repeat([r.model for r in kept], [len(r.scores) for r in kept]),
+            "label_id": np.concatenate([r.labels for r in kept]),
+            "label": [name for r in kept for name in r.label_names],
+            "score": np.concatenate([r.scores for r in kept]).astype(np.float64),
+            "x1": boxes[:, 0],
+            "y1": boxes[:, 1],
+            "x2": boxes[:, 2],
+            "y2": boxes[:, 3],
+        }
+    )
+    return _typed(frame, DETECTION_COLUMNS, DETECTION_DTYPES)
 
 
 def coerce_inferences(df: pd.DataFrame) -> pd.DataFrame:
@@ -152,3 +147,26 @@ def read_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
     det = pd.read_csv(out_dir / "detections.csv", dtype={"image_id": "string", "run_id": "string"})
     info = RunInfo.from_json((out_dir / "run.json").read_text(encoding="utf-8"))
     return coerce_inferences(inf), coerce_detections(det), info
+
+
+def coco_results(detections: pd.DataFrame, image_ids: dict[str, int], *, min_score: float = 0.0) -> list[dict]:
+    """One model's boxes as a COCO results list (bbox = [x, y, w, h]; category_id = torchvision label id).
+
+    torchvision's COCO label ids are the COCO category ids, so the file evaluates against COCO-format ground truth.
+    `image_ids` maps our content-hash ids to the integer ids of the ground truth (or any stable numbering).
+    """
+    rows = detections[(detections["score"] >= min_score) & detections["image_id"].isin(list(image_ids))]
+    return [
+        {
+            "image_id": int(image_ids[r.image_id]),
+            "category_id": int(r.label_id),
+            "bbox": [
+                round(float(r.x1), 2),
+                round(float(r.y1), 2),
+                round(float(r.x2 - r.x1), 2),
+                round(float(r.y2 - r.y1), 2),
+            ],
+            "score": round(float(r.score), 5),
+        }
+        for r in rows.itertuples(index=False)
+    ]

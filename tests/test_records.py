@@ -8,7 +8,7 @@ import pytest
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
 from core.engine import DetectionResult
-from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, read_run, write_run
+from core.records import RunInfo, coco_results, detections_frame, inferences_frame, new_run_id, read_run, write_run
 
 
 def make_result(scores=(0.9, 0.4, 0.02), error="", image_id="img1", model="m") -> DetectionResult:
@@ -83,3 +83,11 @@ def test_round_trip_through_files(tmp_path, parquet):
 
 def test_run_ids_are_unique():
     assert len({new_run_id() for _ in range(50)}) == 50
+
+
+def test_coco_results_use_xywh_boxes_and_label_ids_as_category_ids():
+    det = detections_frame([make_result(), make_result(image_id="img2", scores=(0.7,))], run_id="r")
+    out = coco_results(det, {"img1": 5, "img2": 9}, min_score=0.3)
+    assert [(r["image_id"], r["category_id"], r["score"]) for r in out] == [(5, 1, 0.9), (5, 2, 0.4), (9, 1, 0.7)]
+    assert out[1]["bbox"] == [1.0, 1.0, 10.0, 5.0]
+    assert coco_results(det, {"img2": 1}) == [out[2] | {"image_id": 1}]

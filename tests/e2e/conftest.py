@@ -1,0 +1,212 @@
+"""Browser end-to-end harness: a real ``streamlit run`` server and headless Debian Chromium driven by Playwright.
+
+Every test under tests/e2e is marked ``e2e`` (deselect with ``-m "not e2e"``). Without /usr/bin/chromium (or the
+playwright package) the tests are skipped, except under ``CI=true``, where they fail: CI must run them.
+
+``DETLENS_E2E_APP`` overrides the app script (default ``dashboard/app.py``, relative to the repository root); it exists
+to check this harness against a throwaway script. Artifacts (server log, screenshots of failed tests) go to
+``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+SERVER_START_TIMEOUT_S = 60.0
+APP_RUN_TIMEOUT_MS = 120_000  # first run imports torch and friends: slow on a small CI machine
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
+
+
+def _skip_or_fail(reason: str) -> None:
+    if _in_ci():
+        pytest.fail(f"{reason} (CI is set: browser tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can tell whether their test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chromium_executable() -> Path:
+    """Checked first (autouse), so a missing browser skips before a server is started."""
+    if not CHROMIUM.is_file() or not os.access(CHROMIUM, os.X_OK):
+        _skip_or_fail(f"{CHROMIUM} is missing: install it with `apt-get install chromium`")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        _skip_or_fail(f"playwright is not installed ({exc}): pip install -r requirements-dev.txt")
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    try:
+        with opener.open(url, timeout=2) as response:
+            return response.status == 200 and response.read().strip() == b"ok"
+    except OSError:
+        return False
+
+
+def _log_tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the server and everything it started: it runs in its own process group."""
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
+    """Start ``streamlit run`` on a free local port; yield its base URL; stop it and keep its log."""
+    app = Path(os.environ.get("DETLENS_E2E_APP") or "dashboard/app.py")
+    app_path = app if app.is_absolute() else REPO_ROOT / app
+    if not app_path.is_file():
+        pytest.fail(f"app script {app_path} does not exist", pytrace=False)
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app_path),
+        "--server.port", str(port),
+        "--server.address", "127.0.0.1",
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+        "--client.showErrorDetails", "full",  # config.toml says "type"; a failing test should say what went wrong
+    ]  # fmt: skip
+    env = {**os.environ, "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
+    log_path = artifacts_dir / "streamlit.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+            while not _healthy(f"{base_url}/_stcore/health"):
+                if proc.poll() is not None:
+                    pytest.fail(
+                        f"streamlit exited with {proc.returncode} before it was healthy; log:\n{_log_tail(log_path)}",
+                        pytrace=False,
+                    )
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"streamlit not healthy after {SERVER_START_TIMEOUT_S:.0f} s; log:\n{_log_tail(log_path)}",
+                        pytrace=False,
+                    )
+                time.sleep(0.25)
+            yield base_url
+        finally:
+            _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_executable: Path) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_executable), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(browser, artifacts_dir: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh page (own context: no cookies or storage shared between tests); a screenshot is kept if the test fails.
+
+    Browser console errors are collected on ``page.console_errors``.
+    """
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.console_errors = []
+    page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        yield page
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.nodeid)
+            try:
+                page.screenshot(path=str(artifacts_dir / f"{name}.png"), full_page=True)
+            except Exception as exc:  # a screenshot is a bonus: never hide the real failure
+                print(f"screenshot failed: {exc}", file=sys.stderr)
+        context.close()
+
+
+@pytest.fixture
+def wait_for_app() -> Callable[..., None]:
+    """``wait_for_app(page)``: wait until the page is connected to the server and the script run has finished."""
+
+    def wait(page, timeout_ms: int = APP_RUN_TIMEOUT_MS) -> None:
+        page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout_ms)
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+
+    return wait
