@@ -3,7 +3,7 @@
     python -m core.bench [--model ssdlite320_mobilenet_v3_large] [--images 40] [--size 512] [--weights untrained]
 
 The bare loop is the tutorial's: decode, to tensor, `model([x])` under `inference_mode`. The pipeline is what
-`python -m core detect` runs after its imports: load_images + runner.run + write_run. Both use the one loaded model and
+`python -m core detect` runs after its imports: sources_from_paths + runner.run + write_run. Both use the one loaded model and
 the same warm-up; rounds alternate to spread machine noise. The subprocess CLI (imports and model build included)
 is timed too, for reference.
 """
@@ -26,7 +26,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from core.config import REPO_ROOT
 from core.devices import device_name
 from core.engine import load_detector
-from core.images import gallery_paths, load_images
+from core.images import gallery_paths, sources_from_paths
 from core.records import write_run
 from core.runner import RunSettings, run
 
@@ -64,8 +64,7 @@ def bare_loop(model: torch.nn.Module, paths: list[Path], device: torch.device) -
 def pipeline(paths: list[Path], settings: RunSettings, out: Path) -> tuple[float, list[float]]:
     """What the CLI runs after start-up. Returns (seconds, recorded inference_ms per image)."""
     start = time.perf_counter()
-    images = load_images(paths)
-    output = run(images, settings)
+    output = run(sources_from_paths(paths), settings)
     write_run(out, output.inferences, output.detections, output.info)
     seconds = time.perf_counter() - start
     return seconds, output.inferences["inference_ms"].astype(float).tolist()

@@ -85,7 +85,7 @@ def _download_progress(model: str):
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from core.images import gallery_paths, load_images
+    from core.images import gallery_paths, sources_from_paths
     from core.records import write_run
     from core.runner import RunSettings, run
 
@@ -100,7 +100,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         batch_size=args.batch_size,
     )
-    images = load_images(paths)
+    images = sources_from_paths(paths)
     if not images:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE

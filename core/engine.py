@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -174,83 +174,109 @@ def _to_tensor(image: LoadedImage, device: torch.device) -> torch.Tensor:
 
 def run_detector(
     detector: Detector,
-    images: Sequence[LoadedImage],
+    images: Iterable[LoadedImage],
     *,
     warmup: int = DEFAULT_WARMUP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     score_floor: float = SCORE_FLOOR,
     on_result: Callable[[DetectionResult], None] | None = None,
 ) -> list[DetectionResult]:
-    """Run one detector over images; failed images become results with `error` set and the run goes on."""
+    """Run one detector over images, consumed lazily (pass a generator to decode one image at a time).
+
+    Failed images become results with `error` set and the run goes on. Results come back in input order.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    dev = detector.device
-    results: list[tuple[int, DetectionResult]] = []  # (input position, result): returned in input order
+    results: list[tuple[int, DetectionResult]] = []
+    cold = warmup > 0
 
     def emit(index: int, result: DetectionResult) -> None:
         results.append((index, result))
         if on_result:
             on_result(result)
 
-    usable: list[tuple[int, LoadedImage]] = []
+    batch: list[tuple[int, LoadedImage]] = []
     for index, image in enumerate(images):
-        if image.ok:
-            usable.append((index, image))
-        else:
+        if not image.ok:
             emit(index, _failed(image, detector, batch_size, image.error))
-
-    warmed = warmup <= 0
-    for start in range(0, len(usable), batch_size):
-        batch = usable[start : start + batch_size]
-        pre_ms: list[float] = []
-        tensors: list[torch.Tensor] = []
-        try:
-            for _, image in batch:
-                t0 = time.perf_counter()
-                tensors.append(_to_tensor(image, dev))
-                synchronize(dev)
-                pre_ms.append(image.decode_ms + (time.perf_counter() - t0) * 1e3)
-            with device_lock(dev):
-                if not warmed:
-                    for _ in range(warmup):
-                        detector(tensors)
-                    warmed = True
-                synchronize(dev)
-                t0 = time.perf_counter()
-                outputs = detector(tensors)
-                synchronize(dev)
-                infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
-        except Exception as exc:  # a model that cannot take this image must not stop the run
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-            for index, image in batch:
-                emit(index, _failed(image, detector, len(batch), f"model failed: {_one_line(exc)}"))
             continue
-        for (index, image), out, p_ms in zip(batch, outputs, pre_ms, strict=True):
-            t0 = time.perf_counter()
-            scores = out["scores"].float().cpu().numpy()
-            keep = scores >= score_floor
-            boxes = out["boxes"].float().cpu().numpy()[keep]
-            labels = out["labels"].cpu().numpy().astype(np.int64)[keep]
-            names = tuple(label_name(detector.categories, int(i)) for i in labels)
-            result = DetectionResult(
-                image_id=image.image_id,
-                image_name=image.name,
-                width=image.width,
-                height=image.height,
-                model=detector.name,
-                weights=detector.weights,
-                device=str(dev),
-                precision=detector.precision,
-                batch_size=len(batch),
-                boxes=boxes.astype(np.float32).reshape(-1, 4),
-                scores=scores[keep].astype(np.float32),
-                labels=labels,
-                label_names=names,
-                preprocess_ms=p_ms,
-                inference_ms=infer_ms,
-                notes=image.notes,
-            )
-            result.postprocess_ms = (time.perf_counter() - t0) * 1e3
-            emit(index, result)
+        batch.append((index, image))
+        if len(batch) == batch_size:
+            if cold:
+                cold = not _warm_up(detector, [img for _, img in batch], warmup)
+            _run_batch(detector, batch, score_floor, emit)
+            batch = []
+    if batch:
+        if cold:
+            _warm_up(detector, [img for _, img in batch], warmup)
+        _run_batch(detector, batch, score_floor, emit)
     return [r for _, r in sorted(results, key=lambda pair: pair[0])]
+
+
+def _warm_up(detector: Detector, images: list[LoadedImage], calls: int) -> bool:
+    """Untimed calls on the first batch (lazy initialisation, allocator and kernel caches). False if it failed."""
+    try:
+        tensors = [_to_tensor(image, detector.device) for image in images]
+        with device_lock(detector.device):
+            for _ in range(calls):
+                detector(tensors)
+            synchronize(detector.device)
+    except Exception:  # the timed call on the same batch reports the failure
+        return False
+    return True
+
+
+def _run_batch(
+    detector: Detector,
+    batch: list[tuple[int, LoadedImage]],
+    score_floor: float,
+    emit: Callable[[int, DetectionResult], None],
+) -> None:
+    """Time one batch: tensors on the device, the model call, outputs to results."""
+    dev = detector.device
+    pre_ms: list[float] = []
+    tensors: list[torch.Tensor] = []
+    try:
+        for _, image in batch:
+            t0 = time.perf_counter()
+            tensors.append(_to_tensor(image, dev))
+            synchronize(dev)
+            pre_ms.append(image.decode_ms + (time.perf_counter() - t0) * 1e3)
+        with device_lock(dev):
+            synchronize(dev)
+            t0 = time.perf_counter()
+            outputs = detector(tensors)
+            synchronize(dev)
+            infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
+    except Exception as exc:  # a model that cannot take this image must not stop the run
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        for index, image in batch:
+            emit(index, _failed(image, detector, len(batch), f"model failed: {_one_line(exc)}"))
+        return
+    for (index, image), out, p_ms in zip(batch, outputs, pre_ms, strict=True):
+        t0 = time.perf_counter()
+        scores = out["scores"].float().cpu().numpy()
+        keep = scores >= score_floor
+        boxes = out["boxes"].float().cpu().numpy()[keep]
+        labels = out["labels"].cpu().numpy().astype(np.int64)[keep]
+        result = DetectionResult(
+            image_id=image.image_id,
+            image_name=image.name,
+            width=image.width,
+            height=image.height,
+            model=detector.name,
+            weights=detector.weights,
+            device=str(dev),
+            precision=detector.precision,
+            batch_size=len(batch),
+            boxes=boxes.astype(np.float32).reshape(-1, 4),
+            scores=scores[keep].astype(np.float32),
+            labels=labels,
+            label_names=tuple(label_name(detector.categories, int(i)) for i in labels),
+            preprocess_ms=p_ms,
+            inference_ms=infer_ms,
+            notes=image.notes,
+        )
+        result.postprocess_ms = (time.perf_counter() - t0) * 1e3
+        emit(index, result)

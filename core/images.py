@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +157,53 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
             )
         out.extend(sorted(found, key=lambda p: p.relative_to(path).parts))
     return out
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an image's bytes are (a file, or bytes in memory such as an upload); nothing is decoded until `load()`.
+
+    Runs take sources, not decoded images, so a folder of large photos is decoded one image at a time.
+    `image_id` is the content hash when the caller computed it (`from_bytes`, `hashed`), else "".
+    """
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = field(default=None, repr=False)
+    image_id: str = ""
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes) -> ImageSource:
+        return cls(name, data=data, image_id=content_id(data))
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> ImageSource:
+        path = Path(path)
+        return cls(path.name, path=path)
+
+    def hashed(self) -> ImageSource:
+        """The same source with `image_id` filled in from its bytes."""
+        return self if self.image_id else replace(self, image_id=content_id(self.read()))
+
+    def read(self) -> bytes:
+        """The raw bytes (b"" when the file is gone or unreadable: loading then says why)."""
+        if self.data is not None:
+            return self.data
+        try:
+            return self.path.read_bytes() if self.path else b""
+        except OSError:
+            return b""
+
+    def load(self) -> LoadedImage:
+        """Decode now (never raises: see load_image)."""
+        if self.data is not None or self.path is None:
+            return load_image(self.data or b"", self.name)
+        return load_image(self.path, self.name)
+
+
+def sources_from_paths(paths: Iterable[str | Path]) -> list[ImageSource]:
+    """`expand_paths` as sources, not decoded yet."""
+    return [ImageSource.from_path(p) for p in expand_paths(paths)]
 
 
 def load_images(paths: Iterable[str | Path]) -> list[LoadedImage]:

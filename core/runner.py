@@ -10,7 +10,7 @@ import pandas as pd
 from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, WEIGHTS_DEFAULT
 from core.devices import environment, resolve_device
 from core.engine import DetectionResult, load_detector, run_detector
-from core.images import LoadedImage
+from core.images import ImageSource
 from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
 from core.weights import ProgressFn
 
@@ -45,7 +45,7 @@ ResultFn = Callable[[DetectionResult, int, int], None]
 
 
 def run(
-    images: Sequence[LoadedImage],
+    sources: Sequence[ImageSource],
     settings: RunSettings,
     *,
     run_id: str | None = None,
@@ -54,7 +54,11 @@ def run(
     on_download: Callable[[str], ProgressFn] | None = None,
     class_names: Mapping[str, Sequence[str]] | None = None,
 ) -> RunOutput:
-    """Load each model (errors for unusable settings are raised before any image runs), then run every image."""
+    """Load each model (errors for unusable settings are raised before any image runs), then run every image.
+
+    Model after model, each image is decoded just before its call (decode time is part of `preprocess_ms`), so
+    memory holds one batch of decoded images at a time whatever the number of images.
+    """
     device = resolve_device(settings.device)
     detectors = [
         load_detector(
@@ -82,9 +86,9 @@ def run(
             "batch_size": settings.batch_size,
             "user": user,
         },
-        environment={**environment(device), "images": {i.image_id: i.name for i in images}},
+        environment=environment(device),
     )
-    total = len(images) * len(detectors)
+    total = len(sources) * len(detectors)
     results: list[DetectionResult] = []
 
     def done(result: DetectionResult) -> None:
@@ -93,7 +97,9 @@ def run(
             on_result(result, len(results), total)
 
     for det in detectors:
-        run_detector(det, images, warmup=settings.warmup, batch_size=settings.batch_size, on_result=done)
+        decoded = (source.load() for source in sources)
+        run_detector(det, decoded, warmup=settings.warmup, batch_size=settings.batch_size, on_result=done)
+    info.environment["images"] = {r.image_id: r.image_name for r in results if r.image_id}
     return RunOutput(
         info=info,
         results=results,

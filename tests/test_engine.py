@@ -201,3 +201,19 @@ def test_cuda_run_with_precision(precision):
     (result,) = run_detector(det, [_photo(128, 96)], warmup=1)
     assert result.ok and result.device.startswith("cuda") and result.precision == precision
     assert result.inference_ms > 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_images_are_decoded_one_batch_at_a_time(small, batch_size):
+    events = []
+
+    def lazily():
+        for i in range(4):
+            events.append(f"decode {i}")
+            yield _photo(48, 48, seed=i)
+
+    run_detector(small, lazily(), warmup=1, batch_size=batch_size, on_result=lambda r: events.append("result"))
+    # before image k is decoded, every image of the batches before k's has its result
+    for k in range(4):
+        done_before = events[: events.index(f"decode {k}")].count("result")
+        assert done_before == (k // batch_size) * batch_size
