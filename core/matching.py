@@ -57,8 +57,8 @@ def match_boxes(
 
     Returns `(index_a, index_b, iou)` triples sorted by decreasing IoU (ties by index).
     """
-    boxes_a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
-    boxes_b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
+    boxes_a = np.array(boxes_a, dtype=np.float64).reshape(-1, 4)  # a writable copy: pandas hands out read-only views
+    boxes_b = np.array(boxes_b, dtype=np.float64).reshape(-1, 4)
     labels_a = np.asarray(labels_a, dtype=object)
     labels_b = np.asarray(labels_b, dtype=object)
     if len(labels_a) != len(boxes_a) or len(labels_b) != len(boxes_b):

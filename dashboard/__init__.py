@@ -1,0 +1,1 @@
+"""DetLens dashboard: the Streamlit frame, session state, cached wrappers and pure figure builders."""

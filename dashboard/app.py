@@ -1,0 +1,21 @@
+"""DetLens entry point: `streamlit run dashboard/app.py` from the repository root. Only the frame lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ on sys.path, not the repository root
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import state  # noqa: E402
+from dashboard.pagelist import PAGES, page  # noqa: E402
+
+st.set_page_config(page_title="DetLens", page_icon=":material/center_focus_strong:", layout="wide")
+state.init()
+navigation = st.navigation([page(p.path) for p in PAGES])
+state.sidebar_settings()
+navigation.run()

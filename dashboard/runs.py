@@ -1,0 +1,144 @@
+"""Run-page logic without widgets: gather images, skip what is done, run with progress, append to the session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
+from core.engine import DetectionResult
+from core.images import ImageSource, expand_paths
+from core.models import get_model
+from core.records import new_run_id
+from core.runner import RunOutput, RunSettings, run
+from core.weights import ProgressFn, WeightsChoice, cached_weights_path, parse_weights
+from dashboard import cache, state
+
+
+class FolderNotAllowedError(ValueError):
+    """A server folder outside the roots allowed in config."""
+
+
+def folder_roots() -> list[Path]:
+    """Folders on the server the Run page may read: the gallery plus $DETLENS_FOLDER_ROOTS (os.pathsep-separated)."""
+    extra = [Path(p).expanduser() for p in os.environ.get(FOLDER_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [GALLERY_DIR.resolve(), *(p.resolve() for p in extra)]
+
+
+def resolve_folder(text: str, roots: Sequence[Path] | None = None) -> Path:
+    """The folder `text` names, if it lies under an allowed root once links and `..` are resolved."""
+    roots = list(roots if roots is not None else folder_roots())
+    if not text.strip():
+        raise FolderNotAllowedError("enter a folder path")
+    path = Path(text.strip()).expanduser()
+    if not path.is_absolute():
+        path = roots[0].parent / path
+    real = path.resolve()
+    if not any(real == r or real.is_relative_to(r) for r in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise FolderNotAllowedError(f"{text} is outside the folders this server allows ({allowed})")
+    if not real.is_dir():
+        raise FolderNotAllowedError(f"{text} is not a folder")
+    return real
+
+
+def refs_from_paths(paths: Sequence[Path]) -> list[ImageSource]:
+    """Image refs for files on the server, identified by the hash of their content."""
+    return _unique([ImageSource.from_path(p).hashed() for p in expand_paths(paths)])
+
+
+def refs_from_uploads(files: Sequence[tuple[str, bytes]]) -> list[ImageSource]:
+    """Image refs for uploaded (name, bytes) pairs."""
+    return _unique([ImageSource.from_bytes(name, data) for name, data in files])
+
+
+def _unique(refs: list[ImageSource]) -> list[ImageSource]:
+    """The same content twice is one image (the first name wins)."""
+    first: dict[str, ImageSource] = {}
+    for r in refs:
+        first.setdefault(r.image_id, r)
+    return list(first.values())
+
+
+@dataclass
+class WeightsStatus:
+    model: str
+    choice: WeightsChoice
+    needs_download: bool
+    expected_file: Path | None = None
+
+
+def weights_status(model: str, weights: str) -> WeightsStatus:
+    """Whether `weights` for `model` must be downloaded first (default weights not in the hub cache)."""
+    choice = parse_weights(weights)
+    if choice.kind != "default":
+        return WeightsStatus(model, choice, False)
+    path = cached_weights_path(get_model(model))
+    return WeightsStatus(model, choice, not path.is_file(), path)
+
+
+@dataclass
+class PlannedRun:
+    """What a click on Run will do: images per model that are not done yet, and what is skipped."""
+
+    settings: RunSettings
+    todo: dict[str, list[ImageSource]] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> PlannedRun:
+    """Leave out (image, model, weights, device, precision) already done without error in this session."""
+    done = state.done_keys()
+    planned = PlannedRun(settings)
+    for model in settings.models:
+        label = parse_weights(settings.weights_for(model)).label
+        todo = [src for src in sources if (src.image_id, model, label, device, settings.precision) not in done]
+        planned.skipped += len(sources) - len(todo)
+        if todo:
+            planned.todo[model] = todo
+    return planned
+
+
+def execute(
+    planned: PlannedRun,
+    *,
+    on_result: Callable[[DetectionResult, int, int], None] | None = None,
+    on_download: Callable[[str], ProgressFn] | None = None,
+) -> RunOutput | None:
+    """Run each model on its images as one run and append it to the session tables."""
+    s = planned.settings
+    total = sum(len(v) for v in planned.todo.values())
+    run_id = new_run_id()
+    outputs: list[RunOutput] = []
+    for model, sources in planned.todo.items():
+        offset = sum(len(o.results) for o in outputs)
+        one = RunSettings([model], s.weights_for(model), {}, s.device, s.precision, s.threshold, s.warmup, s.batch_size)
+        progress = on_download(model) if on_download else None
+        cache.detector(model, s.weights_for(model), s.device, s.precision, _progress=progress)
+
+        def report(result: DetectionResult, done: int, _total: int, offset: int = offset) -> None:
+            if on_result:
+                on_result(result, offset + done, total)
+
+        outputs.append(run(sources, one, run_id=run_id, on_result=report))
+    if not outputs:
+        return None
+    first = outputs[0]
+    weights = {m: w for o in outputs for m, w in o.info.settings["weights"].items()}
+    first.info.settings.update(models=list(planned.todo), weights=weights)
+    for o in outputs[1:]:
+        first.info.environment["images"].update(o.info.environment["images"])
+    merged = RunOutput(
+        info=first.info,
+        results=[r for o in outputs for r in o.results],
+        inferences=pd.concat([o.inferences for o in outputs], ignore_index=True),
+        detections=pd.concat(
+            [o.detections for o in outputs if len(o.detections)] or [first.detections], ignore_index=True
+        ),
+    )
+    state.add_run(merged.info, merged.inferences, merged.detections)
+    return merged

@@ -1,0 +1,105 @@
+"""Derived tables the pages show (pure pandas, no widgets): per-image summaries, sorting, counts."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import pandas as pd
+
+from core.config import WEIGHTS_UNTRAINED
+from core.matching import disagreement_per_image, latest_run
+
+GALLERY_IMAGE_KEY = "gallery_image"  # the image the Gallery shows; other pages set it to open an image there
+
+# Sort options of the Gallery: label -> column of image_table.
+SORT_KEYS: dict[str, str] = {
+    "name": "image_name",
+    "detections": "detections",
+    "latency": "latency_ms",
+    "disagreement": "disagreement",
+    "errors": "errors",
+}
+
+
+def visible(det: pd.DataFrame, threshold: float, classes: Collection[str] | None = None) -> pd.DataFrame:
+    """Boxes at or above the threshold (and of the chosen classes), latest run per (image, model)."""
+    keep = det["score"] >= threshold
+    if classes:
+        keep &= det["label"].isin(list(classes))
+    return latest_run(det[keep])
+
+
+def image_table(
+    inf: pd.DataFrame,
+    det: pd.DataFrame,
+    models: Sequence[str],
+    threshold: float,
+    classes: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """One row per image: name, boxes shown, median latency, disagreement between the models, errors."""
+    inf = inf[inf["model"].isin(list(models))]
+    if inf.empty:
+        return pd.DataFrame(columns=["image_id", "image_name", *SORT_KEYS.values()])
+    ok = inf[inf["error"] == ""]
+    shown = visible(det[det["model"].isin(list(models))], threshold, classes)
+    base = inf.groupby("image_id", sort=False).agg(image_name=("image_name", "first")).reset_index()
+    detections = shown.groupby("image_id").size().rename("detections")
+    per_model = shown.groupby(["image_id", "model"]).size().unstack(fill_value=0)
+    latency = ok.groupby("image_id")["total_ms"].median().rename("latency_ms")
+    errors = (inf["error"] != "").groupby(inf["image_id"]).sum().rename("errors")
+    disagreement = disagreement_per_image(shown, list(models), threshold, image_ids=base["image_id"])
+    table = base.set_index("image_id").join([detections, latency, errors, disagreement])
+    table["detections"] = table["detections"].fillna(0).astype(int)
+    table["per_model"] = [
+        {m: int(per_model.at[i, m]) if i in per_model.index and m in per_model.columns else 0 for m in models}
+        for i in table.index
+    ]
+    return table.reset_index()
+
+
+def sort_images(table: pd.DataFrame, key: str, descending: bool) -> pd.DataFrame:
+    """Sort the image table by a SORT_KEYS label (missing values last)."""
+    return table.sort_values(SORT_KEYS[key], ascending=not descending, na_position="last", kind="stable")
+
+
+def summary(row: object) -> str:
+    """'3 boxes, 12 ms' style caption of an image_table row."""
+    latency = getattr(row, "latency_ms", float("nan"))
+    text = f"{int(row.detections)} boxes"
+    if latency == latency:  # not NaN
+        text += f", {latency:.0f} ms"
+    if int(getattr(row, "errors", 0) or 0):
+        text += f", {int(row.errors)} failed"
+    return text
+
+
+def counts_for_image(
+    det: pd.DataFrame, image_id: str, models: Sequence[str], threshold: float, classes: Collection[str] | None = None
+) -> dict[str, int]:
+    """Boxes shown per model on one image."""
+    shown = visible(det[det["image_id"] == image_id], threshold, classes)
+    counts = shown.groupby("model").size()
+    return {m: int(counts.get(m, 0)) for m in models}
+
+
+def untrained_models(inf: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
+    """Models (among `models`) whose rows come from untrained weights."""
+    rows = inf[inf["weights"] == WEIGHTS_UNTRAINED]
+    names = list(dict.fromkeys(rows["model"]))
+    return [m for m in names if models is None or m in models]
+
+
+def selected_image(event: object) -> str | None:
+    """The image id of the first point selected in a speed-versus-count chart (customdata[0]), if any."""
+    try:
+        points = event.selection.points  # type: ignore[attr-defined]
+    except AttributeError:
+        try:
+            points = event["selection"]["points"]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return None
+    for point in points or []:
+        custom = point.get("customdata") if isinstance(point, dict) else None
+        if custom:
+            return str(custom[0] if isinstance(custom, (list, tuple)) else custom)
+    return None

@@ -1,0 +1,111 @@
+"""Gallery: the session's images, filterable and sortable; one image side by side across models."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import UNTRAINED_MARK
+from dashboard import cache, figures, state, views
+from dashboard.pagelist import page
+
+state.init()
+st.title("Gallery")
+inf, det = state.inferences(), state.detections()
+if inf.empty:
+    st.info("No results yet: run some models first.")
+    st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
+    st.stop()
+
+threshold = state.threshold()
+models_all = list(dict.fromkeys(inf["model"]))
+c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
+labels_all = sorted(det.loc[det["score"] >= threshold, "label"].dropna().unique())
+classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
+sort_by = c3.selectbox("Sort by", list(views.SORT_KEYS), key="gallery_sort")
+descending = c4.toggle("Descending", value=sort_by != "name", key="gallery_desc")
+name_filter = st.text_input("Name contains", key="gallery_name")
+
+table = views.image_table(inf, det, models, threshold, classes or None)
+table = views.sort_images(table, sort_by, descending)
+if name_filter:
+    table = table[table["image_name"].str.contains(name_filter, case=False, regex=False)]
+if table.empty:
+    st.warning("No image matches these filters.")
+    st.stop()
+
+ids = table["image_id"].tolist()
+names = dict(zip(table["image_id"], table["image_name"], strict=True))
+current = st.session_state.get(views.GALLERY_IMAGE_KEY)
+if current not in ids:
+    current = st.session_state[views.GALLERY_IMAGE_KEY] = ids[0]
+index = ids.index(current)
+
+
+def step(delta: int) -> None:
+    """Previous/Next (a callback: it runs before the widgets are drawn again)."""
+    at = ids.index(st.session_state[views.GALLERY_IMAGE_KEY]) if st.session_state[views.GALLERY_IMAGE_KEY] in ids else 0
+    st.session_state[views.GALLERY_IMAGE_KEY] = ids[max(0, min(len(ids) - 1, at + delta))]
+
+
+def picked() -> None:
+    st.session_state[views.GALLERY_IMAGE_KEY] = st.session_state["gallery_pick"]
+
+
+nav1, nav2, nav3 = st.columns([1, 6, 1], vertical_alignment="bottom")
+nav1.button("Previous", disabled=index == 0, key="gallery_prev", width="stretch", on_click=step, args=(-1,))
+nav3.button("Next", disabled=index >= len(ids) - 1, key="gallery_next", width="stretch", on_click=step, args=(1,))
+st.session_state["gallery_pick"] = current
+nav2.selectbox(
+    f"Image {index + 1} of {len(ids)}",
+    ids,
+    format_func=lambda i: f"{names[i]} ({i[:8]})",
+    key="gallery_pick",
+    on_change=picked,
+)
+picked_id = current
+
+refs = state.images()
+ref = refs.get(picked_id)
+image = cache.full_image(picked_id, ref) if ref else None
+counts = views.counts_for_image(det, picked_id, models, threshold, classes or None)
+metric_cols = st.columns(max(len(models), 1))
+for col, model in zip(metric_cols, models, strict=False):
+    col.metric(model, f"{counts.get(model, 0)} boxes", help=f"score >= {threshold:.2f}")
+untrained = views.untrained_models(inf, models)
+if untrained:
+    st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}.")
+errors = inf[(inf["image_id"] == picked_id) & (inf["error"] != "") & inf["model"].isin(models)]
+for _, err in errors.drop_duplicates("model").iterrows():
+    st.error(f"{err['model']}: {err['error']}")
+
+if image is None or not image.ok:
+    st.info(f"The image itself is not available for display: {image.error if image else 'not in this session'}.")
+else:
+    if image.notes:
+        st.caption("Image: " + "; ".join(image.notes))
+    fig = figures.overlay_grid(
+        image.image,
+        det[det["image_id"] == picked_id],
+        models,
+        threshold=threshold,
+        classes=classes or None,
+        untrained_models=untrained,
+    )
+    st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
+
+with st.expander(f"Thumbnails ({len(table)} images)", expanded=False):
+    page_size = 24
+    pages = max(1, -(-len(table) // page_size))
+    page = st.number_input("Page", 1, pages, 1, key="gallery_page") if pages > 1 else 1
+    chunk = table.iloc[(page - 1) * page_size : page * page_size]
+    cols = st.columns(6)
+    for i, r in enumerate(chunk.itertuples(index=False)):
+        col = cols[i % 6]
+        thumb = cache.thumbnail(r.image_id, refs[r.image_id]) if r.image_id in refs else None
+        if thumb:
+            col.image(thumb, width="stretch")
+        col.caption(f"{r.image_name}: {views.summary(r)}")
+        if col.button("Open", key=f"gallery_open_{r.image_id}"):
+            st.session_state[views.GALLERY_IMAGE_KEY] = r.image_id
+            st.rerun()

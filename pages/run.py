@@ -1,0 +1,143 @@
+"""Run: choose models, weights, device and images; run them with progress; results join the session."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import DEVICES, HEADLINE_MODELS, PRECISIONS, UNTRAINED_MARK, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
+from core.devices import DeviceError, check_precision, resolve_device
+from core.images import ImageSource, gallery_paths
+from core.models import model_names
+from core.runner import RunSettings
+from core.weights import WeightsError
+from dashboard import runs, state
+
+state.init()
+st.title("Run detectors")
+
+
+def settings_ui() -> tuple[RunSettings, str] | None:
+    """Model, weights and device widgets; returns the settings and the resolved device, or None when unusable."""
+    models = st.multiselect("Models", model_names(), default=list(HEADLINE_MODELS), key="run_models")
+    weights: dict[str, str] = {}
+    if models:
+        cols = st.columns(min(len(models), 3))
+        for i, m in enumerate(models):
+            weights[m] = cols[i % len(cols)].selectbox(
+                f"Weights: {m}", [WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED], key=f"run_weights_{m}",
+                help="default: torchvision's COCO weights (downloaded once). untrained: random, for latency only.",
+            )  # fmt: skip
+    c1, c2, c3, c4 = st.columns(4)
+    device_choice = c1.selectbox("Device", DEVICES, key="run_device")
+    precision = c2.selectbox("Precision", PRECISIONS, key="run_precision")
+    warmup = c3.number_input("Warm-up calls", 0, 10, 1, key="run_warmup")
+    batch = c4.number_input("Batch size", 1, 16, 1, key="run_batch")
+    if not models:
+        st.info("Choose at least one model.")
+        return None
+    try:
+        device = resolve_device(device_choice)
+        check_precision(precision, device)
+    except DeviceError as exc:
+        st.error(str(exc))
+        return None
+    settings = RunSettings(
+        models=models, weights=weights, device=str(device), precision=precision, threshold=state.threshold(),
+        warmup=int(warmup), batch_size=int(batch),
+    )  # fmt: skip
+    return settings, str(device)
+
+
+def images_ui() -> list[ImageSource]:
+    """Image source widgets; returns the chosen images."""
+    source = st.radio(
+        "Images", ["Bundled gallery", "Upload", "Server folder", "Camera"], horizontal=True, key="run_source"
+    )
+    if source == "Bundled gallery":
+        names = [p.name for p in gallery_paths()]
+        chosen = st.multiselect("Gallery photos", names, default=names, key="run_gallery")
+        return runs.refs_from_paths([p for p in gallery_paths() if p.name in chosen])
+    if source == "Upload":
+        files = st.file_uploader("Images", accept_multiple_files=True, key="run_upload")
+        return runs.refs_from_uploads([(f.name, f.getvalue()) for f in files or []])
+    if source == "Server folder":
+        roots = runs.folder_roots()
+        st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in roots))
+        text = st.text_input("Folder on the server", key="run_folder")
+        if not text:
+            return []
+        try:
+            return runs.refs_from_paths([runs.resolve_folder(text, roots)])
+        except runs.FolderNotAllowedError as exc:
+            st.error(str(exc))
+            return []
+    shot = st.camera_input("Snapshot", key="run_camera")
+    return runs.refs_from_uploads([(f"camera_{len(state.images()) + 1}.jpg", shot.getvalue())]) if shot else []
+
+
+def use_untrained(models: list[str]) -> None:
+    """Switch the given models to untrained weights (a callback: widget state may change only before drawing)."""
+    for m in models:
+        st.session_state[f"run_weights_{m}"] = WEIGHTS_UNTRAINED
+    st.session_state.pop("run_weights_problem", None)
+
+
+chosen = settings_ui()
+refs = images_ui()
+st.caption(f"{len(refs)} image(s) chosen.")
+
+if chosen:
+    settings, device = chosen
+    statuses = [runs.weights_status(m, settings.weights_for(m)) for m in settings.models]
+    for s in statuses:
+        if s.needs_download:
+            st.info(f"{s.model}: default weights will be downloaded once to `{s.expected_file}`.")
+    if any(settings.weights_for(m) == WEIGHTS_UNTRAINED for m in settings.models):
+        st.warning(f"Untrained models selected: {UNTRAINED_MARK}. Use them for smoke tests and latency only.")
+
+    if st.button("Run", type="primary", disabled=not refs, key="run_go"):
+        state.add_images(refs)
+        planned = runs.plan(settings, refs, device)
+        if planned.skipped:
+            st.caption(f"{planned.skipped} (image, model) pair(s) already done with these settings: not run again.")
+        if not planned.todo:
+            st.success("Everything chosen is already in the session.")
+        else:
+            with st.status("Running...", expanded=True) as status:
+                bar = st.progress(0.0, text="starting")
+
+                def on_result(result, done, total):
+                    bar.progress(done / total, text=f"{done}/{total}: {result.model} on {result.image_name}")
+
+                def on_download(model):
+                    dl = st.progress(0.0, text=f"downloading weights for {model}")
+
+                    def update(done, total):
+                        frac = done / total if total else 0.0
+                        dl.progress(min(frac, 1.0), text=f"{model} weights: {done / 1e6:.1f} MB")
+
+                    return update
+
+                try:
+                    output = runs.execute(planned, on_result=on_result, on_download=on_download)
+                except WeightsError as exc:
+                    status.update(label="Weights unavailable", state="error")
+                    st.error(str(exc))
+                    st.session_state["run_weights_problem"] = [m for m in settings.models]
+                    output = None
+                else:
+                    status.update(label="Done", state="complete", expanded=False)
+            if output is not None:
+                inf = output.inferences
+                failed = inf[inf["error"] != ""].drop_duplicates("image_id")
+                st.success(f"{len(inf) - len(failed)} inference(s) added to the session (run {output.info.run_id}).")
+                if len(failed):
+                    st.warning(f"{len(failed)} image(s) could not be used:")
+                    st.dataframe(failed[["image_name", "error"]], hide_index=True)
+
+    problem = st.session_state.get("run_weights_problem")
+    if problem:
+        st.caption("Default weights cannot be had here. Untrained weights are an explicit choice for latency studies.")
+        st.button(
+            "Use untrained weights for these models", key="run_use_untrained", on_click=use_untrained, args=(problem,)
+        )

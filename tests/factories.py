@@ -1,0 +1,68 @@
+"""Small factories for seeded sessions: inference and detection tables with the schema's dtypes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from core.config import DETECTION_COLUMNS, GALLERY_DIR, INFERENCE_COLUMNS
+from core.images import ImageSource
+from core.records import coerce_detections, coerce_inferences
+
+RUN = "20260101-000000-aaaaaa"
+
+
+def gallery_ref(name: str) -> ImageSource:
+    return ImageSource.from_path(GALLERY_DIR / name).hashed()
+
+
+def inference(
+    image: ImageSource, model: str, *, total: float = 10.0, n: int = 0, weights: str = "default", error: str = ""
+):
+    return {
+        "run_id": RUN, "image_id": image.image_id, "image_name": image.name, "width": 100, "height": 80,
+        "model": model, "weights": weights, "device": "cpu", "precision": "fp32", "batch_size": 1,
+        "preprocess_ms": total * 0.1, "inference_ms": total * 0.8, "postprocess_ms": total * 0.1, "total_ms": total,
+        "n_detections": n, "threshold": 0.5, "error": error, "created_at": "2026-01-01T00:00:00+00:00",
+    }  # fmt: skip
+
+
+def box(image: ImageSource, model: str, label: str, score: float, xyxy: Sequence[float], label_id: int = 1):
+    x1, y1, x2, y2 = xyxy
+    return {"run_id": RUN, "image_id": image.image_id, "model": model, "label_id": label_id, "label": label,
+            "score": score, "x1": x1, "y1": y1, "x2": x2, "y2": y2}  # fmt: skip
+
+
+def tables(inferences: list[dict], detections: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    inf = coerce_inferences(pd.DataFrame(inferences, columns=list(INFERENCE_COLUMNS)))
+    det = coerce_detections(pd.DataFrame(detections, columns=list(DETECTION_COLUMNS)))
+    return inf, det
+
+
+def seeded(weights: str = "default") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
+    """Two gallery photos, two models, known boxes.
+
+    cat.jpg: A and B agree on one cat (IoU 1), A alone sees a dog at 0.9, B alone a weak cup at 0.3.
+    coffee.jpg: A sees a cup; B sees the same cup shifted (IoU 0.6) and a second cup at 0.8.
+    At threshold 0.5: both 2, only A 1 (dog), only B 1 (second cup); at 0.2 B's weak cup counts too.
+    """
+    cat, coffee = gallery_ref("cat.jpg"), gallery_ref("coffee.jpg")
+    a, b = "fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"
+    inf = [
+        inference(cat, a, total=900, n=2, weights=weights),
+        inference(cat, b, total=30, n=1, weights=weights),
+        inference(coffee, a, total=1100, n=1, weights=weights),
+        inference(coffee, b, total=35, n=2, weights=weights),
+    ]
+    det = [
+        box(cat, a, "cat", 0.95, (10, 10, 60, 50), 17),
+        box(cat, a, "dog", 0.9, (200, 100, 300, 200), 18),
+        box(cat, b, "cat", 0.8, (10, 10, 60, 50), 17),
+        box(cat, b, "cup", 0.3, (5, 5, 15, 15), 47),
+        box(coffee, a, "cup", 0.85, (0, 0, 100, 100), 47),
+        box(coffee, b, "cup", 0.7, (0, 0, 100, 60), 47),
+        box(coffee, b, "cup", 0.8, (300, 300, 350, 350), 47),
+    ]
+    inf_df, det_df = tables(inf, det)
+    return inf_df, det_df, {cat.image_id: cat, coffee.image_id: coffee}

@@ -1,0 +1,152 @@
+"""Every page through Streamlit's AppTest: empty and seeded sessions, a real run, live filters, agreement numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.config import UNTRAINED_MARK
+from dashboard.pagelist import PAGES
+from tests import factories
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+TIMEOUT = 120
+
+
+def open_page(page: str, seed: tuple | None = None, threshold: float | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if seed is not None:
+        inf, det, refs = seed
+        at.session_state["detlens_inferences"] = inf
+        at.session_state["detlens_detections"] = det
+        at.session_state["detlens_images"] = refs
+        at.session_state["detlens_runs"] = []
+    if threshold is not None:
+        at.session_state["detlens_threshold"] = threshold
+    at.run()
+    if page != "pages/home.py":
+        at.switch_page(f"../{page}").run()
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "warning", "info", "error", "success") for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+@pytest.mark.parametrize("page", [p.path for p in PAGES])
+def test_every_page_runs_on_an_empty_session(page):
+    at = open_page(page)
+    assert not at.exception
+    assert at.title
+
+
+@pytest.mark.parametrize("page", [p.path for p in PAGES])
+def test_every_page_runs_on_a_seeded_session(page):
+    at = open_page(page, factories.seeded())
+    assert not at.exception
+    assert UNTRAINED_MARK not in texts(at)
+
+
+@pytest.mark.parametrize("page", ["pages/gallery.py", "pages/compare.py", "pages/data.py"])
+def test_untrained_results_are_marked(page):
+    at = open_page(page, factories.seeded(weights="untrained"))
+    assert not at.exception
+    assert UNTRAINED_MARK in texts(at)
+
+
+def test_home_shows_the_gallery_and_every_model():
+    at = open_page("pages/home.py")
+    models = at.dataframe[0].value
+    assert len(models) == 12 and models["model"].iloc[0] == "fasterrcnn_resnet50_fpn"
+    assert len(at.get("image")) == len(list((Path(__file__).resolve().parent.parent / "gallery").glob("*.jpg")))
+
+
+def test_run_page_runs_untrained_models_and_rows_appear():
+    at = open_page("pages/run.py")
+    at.multiselect(key="run_gallery").set_value(["cat.jpg", "coffee.jpg"])
+    for model in ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"):
+        at.selectbox(key=f"run_weights_{model}").set_value("untrained")
+    at.run()
+    at.button(key="run_go").click().run(timeout=600)
+    assert not at.exception
+    inf = at.session_state["detlens_inferences"]
+    assert len(inf) == 4 and set(inf["weights"]) == {"untrained"} and (inf["error"] == "").all()
+    assert any("4 inference(s) added" in s.value for s in at.success)
+    # the same images and settings again: nothing is recomputed
+    at.button(key="run_go").click().run(timeout=600)
+    assert len(at.session_state["detlens_inferences"]) == 4
+    assert any("already" in c.value for c in [*at.caption, *at.success])
+
+
+def test_run_page_says_why_default_weights_are_missing_and_offers_untrained(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("DETLENS_OFFLINE", "1")
+    at = open_page("pages/run.py")
+    at.multiselect(key="run_models").set_value(["ssdlite320_mobilenet_v3_large"]).run()
+    at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
+    assert "will be downloaded once" in texts(at)
+    at.button(key="run_go").click().run()
+    assert any("ssdlite320_mobilenet_v3_large_coco-a79551df.pth" in e.value for e in at.error)
+    at.button(key="run_use_untrained").click().run()
+    assert at.selectbox(key="run_weights_ssdlite320_mobilenet_v3_large").value == "untrained"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [(0.5, ["2 boxes", "1 boxes"]), (0.2, ["2 boxes", "2 boxes"]), (0.92, ["1 boxes", "0 boxes"])],
+)
+def test_gallery_threshold_changes_the_counts_without_running_a_model(threshold, expected):
+    at = open_page("pages/gallery.py", factories.seeded(), threshold=threshold)
+    at.selectbox(key="gallery_sort").set_value("name").run()
+    assert not at.exception
+    shown = metrics(at)
+    assert [shown["fasterrcnn_resnet50_fpn"], shown["ssdlite320_mobilenet_v3_large"]] == expected
+    assert at.get("plotly_chart")
+
+
+def test_gallery_next_and_previous():
+    at = open_page("pages/gallery.py", factories.seeded())
+    at.selectbox(key="gallery_sort").set_value("name").run()
+    at.toggle(key="gallery_desc").set_value(False).run()
+    first = at.session_state["gallery_image"]
+    at.button(key="gallery_next").click().run()
+    second = at.session_state["gallery_image"]
+    assert second != first
+    at.button(key="gallery_prev").click().run()
+    assert at.session_state["gallery_image"] == first
+
+
+@pytest.mark.parametrize(
+    ("threshold", "both", "only_a", "only_b"),
+    [(0.5, "2", "1", "1"), (0.2, "2", "1", "2"), (0.9, "0", "2", "0")],
+)
+def test_compare_agreement_numbers_on_known_boxes(threshold, both, only_a, only_b):
+    at = open_page("pages/compare.py", factories.seeded(), threshold=threshold)
+    assert not at.exception
+    shown = metrics(at)
+    assert (shown["Both"], shown["Only fasterrcnn_resnet50_fpn"], shown["Only ssdlite320_mobilenet_v3_large"]) == (
+        both,
+        only_a,
+        only_b,
+    )
+
+
+def test_compare_draws_its_charts():
+    at = open_page("pages/compare.py", factories.seeded())
+    assert len(at.get("plotly_chart")) >= 8
+
+
+def test_data_page_offers_downloads_and_clears_the_session():
+    at = open_page("pages/data.py", factories.seeded())
+    labels = [b.label for b in at.get("download_button")]
+    assert {"inferences.csv", "detections.csv", "inferences.parquet", "detections.parquet"} <= set(labels)
+    assert "fasterrcnn_resnet50_fpn.json" in labels
+    at.button(key="data_clear").click().run()
+    assert at.session_state["detlens_inferences"].empty
