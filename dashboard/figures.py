@@ -11,6 +11,7 @@ Conventions every builder keeps:
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
 import zlib
@@ -51,6 +52,11 @@ _CARD_DTYPES: dict[str, str] = {  # every other column of the card is float64
 
 
 # --- colours and marks -------------------------------------------------------------------------------------------
+
+
+def plain(text: object) -> str:
+    """User-derived text (file names, class names) made safe for Plotly, which renders a subset of HTML."""
+    return html.escape(str(text), quote=False)
 
 
 def _stable_index(key: str, n: int) -> int:
@@ -198,8 +204,9 @@ def overlay_figure(
     boxes = _above(detections, threshold)
     if classes is not None:
         boxes = boxes[boxes["label"].isin(list(classes))]
-    for label, part in sorted(boxes.groupby("label", sort=False), key=lambda kv: str(kv[0])):
-        label = str(label)
+    for raw_label, part in sorted(boxes.groupby("label", sort=False), key=lambda kv: str(kv[0])):
+        color = class_color(str(raw_label))
+        label = plain(raw_label)
         xs: list[float | None] = []
         ys: list[float | None] = []
         texts: list[str] = []
@@ -211,7 +218,6 @@ def overlay_figure(
             hover = f"<b>{label}</b><br>score {score:.3f}<br>{x2 - x1:.0f} × {y2 - y1:.0f} px"
             hovers.extend([hover] * len(bx))
             texts.extend([f"{label} {score:.2f}"] + [""] * (len(bx) - 1))
-        color = class_color(label)
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -352,7 +358,7 @@ def latency_box(inferences: pd.DataFrame) -> go.Figure:
                 pointpos=0,
                 marker={"color": model_color(model), "size": 5, "opacity": 0.6},
                 line={"color": model_color(model)},
-                customdata=part[["image_id", "image_name"]].astype(object).to_numpy(),
+                customdata=[[i, plain(n)] for i, n in zip(part["image_id"], part["image_name"], strict=True)],
                 hovertemplate="%{customdata[1]}<br>%{y:.1f} ms<extra>%{x}</extra>",
                 showlegend=False,
             )
@@ -491,7 +497,12 @@ def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold
                 mode="markers",
                 name=model,
                 marker={"color": model_color(model), "size": 10, "opacity": 0.8},
-                customdata=part[["image_id", "image_name", "model", "run_id"]].astype(object).to_numpy(),
+                customdata=[
+                    [i, plain(n), m, r]
+                    for i, n, m, r in zip(
+                        part["image_id"], part["image_name"], part["model"], part["run_id"], strict=True
+                    )
+                ],
                 hovertemplate="%{customdata[1]}<br>%{x} boxes<br>%{y:.1f} ms<extra>%{customdata[2]}</extra>",
             )
         )
@@ -514,7 +525,7 @@ def class_counts(detections: pd.DataFrame, threshold: float, *, untrained: bool 
         return empty_figure(f"No detections with score ≥ {threshold:.2f}.", untrained=untrained)
     counts = above.groupby(["label", "model"]).size().unstack("model", fill_value=0)
     counts = counts.loc[counts.sum(axis=1).sort_values(ascending=False, kind="stable").index]
-    labels = [str(label) for label in counts.index]
+    labels = [plain(label) for label in counts.index]
     fig = go.Figure()
     for model in models:
         fig.add_trace(
@@ -596,7 +607,7 @@ def agreement_figure(
         return empty_figure("No images to compare.", untrained=untrained)
     ids = [str(i) for i in per_image["image_id"]]
     names = names or {}
-    ticks = [names.get(i, i[:12]) for i in ids]
+    ticks = [plain(names.get(i, i[:12])) for i in ids]
     series = (
         ("both", "both", "#2CA02C"),
         ("only_a", f"only {agreement.model_a}", model_color(agreement.model_a)),
@@ -610,7 +621,7 @@ def agreement_figure(
                 y=per_image[column].to_numpy(),
                 name=name,
                 marker={"color": color},
-                customdata=[[i, names.get(i, i)] for i in ids],
+                customdata=[[i, plain(names.get(i, i))] for i in ids],
                 hovertemplate="%{customdata[1]}<br>" + name + ": %{y}<extra></extra>",
             )
         )

@@ -7,6 +7,7 @@ import streamlit as st
 from core.config import UNTRAINED_MARK
 from dashboard import cache, figures, state, views
 from dashboard.pagelist import page
+from dashboard.text import md
 
 state.init()
 st.title("Gallery")
@@ -77,13 +78,13 @@ if untrained:
     st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}.")
 errors = inf[(inf["image_id"] == picked_id) & (inf["error"] != "") & inf["model"].isin(models)]
 for _, err in errors.drop_duplicates("model").iterrows():
-    st.error(f"{err['model']}: {err['error']}")
+    st.error(f"{err['model']}: {md(err['error'])}")
 
 if image is None or not image.ok:
-    st.info(f"The image itself is not available for display: {image.error if image else 'not in this session'}.")
+    st.info(f"The image itself is not available for display: {md(image.error) if image else 'not in this session'}.")
 else:
     if image.notes:
-        st.caption("Image: " + "; ".join(image.notes))
+        st.caption("Image: " + md("; ".join(image.notes)))
     fig = figures.overlay_grid(
         image.image,
         det[det["image_id"] == picked_id],
@@ -105,7 +106,7 @@ with st.expander(f"Thumbnails ({len(table)} images)", expanded=False):
         thumb = cache.thumbnail(r.image_id, refs[r.image_id]) if r.image_id in refs else None
         if thumb:
             col.image(thumb, width="stretch")
-        col.caption(f"{r.image_name}: {views.summary(r)}")
+        col.caption(f"{md(r.image_name)}: {views.summary(r)}")
         if col.button("Open", key=f"gallery_open_{r.image_id}"):
             st.session_state[views.GALLERY_IMAGE_KEY] = r.image_id
             st.rerun()

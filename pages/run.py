@@ -11,6 +11,7 @@ from core.models import model_names
 from core.runner import RunSettings
 from core.weights import WeightsError
 from dashboard import runs, state
+from dashboard.text import md
 
 state.init()
 st.title("Run detectors")
@@ -39,7 +40,7 @@ def settings_ui() -> tuple[RunSettings, str] | None:
         device = resolve_device(device_choice)
         check_precision(precision, device)
     except DeviceError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return None
     settings = RunSettings(
         models=models, weights=weights, device=str(device), precision=precision, threshold=state.threshold(),
@@ -69,7 +70,7 @@ def images_ui() -> list[ImageSource]:
         try:
             return runs.refs_from_paths([runs.resolve_folder(text, roots)])
         except runs.FolderNotAllowedError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
             return []
     shot = st.camera_input("Snapshot", key="run_camera")
     return runs.refs_from_uploads([(f"camera_{len(state.images()) + 1}.jpg", shot.getvalue())]) if shot else []
@@ -107,7 +108,7 @@ if chosen:
                 bar = st.progress(0.0, text="starting")
 
                 def on_result(result, done, total):
-                    bar.progress(done / total, text=f"{done}/{total}: {result.model} on {result.image_name}")
+                    bar.progress(done / total, text=f"{done}/{total}: {result.model} on {md(result.image_name)}")
 
                 def on_download(model):
                     dl = st.progress(0.0, text=f"downloading weights for {model}")
@@ -122,7 +123,7 @@ if chosen:
                     output = runs.execute(planned, on_result=on_result, on_download=on_download)
                 except WeightsError as exc:
                     status.update(label="Weights unavailable", state="error")
-                    st.error(str(exc))
+                    st.error(md(exc))
                     st.session_state["run_weights_problem"] = [m for m in settings.models]
                     output = None
                 else:
