@@ -6,16 +6,12 @@ import streamlit as st
 
 from core.config import UNTRAINED_MARK
 from core.matching import compare_models
-from dashboard import cache, figures, state, views
+from dashboard import cache, figures, state, views, widgets
 from dashboard.pagelist import page
 
 state.init()
 st.title("Compare")
-inf, det = state.inferences(), state.detections()
-if inf.empty:
-    st.info("No results yet: run some models first.")
-    st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
-    st.stop()
+inf, det = widgets.require_results()
 
 threshold = state.threshold()
 untrained = views.untrained_models(inf)

@@ -9,16 +9,11 @@ import streamlit as st
 
 from core.config import UNTRAINED_MARK
 from core.records import coco_results
-from dashboard import state, views
-from dashboard.pagelist import page
+from dashboard import state, views, widgets
 
 state.init()
 st.title("Data")
-inf, det = state.inferences(), state.detections()
-if inf.empty:
-    st.info("The session is empty: run some models first.")
-    st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
-    st.stop()
+inf, det = widgets.require_results("The session is empty: run some models first.")
 
 untrained = views.untrained_models(inf)
 if untrained:

@@ -5,17 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import UNTRAINED_MARK
-from dashboard import cache, figures, state, views
-from dashboard.pagelist import page
+from dashboard import cache, figures, state, views, widgets
 from dashboard.text import md
 
 state.init()
 st.title("Gallery")
-inf, det = state.inferences(), state.detections()
-if inf.empty:
-    st.info("No results yet: run some models first.")
-    st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
-    st.stop()
+inf, det = widgets.require_results()
 
 threshold = state.threshold()
 models_all = list(dict.fromkeys(inf["model"]))

@@ -32,20 +32,25 @@ def open_page(page, name: str, wait_for_app) -> None:
     wait_for_app(page)
 
 
-def test_run_then_gallery_and_compare_in_a_real_browser(streamlit_server, browser_page, wait_for_app, artifacts_dir):
-    page = browser_page
-    page.goto(f"{streamlit_server}/run", wait_until="domcontentloaded")
+def upload_and_run_untrained(page, base_url: str, wait_for_app, files) -> None:
+    """On the Run page: the headline pair with untrained weights on uploaded `files`; wait for the results."""
+    page.goto(f"{base_url}/run", wait_until="domcontentloaded")
     wait_for_app(page)
     for model in HEADLINE_MODELS:
         choose(page, f"Weights: {model}", "untrained")
         wait_for_app(page)
     page.get_by_text("Upload", exact=True).click()
     wait_for_app(page)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(GALLERY_DIR / "cat.jpg"))
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files=files)
     page.get_by_text("1 image(s) chosen.").wait_for(timeout=60_000)
     assert page.get_by_text(UNTRAINED_MARK, exact=False).count() >= 1
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("2 inference(s) added to the session").wait_for(timeout=RUN_TIMEOUT_MS)
+
+
+def test_run_then_gallery_and_compare_in_a_real_browser(streamlit_server, browser_page, wait_for_app, artifacts_dir):
+    page = browser_page
+    upload_and_run_untrained(page, streamlit_server, wait_for_app, str(GALLERY_DIR / "cat.jpg"))
     assert_no_exception(page, artifacts_dir)
     page.screenshot(path=str(artifacts_dir / "e2e_run.png"), full_page=True)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.config import GALLERY_DIR, HEADLINE_MODELS
-from tests.e2e.test_dashboard import RUN_TIMEOUT_MS, assert_no_exception, choose, open_page
+from core.config import GALLERY_DIR
+from tests.e2e.test_dashboard import assert_no_exception, open_page, upload_and_run_untrained
 
 HOSTILE = "<img src=x onerror=alert(1)>![t](http://127.0.0.1:9/t.png).png"
 
@@ -13,20 +13,10 @@ def test_a_hostile_file_name_renders_as_text(streamlit_server, browser_page, wai
     dialogs, requests = [], []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("request", lambda r: requests.append(r.url))
-    page.goto(f"{streamlit_server}/run", wait_until="domcontentloaded")
-    wait_for_app(page)
-    for model in HEADLINE_MODELS:
-        choose(page, f"Weights: {model}", "untrained")
-        wait_for_app(page)
-    page.get_by_text("Upload", exact=True).click()
-    wait_for_app(page)
     data = (GALLERY_DIR / "coffee.jpg").read_bytes()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
-        files=[{"name": HOSTILE, "mimeType": "image/png", "buffer": data}]
+    upload_and_run_untrained(
+        page, streamlit_server, wait_for_app, [{"name": HOSTILE, "mimeType": "image/png", "buffer": data}]
     )
-    page.get_by_text("1 image(s) chosen.").wait_for(timeout=60_000)
-    page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_text("inference(s) added to the session").first.wait_for(timeout=RUN_TIMEOUT_MS)
 
     open_page(page, "Gallery", wait_for_app)
     page.get_by_text("Thumbnails").click()
