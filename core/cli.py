@@ -1,4 +1,5 @@
-"""Command line: `python -m core models` and `python -m core detect [PATHS...]`."""
+"""Command line: `python -m core models`, `detect [PATHS...] [--store DIR]`, and the run store's `runs`, `export`,
+`import` (see core.store)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from core.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_THRESHOLD,
@@ -15,6 +18,7 @@ from core.config import (
     DEVICES,
     HEADLINE_MODELS,
     PRECISIONS,
+    STORE_ENV,
     UNTRAINED_MARK,
     WEIGHTS_DEFAULT,
 )
@@ -24,23 +28,11 @@ from core.weights import WeightsError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+_STORE_HELP = f"${STORE_ENV}, else ~/.local/share/detlens"
 
 
 def _models_table() -> list[dict[str, object]]:
-    return [
-        {
-            "name": s.name,
-            "title": s.title,
-            "box_map": s.box_map,
-            "gflops": s.gflops,
-            "params_m": round(s.params / 1e6, 2) if s.params else None,
-            "file_size_mb": s.file_size_mb,
-            "classes": s.num_classes,
-            "weights_file": s.weights_file,
-            "note": s.note,
-        }
-        for s in list_models()
-    ]
+    return [s.as_row() for s in list_models()]
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -53,7 +45,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for r in rows:
         print(
-            f"{r['name']:40} {r['box_map']:>7} {r['gflops']:>8.2f} {r['params_m']:>8} {r['file_size_mb']:>8.1f} "
+            f"{r['model']:40} {r['box_map']:>7} {r['gflops']:>8.2f} {r['params_m']:>8} {r['file_size_mb']:>8.1f} "
             f"{r['classes']:>7}  {r['note']}"
         )
     print("\nFigures are torchvision's published COCO val2017 numbers (weights.meta).")
@@ -86,8 +78,9 @@ def _download_progress(model: str):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from core.images import gallery_paths, sources_from_paths
-    from core.records import write_run
+    from core.records import RunInfo, new_run_id, now_iso, write_run
     from core.runner import RunSettings, run
+    from core.store import current_user, record_into
 
     models = parse_model_list(args.models)
     paths = [Path(p) for p in args.paths] if args.paths else gallery_paths()
@@ -104,17 +97,45 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if not images:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
+    store = _open_store(args.store) if args.store else None
+    run_id, created_at, user = new_run_id(), now_iso(), current_user()
+    record = None
+    if store is not None:
+        store.start_run(RunInfo(run_id, created_at, settings=_planned_settings(settings, user)), user=user)
+        record = record_into(store, run_id, args.threshold, created_at=created_at, sources=images)
     show = sys.stderr.isatty() and not args.quiet
     bar = _progress_bar(len(images) * len(models), show)
 
     def on_result(result, done, total):
+        if record is not None:  # stored (one transaction) as soon as it is done
+            record(result, done, total)
         bar.set_postfix_str(f"{result.model} {result.image_name}"[:60], refresh=False)
         bar.update(1)
 
     try:
-        output = run(images, settings, on_result=on_result, on_download=_download_progress if show else None)
+        output = run(
+            images,
+            settings,
+            run_id=run_id,
+            user=user,
+            on_result=on_result,
+            on_download=_download_progress if show else None,
+        )
+    except (UnknownModelError, DeviceError, WeightsError):
+        if store is not None:  # raised while loading the models, before any image ran: nothing to keep
+            store.delete_run(run_id)
+        raise
+    except BaseException:
+        if store is not None:
+            store.finish_run(run_id, "failed")
+        raise
     finally:
         bar.close()
+    if store is not None:
+        # One created_at for the CSV files and the store (the store's rows were written with it as they came).
+        output.info.created_at = created_at
+        output.inferences["created_at"] = pd.array([created_at] * len(output.inferences), dtype="string")
+        store.finish_run(run_id, "finished", info=output.info)
     written = write_run(Path(args.out), output.inferences, output.detections, output.info, parquet=args.parquet)
     inf = output.inferences
     failed = inf[inf["error"] != ""]
@@ -129,6 +150,72 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for _, row in failed.drop_duplicates("image_id").iterrows():
         print(f"  failed: {row['image_name']}: {row['error']}")
     print("wrote " + ", ".join(str(p) for p in written))
+    if store is not None:
+        print(f"stored run {run_id} in {store.path}")
+    return EXIT_OK
+
+
+def _planned_settings(settings, user: str) -> dict[str, object]:
+    """The run's settings as asked (before models load); the runner's resolved ones replace them when it ends."""
+    return {
+        "models": list(settings.models),
+        "weights": {m: settings.weights_for(m) for m in settings.models},
+        "device": settings.device,
+        "precision": settings.precision,
+        "threshold": settings.threshold,
+        "warmup": settings.warmup,
+        "batch_size": settings.batch_size,
+        "oom_cpu_retry": settings.oom_cpu_retry,
+        "user": user,
+    }
+
+
+def _store_path(value: str | None) -> Path:
+    """`--store DIR`; no value or `default`: $DETLENS_STORE, else ~/.local/share/detlens."""
+    from core.store import default_store_dir
+
+    return default_store_dir() if value in (None, "", "default") else Path(value)
+
+
+def _open_store(value: str | None, *, create: bool = True):
+    from core.store import Store
+
+    return Store(_store_path(value), create=create)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from core.config import STORE_DB_NAME
+
+    path = _store_path(args.store)
+    rows = _open_store(args.store).list_runs().to_dict("records") if (path / STORE_DB_NAME).is_file() else []
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print(f"no runs in {path}")
+        return EXIT_OK
+    header = f"{'run_id':24} {'created_at':25} {'status':8} {'records':>7} {'errors':>6} {'images':>6}  models"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        mark = "  (untrained)" if r["untrained"] else ""
+        print(
+            f"{r['run_id']:24} {r['created_at']:25} {r['status']:8} {r['n_inferences']:>7} {r['n_errors']:>6} "
+            f"{r['n_images']:>6}  {r['models']}{mark}"
+        )
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    path = _open_store(args.store, create=False).export_run(args.run_id, Path(args.zip))
+    print(f"exported run {args.run_id} to {path}")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    run_id = store.import_run(Path(args.zip), replace=args.replace)
+    print(f"imported run {run_id} into {store.path}")
     return EXIT_OK
 
 
@@ -152,7 +239,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_det.add_argument("--out", default="out", help="output folder for inferences.csv and detections.csv")
     p_det.add_argument("--parquet", action="store_true", help="write Parquet beside the CSV files")
     p_det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p_det.add_argument("--store", metavar="DIR", help=f"also keep the run in this run store ('default': {_STORE_HELP})")
     p_det.set_defaults(func=cmd_detect)
+
+    store_help = f"run store folder (default: {_STORE_HELP})"
+    p_runs = sub.add_parser("runs", help="list the runs in the run store")
+    p_runs.add_argument("--store", metavar="DIR", help=store_help)
+    p_runs.add_argument("--json", action="store_true", help="print JSON")
+    p_runs.set_defaults(func=cmd_runs)
+
+    p_exp = sub.add_parser("export", help="write one run (tables, reviews, images) to a zip")
+    p_exp.add_argument("run_id")
+    p_exp.add_argument("zip", help="the zip file to write")
+    p_exp.add_argument("--store", metavar="DIR", help=store_help)
+    p_exp.set_defaults(func=cmd_export)
+
+    p_imp = sub.add_parser("import", help="add a run from a zip written by export")
+    p_imp.add_argument("zip")
+    p_imp.add_argument("--store", metavar="DIR", help=store_help)
+    p_imp.add_argument("--replace", action="store_true", help="replace a run with the same id")
+    p_imp.set_defaults(func=cmd_import)
+
+    from core.evaluate import add_cli as add_evaluate
+
+    add_evaluate(sub)
     return parser
 
 
@@ -164,8 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--threshold must be between 0 and 1")
         if args.warmup < 0 or args.batch_size < 1:
             parser.error("--warmup must be >= 0 and --batch-size >= 1")
+    from core.store import StoreError
+
     try:
         return args.func(args)
-    except (UnknownModelError, DeviceError, WeightsError) as exc:
+    except (UnknownModelError, DeviceError, WeightsError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -62,3 +62,21 @@ UNTRAINED_MARK = "untrained weights: not real detections"
 
 # Cross-model agreement (no ground truth): same-label boxes of two models overlapping at least this much match.
 AGREEMENT_IOU = 0.5
+
+# Ground-truth evaluation (core.evaluate): COCO instances JSON in, pycocotools' COCO metrics out.
+GALLERY_ANNOTATIONS = GALLERY_DIR / "annotations.json"  # hand-drawn COCO boxes for the bundled photos
+GT_MAX_BYTES = 64 * 1024 * 1024  # COCO val2017's instances file is about 25 MB
+RESULTS_MAX_BYTES = 256 * 1024 * 1024  # a COCO results JSON (val2017 at 100 boxes per image is about 50 MB)
+GT_BOX_TOLERANCE_PX = 1.0  # a ground-truth box may reach this far past its image's border
+EVAL_IOU = 0.5  # IoU at which a detection matches a ground-truth box (per-box outcomes, PR curve default)
+EVAL_MAX_DETS: tuple[int, int, int] = (1, 10, 100)  # COCO's maxDets: AR1, AR10, AR100 (AP uses the last)
+
+# Run store (core.store): a data folder holding detlens.sqlite and images/ (image bytes by content hash).
+STORE_ENV = "DETLENS_STORE"  # the store folder; unset: DEFAULT_STORE_DIR
+DEFAULT_STORE_DIR = Path.home() / ".local" / "share" / "detlens"
+STORE_DB_NAME = "detlens.sqlite"
+STORE_BUSY_TIMEOUT_S = 10.0  # a writer waits this long for another writer before "database is locked"
+MAX_IMPORT_BYTES = 4 * 1024**3  # total uncompressed size of a run zip that `import` accepts
+
+# Team reviews: a reviewer's verdict on one image of a run, comparing model A with model B.
+REVIEW_VERDICTS: tuple[str, ...] = ("A better", "B better", "both wrong", "both fine")

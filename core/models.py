@@ -61,6 +61,20 @@ class ModelSpec:
     def headline(self) -> bool:
         return self.name in HEADLINE_MODELS
 
+    def as_row(self) -> dict[str, object]:
+        """The published figures as one table row (CLI listing, dashboard model table)."""
+        return {
+            "model": self.name,
+            "title": self.title,
+            "box_map": self.box_map,
+            "gflops": self.gflops,
+            "params_m": round(self.params / 1e6, 2) if self.params else None,
+            "file_size_mb": self.file_size_mb,
+            "classes": self.num_classes,
+            "weights_file": self.weights_file,
+            "note": self.note,
+        }
+
 
 def _title(name: str) -> str:
     words = {

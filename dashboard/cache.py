@@ -10,6 +10,7 @@ import streamlit as st
 from core.engine import Detector, load_detector
 from core.images import ImageSource, LoadedImage, downscale_for_display, gallery_paths
 from core.models import list_models
+from core.store import Store, StoreError, default_store_dir
 from core.weights import ProgressFn, cached_weights_path
 
 
@@ -26,22 +27,7 @@ def detector(model: str, weights: str, device: str, precision: str, _progress: P
 @st.cache_data(show_spinner=False)
 def model_table() -> pd.DataFrame:
     """The registry as a table: published figures from each weights enum's meta, and whether weights are cached."""
-    return pd.DataFrame(
-        [
-            {
-                "model": s.name,
-                "title": s.title,
-                "box_map": s.box_map,
-                "gflops": s.gflops,
-                "params_m": round(s.params / 1e6, 2) if s.params else None,
-                "file_size_mb": s.file_size_mb,
-                "classes": s.num_classes,
-                "weights_cached": cached_weights_path(s).is_file(),
-                "note": s.note,
-            }
-            for s in list_models()
-        ]
-    )
+    return pd.DataFrame([s.as_row() | {"weights_cached": cached_weights_path(s).is_file()} for s in list_models()])
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -66,3 +52,32 @@ def thumbnail(image_id: str, _ref: ImageSource, side: int = 192) -> bytes | None
 def full_image(image_id: str, _ref: ImageSource) -> LoadedImage:
     """The decoded image for overlays (figures downscale it for display and scale the boxes with it)."""
     return _ref.load()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """The run store of this server ($DETLENS_STORE, else ~/.local/share/detlens), opened once per folder."""
+    return _store(str(default_store_dir().resolve()))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _stored_run(path: str, run_id: str, version: tuple) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
+    """A stored run's tables and images; `version` (status, record count) makes a run still being written reload."""
+    s = _store(path)
+    inf, det, _ = s.load_run(run_id)
+    return inf, det, s.run_images(run_id)
+
+
+def stored_run(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
+    """(inferences, detections, images) of a stored run; StoreError for an unknown one."""
+    s = store()
+    runs = s.list_runs()
+    row = runs[runs["run_id"] == run_id]
+    if row.empty:
+        raise StoreError(f"no run {run_id!r} in {s.path}")
+    version = (str(row["status"].iloc[0]), int(row["n_inferences"].iloc[0]))
+    return _stored_run(str(s.path.resolve()), run_id, version)

@@ -24,6 +24,7 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("pages/gallery.py", "Gallery", ":material/photo_library:"),
     PageDef("pages/compare.py", "Compare", ":material/monitoring:"),
     PageDef("pages/data.py", "Data", ":material/table:"),
+    PageDef("pages/runs.py", "Runs", ":material/history:"),
 )
 
 

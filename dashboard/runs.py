@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +13,9 @@ from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
 from core.engine import DetectionResult
 from core.images import ImageSource, expand_paths
 from core.models import get_model
-from core.records import new_run_id
+from core.records import RunInfo, new_run_id, now_iso
 from core.runner import RunOutput, RunSettings, run
+from core.store import StoreError, record_into
 from core.weights import ProgressFn, WeightsChoice, cached_weights_path, parse_weights
 from dashboard import cache, state
 
@@ -108,23 +109,33 @@ def execute(
     *,
     on_result: Callable[[DetectionResult, int, int], None] | None = None,
     on_download: Callable[[str], ProgressFn] | None = None,
+    user: str = "",
 ) -> RunOutput | None:
-    """Run each model on its images as one run and append it to the session tables."""
+    """Run each model on its images as one run: every finished (image, model) goes into the run store at once, and
+    the whole run joins the session tables at the end. A store that cannot be written to is reported, not fatal."""
     s = planned.settings
     total = sum(len(v) for v in planned.todo.values())
     run_id = new_run_id()
+    recorder, store_problem = _start_stored_run(planned, run_id, user)
     outputs: list[RunOutput] = []
-    for model, sources in planned.todo.items():
-        offset = sum(len(o.results) for o in outputs)
-        one = RunSettings([model], s.weights_for(model), {}, s.device, s.precision, s.threshold, s.warmup, s.batch_size)
-        progress = on_download(model) if on_download else None
-        cache.detector(model, s.weights_for(model), s.device, s.precision, _progress=progress)
+    try:
+        for model, sources in planned.todo.items():
+            offset = sum(len(o.results) for o in outputs)
+            one = replace(s, models=[model], default_weights=s.weights_for(model), weights={})
+            progress = on_download(model) if on_download else None
+            cache.detector(model, s.weights_for(model), s.device, s.precision, _progress=progress)
 
-        def report(result: DetectionResult, done: int, _total: int, offset: int = offset) -> None:
-            if on_result:
-                on_result(result, offset + done, total)
+            def report(result: DetectionResult, done: int, _total: int, offset: int = offset) -> None:
+                if recorder:
+                    recorder(result)
+                if on_result:
+                    on_result(result, offset + done, total)
 
-        outputs.append(run(sources, one, run_id=run_id, on_result=report))
+            outputs.append(run(sources, one, run_id=run_id, user=user, on_result=report))
+    except BaseException:
+        if recorder:
+            cache.store().finish_run(run_id, "failed")
+        raise
     if not outputs:
         return None
     first = outputs[0]
@@ -132,6 +143,10 @@ def execute(
     first.info.settings.update(models=list(planned.todo), weights=weights)
     for o in outputs[1:]:
         first.info.environment["images"].update(o.info.environment["images"])
+    if store_problem:
+        first.info.settings["store"] = f"not saved: {store_problem}"
+    elif recorder:
+        cache.store().finish_run(run_id, info=first.info)
     merged = RunOutput(
         info=first.info,
         results=[r for o in outputs for r in o.results],
@@ -142,3 +157,21 @@ def execute(
     )
     state.add_run(merged.info, merged.inferences, merged.detections)
     return merged
+
+
+def _start_stored_run(planned: PlannedRun, run_id: str, user: str) -> tuple[Callable | None, str]:
+    """Open the run in the store: (an on_result that records into it, "") or (None, why it could not)."""
+    s = planned.settings
+    info = RunInfo(
+        run_id,
+        now_iso(),
+        settings={"models": list(planned.todo), "device": s.device, "precision": s.precision,
+                  "threshold": s.threshold, "user": user},
+    )  # fmt: skip
+    sources = list({src.image_id: src for srcs in planned.todo.values() for src in srcs}.values())
+    try:
+        store = cache.store()
+        store.start_run(info, user=user)
+    except (StoreError, OSError) as exc:
+        return None, str(exc)
+    return record_into(store, run_id, s.threshold, sources=sources), ""

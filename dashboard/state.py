@@ -1,6 +1,14 @@
-"""Session state behind small helpers: the session's two tables, its images and the shared settings."""
+"""Session state behind small helpers: what the pages show, the session's own results, shared settings, the URL.
+
+Pages show one *view*: this browser session's results (the default), or a stored run named by `?run=RUN_ID`. Every run
+started here is also written to the run store, so a refresh or a colleague's link finds it as a stored run. The view,
+the threshold (`t`) and the Gallery's image and models live in the URL's query parameters as well as in session state:
+a refresh restores them, and a copied link opens the same view.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import pandas as pd
 import streamlit as st
@@ -8,40 +16,97 @@ import streamlit as st
 from core.config import DEFAULT_THRESHOLD
 from core.images import ImageSource
 from core.records import RunInfo, empty_detections, empty_inferences
+from core.store import StoreError
 
 _INF, _DET, _IMAGES, _RUNS = "detlens_inferences", "detlens_detections", "detlens_images", "detlens_runs"
 THRESHOLD_KEY = "detlens_threshold"
+RUN_KEY = "detlens_run"  # the stored run being viewed; absent: this session
+REVIEWER_KEY = "detlens_reviewer"
+RUN_PARAM, THRESHOLD_PARAM = "run", "t"
 
 
 def init() -> None:
-    """Create the session's tables once (idempotent: every page calls it)."""
+    """Create the session's tables once and adopt the URL's view and threshold (idempotent: every page calls it)."""
     ss = st.session_state
     if _INF not in ss:
         ss[_INF] = empty_inferences()
         ss[_DET] = empty_detections()
         ss[_IMAGES] = {}
         ss[_RUNS] = []
+        params = st.query_params
+        if params.get(RUN_PARAM):
+            ss[RUN_KEY] = params[RUN_PARAM]
+        with contextlib.suppress(ValueError):  # a malformed ?t= keeps the default
+            ss.setdefault(THRESHOLD_KEY, min(1.0, max(0.0, float(params.get(THRESHOLD_PARAM, "")))))
     ss.setdefault(THRESHOLD_KEY, DEFAULT_THRESHOLD)
 
 
-def inferences() -> pd.DataFrame:
+def sync_url() -> None:
+    """Write the view and threshold into the URL (navigating between pages drops query parameters)."""
+    run_id = st.session_state.get(RUN_KEY)
+    if run_id:
+        st.query_params[RUN_PARAM] = run_id
+    else:
+        st.query_params.pop(RUN_PARAM, None)
+    st.query_params[THRESHOLD_PARAM] = f"{threshold():g}"
+
+
+def viewed_run() -> str | None:
+    """The stored run the pages show, or None for this session's results."""
     init()
-    return st.session_state[_INF]
+    return st.session_state.get(RUN_KEY) or None
+
+
+def view_run(run_id: str | None) -> None:
+    """Show a stored run (None: back to this session)."""
+    if run_id:
+        st.session_state[RUN_KEY] = run_id
+    else:
+        st.session_state.pop(RUN_KEY, None)
+
+
+def _view() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
+    init()
+    ss = st.session_state
+    run_id = viewed_run()
+    if run_id:
+        from dashboard import cache  # cache imports the store; state stays importable without a server
+
+        try:
+            return cache.stored_run(run_id)
+        except StoreError as exc:
+            st.warning(f"Stored run unavailable ({exc}); showing this session instead.")
+            view_run(None)
+    return ss[_INF], ss[_DET], ss[_IMAGES]
+
+
+def inferences() -> pd.DataFrame:
+    """The viewed inferences table (this session's, or the stored run's)."""
+    return _view()[0]
 
 
 def detections() -> pd.DataFrame:
-    init()
-    return st.session_state[_DET]
+    return _view()[1]
 
 
 def images() -> dict[str, ImageSource]:
+    return _view()[2]
+
+
+def session_inferences() -> pd.DataFrame:
+    """This session's own inferences, whatever is viewed (the Run page's "already done" check)."""
     init()
-    return st.session_state[_IMAGES]
+    return st.session_state[_INF]
 
 
 def runs() -> list[RunInfo]:
     init()
     return st.session_state[_RUNS]
+
+
+def reviewer() -> str:
+    """The reviewer name this browser session gave (remembered for the session)."""
+    return str(st.session_state.get(REVIEWER_KEY, "") or "").strip()
 
 
 def threshold() -> float:
@@ -50,7 +115,8 @@ def threshold() -> float:
 
 
 def add_images(refs: list[ImageSource]) -> None:
-    store = images()
+    init()
+    store = st.session_state[_IMAGES]
     for ref in refs:
         store.setdefault(ref.image_id, ref)
 
@@ -67,21 +133,21 @@ def add_run(info: RunInfo, inferences_df: pd.DataFrame, detections_df: pd.DataFr
 
 def done_keys() -> set[tuple[str, str, str, str, str]]:
     """(image_id, model, weights, device, precision) already processed without error in this session."""
-    inf = inferences()
+    inf = session_inferences()
     ok = inf[inf["error"] == ""]
     cols = ["image_id", "model", "weights", "device", "precision"]
     return set(ok[cols].itertuples(index=False, name=None))
 
 
 def clear() -> None:
-    """Forget the session's results and images."""
-    for key in (_INF, _DET, _IMAGES, _RUNS):
+    """Forget the session's results and images (stored runs stay in the store)."""
+    for key in (_INF, _DET, _IMAGES, _RUNS, RUN_KEY):
         st.session_state.pop(key, None)
     init()
 
 
 def sidebar_settings() -> None:
-    """Settings every page shares, drawn once by the frame."""
+    """Settings every page shares, drawn once by the frame; the URL follows them."""
     init()
     st.sidebar.slider(
         "Confidence threshold",
@@ -91,5 +157,12 @@ def sidebar_settings() -> None:
         key=THRESHOLD_KEY,
         help="Boxes below it are hidden and not counted. Changing it never runs a model again.",
     )
+    run_id = viewed_run()
+    if run_id:
+        st.sidebar.info(f"Viewing stored run `{run_id}`")
+        st.sidebar.button("Back to this session", key="view_session", on_click=view_run, args=(None,))
     inf = inferences()
-    st.sidebar.caption(f"Session: {inf['image_id'].nunique()} images, {len(inf)} inferences, {len(detections())} boxes")
+    st.sidebar.caption(
+        f"{'Run' if run_id else 'Session'}: {inf['image_id'].nunique()} images, {len(inf)} inferences, {len(detections())} boxes"
+    )
+    sync_url()

@@ -103,3 +103,81 @@ def selected_image(event: object) -> str | None:
         if custom:
             return str(custom[0] if isinstance(custom, (list, tuple)) else custom)
     return None
+
+
+def run_delta(
+    inf_a: pd.DataFrame, det_a: pd.DataFrame, inf_b: pd.DataFrame, det_b: pd.DataFrame, threshold: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run A against run B, model by model, on the images both processed: (per image, per model).
+
+    Per image: latency A/B and delta, boxes at or above the threshold in A/B, and same-label boxes matched between the
+    runs (IoU >= 0.5) with those only in A or only in B. Per model: medians and the summed box differences.
+    """
+    from core.matching import compare_models
+
+    keys = ["image_id", "model"]
+    ok_a = inf_a[inf_a["error"] == ""].drop_duplicates(keys, keep="last")
+    ok_b = inf_b[inf_b["error"] == ""].drop_duplicates(keys, keep="last")
+    both = ok_a[[*keys, "image_name", "total_ms"]].merge(ok_b[[*keys, "total_ms"]], on=keys, suffixes=("_a", "_b"))
+    rows = []
+    for model, part in both.groupby("model", sort=False):
+        a = latest_run(det_a[det_a["model"] == model]).assign(model="A")
+        b = latest_run(det_b[det_b["model"] == model]).assign(model="B")
+        agreement = compare_models(pd.concat([a, b]), "A", "B", threshold=threshold, image_ids=part["image_id"])
+        per_image = agreement.per_image.set_index("image_id")
+        for r in part.itertuples(index=False):
+            m = per_image.loc[r.image_id] if r.image_id in per_image.index else None
+            rows.append({
+                "model": model, "image_id": r.image_id, "image_name": r.image_name,
+                "total_ms_a": r.total_ms_a, "total_ms_b": r.total_ms_b, "delta_ms": r.total_ms_b - r.total_ms_a,
+                "boxes_a": int(m["both"] + m["only_a"]) if m is not None else 0,
+                "boxes_b": int(m["both"] + m["only_b"]) if m is not None else 0,
+                "matched": int(m["both"]) if m is not None else 0,
+                "only_a": int(m["only_a"]) if m is not None else 0,
+                "only_b": int(m["only_b"]) if m is not None else 0,
+            })  # fmt: skip
+    per_image = pd.DataFrame(rows, columns=PER_IMAGE_DELTA_COLUMNS)
+    per_model = (
+        per_image.groupby("model", sort=False)
+        .agg(
+            images=("image_id", "size"),
+            median_ms_a=("total_ms_a", "median"),
+            median_ms_b=("total_ms_b", "median"),
+            matched=("matched", "sum"),
+            only_a=("only_a", "sum"),
+            only_b=("only_b", "sum"),
+        )
+        .reset_index()
+    )
+    per_model["median_delta_pct"] = 100 * (per_model["median_ms_b"] / per_model["median_ms_a"] - 1)
+    return per_image, per_model
+
+
+PER_IMAGE_DELTA_COLUMNS = [
+    "model", "image_id", "image_name", "total_ms_a", "total_ms_b", "delta_ms",
+    "boxes_a", "boxes_b", "matched", "only_a", "only_b",
+]  # fmt: skip
+
+
+NOT_REVIEWED = "not reviewed"
+
+
+def review_runs(inf: pd.DataFrame, viewed_run: str | None) -> dict[str, str]:
+    """image_id -> the run its reviews belong to: the viewed stored run, else the image's latest run in the session."""
+    if inf.empty:
+        return {}
+    if viewed_run:
+        return dict.fromkeys(inf["image_id"].astype(str), viewed_run)
+    latest = inf.groupby("image_id")["run_id"].max()
+    return {str(k): str(v) for k, v in latest.items()}
+
+
+def with_verdicts(table: pd.DataFrame, reviews: pd.DataFrame) -> pd.DataFrame:
+    """Add each image's latest verdict (any reviewer) as `verdict`, NOT_REVIEWED when none."""
+    table = table.copy()
+    if reviews.empty:
+        table["verdict"] = NOT_REVIEWED
+        return table
+    latest = reviews.sort_values("created_at", kind="stable").groupby("image_id")["verdict"].last()
+    table["verdict"] = table["image_id"].map(latest).fillna(NOT_REVIEWED).astype(str)
+    return table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
+from dashboard import state, views
 from dashboard.pagelist import page
 
 
@@ -17,3 +17,14 @@ def require_results(message: str = "No results yet: run some models first.") -> 
         st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
         st.stop()
     return inf, det
+
+
+def adopt_gallery_params(models_all: list[str]) -> None:
+    """On a session's first Gallery view, take the image and models from the URL (a refresh or a shared link)."""
+    params = st.query_params
+    if "image" in params and views.GALLERY_IMAGE_KEY not in st.session_state:
+        st.session_state[views.GALLERY_IMAGE_KEY] = params["image"]
+    if "models" in params and "gallery_models" not in st.session_state:
+        wanted = [m for m in params["models"].split(",") if m in models_all]
+        if wanted:
+            st.session_state["gallery_models"] = wanted

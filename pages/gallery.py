@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from core.config import UNTRAINED_MARK
+from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
+from core.store import REVIEW_COLUMNS, StoreError
 from dashboard import cache, figures, state, views, widgets
 from dashboard.text import md
+
+
+def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
+    """Current reviews of the runs the shown images belong to."""
+    store = cache.store()
+    parts = [store.reviews(r) for r in sorted(set(run_ids.values())) if store.has_run(r)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(REVIEW_COLUMNS))
+
+
+def review_ui(image_id: str, models: list[str], run_id: str | None, reviews: pd.DataFrame) -> None:
+    """A reviewer's verdict and note on the shown image, stored with its run; the reviews so far."""
+    st.subheader("Review")
+    if not run_id or not cache.store().has_run(run_id):
+        st.caption("This image's run is not in the run store, so it cannot be reviewed.")
+        return
+    a, b = (models + ["", ""])[:2]
+    c1, c2 = st.columns([1, 3])
+    c1.text_input("Your name", key=state.REVIEWER_KEY, help="Remembered for this browser session.")
+    verdict = c2.radio(
+        f"Verdict (A = {a or 'first model'}, B = {b or 'second model'})",
+        REVIEW_VERDICTS,
+        index=None,
+        horizontal=True,
+        key=f"review_verdict_{run_id}_{image_id}",
+    )
+    note = st.text_input("Note", key=f"review_note_{run_id}_{image_id}")
+    if st.button("Save review", key=f"review_save_{run_id}_{image_id}", disabled=verdict is None):
+        try:
+            cache.store().add_review(
+                run_id, image_id, state.reviewer(), verdict, note, model_a=a or None, model_b=b or None
+            )
+        except StoreError as exc:
+            st.error(md(exc))
+        else:
+            st.success("Review saved.")
+            st.rerun()
+    mine = reviews[reviews["image_id"] == image_id]
+    if len(mine):
+        st.dataframe(mine[["reviewer", "verdict", "note", "model_a", "model_b", "created_at"]], hide_index=True)
+
 
 state.init()
 st.title("Gallery")
@@ -14,18 +56,26 @@ inf, det = widgets.require_results()
 
 threshold = state.threshold()
 models_all = list(dict.fromkeys(inf["model"]))
+widgets.adopt_gallery_params(models_all)
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
 labels_all = sorted(det.loc[det["score"] >= threshold, "label"].dropna().unique())
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
 sort_by = c3.selectbox("Sort by", list(views.SORT_KEYS), key="gallery_sort")
 descending = c4.toggle("Descending", value=sort_by != "name", key="gallery_desc")
-name_filter = st.text_input("Name contains", key="gallery_name")
+f1, f2 = st.columns([3, 2])
+name_filter = f1.text_input("Name contains", key="gallery_name")
+verdicts = f2.multiselect("Review verdict", [*REVIEW_VERDICTS, views.NOT_REVIEWED], key="gallery_verdicts")
 
+review_runs = views.review_runs(inf, state.viewed_run())
+reviews = reviews_of(review_runs)
 table = views.image_table(inf, det, models, threshold, classes or None)
+table = views.with_verdicts(table, reviews)
 table = views.sort_images(table, sort_by, descending)
 if name_filter:
     table = table[table["image_name"].str.contains(name_filter, case=False, regex=False)]
+if verdicts:
+    table = table[table["verdict"].isin(verdicts)]
 if table.empty:
     st.warning("No image matches these filters.")
     st.stop()
@@ -52,6 +102,8 @@ nav1, nav2, nav3 = st.columns([1, 6, 1], vertical_alignment="bottom")
 nav1.button("Previous", disabled=index == 0, key="gallery_prev", width="stretch", on_click=step, args=(-1,))
 nav3.button("Next", disabled=index >= len(ids) - 1, key="gallery_next", width="stretch", on_click=step, args=(1,))
 st.session_state["gallery_pick"] = current
+st.query_params["image"] = current
+st.query_params["models"] = ",".join(models)
 nav2.selectbox(
     f"Image {index + 1} of {len(ids)}",
     ids,
@@ -89,6 +141,8 @@ else:
         untrained_models=untrained,
     )
     st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
+
+review_ui(picked_id, models, review_runs.get(picked_id), reviews)
 
 with st.expander(f"Thumbnails ({len(table)} images)", expanded=False):
     page_size = 24

@@ -44,6 +44,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _saved_torch_home = os.environ.get("TORCH_HOME")
     _torch_home_dir = tempfile.mkdtemp(prefix="detlens-torch-home-")
     os.environ["TORCH_HOME"] = _torch_home_dir
+    # the run store too: never the user's ~/.local/share/detlens (subprocesses such as the e2e server inherit it)
+    os.environ["DETLENS_STORE"] = os.path.join(_torch_home_dir, "detlens-store")
 
     from streamlit import config as st_config
 
@@ -82,6 +84,14 @@ def torch_home() -> Path:
     assert _torch_home_dir is not None
     os.environ["TORCH_HOME"] = _torch_home_dir
     return Path(_torch_home_dir)
+
+
+@pytest.fixture(autouse=True)
+def private_run_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test writes its runs into a store of its own."""
+    path = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("DETLENS_STORE", str(path))
+    return path
 
 
 def _is_local_host(host: object) -> bool:

@@ -1,0 +1,94 @@
+"""Runs: every stored run (from this dashboard and the CLI); open one, share it, export/import it, compare two."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from core.store import StoreError
+from dashboard import cache, state, views
+from dashboard.pagelist import page
+from dashboard.text import md
+
+state.init()
+st.title("Runs")
+store = cache.store()
+st.caption(f"Store: `{store.path}` (set `DETLENS_STORE` to share one folder between the dashboard and the CLI).")
+
+runs = store.list_runs()
+if runs.empty:
+    st.info("No stored run yet: runs started on the Run page or with `python -m core detect --store` appear here.")
+else:
+    event = st.dataframe(
+        runs,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="runs_table",
+        column_config={"untrained": st.column_config.CheckboxColumn("untrained")},
+    )
+    rows = event.selection.rows if event and event.selection else []
+    chosen = runs.iloc[rows[0]]["run_id"] if rows else None
+    if chosen:
+        c1, c2, c3, c4 = st.columns(4)
+        if c1.button("Open in Gallery", key="runs_open_gallery", type="primary"):
+            state.view_run(chosen)
+            st.switch_page(page("pages/gallery.py"), query_params={"run": chosen})
+        if c2.button("Open in Compare", key="runs_open_compare"):
+            state.view_run(chosen)
+            st.switch_page(page("pages/compare.py"), query_params={"run": chosen})
+        if c3.button("Prepare export", key="runs_export"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = store.export_run(chosen, Path(tmp) / f"detlens-run-{chosen}.zip")
+                st.session_state["runs_export_zip"] = (chosen, path.read_bytes())
+        prepared = st.session_state.get("runs_export_zip")
+        if prepared and prepared[0] == chosen:
+            c4.download_button("Download zip", prepared[1], f"detlens-run-{chosen}.zip", key="runs_download")
+        st.caption(f"Link to this run: add `?run={chosen}` to the dashboard's address (the Gallery adds the image).")
+
+with st.expander("Import a run (a zip exported by DetLens)"):
+    upload = st.file_uploader("Run zip", type=["zip"], key="runs_import_file")
+    if upload is not None and st.button("Import", key="runs_import"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "run.zip"
+            path.write_bytes(upload.getvalue())
+            try:
+                run_id = store.import_run(path)
+            except StoreError as exc:
+                st.error(md(exc))
+            else:
+                st.success(f"Imported run {run_id}.")
+                st.rerun()
+
+st.subheader("Run against run")
+st.caption(
+    "The same models before and after a change (fp32 vs fp16, CPU vs GPU, two checkpoints): per image and model."
+)
+if len(runs) < 2:
+    st.info("Two stored runs are needed.")
+else:
+    ids = runs["run_id"].tolist()
+    a_col, b_col = st.columns(2)
+    run_a = a_col.selectbox("Run A", ids, index=1, key="runs_a")
+    run_b = b_col.selectbox("Run B", ids, index=0, key="runs_b")
+    if run_a == run_b:
+        st.info("Choose two different runs.")
+    else:
+        inf_a, det_a, _ = cache.stored_run(run_a)
+        inf_b, det_b, _ = cache.stored_run(run_b)
+        per_image, per_model = views.run_delta(inf_a, det_a, inf_b, det_b, state.threshold())
+        if per_model.empty:
+            st.info("The two runs share no (image, model) pair.")
+        else:
+            st.dataframe(
+                per_model,
+                hide_index=True,
+                column_config={
+                    "median_ms_a": st.column_config.NumberColumn("median ms A", format="%.1f"),
+                    "median_ms_b": st.column_config.NumberColumn("median ms B", format="%.1f"),
+                    "median_delta_pct": st.column_config.NumberColumn("B vs A", format="%+.1f%%"),
+                },
+            )
+            st.dataframe(per_image, hide_index=True)
