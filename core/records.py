@@ -111,7 +111,7 @@ def detections_frame(results: Iterable[DetectionResult], *, run_id: str) -> pd.D
 def coerce_inferences(df: pd.DataFrame) -> pd.DataFrame:
     """A table read back from CSV/Parquet with the schema's columns and dtypes."""
     df = df.copy()
-    df["error"] = df["error"].fillna("") if "error" in df else ""
+    df["error"] = df["error"].astype("string").fillna("") if "error" in df else ""
     return _typed(df, INFERENCE_COLUMNS, INFERENCE_DTYPES)
 
 
