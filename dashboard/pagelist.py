@@ -23,6 +23,7 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("pages/run.py", "Run", ":material/play_arrow:"),
     PageDef("pages/gallery.py", "Gallery", ":material/photo_library:"),
     PageDef("pages/compare.py", "Compare", ":material/monitoring:"),
+    PageDef("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
     PageDef("pages/data.py", "Data", ":material/table:"),
     PageDef("pages/runs.py", "Runs", ":material/history:"),
 )

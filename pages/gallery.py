@@ -6,9 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
+from core.evaluate import FN, FP, TP, match_outcomes
 from core.store import REVIEW_COLUMNS, StoreError
-from dashboard import cache, figures, state, views, widgets
+from dashboard import cache, evaluation, figures, state, views, widgets
 from dashboard.text import md
+
+GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
 
 
 def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
@@ -61,7 +64,18 @@ c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
 labels_all = sorted(det.loc[det["score"] >= threshold, "label"].dropna().unique())
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
-sort_by = c3.selectbox("Sort by", list(views.SORT_KEYS), key="gallery_sort")
+session_gt = evaluation.session_gt()
+sort_options = [*views.SORT_KEYS, *([GT_SORT] if session_gt is not None else [])]
+if st.session_state.get("gallery_sort", "name") not in sort_options:
+    st.session_state.pop("gallery_sort", None)
+sort_by = c3.selectbox(
+    "Sort by",
+    sort_options,
+    key="gallery_sort",
+    help=f"{GT_SORT}: false positives + missed boxes at the threshold, against the Evaluate page's ground truth."
+    if session_gt is not None
+    else None,
+)
 descending = c4.toggle("Descending", value=sort_by != "name", key="gallery_desc")
 f1, f2 = st.columns([3, 2])
 name_filter = f1.text_input("Name contains", key="gallery_name")
@@ -71,7 +85,15 @@ review_runs = views.review_runs(inf, state.viewed_run())
 reviews = reviews_of(review_runs)
 table = views.image_table(inf, det, models, threshold, classes or None)
 table = views.with_verdicts(table, reviews)
-table = views.sort_images(table, sort_by, descending)
+if sort_by == GT_SORT:
+    gt_info = evaluation.session_info()
+    gt_errors = evaluation.gt_errors(
+        gt_info["digest"], gt_info["data"], gt_info["name"], inf, det, tuple(models), threshold
+    )
+    table = table.assign(gt_errors=table["image_id"].map(gt_errors))
+    table = table.sort_values("gt_errors", ascending=not descending, na_position="last", kind="stable")
+else:
+    table = views.sort_images(table, sort_by, descending)
 if name_filter:
     table = table[table["image_name"].str.contains(name_filter, case=False, regex=False)]
 if verdicts:
@@ -127,8 +149,37 @@ errors = inf[(inf["image_id"] == picked_id) & (inf["error"] != "") & inf["model"
 for _, err in errors.drop_duplicates("model").iterrows():
     st.error(f"{err['model']}: {md(err['error'])}")
 
+image_gt = None  # the session's ground truth matched to this image (by file name and size), if it has one
+if session_gt is not None and image is not None and image.ok:
+    rows = inf[(inf["image_id"] == picked_id) & (inf["error"] == "")]
+    size = (
+        (int(rows["width"].iloc[-1]), int(rows["height"].iloc[-1]))
+        if len(rows) and rows[["width", "height"]].notna().all(axis=None)
+        else None
+    )
+    image_gt = evaluation.for_image(session_gt, picked_id, names[picked_id], size)
+show_gt = image_gt is not None and st.toggle(
+    "Ground truth",
+    key="gallery_gt",
+    help="Colour the boxes by outcome against the Evaluate page's ground truth: true positives green, false "
+    "positives red (the reason in the hover), missed ground-truth boxes dashed orange (IoU >= 0.5).",
+)
+
 if image is None or not image.ok:
     st.info(f"The image itself is not available for display: {md(image.error) if image else 'not in this session'}.")
+elif show_gt:
+    shown = views.visible(det[det["image_id"] == picked_id], 0.0)  # latest run per model; the threshold comes next
+    outcomes = {m: match_outcomes(image_gt, shown, threshold, model=m) for m in models}
+    if classes:
+        outcomes = {m: o[o["label"].isin(classes)] for m, o in outcomes.items()}
+    counts_text = "; ".join(
+        f"{md(m)}: {(o['outcome'] == TP).sum()} true positives, {(o['outcome'] == FP).sum()} false positives, "
+        f"{(o['outcome'] == FN).sum()} missed"
+        for m, o in outcomes.items()
+    )
+    st.caption(f"Against {md(image_gt.source or 'the ground truth')} at score ≥ {threshold:.2f}: {counts_text}.")
+    fig = figures.outcome_overlay_grid(image.image, outcomes, models, untrained_models=untrained)
+    st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
 else:
     if image.notes:
         st.caption("Image: " + md("; ".join(image.notes)))

@@ -1,0 +1,347 @@
+"""Ground-truth evaluation for the pages: the session's ground truth, cached metrics and per-box outcomes (no widgets).
+
+The ground truth a user picked (the bundled gallery annotations by default, or an uploaded COCO JSON) lives in session
+state under `GT_KEY` as its bytes with their content hash, so that every page of the session (the Gallery's
+true/false-positive overlay) uses the same file; parsing and validating it is cached by that hash.
+
+What is evaluated is a *variant*: one model with one (weights, device, precision), on the images it processed without
+error (the latest run per image, as elsewhere), matched to the ground truth by file name and size. A model run with two
+precisions gives two variants (two rows, two points on the frontier), each named `model (fp16, cuda)` by what differs.
+Metrics and outcomes are `st.cache_data` entries keyed by the ground truth's hash and the viewed tables (hashed by
+Streamlit), so a rerun that changes neither (a threshold move) reuses pycocotools' work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from core.config import GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
+from core.evaluate import (
+    FN,
+    FP,
+    OUTCOME_COLUMNS,
+    OUTCOME_DTYPES,
+    GroundTruth,
+    GroundTruthError,
+    Metrics,
+    evaluate,
+    image_names_from,
+    image_sizes_from,
+    load_ground_truth,
+    match_outcomes,
+    prf_at,
+    with_images,
+)
+from core.matching import latest_run
+
+GT_KEY = "detlens_gt"  # session: {"digest", "name", "source", "data"} of the ground truth in use
+GALLERY, UPLOAD = "gallery", "upload"
+GALLERY_NAME = f"{GALLERY_ANNOTATIONS.parent.name}/{GALLERY_ANNOTATIONS.name}"
+VARIANT_KEYS: tuple[str, ...] = ("model", "weights", "device", "precision")
+METRIC_TABLE_COLUMNS: tuple[str, ...] = (
+    "model", "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "images", "GT boxes",
+)  # fmt: skip
+PRF_COLUMNS: tuple[str, ...] = ("model", "TP", "FP", "FN", "precision", "recall", "F1")
+FRONTIER_COLUMNS: tuple[str, ...] = ("label", "model", "weights", "device", "precision", "AP", "median_total_ms")
+
+
+# --- the session's ground truth ----------------------------------------------------------------------------------------
+
+
+def digest(data: bytes) -> str:
+    """The content hash a ground truth is known by (sha256, first 16 hex digits)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def ground_truth(key: str, _data: bytes, name: str = "") -> GroundTruth:
+    """The validated ground truth (not yet matched to images), parsed once per content hash `key`.
+
+    Raises GroundTruthError (one line; errors are not cached, so a fixed file is read again).
+    """
+    buf = io.BytesIO(_data)
+    buf.name = name
+    return load_ground_truth(buf)
+
+
+@st.cache_data(show_spinner=False, max_entries=1)
+def gallery_bytes() -> bytes:
+    """The bundled gallery annotations (gallery/annotations.json)."""
+    return GALLERY_ANNOTATIONS.read_bytes()
+
+
+def session_info() -> dict | None:
+    """The session's ground truth as {"digest", "name", "source", "data"}, or None when none is loaded."""
+    info = st.session_state.get(GT_KEY)
+    return info if isinstance(info, dict) and info.get("data") else None
+
+
+def use(data: bytes, name: str, source: str) -> GroundTruth:
+    """Validate `data` and make it the session's ground truth; GroundTruthError (one line) leaves none loaded."""
+    key = digest(data)
+    try:
+        gt = ground_truth(key, data, name)
+    except GroundTruthError:
+        forget()
+        raise
+    st.session_state[GT_KEY] = {"digest": key, "name": name, "source": source, "data": data}
+    return gt
+
+
+def forget() -> None:
+    st.session_state.pop(GT_KEY, None)
+
+
+def session_gt() -> GroundTruth | None:
+    """The session's ground truth (validated), or None when none is loaded or it no longer validates."""
+    info = session_info()
+    if info is None:
+        return None
+    try:
+        return ground_truth(info["digest"], info["data"], info.get("name", ""))
+    except GroundTruthError:
+        return None
+
+
+def category_table(gt: GroundTruth) -> pd.DataFrame:
+    """GT category id and name -> model label id and name (NA for names no model class carries)."""
+    names = gt.class_names
+    rows = [
+        {
+            "GT id": c["id"],
+            "GT name": c["name"],
+            "label id": gt.category_map.get(c["id"]),
+            "model label": names.get(gt.category_map[c["id"]], "") if c["id"] in gt.category_map else "",
+        }
+        for c in gt.raw["categories"]
+    ]
+    frame = pd.DataFrame(rows, columns=["GT id", "GT name", "label id", "model label"])
+    return frame.astype({"GT id": "int64", "GT name": "string", "label id": "Int64", "model label": "string"})
+
+
+def for_image(gt: GroundTruth, image_id: str, name: str, size: tuple[int, int] | None) -> GroundTruth | None:
+    """`gt` matched to one image (file name and, when known, size), or None when the image has no ground truth."""
+    matched = with_images(gt, {image_id: name}, image_sizes={image_id: size} if size else None)
+    return matched if image_id in matched.image_id_map else None
+
+
+# --- variants -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    """One model with one (weights, device, precision): its latest successful row per image and their boxes."""
+
+    label: str
+    model: str
+    weights: str
+    device: str
+    precision: str
+    inferences: pd.DataFrame
+    detections: pd.DataFrame
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights == WEIGHTS_UNTRAINED
+
+    @property
+    def median_total_ms(self) -> float:
+        values = self.inferences["total_ms"].astype("float64").dropna()
+        return float(values.median()) if len(values) else math.nan
+
+
+def variants(inferences: pd.DataFrame, detections: pd.DataFrame) -> list[Variant]:
+    """The viewed tables split into variants, in the order the models first appear."""
+    ok = inferences[inferences["error"].fillna("").astype(str).str.strip() == ""]
+    if ok.empty:
+        return []
+    keyed = ok.assign(**{k: ok[k].fillna("").astype(str) for k in VARIANT_KEYS})
+    groups = list(keyed.groupby(list(VARIANT_KEYS), sort=False))
+    per_model: dict[str, list[tuple]] = {}
+    for key, _ in groups:
+        per_model.setdefault(key[0], []).append(key)
+    out = []
+    for key, rows in groups:
+        model, weights, device, precision = key
+        siblings = per_model[model]
+        differing = [key[i] for i in (1, 2, 3) if len({s[i] for s in siblings}) > 1]
+        label = f"{model} ({', '.join(differing)})" if differing else model
+        last = rows["run_id"].astype(str) == rows.groupby("image_id")["run_id"].transform("max").astype(str)
+        rows = rows[last].drop_duplicates("image_id", keep="last")
+        pairs = pd.MultiIndex.from_arrays([rows["run_id"].astype(str), rows["image_id"].astype(str)])
+        mine = detections[detections["model"] == model]
+        keep = pd.MultiIndex.from_arrays([mine["run_id"].astype(str), mine["image_id"].astype(str)]).isin(pairs)
+        out.append(Variant(label, model, weights, device, precision, rows, latest_run(mine[keep])))
+    return out
+
+
+def matched_gt(gt: GroundTruth, variant: Variant) -> GroundTruth:
+    """`gt` matched to the images a variant processed (by name and displayed size)."""
+    rows = variant.inferences
+    return with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
+
+
+# --- metrics --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelEval:
+    """One variant's evaluation: its metrics (None when nothing could be evaluated) and what to tell the user."""
+
+    label: str
+    model: str
+    weights: str
+    device: str
+    precision: str
+    metrics: Metrics | None
+    median_total_ms: float
+    images: int  # images of the variant matched to the ground truth
+    unmatched: list[str] = field(default_factory=list)  # names of its images without ground truth
+    size_mismatches: list[str] = field(default_factory=list)  # names of its images whose size differs from the GT's
+    error: str = ""
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights == WEIGHTS_UNTRAINED
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def evaluate_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> list:
+    """pycocotools' metrics of every variant in the viewed tables against the ground truth of content hash `key`."""
+    gt = ground_truth(key, _data, name)
+    out = []
+    for v in variants(inferences, detections):
+        matched = matched_gt(gt, v)
+        names = dict(zip(v.inferences["image_id"].astype(str), v.inferences["image_name"].astype(str), strict=True))
+        metrics, error = None, ""
+        try:
+            metrics = evaluate(matched, v.detections, model=v.model)
+        except (GroundTruthError, ValueError) as exc:
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        out.append(
+            ModelEval(
+                label=v.label,
+                model=v.model,
+                weights=v.weights,
+                device=v.device,
+                precision=v.precision,
+                metrics=metrics,
+                median_total_ms=v.median_total_ms,
+                images=len(matched.image_id_map),
+                unmatched=[names[i] for i in matched.unmatched_images],
+                size_mismatches=[names[i] for i in matched.size_mismatches],
+                error=error,
+            )
+        )
+    return out
+
+
+def metrics_table(evals: list[ModelEval]) -> pd.DataFrame:
+    """One row per evaluated variant: COCO AP/AR (NaN where nothing to measure), images and GT boxes."""
+    rows = [
+        {"model": e.label, **{k: getattr(e.metrics, k) for k in METRIC_TABLE_COLUMNS[1:10]},
+         "images": e.metrics.n_images, "GT boxes": e.metrics.n_gt}
+        for e in evals
+        if e.metrics is not None
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=list(METRIC_TABLE_COLUMNS))
+    return frame.astype(
+        {"model": "string", "images": "int64", "GT boxes": "int64"}
+        | dict.fromkeys(METRIC_TABLE_COLUMNS[1:10], "float64")
+    )
+
+
+def frontier_points(evals: list[ModelEval]) -> pd.DataFrame:
+    """One point per variant with metrics: measured AP against its measured median total latency."""
+    rows = [
+        {"label": e.label, "model": e.model, "weights": e.weights, "device": e.device, "precision": e.precision,
+         "AP": e.metrics.AP, "median_total_ms": e.median_total_ms}
+        for e in evals
+        if e.metrics is not None
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FRONTIER_COLUMNS)).astype(
+        dict.fromkeys(FRONTIER_COLUMNS[:5], "string") | {"AP": "float64", "median_total_ms": "float64"}
+    )
+
+
+# --- outcomes at a threshold ------------------------------------------------------------------------------------------
+
+
+def _empty_outcomes() -> pd.DataFrame:
+    return pd.DataFrame(columns=list(OUTCOME_COLUMNS)).astype(OUTCOME_DTYPES)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def outcomes_view(
+    key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float
+) -> dict[str, pd.DataFrame]:
+    """Variant label -> `match_outcomes` rows at `threshold` on its matched images (IoU 0.5)."""
+    gt = ground_truth(key, _data, name)
+    out = {}
+    for v in variants(inferences, detections):
+        matched = matched_gt(gt, v)
+        out[v.label] = (
+            match_outcomes(matched, v.detections, threshold, model=v.model)
+            if matched.image_id_map
+            else _empty_outcomes()
+        )
+    return out
+
+
+def prf_table(outcomes: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per variant: true/false positives, misses, precision, recall and F1 (NaN where undefined)."""
+    rows = []
+    for label, frame in outcomes.items():
+        r = prf_at(frame)
+        rows.append(
+            {
+                "model": label,
+                "TP": r.tp,
+                "FP": r.fp,
+                "FN": r.fn,
+                "precision": r.precision,
+                "recall": r.recall,
+                "F1": r.f1,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(PRF_COLUMNS))
+    return frame.astype(
+        {"model": "string", "TP": "int64", "FP": "int64", "FN": "int64"}
+        | dict.fromkeys(("precision", "recall", "F1"), "float64")
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def gt_errors(
+    key: str,
+    _data: bytes,
+    name: str,
+    inferences: pd.DataFrame,
+    detections: pd.DataFrame,
+    models: tuple[str, ...],
+    threshold: float,
+) -> pd.Series:
+    """image_id -> false positives + missed GT boxes at `threshold`, summed over `models` (matched images only).
+
+    For the Gallery's "GT errors" sort: per model, the latest successful row and boxes of each image.
+    """  # fmt: skip
+    gt = ground_truth(key, _data, name)
+    inf = inferences[inferences["model"].isin(list(models)) & (inferences["error"].fillna("") == "")]
+    det = latest_run(detections[detections["model"].isin(list(models))])
+    totals: dict[str, int] = {}
+    for model in dict.fromkeys(inf["model"].astype(str)):
+        rows = inf[inf["model"] == model]
+        matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
+        if not matched.image_id_map:
+            continue
+        outcomes = match_outcomes(matched, det, threshold, model=model)
+        counts = outcomes[outcomes["outcome"].isin([FP, FN])].groupby("image_id").size()
+        for image_id in matched.image_id_map:
+            totals[image_id] = totals.get(image_id, 0) + int(counts.get(image_id, 0))
+    return pd.Series(totals, dtype="float64", name="gt_errors")
