@@ -8,10 +8,11 @@ model call, the device synchronized before the clock is read (a batch's time is 
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -167,6 +168,43 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:240]}"
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device allocation failure: `torch.cuda.OutOfMemoryError`, or a RuntimeError saying "out of memory"."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _oom_where(exc: BaseException, device: torch.device) -> str:
+    """Which memory ran out, where, and how much was asked for (when torch says): "CUDA out of memory on cuda:0 ..."."""
+    text = str(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or device.type == "cuda" or "cuda" in text.lower():
+        kind = "CUDA"
+    elif device.type == "mps" or "mps" in text.lower():
+        kind = "MPS"
+    else:
+        kind = device.type.upper()
+    asked = re.search(r"tried to allocate [0-9.]+ ?[KMGT]?i?B", text, re.IGNORECASE)
+    detail = f" ({asked.group(0)})" if asked else ""
+    return f"{kind} out of memory on {device}{detail}"
+
+
+def _oom_message(where: str, n_images: int) -> str:
+    """The one-line error of the images of a batch that did not fit."""
+    return f"{where} with a batch of {n_images} image(s): try a smaller batch size, fewer models at once, or the CPU"
+
+
+def _free_device_memory() -> None:
+    """Give cached GPU blocks back after a failure (callers drop their tensors first; a no-op before CUDA is used)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+Fallback = Callable[[], Detector]
+"""Where a batch that ran out of device memory is retried: a detector, or a function returning one (called once, and
+only when memory runs out, so no fallback model is loaded otherwise)."""
+
+
 def _to_tensor(image: LoadedImage, device: torch.device) -> torch.Tensor:
     assert image.image is not None
     return pil_to_tensor(image.image).to(device, non_blocking=True).float().div_(255.0)
@@ -180,15 +218,20 @@ def run_detector(
     batch_size: int = DEFAULT_BATCH_SIZE,
     score_floor: float = SCORE_FLOOR,
     on_result: Callable[[DetectionResult], None] | None = None,
+    fallback: Detector | Fallback | None = None,
 ) -> list[DetectionResult]:
     """Run one detector over images, consumed lazily (pass a generator to decode one image at a time).
 
     Failed images become results with `error` set and the run goes on. Results come back in input order.
+    A batch that runs out of device memory gets a one-line "CUDA out of memory on cuda:0 ..." error; with `fallback`
+    (typically the same model on the CPU, resolved only then) it is run again there instead, its results recorded with
+    the fallback's device and a note saying so. The next batches still run on `detector`.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     results: list[tuple[int, DetectionResult]] = []
     cold = warmup > 0
+    retry = _Retry(fallback, warmup, score_floor)
 
     def emit(index: int, result: DetectionResult) -> None:
         results.append((index, result))
@@ -204,26 +247,81 @@ def run_detector(
         if len(batch) == batch_size:
             if cold:
                 cold = not _warm_up(detector, [img for _, img in batch], warmup)
-            _run_batch(detector, batch, score_floor, emit)
+            _run_batch(detector, batch, score_floor, emit, retry)
             batch = []
     if batch:
         if cold:
             _warm_up(detector, [img for _, img in batch], warmup)
-        _run_batch(detector, batch, score_floor, emit)
+        _run_batch(detector, batch, score_floor, emit, retry)
     return [r for _, r in sorted(results, key=lambda pair: pair[0])]
+
+
+class _Retry:
+    """The fallback of one `run_detector` call: resolved at the first out-of-memory batch, warmed up once."""
+
+    def __init__(self, fallback: Detector | Fallback | None, warmup: int, score_floor: float) -> None:
+        self._fallback = fallback
+        self._detector: Detector | None = None
+        self._warmup = warmup
+        self._score_floor = score_floor
+
+    def __bool__(self) -> bool:
+        return self._fallback is not None
+
+    def run(
+        self,
+        batch: list[tuple[int, LoadedImage]],
+        error: str,
+        where: str,
+        emit: Callable[[int, DetectionResult], None],
+        failed: Callable[[str], None],
+    ) -> None:
+        """Run `batch` on the fallback; every result carries a note (or the OOM error and why the retry failed)."""
+        try:
+            if self._detector is None:
+                fallback = self._fallback
+                det = fallback if isinstance(fallback, Detector) else fallback()  # type: ignore[misc]
+                if self._warmup > 0:
+                    _warm_up(det, [img for _, img in batch], self._warmup)
+                self._detector = det
+        except Exception as exc:  # a fallback that cannot load leaves the OOM error in place
+            failed(f"{error}; the retry could not start: {_one_line(exc)}")
+            return
+        det = self._detector
+        note = f"retried on {_device_word(det.device)} after {where}"
+
+        def emit_retried(index: int, result: DetectionResult) -> None:
+            if result.error:
+                result = replace(
+                    result, error=f"{error}; the {_device_word(det.device)} retry failed too: {result.error}"
+                )
+            emit(index, replace(result, notes=(*result.notes, note)))
+
+        _run_batch(det, batch, self._score_floor, emit_retried, None)
+
+
+def _device_word(device: torch.device) -> str:
+    return "CPU" if device.type == "cpu" else str(device)
 
 
 def _warm_up(detector: Detector, images: list[LoadedImage], calls: int) -> bool:
     """Untimed calls on the first batch (lazy initialisation, allocator and kernel caches). False if it failed."""
+    tensors: list[torch.Tensor] = []
+    oom = False
     try:
         tensors = [_to_tensor(image, detector.device) for image in images]
         with device_lock(detector.device):
             for _ in range(calls):
                 detector(tensors)
             synchronize(detector.device)
-    except Exception:  # the timed call on the same batch reports the failure
-        return False
-    return True
+    except Exception as exc:  # the timed call on the same batch reports the failure
+        oom = is_out_of_memory(exc)
+    else:
+        return True
+    tensors.clear()
+    if oom:  # the exception (and the activations its traceback held) is gone: give the memory back
+        _free_device_memory()
+    return False
 
 
 def _run_batch(
@@ -231,11 +329,17 @@ def _run_batch(
     batch: list[tuple[int, LoadedImage]],
     score_floor: float,
     emit: Callable[[int, DetectionResult], None],
+    retry: _Retry | None = None,
 ) -> None:
-    """Time one batch: tensors on the device, the model call, outputs to results."""
+    """Time one batch: tensors on the device, the model call, outputs to results.
+
+    Out of device memory: the batch's tensors are dropped, cached memory is given back, and the batch is retried on
+    the fallback (`retry`) or fails with a one-line out-of-memory error.
+    """
     dev = detector.device
     pre_ms: list[float] = []
     tensors: list[torch.Tensor] = []
+    error = where = ""
     try:
         for _, image in batch:
             t0 = time.perf_counter()
@@ -249,10 +353,26 @@ def _run_batch(
             synchronize(dev)
             infer_ms = (time.perf_counter() - t0) * 1e3 / len(batch)
     except Exception as exc:  # a model that cannot take this image must not stop the run
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        for index, image in batch:
-            emit(index, _failed(image, detector, len(batch), f"model failed: {_one_line(exc)}"))
+        if is_out_of_memory(exc):
+            where = _oom_where(exc, dev)
+            error = _oom_message(where, len(batch))
+        else:
+            error = f"model failed: {_one_line(exc)}"
+    if error:
+        # Out of the except block the exception and its traceback (which held the call's activations) are released;
+        # drop the inputs too before giving cached blocks back to the device.
+        tensors.clear()
+        if where or dev.type == "cuda":
+            _free_device_memory()
+
+        def fail(message: str) -> None:
+            for index, image in batch:
+                emit(index, _failed(image, detector, len(batch), message))
+
+        if where and retry:
+            retry.run(batch, error, where, emit, fail)
+        else:
+            fail(error)
         return
     for (index, image), out, p_ms in zip(batch, outputs, pre_ms, strict=True):
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -9,7 +10,7 @@ import pandas as pd
 
 from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, WEIGHTS_DEFAULT
 from core.devices import environment, resolve_device
-from core.engine import DetectionResult, load_detector, run_detector
+from core.engine import DetectionResult, Detector, load_detector, run_detector
 from core.images import ImageSource
 from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
 from core.weights import ProgressFn
@@ -17,7 +18,11 @@ from core.weights import ProgressFn
 
 @dataclass
 class RunSettings:
-    """What a user chooses for a run. `weights` maps model -> source; models not in it use `default_weights`."""
+    """What a user chooses for a run. `weights` maps model -> source; models not in it use `default_weights`.
+
+    `oom_cpu_retry`: a batch that runs out of GPU memory is run again on the CPU (fp32, the same weights), recorded
+    with device `cpu` and a note; off, those images keep the out-of-memory error. Either way the run goes on.
+    """
 
     models: list[str]
     default_weights: str = WEIGHTS_DEFAULT
@@ -27,6 +32,7 @@ class RunSettings:
     threshold: float = DEFAULT_THRESHOLD
     warmup: int = DEFAULT_WARMUP
     batch_size: int = DEFAULT_BATCH_SIZE
+    oom_cpu_retry: bool = True
 
     def weights_for(self, model: str) -> str:
         return self.weights.get(model, self.default_weights)
@@ -84,6 +90,7 @@ def run(
             "threshold": settings.threshold,
             "warmup": settings.warmup,
             "batch_size": settings.batch_size,
+            "oom_cpu_retry": settings.oom_cpu_retry,
             "user": user,
         },
         environment=environment(device),
@@ -96,9 +103,12 @@ def run(
         if on_result:
             on_result(result, len(results), total)
 
-    for det in detectors:
+    for m, det in zip(settings.models, detectors, strict=True):
         decoded = (source.load() for source in sources)
-        run_detector(det, decoded, warmup=settings.warmup, batch_size=settings.batch_size, on_result=done)
+        fallback = _cpu_fallback(m, settings, det, (class_names or {}).get(m)) if settings.oom_cpu_retry else None
+        run_detector(
+            det, decoded, warmup=settings.warmup, batch_size=settings.batch_size, on_result=done, fallback=fallback
+        )
     info.environment["images"] = {r.image_id: r.image_name for r in results if r.image_id}
     return RunOutput(
         info=info,
@@ -106,3 +116,12 @@ def run(
         inferences=inferences_frame(results, run_id=run_id, threshold=settings.threshold, created_at=created_at),
         detections=detections_frame(results, run_id=run_id),
     )
+
+
+def _cpu_fallback(
+    model: str, settings: RunSettings, detector: Detector, class_names: Sequence[str] | None
+) -> Callable[[], Detector] | None:
+    """The same model and weights on the CPU in fp32, loaded only if a batch runs out of device memory."""
+    if detector.device.type == "cpu":
+        return None
+    return functools.partial(load_detector, model, settings.weights_for(model), "cpu", "fp32", class_names=class_names)

@@ -9,6 +9,7 @@ from core.devices import DeviceError, check_precision, resolve_device
 from core.images import ImageSource, gallery_paths
 from core.models import model_names
 from core.runner import RunSettings
+from core.store import current_user
 from core.weights import WeightsError
 from dashboard import runs, state
 from dashboard.text import md
@@ -33,6 +34,10 @@ def settings_ui() -> tuple[RunSettings, str] | None:
     precision = c2.selectbox("Precision", PRECISIONS, key="run_precision")
     warmup = c3.number_input("Warm-up calls", 0, 10, 1, key="run_warmup")
     batch = c4.number_input("Batch size", 1, 16, 1, key="run_batch")
+    cpu_retry = c4.checkbox(
+        "Retry on CPU after GPU out of memory", value=True, key="run_oom_cpu_retry",
+        help="A batch that runs out of GPU memory runs again on the CPU (recorded as device cpu); off, it fails.",
+    )  # fmt: skip
     if not models:
         st.info("Choose at least one model.")
         return None
@@ -44,7 +49,7 @@ def settings_ui() -> tuple[RunSettings, str] | None:
         return None
     settings = RunSettings(
         models=models, weights=weights, device=str(device), precision=precision, threshold=state.threshold(),
-        warmup=int(warmup), batch_size=int(batch),
+        warmup=int(warmup), batch_size=int(batch), oom_cpu_retry=bool(cpu_retry),
     )  # fmt: skip
     return settings, str(device)
 
@@ -120,7 +125,9 @@ if chosen:
                     return update
 
                 try:
-                    output = runs.execute(planned, on_result=on_result, on_download=on_download)
+                    output = runs.execute(
+                        planned, on_result=on_result, on_download=on_download, user=state.reviewer() or current_user()
+                    )
                 except WeightsError as exc:
                     status.update(label="Weights unavailable", state="error")
                     st.error(md(exc))

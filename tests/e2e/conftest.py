@@ -135,6 +135,7 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
+        "--server.maxUploadSize", "1",  # MB: test_server.py sends 2-3 MB to check the limit (gallery photos < 150 KB)
         "--client.showErrorDetails", "full",  # config.toml says "type"; a failing test should say what went wrong
     ]  # fmt: skip
     env = {**os.environ, "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
