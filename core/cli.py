@@ -101,7 +101,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     run_id, created_at, user = new_run_id(), now_iso(), current_user()
     record = None
     if store is not None:
-        store.start_run(RunInfo(run_id, created_at, settings=_planned_settings(settings, user)), user=user)
+        store.start_run(RunInfo(run_id, created_at, settings=settings.record(user=user)), user=user)
         record = record_into(store, run_id, args.threshold, created_at=created_at, sources=images)
     show = sys.stderr.isatty() and not args.quiet
     bar = _progress_bar(len(images) * len(models), show)
@@ -153,21 +153,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if store is not None:
         print(f"stored run {run_id} in {store.path}")
     return EXIT_OK
-
-
-def _planned_settings(settings, user: str) -> dict[str, object]:
-    """The run's settings as asked (before models load); the runner's resolved ones replace them when it ends."""
-    return {
-        "models": list(settings.models),
-        "weights": {m: settings.weights_for(m) for m in settings.models},
-        "device": settings.device,
-        "precision": settings.precision,
-        "threshold": settings.threshold,
-        "warmup": settings.warmup,
-        "batch_size": settings.batch_size,
-        "oom_cpu_retry": settings.oom_cpu_retry,
-        "user": user,
-    }
 
 
 def _store_path(value: str | None) -> Path:

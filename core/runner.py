@@ -37,6 +37,22 @@ class RunSettings:
     def weights_for(self, model: str) -> str:
         return self.weights.get(model, self.default_weights)
 
+    def record(
+        self, *, user: str = "", device: str | None = None, weights: Mapping[str, str] | None = None
+    ) -> dict[str, object]:
+        """The settings as kept with a run: as asked, or with the resolved `device` and `weights` once known."""
+        return {
+            "models": list(self.models),
+            "weights": dict(weights) if weights is not None else {m: self.weights_for(m) for m in self.models},
+            "device": device or self.device,
+            "precision": self.precision,
+            "threshold": self.threshold,
+            "warmup": self.warmup,
+            "batch_size": self.batch_size,
+            "oom_cpu_retry": self.oom_cpu_retry,
+            "user": user,
+        }
+
 
 @dataclass
 class RunOutput:
@@ -82,17 +98,7 @@ def run(
     info = RunInfo(
         run_id=run_id,
         created_at=created_at,
-        settings={
-            "models": list(settings.models),
-            "weights": {d.name: d.weights for d in detectors},
-            "device": str(device),
-            "precision": settings.precision,
-            "threshold": settings.threshold,
-            "warmup": settings.warmup,
-            "batch_size": settings.batch_size,
-            "oom_cpu_retry": settings.oom_cpu_retry,
-            "user": user,
-        },
+        settings=settings.record(user=user, device=str(device), weights={d.name: d.weights for d in detectors}),
         environment=environment(device),
     )
     total = len(sources) * len(detectors)

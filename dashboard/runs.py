@@ -165,9 +165,8 @@ def _start_stored_run(planned: PlannedRun, run_id: str, user: str) -> tuple[Call
     info = RunInfo(
         run_id,
         now_iso(),
-        settings={"models": list(planned.todo), "device": s.device, "precision": s.precision,
-                  "threshold": s.threshold, "user": user},
-    )  # fmt: skip
+        settings=replace(s, models=list(planned.todo)).record(user=user),
+    )
     sources = list({src.image_id: src for srcs in planned.todo.values() for src in srcs}.values())
     try:
         store = cache.store()

@@ -17,6 +17,7 @@ from core.config import GALLERY_ANNOTATIONS, UNTRAINED_MARK
 from core.evaluate import load_gallery_ground_truth, match_outcomes, with_images
 from dashboard import figures as F
 from tests import factories
+from tests import test_pages as pages_test
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -71,18 +72,7 @@ def with_fp() -> list[tuple]:
 
 
 def open_page(seed=None, *, threshold: float | None = None, page: str = "pages/evaluate.py") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=300)
-    if seed is not None:
-        inf, det, refs = seed
-        at.session_state["detlens_inferences"] = inf
-        at.session_state["detlens_detections"] = det
-        at.session_state["detlens_images"] = refs
-        at.session_state["detlens_runs"] = []
-    if threshold is not None:
-        at.session_state["detlens_threshold"] = threshold
-    at.run()
-    at.switch_page(f"../{page}").run()
-    return at
+    return pages_test.open_page(page, seed, threshold)
 
 
 def frame(at: AppTest, column: str) -> pd.DataFrame:
