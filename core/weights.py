@@ -1,7 +1,7 @@
 """Weights: torchvision's defaults (downloaded once into the torch hub cache), local files, or untrained.
 
 Every file is loaded as data only: `torch.load(..., weights_only=True)` or safetensors. torchvision's own loader
-unpickles with `weights_only=False`, so building with default weights routes it through ours.
+unpickles anything (its `weights_only` defaults to off), so building with default weights routes it through ours.
 """
 
 from __future__ import annotations

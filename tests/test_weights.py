@@ -49,7 +49,7 @@ def _same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 class _Exploit:
-    """A pickle payload that would create a marker file when unpickled with weights_only=False."""
+    """A pickle payload that would create a marker file if it were ever fully unpickled."""
 
     def __init__(self, marker: Path):
         self.marker = marker
