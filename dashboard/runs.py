@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 
 from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
 from core.engine import DetectionResult
-from core.images import ImageSource, expand_paths
+from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.records import RunInfo, new_run_id, now_iso
 from core.runner import RunOutput, RunSettings, run
@@ -63,6 +64,20 @@ def _unique(refs: list[ImageSource]) -> list[ImageSource]:
     for r in refs:
         first.setdefault(r.image_id, r)
     return list(first.values())
+
+
+def save_checkpoint(name: str, data: bytes, class_names_json: bytes | None = None) -> Path:
+    """Keep an uploaded checkpoint under the run store (`weights/<content hash>/<file name>`, its class names beside it
+    as `<file name>.json`) and return its path: the engine loads it like any local file (data only)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:100] or "checkpoint.pth"
+    folder = cache.store().path / "weights" / content_id(data + (class_names_json or b""))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe
+    if not path.exists():
+        path.write_bytes(data)
+    if class_names_json is not None:
+        path.with_name(path.name + ".json").write_bytes(class_names_json)
+    return path
 
 
 @dataclass

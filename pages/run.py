@@ -18,6 +18,21 @@ state.init()
 st.title("Run detectors")
 
 
+WEIGHTS_FILE = "file"
+
+
+def weights_file_ui(col, model: str) -> str:
+    """Uploader for one model's checkpoint (and optional class names); returns its saved path, or "" until uploaded."""
+    ckpt = col.file_uploader(f"Checkpoint for {model}", type=["pth", "pt", "safetensors"], key=f"run_ckpt_{model}")
+    names = col.file_uploader(
+        "Class names (JSON, optional)", type=["json"], key=f"run_names_{model}",
+        help='A list of names in label-id order, {"categories": [...]}, or COCO-style [{"id": 1, "name": ...}].',
+    )  # fmt: skip
+    if ckpt is None:
+        return ""
+    return str(runs.save_checkpoint(ckpt.name, ckpt.getvalue(), names.getvalue() if names else None))
+
+
 def settings_ui() -> tuple[RunSettings, str] | None:
     """Model, weights and device widgets; returns the settings and the resolved device, or None when unusable."""
     models = st.multiselect("Models", model_names(), default=list(HEADLINE_MODELS), key="run_models")
@@ -25,10 +40,16 @@ def settings_ui() -> tuple[RunSettings, str] | None:
     if models:
         cols = st.columns(min(len(models), 3))
         for i, m in enumerate(models):
-            weights[m] = cols[i % len(cols)].selectbox(
-                f"Weights: {m}", [WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED], key=f"run_weights_{m}",
-                help="default: torchvision's COCO weights (downloaded once). untrained: random, for latency only.",
+            col = cols[i % len(cols)]
+            choice = col.selectbox(
+                f"Weights: {m}", [WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED, WEIGHTS_FILE], key=f"run_weights_{m}",
+                help="default: torchvision's COCO weights (downloaded once). untrained: random, for latency only. "
+                "file: your checkpoint (.pth state dict or .safetensors), with its class names for a fine-tuned one.",
             )  # fmt: skip
+            weights[m] = weights_file_ui(col, m) if choice == WEIGHTS_FILE else choice
+        if any(not w for w in weights.values()):
+            st.info("Upload the checkpoint for each model set to 'file'.")
+            return None
     c1, c2, c3, c4 = st.columns(4)
     device_choice = c1.selectbox("Device", DEVICES, key="run_device")
     precision = c2.selectbox("Precision", PRECISIONS, key="run_precision")

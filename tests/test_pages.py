@@ -150,3 +150,64 @@ def test_data_page_offers_downloads_and_clears_the_session():
     assert "fasterrcnn_resnet50_fpn.json" in labels
     at.button(key="data_clear").click().run()
     assert at.session_state["detlens_inferences"].empty
+
+
+def _checkpoint_bytes(num_classes: int) -> bytes:
+    import io
+
+    import torch
+
+    from core.models import get_model
+
+    spec = get_model("ssdlite320_mobilenet_v3_large")
+    torch.manual_seed(1)
+    model = spec.builder(weights=None, weights_backbone=None, num_classes=num_classes)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
+
+def _run_with_checkpoint(files: dict[str, tuple[str, bytes, str]]) -> AppTest:
+    model = "ssdlite320_mobilenet_v3_large"
+    at = open_page("pages/run.py")
+    at.multiselect(key="run_models").set_value([model]).run()
+    at.selectbox(key=f"run_weights_{model}").set_value("file").run()
+    for key, upload in files.items():
+        at.file_uploader(key=f"{key}_{model}").set_value(upload).run()
+    at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
+    at.button(key="run_go").click().run(timeout=600)
+    assert not at.exception
+    return at
+
+
+def test_run_page_takes_a_fine_tuned_checkpoint_with_its_class_names():
+    import json
+
+    names = json.dumps(["duck", "goose"]).encode()
+    at = _run_with_checkpoint(
+        {
+            "run_ckpt": ("ducks.pth", _checkpoint_bytes(3), "application/octet-stream"),
+            "run_names": ("ducks.json", names, "application/json"),
+        }
+    )
+    inf, det = at.session_state["detlens_inferences"], at.session_state["detlens_detections"]
+    assert inf["weights"].tolist() == ["ducks.pth"] and inf["error"].tolist() == [""]
+    assert set(det["label"]) <= {"duck", "goose"} and len(det) > 0
+
+
+def test_run_page_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    import io
+
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    buf = io.BytesIO()
+    torch.save({"weight": Exploit()}, buf)
+    at = _run_with_checkpoint({"run_ckpt": ("evil.pth", buf.getvalue(), "application/octet-stream")})
+    assert any("refused" in e.value for e in at.error)
+    assert not marker.exists() and at.session_state["detlens_inferences"].empty
