@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from unittest.mock import MagicMock
 
 import numpy as np
 import pytest
@@ -281,81 +279,6 @@ def test_four_threads_running_whole_runs_at_once_get_the_serial_results_and_shar
         assert len(out.inferences) == 3 and (out.inferences["error"] == "").all()
         for r in out.results:
             _same_detections(r, serial[r.image_id])
-
-
-@pytest.fixture
-def one_runtime_for_apptests(monkeypatch):
-    """Let AppTests run in several threads at once, sharing one mock Runtime as a server's sessions share one.
-
-    AppTest (the harness, not the app) keeps each run's state in process globals: it sets `Runtime._instance` to a
-    fresh mock before a run and to None after it, and patches `config.get_option` for the run. Two AppTests in two
-    threads then break each other ("Runtime hasn't been created!", widgets missing, a patched get_option left behind).
-    Here AppTest's per-run assignments go to a subclass, the real `Runtime._instance` is one mock built the way AppTest
-    builds its own, and `global.appTest` is on for the whole test.
-    """
-    from streamlit import config
-    from streamlit.components.v2.component_manager import BidiComponentManager
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.caching.storage.dummy_cache_storage import MemoryCacheStorageManager
-    from streamlit.runtime.dataframe_source_manager import DataframeSourceManager
-    from streamlit.runtime.media_file_manager import MediaFileManager
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-    from streamlit.testing.v1 import app_test
-    from streamlit.testing.v1.util import build_mock_config_get_option
-
-    class PerRunRuntime(Runtime):
-        """Takes AppTest's per-run `_instance` assignments, leaving `Runtime._instance` alone."""
-
-    shared = MagicMock(spec=Runtime)
-    shared.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
-    shared.dataframe_source_mgr = DataframeSourceManager()
-    shared.cache_storage_manager = MemoryCacheStorageManager()
-    components = BidiComponentManager()
-    components.discover_and_register_components(start_file_watching=False)
-    shared.bidi_component_registry = components
-    monkeypatch.setattr(app_test, "Runtime", PerRunRuntime)
-    monkeypatch.setattr(Runtime, "_instance", shared)
-    monkeypatch.setattr(app_test, "patch_config_options", lambda overrides: contextlib.nullcontext())
-    monkeypatch.setattr(config, "get_option", build_mock_config_get_option({"global.appTest": True}))
-
-
-def _run_page_session(gallery: list[str], gate: threading.Barrier) -> AppTest:
-    """One browser session: Run page, SSDLite untrained on `gallery`, Run clicked when the other session is ready."""
-    try:
-        at = AppTest.from_file(APP, default_timeout=300).run()
-        at.switch_page("../pages/run.py").run()
-        at.multiselect(key="run_models").set_value([SMALL]).run()
-        at.selectbox(key=f"run_weights_{SMALL}").set_value("untrained").run()
-        at.multiselect(key="run_gallery").set_value(gallery).run()
-        gate.wait(timeout=120)
-    except BaseException:
-        gate.abort()  # never leave the other session waiting
-        raise
-    return at.button(key="run_go").click().run()
-
-
-@pytest.mark.usefixtures("one_runtime_for_apptests")
-def test_two_app_sessions_running_at_once_keep_their_own_rows_and_agree_on_shared_images():
-    galleries = [["cat.jpg", "coffee.jpg"], ["coffee.jpg", "rocket.jpg"]]
-    gate = threading.Barrier(2)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        sessions = list(pool.map(lambda g: _run_page_session(g, gate), galleries))
-    detections = []
-    for at, names in zip(sessions, galleries, strict=True):
-        assert not at.exception
-        inf = at.session_state["detlens_inferences"]
-        assert sorted(inf["image_name"]) == sorted(names) and (inf["error"] == "").all()
-        assert set(inf["model"]) == {SMALL} and inf["run_id"].nunique() == 1
-        det = at.session_state["detlens_detections"]
-        assert set(det["image_id"]) <= set(inf["image_id"]) and set(det["run_id"]) == set(inf["run_id"])
-        assert any("2 inference(s) added" in s.value for s in at.success)
-        coffee = inf.loc[inf["image_name"] == "coffee.jpg", "image_id"].iloc[0]
-        rows = det[det["image_id"] == coffee].sort_values(["score", "x1", "y1"], ascending=False)
-        detections.append(rows[["label_id", "score", "x1", "y1", "x2", "y2"]].reset_index(drop=True))
-    run_ids = [at.session_state["detlens_inferences"]["run_id"].iloc[0] for at in sessions]
-    assert run_ids[0] != run_ids[1]
-    assert len(detections[0]) > 0
-    np.testing.assert_allclose(detections[0].to_numpy(float), detections[1].to_numpy(float), rtol=1e-5, atol=1e-3)
 
 
 def test_the_run_page_passes_the_cpu_retry_setting_to_the_run(monkeypatch):
