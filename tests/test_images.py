@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -256,12 +255,10 @@ def test_pixel_limit_checked_before_decoding(monkeypatch):
     assert result.format == "PNG"
 
 
-def test_decompression_bomb_rejected_fast():
+def test_decompression_bomb_rejected_with_its_size():
     data = bomb_png(20000, 20000)
     assert len(data) < 200_000
-    t0 = time.perf_counter()
     result = load_image(data, "bomb.png")
-    assert time.perf_counter() - t0 < 0.5
     assert result.error == "image is 20000x20000 (400.0 MP), above the 80.0 MP limit"
 
 
