@@ -211,3 +211,55 @@ def test_run_page_refuses_a_checkpoint_that_would_run_code(tmp_path):
     at = _run_with_checkpoint({"run_ckpt": ("evil.pth", buf.getvalue(), "application/octet-stream")})
     assert any("refused" in e.value for e in at.error)
     assert not marker.exists() and at.session_state["detlens_inferences"].empty
+
+
+def _choose_untrained_ssdlite(at: AppTest) -> None:
+    model = "ssdlite320_mobilenet_v3_large"
+    at.multiselect(key="run_models").set_value([model]).run()
+    at.selectbox(key=f"run_weights_{model}").set_value("untrained").run()
+
+
+def test_run_page_reads_a_server_folder_under_an_allowed_root(monkeypatch, tmp_path):
+    import shutil
+
+    root = tmp_path / "shared"
+    (root / "shots").mkdir(parents=True)
+    for name in ("cat.jpg", "coffee.jpg"):
+        shutil.copy(Path(APP).parent.parent / "gallery" / name, root / "shots" / name)
+    monkeypatch.setenv("DETLENS_FOLDER_ROOTS", str(root))
+    at = open_page("pages/run.py")
+    _choose_untrained_ssdlite(at)
+    at.radio(key="run_source").set_value("Server folder").run()
+    at.text_input(key="run_folder").set_value(str(tmp_path)).run()  # the parent of the root: refused
+    assert any("outside the folders" in e.value.replace("\\", "") for e in at.error)
+    at.text_input(key="run_folder").set_value(str(root / "shots")).run()
+    assert any("2 image(s) chosen" in c.value for c in at.caption)
+    at.button(key="run_go").click().run()
+    assert sorted(at.session_state["detlens_inferences"]["image_name"]) == ["cat.jpg", "coffee.jpg"]
+
+
+def test_run_page_runs_a_camera_snapshot():
+    at = open_page("pages/run.py")
+    _choose_untrained_ssdlite(at)
+    at.radio(key="run_source").set_value("Camera").run()
+    shot = (Path(APP).parent.parent / "gallery" / "astronaut.jpg").read_bytes()
+    at.camera_input(key="run_camera").set_value(("snapshot.jpg", shot, "image/jpeg")).run()
+    at.button(key="run_go").click().run()
+    assert not at.exception
+    inf = at.session_state["detlens_inferences"]
+    assert inf["image_name"].tolist() == ["camera_1.jpg"] and inf["error"].tolist() == [""]
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"selection": {"points": [{"customdata": ["abc123", "cat.jpg", "m", "r"]}]}}, "abc123"),
+        ({"selection": {"points": []}}, None),
+        ({"selection": {"points": [{"x": 1}]}}, None),
+        (None, None),
+    ],
+)
+def test_a_selected_speed_point_names_its_image(event, expected):
+    from dashboard.views import selected_image
+
+    assert selected_image(event) == expected
