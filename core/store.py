@@ -469,6 +469,13 @@ class Store:
         with self._read() as conn:
             return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
 
+    def run_version(self, run_id: str) -> tuple[str, int]:
+        """(status, stored records) of one run: a cheap, indexed way to tell whether its tables changed."""
+        with self._read() as conn:
+            status = self._require_run(conn, run_id)[5]
+            (count,) = conn.execute("SELECT COUNT(*) FROM inferences WHERE run_id = ?", (run_id,)).fetchone()
+        return str(status), int(count)
+
     def run_info(self, run_id: str) -> RunInfo:
         with self._read() as conn:
             return _info(self._require_run(conn, run_id))

@@ -10,7 +10,7 @@ import streamlit as st
 from core.engine import Detector, load_detector
 from core.images import ImageSource, LoadedImage, downscale_for_display, gallery_paths
 from core.models import list_models
-from core.store import Store, StoreError, default_store_dir
+from core.store import Store, default_store_dir
 from core.weights import ProgressFn, cached_weights_path
 
 
@@ -75,9 +75,4 @@ def _stored_run(path: str, run_id: str, version: tuple) -> tuple[pd.DataFrame, p
 def stored_run(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
     """(inferences, detections, images) of a stored run; StoreError for an unknown one."""
     s = store()
-    runs = s.list_runs()
-    row = runs[runs["run_id"] == run_id]
-    if row.empty:
-        raise StoreError(f"no run {run_id!r} in {s.path}")
-    version = (str(row["status"].iloc[0]), int(row["n_inferences"].iloc[0]))
-    return _stored_run(str(s.path.resolve()), run_id, version)
+    return _stored_run(str(s.path.resolve()), run_id, s.run_version(run_id))

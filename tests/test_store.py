@@ -227,6 +227,11 @@ def test_list_runs_counts(store):
     assert runs.loc["run-2", "user"] == "ana" and runs.loc["run-2", "status"] == "running"
     assert runs.loc["run-3", ["n_inferences", "n_images", "n_reviews"]].tolist() == [0, 0, 0]
     assert runs["n_inferences"].dtype == "int64" and runs["status"].dtype == "string"
+    # the cheap per-run version agrees with the listing
+    for run_id in runs.index:
+        assert store.run_version(run_id) == (runs.loc[run_id, "status"], runs.loc[run_id, "n_inferences"])
+    with pytest.raises(StoreError, match="unknown run"):
+        store.run_version("nope")
 
 
 def test_delete_run_removes_its_rows_and_reviews(store):
