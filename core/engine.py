@@ -147,7 +147,8 @@ class DetectionResult:
         return not self.error
 
 
-def _failed(image: LoadedImage, det: Detector, batch_size: int, error: str) -> DetectionResult:
+def _result(image: LoadedImage, det: Detector, batch_size: int, **fields: object) -> DetectionResult:
+    """A result for `image` through `det`: the image's and detector's columns, plus `fields`."""
     return DetectionResult(
         image_id=image.image_id,
         image_name=image.name,
@@ -158,9 +159,12 @@ def _failed(image: LoadedImage, det: Detector, batch_size: int, error: str) -> D
         device=str(det.device),
         precision=det.precision,
         batch_size=batch_size,
-        error=error,
-        notes=image.notes,
+        **fields,
     )
+
+
+def _failed(image: LoadedImage, det: Detector, batch_size: int, error: str) -> DetectionResult:
+    return _result(image, det, batch_size, error=error, notes=image.notes)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -380,16 +384,10 @@ def _run_batch(
         keep = scores >= score_floor
         boxes = out["boxes"].float().cpu().numpy()[keep]
         labels = out["labels"].cpu().numpy().astype(np.int64)[keep]
-        result = DetectionResult(
-            image_id=image.image_id,
-            image_name=image.name,
-            width=image.width,
-            height=image.height,
-            model=detector.name,
-            weights=detector.weights,
-            device=str(dev),
-            precision=detector.precision,
-            batch_size=len(batch),
+        result = _result(
+            image,
+            detector,
+            len(batch),
             boxes=boxes.astype(np.float32).reshape(-1, 4),
             scores=scores[keep].astype(np.float32),
             labels=labels,
