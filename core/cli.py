@@ -9,8 +9,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from core.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_THRESHOLD,
@@ -21,6 +19,7 @@ from core.config import (
     STORE_ENV,
     UNTRAINED_MARK,
     WEIGHTS_DEFAULT,
+    WEIGHTS_UNTRAINED,
 )
 from core.devices import DeviceError
 from core.models import UnknownModelError, list_models, parse_model_list
@@ -78,9 +77,9 @@ def _download_progress(model: str):
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from core.images import gallery_paths, sources_from_paths
-    from core.records import RunInfo, new_run_id, now_iso, write_run
+    from core.records import write_run
     from core.runner import RunSettings, run
-    from core.store import current_user, record_into
+    from core.store import current_user
 
     models = parse_model_list(args.models)
     paths = [Path(p) for p in args.paths] if args.paths else gallery_paths()
@@ -98,17 +97,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
     store = _open_store(args.store) if args.store else None
-    run_id, created_at, user = new_run_id(), now_iso(), current_user()
-    record = None
-    if store is not None:
-        store.start_run(RunInfo(run_id, created_at, settings=settings.record(user=user)), user=user)
-        record = record_into(store, run_id, args.threshold, created_at=created_at, sources=images)
     show = sys.stderr.isatty() and not args.quiet
     bar = _progress_bar(len(images) * len(models), show)
 
     def on_result(result, done, total):
-        if record is not None:  # stored (one transaction) as soon as it is done
-            record(result, done, total)
         bar.set_postfix_str(f"{result.model} {result.image_name}"[:60], refresh=False)
         bar.update(1)
 
@@ -116,43 +108,37 @@ def cmd_detect(args: argparse.Namespace) -> int:
         output = run(
             images,
             settings,
-            run_id=run_id,
-            user=user,
+            store=store,
+            user=current_user(),
             on_result=on_result,
             on_download=_download_progress if show else None,
         )
-    except (UnknownModelError, DeviceError, WeightsError):
-        if store is not None:  # raised while loading the models, before any image ran: nothing to keep
-            store.delete_run(run_id)
-        raise
-    except BaseException:
-        if store is not None:
-            store.finish_run(run_id, "failed")
-        raise
     finally:
         bar.close()
-    if store is not None:
-        # One created_at for the CSV files and the store (the store's rows were written with it as they came).
-        output.info.created_at = created_at
-        output.inferences["created_at"] = pd.array([created_at] * len(output.inferences), dtype="string")
-        store.finish_run(run_id, "finished", info=output.info)
     written = write_run(Path(args.out), output.inferences, output.detections, output.info, parquet=args.parquet)
-    inf = output.inferences
-    failed = inf[inf["error"] != ""]
-    print(f"run {output.info.run_id}: {len(images)} images x {len(models)} models on {output.info.settings['device']}")
-    for model, grp in inf[inf["error"] == ""].groupby("model", sort=False):
-        print(
-            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
-            f"  detections >= {args.threshold}: {int(grp['n_detections'].sum())}"
-        )
-    if (inf["weights"] == "untrained").any():
-        print(f"  NOTE: {UNTRAINED_MARK}")
-    for _, row in failed.drop_duplicates("image_id").iterrows():
-        print(f"  failed: {row['image_name']}: {row['error']}")
+    _print_summary(output, len(images), args.threshold)
     print("wrote " + ", ".join(str(p) for p in written))
     if store is not None:
-        print(f"stored run {run_id} in {store.path}")
+        print(f"stored run {output.info.run_id} in {store.path}")
     return EXIT_OK
+
+
+def _print_summary(output, n_images: int, threshold: float) -> None:
+    """Per model: median and p95 latency and detections at the threshold; the untrained mark; failed images."""
+    from core.records import failed_rows, succeeded
+
+    inf = output.inferences
+    n_models = len(output.info.settings["models"])
+    print(f"run {output.info.run_id}: {n_images} images x {n_models} models on {output.info.settings['device']}")
+    for model, grp in succeeded(inf).groupby("model", sort=False):
+        print(
+            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
+            f"  detections >= {threshold}: {int(grp['n_detections'].sum())}"
+        )
+    if (inf["weights"] == WEIGHTS_UNTRAINED).any():
+        print(f"  NOTE: {UNTRAINED_MARK}")
+    for _, row in failed_rows(inf).drop_duplicates("image_id").iterrows():
+        print(f"  failed: {row['image_name']}: {row['error']}")
 
 
 def _store_path(value: str | None) -> Path:

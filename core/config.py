@@ -18,6 +18,9 @@ UNTRAINED_SEED = 0  # untrained models are seeded so that two builds give the sa
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
+# Loaded detectors kept per process (least recently used ones are dropped; Faster R-CNN is ~170 MB in fp32).
+MAX_LOADED_DETECTORS = 8
+
 # Boxes below this score are dropped when records are made; the threshold slider filters above it.
 SCORE_FLOOR = 0.01
 DEFAULT_THRESHOLD = 0.5

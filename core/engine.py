@@ -11,6 +11,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import pil_to_tensor
 
-from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, SCORE_FLOOR
+from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS, SCORE_FLOOR
 from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
 from core.images import LoadedImage
 from core.models import ModelSpec, get_model, label_name
@@ -58,7 +59,7 @@ class Detector:
             return self.module(batch)
 
 
-_detectors: dict[DetectorKey, Detector] = {}
+_detectors: OrderedDict[DetectorKey, Detector] = OrderedDict()  # least recently used first
 _key_locks: dict[DetectorKey, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
@@ -72,7 +73,11 @@ def load_detector(
     class_names: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> Detector:
-    """The detector for (model, weights, device, precision), built once per process and shared."""
+    """The detector for (model, weights, device, precision), built once per process and shared by every caller.
+
+    This is the process's one detector cache: it keeps the `MAX_LOADED_DETECTORS` most recently used; an evicted
+    detector lives on while a caller still holds it, and is built again when asked for later.
+    """
     spec = get_model(model)
     choice = parse_weights(weights)
     dev = resolve_device(device)
@@ -83,23 +88,21 @@ def load_detector(
         key = DetectorKey(key.model, f"{key.weights}|{','.join(class_names)}", key.device, key.precision)
     with _registry_lock:
         if key in _detectors:
+            _detectors.move_to_end(key)
             return _detectors[key]
         lock = _key_locks.setdefault(key, threading.Lock())
     with lock:  # one build per key, even when several threads ask at once
-        if key not in _detectors:
+        with _registry_lock:
+            found = _detectors.get(key)
+        if found is None:
             built = build_model(spec, choice, class_names=class_names, progress=progress)
-            module = built.module.to(dev)
-            _detectors[key] = Detector(spec, module, built.categories, built.weights, dev, precision)
-    return _detectors[key]
-
-
-def clear_detectors() -> None:
-    """Forget every loaded detector (frees their memory once no caller holds them)."""
-    with _registry_lock:
-        _detectors.clear()
-        _key_locks.clear()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+            found = Detector(spec, built.module.to(dev), built.categories, built.weights, dev, precision)
+            with _registry_lock:
+                _detectors[key] = found
+                while len(_detectors) > MAX_LOADED_DETECTORS:
+                    evicted, _ = _detectors.popitem(last=False)
+                    _key_locks.pop(evicted, None)
+    return found
 
 
 @dataclass

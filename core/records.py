@@ -54,6 +54,21 @@ def empty_detections() -> pd.DataFrame:
     return _typed(pd.DataFrame(), DETECTION_COLUMNS, DETECTION_DTYPES)
 
 
+def ok_mask(inferences: pd.DataFrame) -> pd.Series:
+    """True for the rows of processed images: an empty (or missing) `error`."""
+    return inferences["error"].astype("string").fillna("").str.strip() == ""
+
+
+def succeeded(inferences: pd.DataFrame) -> pd.DataFrame:
+    """The rows of images that went through their model (latency and counts are measured on these only)."""
+    return inferences[ok_mask(inferences)]
+
+
+def failed_rows(inferences: pd.DataFrame) -> pd.DataFrame:
+    """The rows of images that could not be used, with their one-line `error`."""
+    return inferences[~ok_mask(inferences)]
+
+
 def inferences_frame(
     results: Iterable[DetectionResult], *, run_id: str, threshold: float, created_at: str | None = None
 ) -> pd.DataFrame:

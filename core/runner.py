@@ -1,4 +1,9 @@
-"""A whole run: images x models -> results -> the two tables, with settings and environment. Used by the CLI and UI."""
+"""The one owner of a run: plan what is missing, load the models, open the run in the store, run every model over
+its images, record each (image, model) as it finishes, and finish (or fail) the run with its settings and environment.
+
+Everything that runs detectors calls this module: `python -m core detect`, the dashboard's Run page, the job worker and
+the Ray path. Nothing here knows about Streamlit.
+"""
 
 from __future__ import annotations
 
@@ -38,12 +43,19 @@ class RunSettings:
         return self.weights.get(model, self.default_weights)
 
     def record(
-        self, *, user: str = "", device: str | None = None, weights: Mapping[str, str] | None = None
+        self,
+        *,
+        user: str = "",
+        device: str | None = None,
+        weights: Mapping[str, str] | None = None,
+        models: Sequence[str] | None = None,
     ) -> dict[str, object]:
-        """The settings as kept with a run: as asked, or with the resolved `device` and `weights` once known."""
+        """The settings as kept with a run: as asked, or with the resolved `device` and `weights` once known.
+        `models` (default: all of them) names the models the run actually runs."""
+        models = list(models if models is not None else self.models)
         return {
-            "models": list(self.models),
-            "weights": dict(weights) if weights is not None else {m: self.weights_for(m) for m in self.models},
+            "models": models,
+            "weights": dict(weights) if weights is not None else {m: self.weights_for(m) for m in models},
             "device": device or self.device,
             "precision": self.precision,
             "threshold": self.threshold,
@@ -55,73 +67,187 @@ class RunSettings:
 
 
 @dataclass
+class PlannedRun:
+    """What a run will do: per model (in settings order), the images not done yet; and how many pairs are skipped."""
+
+    settings: RunSettings
+    todo: dict[str, list[ImageSource]] = field(default_factory=dict)
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        """(image, model) pairs to run."""
+        return sum(len(v) for v in self.todo.values())
+
+    @property
+    def sources(self) -> list[ImageSource]:
+        """Every image the run touches, once each, in first-seen order."""
+        return list({id(s): s for srcs in self.todo.values() for s in srcs}.values())
+
+
+IsDone = Callable[[ImageSource, str], bool]
+"""Whether (image, model) is already done and must not run again (e.g. in this session, or in a resumed run)."""
+
+
+def plan(settings: RunSettings, sources: Sequence[ImageSource], *, done: IsDone | None = None) -> PlannedRun:
+    """Every (image, model) pair of `sources` x `settings.models`, less those `done` says are done."""
+    planned = PlannedRun(settings)
+    for model in settings.models:
+        todo = [src for src in sources if done is None or not done(src, model)]
+        planned.skipped += len(sources) - len(todo)
+        if todo:
+            planned.todo[model] = todo
+    return planned
+
+
+@dataclass
 class RunOutput:
     info: RunInfo
     results: list[DetectionResult]
     inferences: pd.DataFrame
     detections: pd.DataFrame
+    skipped: int = 0  # pairs left out by the plan (already done)
+    store_problem: str = ""  # why the run could not be kept in the store ("" when it was, or no store was asked)
+    stopped: bool = False  # `should_stop` ended the run before every pair ran
 
 
 ResultFn = Callable[[DetectionResult, int, int], None]
 """Called after each (image, model): the result, how many are done, how many in all."""
 
 
-def run(
-    sources: Sequence[ImageSource],
-    settings: RunSettings,
+def run(sources: Sequence[ImageSource], settings: RunSettings, **kwargs: object) -> RunOutput:
+    """Plan every (image, model) pair of `sources` and execute it (see `execute` for the keyword arguments)."""
+    return execute(plan(settings, sources), **kwargs)  # type: ignore[arg-type]
+
+
+def execute(
+    planned: PlannedRun,
     *,
+    store: object | None = None,
+    store_required: bool = True,
     run_id: str | None = None,
     user: str = "",
     on_result: ResultFn | None = None,
     on_download: Callable[[str], ProgressFn] | None = None,
+    on_started: Callable[[RunInfo], None] | None = None,
     class_names: Mapping[str, Sequence[str]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunOutput:
-    """Load each model (errors for unusable settings are raised before any image runs), then run every image.
+    """Run a plan as one run.
+
+    Every model is loaded first, so unusable settings (unknown model, no CUDA, weights that cannot be had) raise before
+    any image runs and before anything is stored. Then, with a `store` (a `core.store.Store`), the run is opened there
+    and each finished (image, model) is committed
+    at once, in its own transaction; the run ends `finished` (or `failed` if an exception escapes, which is re-raised).
+    A store that cannot be opened raises, unless `store_required` is False: then the run goes on unsaved and
+    `store_problem` says why. Nothing is stored for a plan with nothing to do.
 
     Model after model, each image is decoded just before its call (decode time is part of `preprocess_ms`), so
-    memory holds one batch of decoded images at a time whatever the number of images.
+    memory holds one batch of decoded images at a time whatever the number of images. `should_stop`, checked before
+    each image, ends the run after the image in flight (`stopped`; the store's status is left to the caller).
     """
+    from core.store import StoreError, record_into  # the store imports records/images; keep this module light
+
+    settings = planned.settings
+    names = class_names or {}
     device = resolve_device(settings.device)
-    detectors = [
-        load_detector(
+    detectors = {
+        m: load_detector(
             m,
             settings.weights_for(m),
             str(device),
             settings.precision,
-            class_names=(class_names or {}).get(m),
+            class_names=names.get(m),
             progress=on_download(m) if on_download else None,
         )
-        for m in settings.models
-    ]
+        for m in planned.todo
+    }
     run_id = run_id or new_run_id()
     created_at = now_iso()
     info = RunInfo(
         run_id=run_id,
         created_at=created_at,
-        settings=settings.record(user=user, device=str(device), weights={d.name: d.weights for d in detectors}),
+        settings=settings.record(
+            user=user, device=str(device), weights={m: d.weights for m, d in detectors.items()}, models=list(detectors)
+        ),
         environment=environment(device),
     )
-    total = len(sources) * len(detectors)
+    recorder: ResultFn | None = None
+    store_problem = ""
+    if store is not None and planned.total:
+        try:
+            store.start_run(info, user=user)  # type: ignore[attr-defined]
+        except (StoreError, OSError) as exc:
+            if store_required:
+                raise
+            store, store_problem = None, str(exc)
+        else:
+            recorder = record_into(store, run_id, settings.threshold, created_at=created_at, sources=planned.sources)  # type: ignore[arg-type]
+    elif store is not None:
+        store = None  # nothing to run: nothing (empty) is stored
+    if on_started is not None:
+        on_started(info)
+
+    total = planned.total
     results: list[DetectionResult] = []
+    stop = _Stop(should_stop)
 
     def done(result: DetectionResult) -> None:
         results.append(result)
+        if recorder is not None:
+            recorder(result, len(results), total)
         if on_result:
             on_result(result, len(results), total)
 
-    for m, det in zip(settings.models, detectors, strict=True):
-        decoded = (source.load() for source in sources)
-        fallback = _cpu_fallback(m, settings, det, (class_names or {}).get(m)) if settings.oom_cpu_retry else None
-        run_detector(
-            det, decoded, warmup=settings.warmup, batch_size=settings.batch_size, on_result=done, fallback=fallback
-        )
+    try:
+        for model, det in detectors.items():
+            if stop():
+                break
+            fallback = _cpu_fallback(model, settings, det, names.get(model)) if settings.oom_cpu_retry else None
+            run_detector(
+                det,
+                stop.decoded(planned.todo[model]),
+                warmup=settings.warmup,
+                batch_size=settings.batch_size,
+                on_result=done,
+                fallback=fallback,
+            )
+    except BaseException:
+        if store is not None:
+            store.finish_run(run_id, "failed")  # type: ignore[attr-defined]
+        raise
     info.environment["images"] = {r.image_id: r.image_name for r in results if r.image_id}
+    if store is not None and not stop.stopped:
+        store.finish_run(run_id, "finished", info=info)  # type: ignore[attr-defined]
     return RunOutput(
         info=info,
         results=results,
         inferences=inferences_frame(results, run_id=run_id, threshold=settings.threshold, created_at=created_at),
         detections=detections_frame(results, run_id=run_id),
+        skipped=planned.skipped,
+        store_problem=store_problem,
+        stopped=stop.stopped,
     )
+
+
+class _Stop:
+    """`should_stop`, asked before each image is decoded; remembers that it said stop."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None) -> None:
+        self._ask = should_stop
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        if not self.stopped and self._ask is not None and self._ask():
+            self.stopped = True
+        return self.stopped
+
+    def decoded(self, sources: Sequence[ImageSource]):
+        """Decode each image just before it is needed, until told to stop."""
+        for source in sources:
+            if self():
+                return
+            yield source.load()
 
 
 def _cpu_fallback(

@@ -7,21 +7,10 @@ import io
 import pandas as pd
 import streamlit as st
 
-from core.engine import Detector, load_detector
 from core.images import ImageSource, LoadedImage, downscale_for_display, gallery_paths
 from core.models import list_models
 from core.store import Store, default_store_dir
-from core.weights import ProgressFn, cached_weights_path
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def detector(model: str, weights: str, device: str, precision: str, _progress: ProgressFn | None = None) -> Detector:
-    """One loaded detector per (model, weights, device, precision), shared by every browser session.
-
-    Never mutate it (no .train()/.to()): the engine runs it under inference_mode with a per-device lock.
-    `_progress` (not part of the cache key) reports a weights download.
-    """
-    return load_detector(model, weights, device, precision, progress=_progress)
+from core.weights import cached_weights_path
 
 
 @st.cache_data(show_spinner=False)

@@ -8,10 +8,11 @@ from core.config import DEVICES, HEADLINE_MODELS, PRECISIONS, UNTRAINED_MARK, WE
 from core.devices import DeviceError, check_precision, resolve_device
 from core.images import ImageSource, gallery_paths
 from core.models import model_names
+from core.records import failed_rows, succeeded
 from core.runner import RunSettings
 from core.store import current_user
 from core.weights import WeightsError
-from dashboard import runs, state
+from dashboard import launch, state
 from dashboard.text import md
 
 state.init()
@@ -30,7 +31,7 @@ def weights_file_ui(col, model: str) -> str:
     )  # fmt: skip
     if ckpt is None:
         return ""
-    return str(runs.save_checkpoint(ckpt.name, ckpt.getvalue(), names.getvalue() if names else None))
+    return str(launch.save_checkpoint(ckpt.name, ckpt.getvalue(), names.getvalue() if names else None))
 
 
 def settings_ui() -> tuple[RunSettings, str] | None:
@@ -83,23 +84,23 @@ def images_ui() -> list[ImageSource]:
     if source == "Bundled gallery":
         names = [p.name for p in gallery_paths()]
         chosen = st.multiselect("Gallery photos", names, default=names, key="run_gallery")
-        return runs.refs_from_paths([p for p in gallery_paths() if p.name in chosen])
+        return launch.refs_from_paths([p for p in gallery_paths() if p.name in chosen])
     if source == "Upload":
         files = st.file_uploader("Images", accept_multiple_files=True, key="run_upload")
-        return runs.refs_from_uploads([(f.name, f.getvalue()) for f in files or []])
+        return launch.refs_from_uploads([(f.name, f.getvalue()) for f in files or []])
     if source == "Server folder":
-        roots = runs.folder_roots()
+        roots = launch.folder_roots()
         st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in roots))
         text = st.text_input("Folder on the server", key="run_folder")
         if not text:
             return []
         try:
-            return runs.refs_from_paths([runs.resolve_folder(text, roots)])
-        except runs.FolderNotAllowedError as exc:
+            return launch.refs_from_paths([launch.resolve_folder(text, roots)])
+        except launch.FolderNotAllowedError as exc:
             st.error(md(exc))
             return []
     shot = st.camera_input("Snapshot", key="run_camera")
-    return runs.refs_from_uploads([(f"camera_{len(state.images()) + 1}.jpg", shot.getvalue())]) if shot else []
+    return launch.refs_from_uploads([(f"camera_{len(state.images()) + 1}.jpg", shot.getvalue())]) if shot else []
 
 
 def use_untrained(models: list[str]) -> None:
@@ -115,7 +116,7 @@ st.caption(f"{len(refs)} image(s) chosen.")
 
 if chosen:
     settings, device = chosen
-    statuses = [runs.weights_status(m, settings.weights_for(m)) for m in settings.models]
+    statuses = [launch.weights_status(m, settings.weights_for(m)) for m in settings.models]
     for s in statuses:
         if s.needs_download:
             st.info(f"{s.model}: default weights will be downloaded once to `{s.expected_file}`.")
@@ -124,7 +125,7 @@ if chosen:
 
     if st.button("Run", type="primary", disabled=not refs, key="run_go"):
         state.add_images(refs)
-        planned = runs.plan(settings, refs, device)
+        planned = launch.plan(settings, refs, device)
         if planned.skipped:
             st.caption(f"{planned.skipped} (image, model) pair(s) already done with these settings: not run again.")
         if not planned.todo:
@@ -146,7 +147,7 @@ if chosen:
                     return update
 
                 try:
-                    output = runs.execute(
+                    output = launch.execute(
                         planned, on_result=on_result, on_download=on_download, user=state.reviewer() or current_user()
                     )
                 except WeightsError as exc:
@@ -158,8 +159,8 @@ if chosen:
                     status.update(label="Done", state="complete", expanded=False)
             if output is not None:
                 inf = output.inferences
-                failed = inf[inf["error"] != ""].drop_duplicates("image_id")
-                st.success(f"{len(inf) - len(failed)} inference(s) added to the session (run {output.info.run_id}).")
+                failed = failed_rows(inf).drop_duplicates("image_id")
+                st.success(f"{len(succeeded(inf))} inference(s) added to the session (run {output.info.run_id}).")
                 if len(failed):
                     st.warning(f"{len(failed)} image(s) could not be used:")
                     st.dataframe(failed[["image_name", "error"]], hide_index=True)

@@ -14,6 +14,7 @@ from core import engine
 from core.devices import DeviceError, check_precision, configure_threads, physical_cores, resolve_device
 from core.engine import DetectionResult, load_detector, run_detector
 from core.images import load_image
+from core.weights import BuiltModel
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 
@@ -130,8 +131,17 @@ def test_threads_calling_one_model_get_the_serial_results(small):
         np.testing.assert_allclose(got.boxes, want.boxes, rtol=1e-5, atol=1e-3)
 
 
-def test_one_detector_per_key_even_when_threads_ask_at_once(monkeypatch):
-    engine.clear_detectors()
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """An empty detector cache for this test (the process's cache is left as it was)."""
+    from collections import OrderedDict
+
+    monkeypatch.setattr(engine, "_detectors", OrderedDict())
+    monkeypatch.setattr(engine, "_key_locks", {})
+    return engine._detectors
+
+
+def test_one_detector_per_key_even_when_threads_ask_at_once(monkeypatch, fresh_registry):
     builds = []
     real = engine.build_model
     gate = threading.Barrier(4)
@@ -149,6 +159,26 @@ def test_one_detector_per_key_even_when_threads_ask_at_once(monkeypatch):
         got = list(pool.map(ask, range(4)))
     assert len(builds) == 1 and all(d is got[0] for d in got)
     assert load_detector(SMALL, "untrained", "cpu", "fp32") is got[0]
+
+
+def test_the_detector_cache_keeps_the_most_recently_used_up_to_its_bound(monkeypatch, fresh_registry, small):
+    """One cache with one bound: a third detector drops the least recently used; asking for it again rebuilds it."""
+    builds: list[str] = []
+
+    def fake_build(spec, choice, **kwargs):
+        builds.append(spec.name)
+        return BuiltModel(module=small.module, categories=small.categories, weights="untrained")
+
+    monkeypatch.setattr(engine, "MAX_LOADED_DETECTORS", 2)
+    monkeypatch.setattr(engine, "build_model", fake_build)
+    a = load_detector(SMALL, "untrained", "cpu")
+    b = load_detector("retinanet_resnet50_fpn", "untrained", "cpu")
+    assert load_detector(SMALL, "untrained", "cpu") is a  # used again: now the most recent
+    load_detector("fcos_resnet50_fpn", "untrained", "cpu")  # over the bound: b (least recent) goes
+    assert [k.model for k in fresh_registry] == [SMALL, "fcos_resnet50_fpn"]
+    assert load_detector(SMALL, "untrained", "cpu") is a and builds.count(SMALL) == 1
+    assert load_detector("retinanet_resnet50_fpn", "untrained", "cpu") is not b
+    assert builds == [SMALL, "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "retinanet_resnet50_fpn"]
 
 
 @pytest.mark.parametrize(

@@ -148,6 +148,26 @@ def test_run_page_lists_bad_uploads_with_their_reason_and_keeps_the_good_ones():
     assert (inf["image_name"] == "cat.jpg").sum() == 1 and (inf["image_name"] == "coffee.jpg").sum() == 1
 
 
+def test_run_page_counts_inferences_when_one_image_fails_on_several_models():
+    """One bad image x two models is two failed rows of one image: the page counts the good rows, not rows minus
+    distinct failed images."""
+    models = [SMALL, "fasterrcnn_mobilenet_v3_large_320_fpn"]
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("../pages/run.py").run()
+    at.multiselect(key="run_models").set_value(models).run()
+    for m in models:
+        at.selectbox(key=f"run_weights_{m}").set_value("untrained").run()
+    at.radio(key="run_source").set_value("Upload").run()
+    bad_name, bad, _ = HOSTILE[0]
+    at.file_uploader(key="run_upload").set_value([("cat.jpg", CAT, "image/jpeg"), (bad_name, bad, "image/jpeg")]).run()
+    at.button(key="run_go").click().run()
+    assert not at.exception
+    inf = at.session_state["detlens_inferences"]
+    assert len(inf) == 4 and (inf["error"] != "").sum() == 2
+    assert any("2 inference(s) added" in s.value for s in at.success), [s.value for s in at.success]
+    assert any("1 image(s) could not be used" in w.value for w in at.warning)
+
+
 def test_a_36_megapixel_photo_runs_and_is_downscaled_for_display():
     from dashboard.figures import overlay_grid
 

@@ -282,17 +282,17 @@ def test_four_threads_running_whole_runs_at_once_get_the_serial_results_and_shar
 
 
 def test_the_run_page_passes_the_cpu_retry_setting_to_the_run(monkeypatch):
-    """The checkbox next to the batch size (on by default) reaches the RunSettings that core.runner.run gets."""
-    from dashboard import runs
+    """The checkbox next to the batch size (on by default) reaches the RunSettings that core.runner executes."""
+    from core import runner
 
     seen: list[bool] = []
-    real_run = runs.run
+    real_execute = runner.execute
 
-    def recording_run(sources, settings, **kwargs):
-        seen.append(settings.oom_cpu_retry)
-        return real_run(sources, settings, **kwargs)
+    def recording_execute(planned, **kwargs):
+        seen.append(planned.settings.oom_cpu_retry)
+        return real_execute(planned, **kwargs)
 
-    monkeypatch.setattr(runs, "run", recording_run)
+    monkeypatch.setattr(runner, "execute", recording_execute)
     at = AppTest.from_file(APP, default_timeout=300).run()
     at.switch_page("../pages/run.py").run()
     at.multiselect(key="run_models").set_value([SMALL]).run()

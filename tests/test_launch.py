@@ -7,7 +7,7 @@ import os
 import pytest
 
 from core.config import GALLERY_DIR
-from dashboard.runs import FolderNotAllowedError, refs_from_uploads, resolve_folder
+from dashboard.launch import FolderNotAllowedError, refs_from_uploads, resolve_folder
 
 
 @pytest.fixture

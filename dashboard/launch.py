@@ -1,22 +1,22 @@
-"""Run-page logic without widgets: gather images, skip what is done, run with progress, append to the session."""
+"""The Run page's logic without widgets: gather images (gallery, uploads, allowed server folders), keep uploaded
+checkpoints, tell which weights need a download, plan what this session has not done yet, and hand the run to
+`core.runner` (which stores it); the finished run joins the session tables."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
+from core import runner
 from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
 from core.engine import DetectionResult
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
-from core.records import RunInfo, new_run_id, now_iso
-from core.runner import RunOutput, RunSettings, run
-from core.store import StoreError, record_into
+from core.runner import PlannedRun, RunOutput, RunSettings
+from core.store import StoreError
 from core.weights import ProgressFn, WeightsChoice, cached_weights_path, parse_weights
 from dashboard import cache, state
 
@@ -97,26 +97,15 @@ def weights_status(model: str, weights: str) -> WeightsStatus:
     return WeightsStatus(model, choice, not path.is_file(), path)
 
 
-@dataclass
-class PlannedRun:
-    """What a click on Run will do: images per model that are not done yet, and what is skipped."""
-
-    settings: RunSettings
-    todo: dict[str, list[ImageSource]] = field(default_factory=dict)
-    skipped: int = 0
-
-
 def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> PlannedRun:
     """Leave out (image, model, weights, device, precision) already done without error in this session."""
     done = state.done_keys()
-    planned = PlannedRun(settings)
-    for model in settings.models:
+
+    def already(src: ImageSource, model: str) -> bool:
         label = parse_weights(settings.weights_for(model)).label
-        todo = [src for src in sources if (src.image_id, model, label, device, settings.precision) not in done]
-        planned.skipped += len(sources) - len(todo)
-        if todo:
-            planned.todo[model] = todo
-    return planned
+        return (src.image_id, model, label, device, settings.precision) in done
+
+    return runner.plan(settings, sources, done=already)
 
 
 def execute(
@@ -126,66 +115,19 @@ def execute(
     on_download: Callable[[str], ProgressFn] | None = None,
     user: str = "",
 ) -> RunOutput | None:
-    """Run each model on its images as one run: every finished (image, model) goes into the run store at once, and
-    the whole run joins the session tables at the end. A store that cannot be written to is reported, not fatal."""
-    s = planned.settings
-    total = sum(len(v) for v in planned.todo.values())
-    run_id = new_run_id()
-    recorder, store_problem = _start_stored_run(planned, run_id, user)
-    outputs: list[RunOutput] = []
-    try:
-        for model, sources in planned.todo.items():
-            offset = sum(len(o.results) for o in outputs)
-            one = replace(s, models=[model], default_weights=s.weights_for(model), weights={})
-            progress = on_download(model) if on_download else None
-            cache.detector(model, s.weights_for(model), s.device, s.precision, _progress=progress)
-
-            def report(result: DetectionResult, done: int, _total: int, offset: int = offset) -> None:
-                if recorder:
-                    recorder(result)
-                if on_result:
-                    on_result(result, offset + done, total)
-
-            outputs.append(run(sources, one, run_id=run_id, user=user, on_result=report))
-    except BaseException:
-        if recorder:
-            cache.store().finish_run(run_id, "failed")
-        raise
-    if not outputs:
+    """Run the plan as one stored run (`core.runner`); the run joins the session tables at the end. A store that
+    cannot be written to is reported in the run's settings, not fatal."""
+    if not planned.todo:
         return None
-    first = outputs[0]
-    weights = {m: w for o in outputs for m, w in o.info.settings["weights"].items()}
-    first.info.settings.update(models=list(planned.todo), weights=weights)
-    for o in outputs[1:]:
-        first.info.environment["images"].update(o.info.environment["images"])
-    if store_problem:
-        first.info.settings["store"] = f"not saved: {store_problem}"
-    elif recorder:
-        cache.store().finish_run(run_id, info=first.info)
-    merged = RunOutput(
-        info=first.info,
-        results=[r for o in outputs for r in o.results],
-        inferences=pd.concat([o.inferences for o in outputs], ignore_index=True),
-        detections=pd.concat(
-            [o.detections for o in outputs if len(o.detections)] or [first.detections], ignore_index=True
-        ),
-    )
-    state.add_run(merged.info, merged.inferences, merged.detections)
-    return merged
-
-
-def _start_stored_run(planned: PlannedRun, run_id: str, user: str) -> tuple[Callable | None, str]:
-    """Open the run in the store: (an on_result that records into it, "") or (None, why it could not)."""
-    s = planned.settings
-    info = RunInfo(
-        run_id,
-        now_iso(),
-        settings=replace(s, models=list(planned.todo)).record(user=user),
-    )
-    sources = list({src.image_id: src for srcs in planned.todo.values() for src in srcs}.values())
     try:
-        store = cache.store()
-        store.start_run(info, user=user)
+        store, problem = cache.store(), ""
     except (StoreError, OSError) as exc:
-        return None, str(exc)
-    return record_into(store, run_id, s.threshold, sources=sources), ""
+        store, problem = None, str(exc)
+    output = runner.execute(
+        planned, store=store, store_required=False, user=user, on_result=on_result, on_download=on_download
+    )
+    problem = problem or output.store_problem
+    if problem:
+        output.info.settings["store"] = f"not saved: {problem}"
+    state.add_run(output.info, output.inferences, output.detections)
+    return output
