@@ -69,58 +69,72 @@ def failed_rows(inferences: pd.DataFrame) -> pd.DataFrame:
     return inferences[~ok_mask(inferences)]
 
 
+def _py(value: object) -> object:
+    """A plain Python value: numpy scalars to Python, NaN to None (what sqlite3 binds, what a frame turns into NA)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    return value
+
+
+def inference_values(result: DetectionResult, run_id: str, threshold: float, created_at: str) -> tuple:
+    """One result's inferences row, in INFERENCE_COLUMNS order; `n_detections` counts boxes at or above `threshold`.
+
+    The one builder of these values: `inferences_frame` makes its table from them and the run store inserts them as
+    they are (a few microseconds per record, no DataFrame).
+    """
+    return (
+        run_id,
+        result.image_id,
+        result.image_name,
+        _py(result.width) or None,
+        _py(result.height) or None,
+        result.model,
+        result.weights,
+        result.device,
+        result.precision,
+        int(result.batch_size),
+        _py(float(result.preprocess_ms)),
+        _py(float(result.inference_ms)),
+        _py(float(result.postprocess_ms)),
+        _py(float(result.total_ms)),
+        int(np.count_nonzero(result.scores >= threshold)),
+        float(threshold),
+        result.error,
+        created_at,
+    )
+
+
+def detection_values(result: DetectionResult, run_id: str) -> list[tuple]:
+    """One result's detections rows (every box above the score floor), in DETECTION_COLUMNS order."""
+    if not len(result.scores):
+        return []
+    boxes = np.asarray(result.boxes, dtype=np.float64).tolist()
+    scores = np.asarray(result.scores, dtype=np.float64).tolist()
+    labels = np.asarray(result.labels).astype(np.int64).tolist()
+    image_id, model = result.image_id, result.model
+    return [
+        (run_id, image_id, model, label_id, label, score, box[0], box[1], box[2], box[3])
+        for box, score, label_id, label in zip(boxes, scores, labels, result.label_names, strict=True)
+    ]
+
+
 def inferences_frame(
     results: Iterable[DetectionResult], *, run_id: str, threshold: float, created_at: str | None = None
 ) -> pd.DataFrame:
     """One row per image x model; `n_detections` counts boxes at or above `threshold`."""
     created_at = created_at or now_iso()
-    rows = [
-        {
-            "run_id": run_id,
-            "image_id": r.image_id,
-            "image_name": r.image_name,
-            "width": r.width or None,
-            "height": r.height or None,
-            "model": r.model,
-            "weights": r.weights,
-            "device": r.device,
-            "precision": r.precision,
-            "batch_size": r.batch_size,
-            "preprocess_ms": r.preprocess_ms,
-            "inference_ms": r.inference_ms,
-            "postprocess_ms": r.postprocess_ms,
-            "total_ms": r.total_ms,
-            "n_detections": int(np.count_nonzero(r.scores >= threshold)),
-            "threshold": threshold,
-            "error": r.error,
-            "created_at": created_at,
-        }
-        for r in results
-    ]
-    return _typed(pd.DataFrame(rows), INFERENCE_COLUMNS, INFERENCE_DTYPES)
+    rows = [inference_values(r, run_id, threshold, created_at) for r in results]
+    return _typed(pd.DataFrame.from_records(rows, columns=list(INFERENCE_COLUMNS)), INFERENCE_COLUMNS, INFERENCE_DTYPES)
 
 
 def detections_frame(results: Iterable[DetectionResult], *, run_id: str) -> pd.DataFrame:
     """One row per box in original-image pixels (every box above the score floor)."""
-    kept = [r for r in results if len(r.scores)]
-    if not kept:
+    rows = [row for r in results for row in detection_values(r, run_id)]
+    if not rows:
         return empty_detections()
-    boxes = np.concatenate([r.boxes for r in kept]).astype(np.float64)
-    frame = pd.DataFrame(
-        {
-            "run_id": run_id,
-            "image_id": np.repeat([r.image_id for r in kept], [len(r.scores) for r in kept]),
-            "model": np.repeat([r.model for r in kept], [len(r.scores) for r in kept]),
-            "label_id": np.concatenate([r.labels for r in kept]),
-            "label": [name for r in kept for name in r.label_names],
-            "score": np.concatenate([r.scores for r in kept]).astype(np.float64),
-            "x1": boxes[:, 0],
-            "y1": boxes[:, 1],
-            "x2": boxes[:, 2],
-            "y2": boxes[:, 3],
-        }
-    )
-    return _typed(frame, DETECTION_COLUMNS, DETECTION_DTYPES)
+    return _typed(pd.DataFrame.from_records(rows, columns=list(DETECTION_COLUMNS)), DETECTION_COLUMNS, DETECTION_DTYPES)
 
 
 def coerce_inferences(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,213 @@
+"""Runs and their records: start, finish, delete, list, load; one result or whole record tables at a time."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
+from core.images import ImageSource
+from core.records import RunInfo, coerce_detections, coerce_inferences, detection_values, inference_values, now_iso
+from core.store.common import (
+    RUN_LIST_COLUMNS,
+    RUN_STATUSES,
+    StoreError,
+    _check_run_id,
+    _dumps,
+    _frame,
+    _insert_sql,
+    _loads,
+)
+from core.store.connection import StoreBase
+
+if TYPE_CHECKING:
+    from core.engine import DetectionResult
+    from core.store import Store
+
+_INSERT_INFERENCE = _insert_sql("inferences", INFERENCE_COLUMNS)
+_INSERT_DETECTION = _insert_sql("detections", DETECTION_COLUMNS)
+
+
+class RunsMixin(StoreBase):
+    """Runs and their inferences/detections rows."""
+
+    def start_run(self, info: RunInfo, user: str = "") -> None:
+        """Add a run (status `running`). `user` defaults to `info.settings["user"]`. An existing run_id is an error."""
+        run_id = _check_run_id(info.run_id)
+        user = user or str(info.settings.get("user", "") or "")
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
+                    "VALUES (?, ?, ?, ?, ?, 'running')",
+                    (run_id, info.created_at, user, _dumps(info.settings), _dumps(info.environment)),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"run {run_id!r} already exists in {self.path}") from exc
+
+    def add_result(self, run_id: str, result: DetectionResult, *, threshold: float, created_at: str) -> None:
+        """Store one (image, model) result: its inference row and its detection rows in ONE transaction.
+
+        The rows are those `core.records` makes (`n_detections` counts boxes at or above `threshold`; every box above
+        the score floor is kept). After a crash a result is either wholly there or not at all.
+        """
+        inference = inference_values(result, run_id, threshold, created_at)
+        boxes = detection_values(result, run_id)
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(_INSERT_INFERENCE, inference)
+            if boxes:
+                conn.executemany(_INSERT_DETECTION, boxes)
+
+    def finish_run(self, run_id: str, status: str = "finished", *, info: RunInfo | None = None) -> None:
+        """Mark a run `finished` or `failed` (now). With `info`, its settings and environment replace the stored
+        ones (the runner's final RunInfo: resolved device, weights, environment); `created_at` is kept."""
+        if status not in RUN_STATUSES:
+            raise StoreError(f"unknown run status {status!r}: one of {', '.join(RUN_STATUSES)}")
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                (status, None if status == "running" else now_iso(), run_id),
+            )
+            if info is not None:
+                conn.execute(
+                    "UPDATE runs SET settings = ?, environment = ? WHERE run_id = ?",
+                    (_dumps(info.settings), _dumps(info.environment), run_id),
+                )
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run with its rows, image links and reviews (image files stay: other runs may share them)."""
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+    def has_run(self, run_id: str) -> bool:
+        with self._read() as conn:
+            return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def run_version(self, run_id: str) -> tuple[str, int]:
+        """(status, stored records) of one run: a cheap, indexed way to tell whether its tables changed."""
+        with self._read() as conn:
+            status = self._require_run(conn, run_id).status
+            (count,) = conn.execute("SELECT COUNT(*) FROM inferences WHERE run_id = ?", (run_id,)).fetchone()
+        return str(status), int(count)
+
+    def list_runs(self) -> pd.DataFrame:
+        """One row per run, newest first: run_id, created_at, user, status, finished_at, models (comma list), device,
+        n_inferences (stored records: finished image x model), n_errors (of those, failed), n_images (distinct
+        images with a record), n_reviews (current verdicts), untrained (any record made with untrained weights)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                """
+                SELECT r.run_id, r.created_at, r.user, r.status, r.finished_at, r.settings, i.models,
+                       COALESCE(i.n, 0), COALESCE(i.n_err, 0), COALESCE(i.n_img, 0), COALESCE(v.n, 0),
+                       COALESCE(i.untrained, 0)
+                FROM runs r
+                LEFT JOIN (
+                    SELECT run_id, COUNT(*) AS n, SUM(error != '') AS n_err,
+                           COUNT(DISTINCT image_id || char(0) || COALESCE(image_name, '')) AS n_img,
+                           group_concat(DISTINCT model) AS models, MAX(weights = 'untrained') AS untrained
+                    FROM inferences GROUP BY run_id
+                ) i ON i.run_id = r.run_id
+                LEFT JOIN (
+                    SELECT run_id, COUNT(*) AS n FROM (SELECT DISTINCT run_id, image_id, reviewer FROM reviews)
+                    GROUP BY run_id
+                ) v ON v.run_id = r.run_id
+                ORDER BY r.created_at DESC, r.run_id DESC
+                """
+            ).fetchall()
+        out = []
+        for run_id, created, user, status, finished, settings, models, n, n_err, n_img, n_rev, untrained in rows:
+            planned = _loads(settings)
+            names = [str(m) for m in planned.get("models", []) or []]
+            for m in (models or "").split(","):
+                if m and m not in names:
+                    names.append(m)
+            out.append(
+                (run_id, created, user, status, finished or "", ",".join(names), str(planned.get("device", "")),
+                 n, n_err, n_img, n_rev, bool(untrained))
+            )  # fmt: skip
+        frame = _frame(out, RUN_LIST_COLUMNS)
+        ints = {c: "int64" for c in ("n_inferences", "n_errors", "n_images", "n_reviews")}
+        strings = {c: "string" for c in RUN_LIST_COLUMNS if c not in ints and c != "untrained"}
+        return frame.astype({**strings, **ints, "untrained": "bool"})
+
+    def load_run(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
+        """The run's inferences and detections (schema columns and dtypes, in the order stored) and its RunInfo."""
+        with self._read() as conn:
+            info = self._require_run(conn, run_id).info()
+            inf = conn.execute(
+                f"SELECT {', '.join(INFERENCE_COLUMNS)} FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ).fetchall()
+            det = conn.execute(
+                f"SELECT {', '.join(DETECTION_COLUMNS)} FROM detections WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ).fetchall()
+        return (
+            coerce_inferences(_frame(inf, INFERENCE_COLUMNS)),
+            coerce_detections(_frame(det, DETECTION_COLUMNS)),
+            info,
+        )
+
+    def run_models(self, run_id: str) -> list[str]:
+        """The run's models: those planned (settings) first, then any other with a record."""
+        with self._read() as conn:
+            return self._run_models(conn, run_id)
+
+    def _run_models(self, conn: sqlite3.Connection, run_id: str) -> list[str]:
+        names = [str(m) for m in _loads(self._require_run(conn, run_id).settings).get("models", []) or []]
+        for (m,) in conn.execute("SELECT DISTINCT model FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)):
+            if m not in names:
+                names.append(m)
+        return names
+
+
+# --- runner hook ---------------------------------------------------------------------------------------------------
+
+
+def record_into(
+    store: Store,
+    run_id: str,
+    threshold: float,
+    *,
+    created_at: str | None = None,
+    sources: Sequence[ImageSource] = (),
+) -> Callable[[DetectionResult, int, int], None]:
+    """An `on_result` for `core.runner.run`: each finished (image, model) goes into the store at once, in its own
+    transaction, so a killed process loses at most the result in flight.
+
+    The run must exist (`store.start_run`) and be the one `runner.run(..., run_id=run_id)` makes. Every row gets
+    `created_at` (default: now, once). With `sources` (the run's images), each image's bytes are kept in the store
+    and listed in the run the first time one of its results arrives.
+    """
+    stamp = created_at or now_iso()
+    by_id = {s.image_id: s for s in sources if s.image_id}
+    by_name: dict[str, list[ImageSource]] = {}
+    for s in sources:
+        if not s.image_id:
+            by_name.setdefault(s.name, []).append(s)
+    kept: set[str] = set()
+
+    def find(result: DetectionResult) -> ImageSource | None:
+        if result.image_id in by_id:
+            return by_id[result.image_id]
+        candidates = by_name.get(result.image_name, [])
+        while candidates:  # hash same-named files until the one with this content turns up
+            source = candidates.pop(0).hashed()
+            by_id.setdefault(source.image_id, source)
+            if source.image_id == result.image_id:
+                return source
+        return None
+
+    def on_result(result: DetectionResult, done: int = 0, total: int = 0) -> None:
+        if sources and result.image_id and result.image_id not in kept:
+            source = find(result)
+            if source is not None:
+                store.put_image(source, run_id=run_id)
+            kept.add(result.image_id)
+        store.add_result(run_id, result, threshold=threshold, created_at=stamp)
+
+    return on_result
