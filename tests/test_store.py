@@ -182,7 +182,7 @@ ROUND_TRIPS = {
     "failed image": [make_result(1, error="not an image: looks like a PDF document", width=0, height=0)],
     "unknown size": [make_result(2, width=0, height=0)],
     "two models, many images": [make_result(i, m, n=i % 4) for m in HEADLINE_MODELS for i in range(6)],
-    "same image twice": [make_result(3), make_result(3)],
+    "same image, two models": [make_result(3), make_result(3, "model_b")],
     "many boxes": [make_result(4, n=300)],
 }
 

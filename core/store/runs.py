@@ -52,15 +52,22 @@ class RunsMixin(StoreBase):
         """Store one (image, model) result: its inference row and its detection rows in ONE transaction.
 
         The rows are those `core.records` makes (`n_detections` counts boxes at or above `threshold`; every box above
-        the score floor is kept). After a crash a result is either wholly there or not at all.
+        the score floor is kept). After a crash a result is either wholly there or not at all. A run holds one record
+        per (image, model): a second one for the same pair is a StoreError and changes nothing (`add_records` skips
+        pairs already there instead).
         """
         inference = inference_values(result, run_id, threshold, created_at)
         boxes = detection_values(result, run_id)
-        with self._write() as conn:
-            self._require_run(conn, run_id)
-            conn.execute(_INSERT_INFERENCE, inference)
-            if boxes:
-                conn.executemany(_INSERT_DETECTION, boxes)
+        try:
+            with self._write() as conn:
+                self._require_run(conn, run_id)
+                conn.execute(_INSERT_INFERENCE, inference)
+                if boxes:
+                    conn.executemany(_INSERT_DETECTION, boxes)
+        except sqlite3.IntegrityError as exc:  # the unique (run_id, image_id, model) index: nothing was written
+            raise StoreError(
+                f"run {run_id!r} already has a record of image {result.image_id} with {result.model}"
+            ) from exc
 
     def finish_run(self, run_id: str, status: str = "finished", *, info: RunInfo | None = None) -> None:
         """Mark a run `finished` or `failed` (now). With `info`, its settings and environment replace the stored

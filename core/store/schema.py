@@ -1,16 +1,31 @@
-"""The store's tables (the v1 base schema) and bringing an opened store up to date."""
+"""The store's tables: the v1 base schema, then named migrations, each applied once per store.
+
+Opening a store creates the v1 base schema when missing, then applies, in ONE write transaction each and in the
+order of `MIGRATIONS`, every migration whose name is not yet in the `schema_migrations` table (a store made before
+migrations existed, user_version 1 and no such table, simply has none applied). A store that records a migration this
+code does not know was made by a newer DetLens and is refused. `PRAGMA user_version` is 1 + the migrations applied
+(SCHEMA_VERSION for a store this code brought up to date), so an older DetLens, which reads up to its own version,
+refuses a migrated store instead of writing into it.
+
+Adding a schema change: write `_name(conn)` (idempotent where cheap: `IF NOT EXISTS`) and append
+`Migration("name", _name)` to the END of `MIGRATIONS`; never rename, reorder or remove one that has shipped.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
+from core.records import now_iso
 from core.store.common import StoreError
 
 if TYPE_CHECKING:
     from core.store.connection import StoreBase
 
-SCHEMA_VERSION = 1
+BASE_VERSION = 1  # the schema of `_SCHEMA`, which stores made before migrations have
 _SQL_TYPES = {"string": "TEXT", "Int64": "INTEGER", "int64": "INTEGER", "float64": "REAL"}
 
 
@@ -74,21 +89,82 @@ _SCHEMA: tuple[str, ...] = (
 _EXPECTED_COLUMNS = {"inferences": INFERENCE_COLUMNS, "detections": DETECTION_COLUMNS}
 
 
+_MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A named schema change, applied once per store inside a write transaction (no COMMIT of its own)."""
+
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _unique_records(conn: sqlite3.Connection) -> None:
+    """One inference row per (run_id, image_id, model): the base of "every (image, model) pair exactly once".
+
+    Duplicates already there are resolved first (DetLens never wrote any for a run, but an imported zip could hold
+    some). Detections carry no link to their inference row, so a duplicated pair's boxes cannot be told apart:
+    - a duplicated pair WITHOUT detections (failed, or no box above the floor) keeps its latest row (highest rowid);
+    - a duplicated pair WITH detections is removed wholly (rows and boxes): it then counts as missing, and resuming
+      the run measures it again, rather than keeping boxes that may belong to another measurement.
+    """
+    dups = conn.execute(
+        "SELECT run_id, image_id, model, MAX(rowid) FROM inferences GROUP BY run_id, image_id, model HAVING COUNT(*) > 1"
+    ).fetchall()
+    for run_id, image_id, model, latest in dups:
+        pair = (run_id, image_id, model)
+        where = "run_id = ? AND image_id = ? AND model = ?"
+        if conn.execute(f"SELECT 1 FROM detections WHERE {where} LIMIT 1", pair).fetchone():
+            conn.execute(f"DELETE FROM detections WHERE {where}", pair)
+            conn.execute(f"DELETE FROM inferences WHERE {where}", pair)
+        else:
+            conn.execute(f"DELETE FROM inferences WHERE {where} AND rowid != ?", (*pair, latest))
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS inferences_pair ON inferences (run_id, image_id, model)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration("unique_records", _unique_records),)
+SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
+
+
+def _applied(conn: sqlite3.Connection) -> set[str]:
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    return {name for (name,) in conn.execute("SELECT name FROM schema_migrations")} if has_table else set()
+
+
 def open_schema(store: StoreBase) -> None:
-    """Create the schema of a new store; refuse one from a newer DetLens or with other records columns."""
+    """Bring an opened store up to date (base schema, then missing migrations); refuse one from a newer DetLens or
+    with other records columns. Safe when several threads or processes open the same store at once: each step
+    re-checks under the write lock."""
     conn = store._conn()
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
+    unknown = sorted(_applied(conn) - {m.name for m in MIGRATIONS}) if version else []
+    if version > SCHEMA_VERSION or unknown:
+        made_by = f"migrations {', '.join(unknown)}" if unknown else f"schema version {version}"
         raise StoreError(
-            f"the run store at {store.path} has schema version {version}; this DetLens reads up to "
-            f"{SCHEMA_VERSION}: update DetLens"
+            f"the run store at {store.path} was made by a newer DetLens ({made_by}; this DetLens reads up to "
+            f"schema version {SCHEMA_VERSION}): update DetLens"
         )
-    if version < SCHEMA_VERSION:
+    if version < BASE_VERSION:
         with store._write() as w:
-            if w.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # another process may have won
+            if w.execute("PRAGMA user_version").fetchone()[0] < BASE_VERSION:  # another process may have won
                 for statement in _SCHEMA:
                     w.execute(statement)
-                w.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                w.execute(_MIGRATIONS_TABLE)
+                w.execute(f"PRAGMA user_version = {BASE_VERSION}")
+    for migration in MIGRATIONS:
+        if migration.name in _applied(conn):
+            continue
+        with store._write() as w:
+            if migration.name in _applied(w):  # another process applied it meanwhile
+                continue
+            w.execute(_MIGRATIONS_TABLE)
+            migration.apply(w)
+            w.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (migration.name, now_iso()))
+            (count,) = w.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
+            w.execute(f"PRAGMA user_version = {BASE_VERSION + count}")
     for table, columns in _EXPECTED_COLUMNS.items():
         found = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
         if found != columns:

@@ -1,0 +1,242 @@
+"""Named schema migrations, one record per (image, model) pair, bulk idempotent ingest and resume queries."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, STORE_DB_NAME
+from core.engine import DetectionResult
+from core.records import RunInfo, detections_frame, inference_values, inferences_frame
+from core.store import SCHEMA_VERSION, Store, StoreError
+from core.store import schema as schema_module
+from core.store.schema import MIGRATIONS, Migration
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = "20260101-000000-aaaaaa"
+CREATED = "2026-01-01T00:00:00+00:00"
+THRESHOLD = 0.5
+
+# The v1 schema exactly as DetLens wrote it before migrations existed (frozen here on purpose: never import it).
+V1_DDL = (
+    """CREATE TABLE runs (run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, user TEXT NOT NULL DEFAULT '',
+        settings TEXT NOT NULL DEFAULT '{}', environment TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'finished', 'failed')), finished_at TEXT)""",
+    "CREATE TABLE inferences (run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, image_id TEXT NOT NULL, "
+    "image_name TEXT, width INTEGER, height INTEGER, model TEXT NOT NULL, weights TEXT, device TEXT, precision TEXT, "
+    "batch_size INTEGER, preprocess_ms REAL, inference_ms REAL, postprocess_ms REAL, total_ms REAL, "
+    "n_detections INTEGER, threshold REAL, error TEXT NOT NULL DEFAULT '', created_at TEXT)",
+    "CREATE TABLE detections (run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, "
+    "image_id TEXT NOT NULL, model TEXT NOT NULL, label_id INTEGER, label TEXT, score REAL, "
+    "x1 REAL, y1 REAL, x2 REAL, y2 REAL)",
+    "CREATE INDEX inferences_run_image ON inferences (run_id, image_id)",
+    "CREATE INDEX detections_run_image ON detections (run_id, image_id)",
+    """CREATE TABLE images (image_id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL DEFAULT '',
+        suffix TEXT NOT NULL, path TEXT NOT NULL, bytes INTEGER NOT NULL, created_at TEXT NOT NULL)""",
+    """CREATE TABLE run_images (run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        image_id TEXT NOT NULL REFERENCES images(image_id), name TEXT NOT NULL, PRIMARY KEY (run_id, image_id, name))""",
+    """CREATE TABLE reviews (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, image_id TEXT NOT NULL,
+        model_a TEXT NOT NULL DEFAULT '', model_b TEXT NOT NULL DEFAULT '', reviewer TEXT NOT NULL CHECK (reviewer != ''),
+        verdict TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL)""",
+    "CREATE INDEX reviews_run_image ON reviews (run_id, image_id, reviewer)",
+    "PRAGMA user_version = 1",
+)
+
+
+# --- factories -----------------------------------------------------------------------------------------------------
+
+
+def result(image: int = 0, model: str = "model_a", *, n: int = 2, error: str = "") -> DetectionResult:
+    rng = np.random.default_rng(image * 31 + len(model))
+    n = 0 if error else n
+    xy = rng.uniform(0, 50, (n, 2))
+    return DetectionResult(
+        image_id=f"{image:016x}",
+        image_name=f"img{image}.png",
+        width=64,
+        height=48,
+        model=model,
+        weights="untrained",
+        device="cpu",
+        precision="fp32",
+        batch_size=1,
+        boxes=np.hstack([xy, xy + 5]).astype(np.float32),
+        scores=np.linspace(0.9, 0.2, n).astype(np.float32),
+        labels=np.arange(1, n + 1, dtype=np.int64),
+        label_names=tuple(f"c{i}" for i in range(1, n + 1)),
+        preprocess_ms=np.nan if error else 1.0,
+        inference_ms=np.nan if error else 10.0,
+        postprocess_ms=np.nan if error else 0.5,
+        error=error,
+    )
+
+
+def v1_store(path: Path, rows: list[tuple[DetectionResult, str]]) -> Path:
+    """A store as the pre-migration DetLens left it: the v1 DDL, one run, the given (result, created_at) records."""
+    path.mkdir(parents=True)
+    conn = sqlite3.connect(path / STORE_DB_NAME, isolation_level=None)
+    for statement in V1_DDL:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO runs (run_id, created_at, settings, status) VALUES (?, ?, ?, 'finished')",
+        (RUN, CREATED, '{"models": ["model_a", "model_b"]}'),
+    )
+    for r, created in rows:
+        frame = inferences_frame([r], run_id=RUN, threshold=THRESHOLD, created_at=created)
+        conn.execute(f"INSERT INTO inferences VALUES ({', '.join('?' * len(INFERENCE_COLUMNS))})",
+                     inference_values(r, RUN, THRESHOLD, created))  # fmt: skip
+        assert len(frame) == 1
+        for row in detections_frame([r], run_id=RUN).itertuples(index=False, name=None):
+            conn.execute(f"INSERT INTO detections VALUES ({', '.join('?' * len(DETECTION_COLUMNS))})",
+                         tuple(v.item() if hasattr(v, "item") else v for v in row))  # fmt: skip
+    conn.close()
+    return path
+
+
+def pairs_of(store: Store) -> list[tuple[str, str, str]]:
+    inf = store.load_run(RUN)[0]
+    return list(zip(inf["image_id"], inf["model"], inf["created_at"], strict=True))
+
+
+def started(store: Store) -> Store:
+    store.start_run(RunInfo(RUN, CREATED, {"models": ["model_a", "model_b"]}))
+    return store
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / "store") as s:
+        yield started(s)
+
+
+# --- migrations ----------------------------------------------------------------------------------------------------
+
+
+def test_a_v1_store_is_migrated_and_keeps_its_runs(tmp_path):
+    results = [result(0), result(1, error="not an image"), result(0, "model_b", n=0)]
+    path = v1_store(tmp_path / "s", [(r, CREATED) for r in results])
+    with Store(path, create=False) as s:
+        inf, det, info = s.load_run(RUN)
+        pd.testing.assert_frame_equal(
+            inf, inferences_frame(results, run_id=RUN, threshold=THRESHOLD, created_at=CREATED)
+        )
+        pd.testing.assert_frame_equal(det, detections_frame(results, run_id=RUN))
+        assert info.settings == {"models": ["model_a", "model_b"]} and s.list_runs().loc[0, "status"] == "finished"
+    conn = sqlite3.connect(path / STORE_DB_NAME)
+    assert [n for (n,) in conn.execute("SELECT name FROM schema_migrations ORDER BY rowid")] == [
+        m.name for m in MIGRATIONS
+    ]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1 + len(MIGRATIONS)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "inferences_pair" in indexes
+
+
+DUPLICATES = {
+    # rows (result, created_at) -> the (image_id, model, created_at) kept, and boxes kept per model
+    "duplicated pair without boxes keeps its latest row": (
+        [(result(0, error="first try"), "t1"), (result(1), "t1"), (result(0, error="again"), "t2")],
+        [(f"{1:016x}", "model_a", "t1"), (f"{0:016x}", "model_a", "t2")],
+        2,
+    ),
+    "duplicated pair with boxes is removed wholly (resume measures it again)": (
+        [(result(0), "t1"), (result(1), "t1"), (result(0), "t2")],
+        [(f"{1:016x}", "model_a", "t1")],
+        2,
+    ),
+    "no duplicates: nothing changes": (
+        [(result(0), "t1"), (result(0, "model_b"), "t1")],
+        [(f"{0:016x}", "model_a", "t1"), (f"{0:016x}", "model_b", "t1")],
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize(("rows", "kept", "boxes"), DUPLICATES.values(), ids=DUPLICATES.keys())
+def test_unique_records_resolves_duplicates_of_old_stores(tmp_path, rows, kept, boxes):
+    path = v1_store(tmp_path / "s", rows)
+    with Store(path) as s:
+        assert sorted(pairs_of(s)) == sorted(kept)
+        det = s.load_run(RUN)[1]
+        assert len(det) == boxes
+        assert set(zip(det["image_id"], det["model"], strict=True)) <= {(i, m) for i, m, _ in kept}
+
+
+def test_a_store_with_a_migration_this_code_does_not_know_is_refused(tmp_path):
+    Store(tmp_path / "s").close()
+    with sqlite3.connect(tmp_path / "s" / STORE_DB_NAME) as conn:
+        conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES ('from_the_future', 'x')")
+    with pytest.raises(StoreError, match="made by a newer DetLens.*from_the_future"):
+        Store(tmp_path / "s")
+
+
+def test_opening_again_applies_nothing_twice(tmp_path, monkeypatch):
+    calls: list[str] = []
+    counting = Migration("counting", lambda conn: calls.append("applied"))
+    monkeypatch.setattr(schema_module, "MIGRATIONS", (*MIGRATIONS, counting))
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    for _ in range(3):
+        Store(tmp_path / "s").close()
+    conn = sqlite3.connect(tmp_path / "s" / STORE_DB_NAME)
+    assert calls == ["applied"]
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS) + 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatch):
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half (x)")
+        raise sqlite3.OperationalError("boom")
+
+    monkeypatch.setattr(schema_module, "MIGRATIONS", (*MIGRATIONS, Migration("broken", broken)))
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(sqlite3.OperationalError, match="boom"):
+        Store(tmp_path / "s")
+    conn = sqlite3.connect(tmp_path / "s" / STORE_DB_NAME)
+    assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'half'").fetchone() is None
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_threads_and_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
+    path = tmp_path / "fresh"
+    code = "import sys; from core.store import Store; Store(sys.argv[1]).close(); print('ok')"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            Store(path).close()
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.communicate(timeout=120)[0].strip() for p in procs] == ["ok", "ok"]
+    conn = sqlite3.connect(path / STORE_DB_NAME)
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_a_second_record_of_a_pair_is_refused_and_changes_nothing(store):
+    store.add_result(RUN, result(0), threshold=THRESHOLD, created_at="t1")
+    with pytest.raises(StoreError, match="already has a record of image 0000000000000000 with model_a"):
+        store.add_result(RUN, result(0, n=5), threshold=THRESHOLD, created_at="t2")
+    inf, det, _ = store.load_run(RUN)
+    assert pairs_of(store) == [(f"{0:016x}", "model_a", "t1")] and len(det) == 2
+    store.add_result(RUN, result(0, "model_b"), threshold=THRESHOLD, created_at="t2")  # another model: fine
+    assert len(store.load_run(RUN)[0]) == 2
