@@ -240,3 +240,75 @@ def test_a_second_record_of_a_pair_is_refused_and_changes_nothing(store):
     assert pairs_of(store) == [(f"{0:016x}", "model_a", "t1")] and len(det) == 2
     store.add_result(RUN, result(0, "model_b"), threshold=THRESHOLD, created_at="t2")  # another model: fine
     assert len(store.load_run(RUN)[0]) == 2
+
+
+# --- bulk ingest and resume ----------------------------------------------------------------------------------------
+
+RESULTS = [result(i, m, n=i % 3) for i in range(3) for m in ("model_a", "model_b")] + [result(3, error="bad file")]
+
+
+def tables(results: list[DetectionResult], run_id: str = RUN) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return (
+        inferences_frame(results, run_id=run_id, threshold=THRESHOLD, created_at=CREATED),
+        detections_frame(results, run_id=run_id),
+    )
+
+
+@pytest.mark.parametrize("present", [0, 1, 4, len(RESULTS)], ids=lambda n: f"{n} pairs already stored")
+def test_add_records_adds_only_the_missing_pairs_and_is_idempotent(store, present):
+    for r in RESULTS[:present]:
+        store.add_result(RUN, r, threshold=THRESHOLD, created_at=CREATED)
+    assert store.add_records(RUN, *tables(RESULTS)) == len(RESULTS) - present
+    assert store.add_records(RUN, *tables(RESULTS)) == 0  # the second time adds nothing
+    inf, det, _ = store.load_run(RUN)
+    expected_inf, expected_det = tables(RESULTS)
+    pd.testing.assert_frame_equal(inf, expected_inf)
+    key = ["image_id", "model", "score"]
+    pd.testing.assert_frame_equal(
+        det.sort_values(key, ignore_index=True), expected_det.sort_values(key, ignore_index=True)
+    )
+
+
+TABLE_REFUSALS = {
+    "a pair twice": (lambda: tables([result(0), result(0)]), "pair twice"),
+    "rows of another run": (lambda: tables([result(0)], run_id="other"), "another run"),
+    "boxes without their record": (lambda: (tables([result(0)])[0], tables([result(1)])[1]), "no inferences row"),
+}
+
+
+@pytest.mark.parametrize(("make", "message"), TABLE_REFUSALS.values(), ids=TABLE_REFUSALS.keys())
+def test_add_records_refuses_inconsistent_tables_and_writes_nothing(store, make, message):
+    with pytest.raises(StoreError, match=message):
+        store.add_records(RUN, *make())
+    assert store.done_pairs(RUN) == set()
+
+
+def test_add_records_needs_an_existing_run(store):
+    with pytest.raises(StoreError, match="unknown run"):
+        store.add_records("nope", *tables([result(0)], run_id="nope"))
+
+
+def test_done_and_missing_pairs_tell_what_a_resume_still_has_to_do(store):
+    for r in (result(0), result(1, "model_b"), result(2, error="bad file")):
+        store.add_result(RUN, r, threshold=THRESHOLD, created_at=CREATED)
+    ids = [f"{i:016x}" for i in range(3)]
+    assert store.done_pairs(RUN) == {(ids[0], "model_a"), (ids[1], "model_b"), (ids[2], "model_a")}
+    assert store.missing_pairs(RUN, [ids[2], ids[0], ids[1], ids[0]], ["model_a", "model_b"]) == [
+        (ids[2], "model_b"),
+        (ids[0], "model_b"),
+        (ids[1], "model_a"),
+    ]
+    assert store.missing_pairs(RUN, ids[:1], ["model_a"]) == []
+    with pytest.raises(StoreError, match="unknown run"):
+        store.missing_pairs("nope", ids, ["model_a"])
+
+
+def test_inference_values_follow_the_schema_columns():
+    r = result(0)
+    row = dict(zip(INFERENCE_COLUMNS, inference_values(r, RUN, 0.5, CREATED), strict=True))
+    assert row == {
+        "run_id": RUN, "image_id": r.image_id, "image_name": r.image_name, "width": 64, "height": 48,
+        "model": "model_a", "weights": "untrained", "device": "cpu", "precision": "fp32", "batch_size": 1,
+        "preprocess_ms": 1.0, "inference_ms": 10.0, "postprocess_ms": 0.5, "total_ms": 11.5, "n_detections": 1,
+        "threshold": 0.5, "error": "", "created_at": CREATED,
+    }  # fmt: skip

@@ -158,16 +158,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                         manifest.get("finished_at"),
                     ),
                 )
-                conn.executemany(
-                    f"INSERT INTO inferences ({', '.join(INFERENCE_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(INFERENCE_COLUMNS))})",
-                    _rows(inf),
-                )
-                conn.executemany(
-                    f"INSERT INTO detections ({', '.join(DETECTION_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(DETECTION_COLUMNS))})",
-                    _rows(det),
-                )
+                self._insert_records(conn, run_id, inf, det)
                 for image_id, suffix, data in images:
                     conn.execute(
                         "INSERT OR IGNORE INTO images (image_id, name, format, suffix, path, bytes, created_at) "
@@ -184,6 +175,8 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                     )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"{zip_path.name}: the run's rows are not valid ({exc})") from exc
+        except StoreError as exc:  # the records tables (a pair twice, boxes without their record)
+            raise StoreError(f"{zip_path.name}: {exc}") from exc
         return run_id
 
 

@@ -20,6 +20,7 @@ from core.store.common import (
     _frame,
     _insert_sql,
     _loads,
+    _rows,
 )
 from core.store.connection import StoreBase
 
@@ -170,6 +171,56 @@ class RunsMixin(StoreBase):
             if m not in names:
                 names.append(m)
         return names
+
+    # -- pairs: one record per (image, model); bulk ingest and resume --
+
+    def done_pairs(self, run_id: str) -> set[tuple[str, str]]:
+        """The (image_id, model) pairs of the run that have a record (failed ones included)."""
+        with self._read() as conn:
+            return self._done_pairs(conn, run_id)
+
+    def _done_pairs(self, conn: sqlite3.Connection, run_id: str) -> set[tuple[str, str]]:
+        self._require_run(conn, run_id)
+        return set(conn.execute("SELECT image_id, model FROM inferences WHERE run_id = ?", (run_id,)).fetchall())
+
+    def missing_pairs(self, run_id: str, image_ids: Sequence[str], models: Sequence[str]) -> list[tuple[str, str]]:
+        """The (image_id, model) pairs with no record yet, image by image in the order given, each once."""
+        done = self.done_pairs(run_id)
+        out: list[tuple[str, str]] = []
+        for image_id in dict.fromkeys(image_ids):
+            out.extend((image_id, m) for m in dict.fromkeys(models) if (image_id, m) not in done)
+        return out
+
+    def add_records(self, run_id: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> int:
+        """Add record tables (`core.records` schema) to an existing run in ONE transaction; returns the pairs added.
+
+        Idempotent: only the (image_id, model) pairs the run does not have yet are inserted, with their detections;
+        pairs already there are left as they are. StoreError for rows of another run, a pair twice in `inferences`,
+        or detections of a pair `inferences` does not have.
+        """
+        with self._write() as conn:
+            return self._insert_records(conn, run_id, inferences, detections)
+
+    def _insert_records(
+        self, conn: sqlite3.Connection, run_id: str, inferences: pd.DataFrame, detections: pd.DataFrame
+    ) -> int:
+        inf = coerce_inferences(inferences)
+        det = coerce_detections(detections)
+        for name, df in (("inferences", inf), ("detections", det)):
+            if len(df) and not (df["run_id"] == run_id).fillna(False).all():
+                raise StoreError(f"{name} holds rows of another run than {run_id}")
+        pairs = list(zip(inf["image_id"], inf["model"], strict=True))
+        if len(set(pairs)) != len(pairs):
+            raise StoreError(f"inferences for run {run_id} hold an (image, model) pair twice")
+        det_pairs = list(zip(det["image_id"], det["model"], strict=True))
+        if not set(det_pairs) <= set(pairs):
+            raise StoreError(f"detections for run {run_id} hold boxes of a pair with no inferences row")
+        new = set(pairs) - self._done_pairs(conn, run_id)
+        if not new:
+            return 0
+        conn.executemany(_INSERT_INFERENCE, [r for r, p in zip(_rows(inf), pairs, strict=True) if p in new])
+        conn.executemany(_INSERT_DETECTION, [r for r, p in zip(_rows(det), det_pairs, strict=True) if p in new])
+        return len(new)
 
 
 # --- runner hook ---------------------------------------------------------------------------------------------------
