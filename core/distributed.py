@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +115,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     when there is none. A Ray session already open in this process is reused. True when this call started Ray."""
     import ray
 
+    if address:
+        check_reachable(address)
     if ray.is_initialized():
         return False
     if address:
-        check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
@@ -330,8 +333,14 @@ def detect_dataset(paths: Sequence[Path], model: str, settings: RunSettings, opt
     """The lazy Ray dataset of one model's records over `paths` (decode tasks, then a pool of `worker` actors)."""
     import ray.data
 
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
     ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=_blocks(len(paths), opts))
-    ds = ds.map_batches(decode_batch, batch_size=opts.batch_rows, batch_format="pyarrow", max_retries=RAY_MAX_RETRIES)
+    ds = ds.map_batches(
+        decode_batch,
+        batch_size=opts.batch_rows,
+        batch_format="pyarrow",
+        **_retries(max_retries=RAY_MAX_RETRIES),
+    )
     return ds.map_batches(
         worker,
         fn_constructor_args=(model, settings.weights_for(model), settings.device, settings.precision),
@@ -347,9 +356,30 @@ def detect_dataset(paths: Sequence[Path], model: str, settings: RunSettings, opt
         compute=_actor_pool(opts.workers),
         num_cpus=opts.cpus_per_worker,
         num_gpus=opts.gpus_per_worker or None,
-        max_restarts=RAY_MAX_RESTARTS,
-        max_task_retries=RAY_MAX_TASK_RETRIES,
+        **_retries(max_restarts=RAY_MAX_RESTARTS, max_task_retries=RAY_MAX_TASK_RETRIES),
     )
+
+
+def _retries(**counts: int) -> dict[str, int]:
+    """Retry counts for `map_batches`, passed as Ray remote args (the documented way to set them in Ray 2.60).
+
+    Ray 2.60 marks `**ray_remote_args` (and `ray_remote_args_fn`) deprecated for removal in 2.64 but names no
+    replacement for `max_restarts` / `max_task_retries` / `max_retries`; requirements.txt pins Ray, and this is the
+    one place to change when it moves.
+    """
+    return counts
+
+
+def _quiet_ray_data() -> None:
+    """No progress bars or per-dataset log lines from Ray Data (the CLI draws its own progress)."""
+    import logging
+
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _actor_pool(workers: int):
@@ -386,6 +416,7 @@ def run_ray(
     run_id = run_id or new_run_id()
     created_at = now_iso()
     started = connect(opts.address)
+    _quiet_ray_data()
     store.start_run(RunInfo(run_id, created_at, settings=_settings(settings, opts, user=user)), user=user)
     parts_dir = Path(out_dir) / run_id if out_dir is not None else None
     seen: set[tuple[str, str]] = set()
@@ -514,3 +545,71 @@ def _environment(opts: RayOptions, settings: RunSettings) -> dict[str, object]:
     env: dict[str, object] = dict(environment(torch.device("cpu")))  # the driver's; the actors' device is set below
     env["ray"] = {**cluster_environment(), "workers": opts.workers, "gpus_per_worker": opts.gpus_per_worker}
     return env
+
+
+# --- command line ------------------------------------------------------------------------------------------------------
+
+
+def cli_detect(args) -> int:
+    """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
+    and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
+    from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar
+    from core.config import UNTRAINED_MARK
+    from core.images import gallery_paths
+    from core.models import parse_model_list
+    from core.store import current_user
+    from core.weights import parse_weights
+
+    models = parse_model_list(args.models)
+    parse_weights(args.weights)  # a bad weights choice fails here, before any cluster work
+    paths = list_images(args.paths) if args.paths else [p.absolute() for p in gallery_paths()]
+    if not paths:
+        print("error: no images found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers < 1 or args.gpus_per_worker < 0:
+        print("error: --workers must be >= 1 and --gpus-per-worker >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    settings = RunSettings(
+        models=models,
+        default_weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        threshold=args.threshold,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+    )
+    opts = RayOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+    store = _open_store(args.store)
+    bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        out = run_ray(paths, settings, opts, store=store, user=current_user(), out_dir=Path(args.out),
+                      on_progress=progress)  # fmt: skip
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        bar.close()
+    ray_env = out.info.environment["ray"]
+    print(
+        f"run {out.info.run_id}: {len(paths)} images x {len(models)} models on Ray {ray_env['version']} "
+        f"({ray_env['nodes']} node(s), {ray_env['cpus']:g} CPUs, {ray_env['gpus']:g} GPUs, {opts.workers} worker(s) "
+        f"per model): {out.wall_s:.1f} s, {ray_env['images_per_s']:.2f} images/s"
+    )
+    inf = out.inferences
+    for model, grp in inf[inf["error"] == ""].groupby("model", sort=False):
+        print(
+            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
+            f"  detections >= {args.threshold}: {int(grp['n_detections'].sum())}"
+        )
+    if (inf["weights"] == "untrained").any():
+        print(f"  NOTE: {UNTRAINED_MARK}")
+    for _, row in inf[inf["error"] != ""].drop_duplicates("image_name").iterrows():
+        print(f"  failed: {row['image_name']}: {row['error']}")
+    if out.parts_dir is not None:
+        print(f"wrote Parquet parts under {out.parts_dir}")
+    print(f"stored run {out.info.run_id} in {store.path}")
+    return EXIT_OK
