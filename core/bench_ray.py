@@ -3,7 +3,7 @@
     python -m core.bench_ray [--model ssdlite320_mobilenet_v3_large] [--images 200] [--size 512] [--workers 1]
 
 Both paths run the same model and weights (untrained by default: nothing to download) from image files on disk into
-a throwaway run store: the local engine as `detect --store` does (runner.run with store.record_into), the Ray path as
+a throwaway run store: the local engine as `detect --store` does (core.runner.run with the store), the Ray path as
 `detect --engine ray` does (core.distributed.run_ray), Ray started beforehand (start-up is reported apart). The
 projection for 1M images uses the measured per-image costs: one worker's throughput times N workers, plus the fixed
 start-up, assuming the images are spread evenly, storage and the driver's ingest keep up, and no node is shared.
@@ -20,9 +20,8 @@ from core.bench import make_images
 from core.devices import device_name, physical_cores
 from core.distributed import RayOptions, cluster_environment, connect, run_ray
 from core.images import sources_from_paths
-from core.records import RunInfo, now_iso
 from core.runner import RunSettings, run
-from core.store import Store, record_into
+from core.store import Store
 
 PROJECTED_IMAGES = 1_000_000
 PROJECTED_WORKERS = (1, 8, 32, 128)
@@ -48,11 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         start_s = time.perf_counter() - t0
         cluster = cluster_environment()
 
-        run_id = "bench-local"
         t0 = time.perf_counter()
-        sources = sources_from_paths(paths)
-        store.start_run(RunInfo(run_id, now_iso(), settings=settings.record()))
-        local = run(sources, settings, run_id=run_id, on_result=record_into(store, run_id, 0.5, sources=sources))
+        local = run(sources_from_paths(paths), settings, store=store)
         local_s = time.perf_counter() - t0
 
         out = run_ray(paths, settings, RayOptions(workers=args.workers), store=store)
