@@ -76,6 +76,10 @@ def _download_progress(model: str):
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from core.distributed import cli_detect
+
+        return cli_detect(args)
     from core.images import gallery_paths, sources_from_paths
     from core.records import write_run
     from core.runner import RunSettings, run
@@ -211,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_det.add_argument("--parquet", action="store_true", help="write Parquet beside the CSV files")
     p_det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p_det.add_argument("--store", metavar="DIR", help=f"also keep the run in this run store ('default': {_STORE_HELP})")
+    p_det.add_argument(
+        "--engine", default="local", choices=("local", "ray"), help="ray: on a Ray cluster (core.distributed)"
+    )
+    p_det.add_argument("--ray-address", metavar="HOST:PORT", help="Ray cluster to join (default: start Ray here)")
+    p_det.add_argument("--workers", type=int, default=1, help="Ray: detector actors per model")
+    p_det.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per actor (fractions share one)")
     p_det.set_defaults(func=cmd_detect)
 
     store_help = f"run store folder (default: {_STORE_HELP})"

@@ -83,3 +83,10 @@ MAX_IMPORT_BYTES = 4 * 1024**3  # total uncompressed size of a run zip that `imp
 
 # Team reviews: a reviewer's verdict on one image of a run, comparing model A with model B.
 REVIEW_VERDICTS: tuple[str, ...] = ("A better", "B better", "both wrong", "both fine")
+
+# Ray path (core.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
+RAY_BATCH_ROWS = 16
+RAY_MAX_RETRIES = 3  # a decode task whose worker process died is run again this many times
+RAY_MAX_RESTARTS = 3  # a detector actor that died is restarted this many times...
+RAY_MAX_TASK_RETRIES = 3  # ...and the batches it held are run again on it
+RAY_CONNECT_TIMEOUT_S = 5.0  # `--ray-address HOST:PORT` that accepts no connection in this time: one line, exit 2

@@ -1,0 +1,615 @@
+"""Batch detection on a Ray cluster, into the same run store: `python -m core detect SOURCE --engine ray`.
+
+The pipeline, one Ray Data dataset per model (model after model, like the local engine):
+
+    image paths (a folder, a text file of paths, or image files, on storage every node sees)
+      --map_batches(decode_batch): Ray tasks, core.images.load_image (size, bomb and format-by-content guards)-->
+    RGB pixels + decode time, or the image's one-line error
+      --map_batches(DetectWorker): actors, each loads its model once (core.engine.load_detector) and runs
+        core.engine.run_detector on its batch (the local engine's timing), then core.records' rows-->
+    one row per (image, model): the inference columns plus the image's boxes as list columns
+      --driver, streaming: Parquet parts in the records schema (<out>/<run_id>/{inferences,detections}/part-*.parquet)
+        and an idempotent ingest into the store (one run: settings, environment, wall time, images per second).
+
+Faults: decode tasks are retried (`max_retries`), a dead actor is restarted and its batches run again
+(`max_restarts`, `max_task_retries`); a batch that runs twice cannot add a pair twice, since parts and store keep each
+(image, model) once. A bad image is a record with its error. An unreachable cluster is a `ClusterError` (one line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.config import (
+    DETECTION_COLUMNS,
+    IMAGE_EXTENSIONS,
+    INFERENCE_COLUMNS,
+    RAY_BATCH_ROWS,
+    RAY_CONNECT_TIMEOUT_S,
+    RAY_MAX_RESTARTS,
+    RAY_MAX_RETRIES,
+    RAY_MAX_TASK_RETRIES,
+    SCORE_FLOOR,
+)
+from core.images import LoadedImage, expand_paths, load_image
+from core.records import RunInfo, coerce_detections, coerce_inferences, new_run_id, now_iso
+from core.runner import RunSettings
+
+# Ray must not phone home (usage stats) from the driver or from the processes it starts.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+_DETECTION_LISTS: tuple[str, ...] = tuple(f"det_{c}" for c in ("label_id", "label", "score", "x1", "y1", "x2", "y2"))
+_EXTRA = ("path", "notes")  # carried beside the records: where the image is (to keep its bytes), and its notes
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be reached or used (one line, for the CLI)."""
+
+
+# --- sources ---------------------------------------------------------------------------------------------------------
+
+
+def list_images(sources: Iterable[str | Path]) -> list[Path]:
+    """Absolute image paths from folders (recursively, like the local engine), image files, and text files listing
+    one path a line (blank lines and `#` comments skipped; relative paths are relative to the list's folder)."""
+    out: list[Path] = []
+    for item in sources:
+        path = Path(item)
+        if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS and _is_text_list(path):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    listed = Path(line).expanduser()
+                    out.append(listed if listed.is_absolute() else path.parent / listed)
+        else:
+            out.extend(expand_paths([path]))
+    return [p.absolute() for p in out]
+
+
+def _is_text_list(path: Path) -> bool:
+    """A small UTF-8 text file (a list of paths), not an image with an odd extension."""
+    try:
+        head = path.open("rb").read(4096)
+        head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return b"\x00" not in head
+
+
+# --- cluster ---------------------------------------------------------------------------------------------------------
+
+
+def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail fast with one line when `host:port` (or `ray://host:port`) does not accept a connection.
+
+    Ray's own client retries for a long while before giving up; this probe answers in `timeout_s` at most.
+    `auto` and empty addresses are left to Ray.
+    """
+    if address in ("", "auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(f"cannot use Ray address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Join the cluster at `address`, or start Ray on this machine (bound to 127.0.0.1, no dashboard, no usage stats)
+    when there is none. A Ray session already open in this process is reused. True when this call started Ray."""
+    import ray
+
+    if address:
+        check_reachable(address)
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") from None
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return True
+
+
+def cluster_environment() -> dict[str, object]:
+    """Ray version, nodes, CPUs and GPUs of the cluster a run used (kept in the run's environment)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {
+        "version": ray.__version__,
+        "nodes": len(nodes),
+        "cpus": float(resources.get("CPU", 0.0)),
+        "gpus": float(resources.get("GPU", 0.0)),
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:240]}"
+
+
+# --- Ray tasks and actors ----------------------------------------------------------------------------------------------
+
+
+def decode_batch(batch: pa.Table) -> pa.Table:
+    """Ray task: decode each path with core.images' guards. Pixels travel as raw RGB bytes, with the decode time."""
+    rows: dict[str, list] = {k: [] for k in ("path", "name", "image_id", "width", "height", "format", "decode_ms")}
+    rows.update(notes=[], error=[], pixels=[])
+    for path in batch.column("path").to_pylist():
+        image = load_image(Path(path))
+        rows["path"].append(path)
+        rows["name"].append(image.name)
+        rows["image_id"].append(image.image_id)
+        rows["width"].append(image.width)
+        rows["height"].append(image.height)
+        rows["format"].append(image.format)
+        rows["decode_ms"].append(image.decode_ms)
+        rows["notes"].append(json.dumps(list(image.notes)))
+        rows["error"].append(image.error)
+        rows["pixels"].append(image.image.tobytes() if image.image is not None else b"")
+    return pa.table({**rows, "pixels": pa.array(rows["pixels"], type=pa.large_binary())})
+
+
+def _loaded(row: dict) -> LoadedImage:
+    """The decoded image of one `decode_batch` row, as core.images made it."""
+    from PIL import Image
+
+    image = None
+    if not row["error"]:
+        image = Image.frombytes("RGB", (row["width"], row["height"]), row["pixels"])
+    return LoadedImage(
+        name=row["name"],
+        image_id=row["image_id"],
+        image=image,
+        width=row["width"],
+        height=row["height"],
+        format=row["format"],
+        decode_ms=row["decode_ms"],
+        notes=tuple(json.loads(row["notes"])),
+        error=row["error"],
+        source=Path(row["path"]),
+    )
+
+
+class DetectWorker:
+    """Ray actor: one model loaded once, run on each batch by core.engine.run_detector (the local engine's timing)."""
+
+    def __init__(
+        self,
+        model: str,
+        weights: str,
+        device: str,
+        precision: str,
+        *,
+        run_id: str,
+        threshold: float,
+        created_at: str,
+        warmup: int,
+        batch_size: int,
+        score_floor: float = SCORE_FLOOR,
+    ) -> None:
+        from core.engine import load_detector
+
+        self.detector = load_detector(model, weights, device, precision)
+        self.run_id, self.threshold, self.created_at = run_id, threshold, created_at
+        self.warmup, self.batch_size, self.score_floor = warmup, batch_size, score_floor
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from core.engine import run_detector
+
+        rows = batch.to_pylist()
+        images = [_loaded(r) for r in rows]
+        results = run_detector(
+            self.detector, images, warmup=self.warmup, batch_size=self.batch_size, score_floor=self.score_floor
+        )
+        self.warmup = 0  # warm-up calls once per actor (the local engine: once per model), never recorded
+        return result_table(results, rows, run_id=self.run_id, threshold=self.threshold, created_at=self.created_at)
+
+
+def result_table(
+    results: Sequence, rows: Sequence[dict], *, run_id: str, threshold: float, created_at: str
+) -> pa.Table:
+    """One row per result: core.records' inference columns, the boxes as list columns, and the image's path/notes."""
+    from core.records import inferences_frame
+
+    inf = inferences_frame(results, run_id=run_id, threshold=threshold, created_at=created_at)
+    table = pa.Table.from_pandas(inf, preserve_index=False)
+    lists = {
+        "det_label_id": [r.labels.astype(np.int64).tolist() for r in results],
+        "det_label": [list(r.label_names) for r in results],
+        "det_score": [r.scores.astype(np.float64).tolist() for r in results],
+    }
+    for i, name in enumerate(("x1", "y1", "x2", "y2")):
+        lists[f"det_{name}"] = [r.boxes[:, i].astype(np.float64).tolist() for r in results]
+    types = {"det_label_id": pa.list_(pa.int64()), "det_label": pa.list_(pa.string())}
+    for name, values in lists.items():
+        table = table.append_column(name, pa.array(values, type=types.get(name, pa.list_(pa.float64()))))
+    table = table.append_column("path", pa.array([r["path"] for r in rows], type=pa.string()))
+    return table.append_column("notes", pa.array([r["notes"] for r in rows], type=pa.string()))
+
+
+def split_records(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two tables of core.records (schema columns and dtypes) from `result_table` rows."""
+    frame = table.to_pandas()
+    inferences = coerce_inferences(frame[list(INFERENCE_COLUMNS)])
+    counts = frame["det_score"].map(len).to_numpy()
+    if not counts.sum():
+        return inferences, coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS)))
+    detections = pd.DataFrame(
+        {
+            "run_id": np.repeat(frame["run_id"].to_numpy(object), counts),
+            "image_id": np.repeat(frame["image_id"].to_numpy(object), counts),
+            "model": np.repeat(frame["model"].to_numpy(object), counts),
+            **{c: np.concatenate([np.asarray(v) for v in frame[f"det_{c}"] if len(v)]) for c in _LIST_COLUMNS},
+        }
+    )
+    return inferences, coerce_detections(detections[list(DETECTION_COLUMNS)])
+
+
+_LIST_COLUMNS = ("label_id", "label", "score", "x1", "y1", "x2", "y2")
+
+
+# --- ingest ----------------------------------------------------------------------------------------------------------
+
+
+def _add_records(store, run_id: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> int:
+    """Temporary stand-in for `Store.add_records` (same signature and behaviour): insert the (image_id, model) pairs
+    not already in the run, with their detections, in one transaction; returns how many pairs were added."""
+    from core.store import _py
+
+    with store._write() as conn:
+        store._require_run(conn, run_id)
+        have = set(conn.execute("SELECT image_id, model FROM inferences WHERE run_id = ?", (run_id,)).fetchall())
+        new = inferences[[(i, m) not in have for i, m in zip(inferences["image_id"], inferences["model"], strict=True)]]
+        new = new.drop_duplicates(["image_id", "model"])
+        if new.empty:
+            return 0
+        keys = set(zip(new["image_id"], new["model"], strict=True))
+        boxes = detections[[(i, m) in keys for i, m in zip(detections["image_id"], detections["model"], strict=True)]]
+        conn.executemany(
+            f"INSERT INTO inferences ({', '.join(INFERENCE_COLUMNS)}) VALUES ({', '.join('?' * len(INFERENCE_COLUMNS))})",
+            [tuple(_py(v) for v in row) for row in new[list(INFERENCE_COLUMNS)].itertuples(index=False)],
+        )
+        conn.executemany(
+            f"INSERT INTO detections ({', '.join(DETECTION_COLUMNS)}) VALUES ({', '.join('?' * len(DETECTION_COLUMNS))})",
+            [tuple(_py(v) for v in row) for row in boxes[list(DETECTION_COLUMNS)].itertuples(index=False)],
+        )
+        return len(new)
+
+
+# --- the run ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide: `address` None starts Ray here; `workers` actors per model; GPUs per actor."""
+
+    address: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    batch_rows: int = RAY_BATCH_ROWS
+
+
+@dataclass
+class RayRunOutput:
+    info: RunInfo
+    n_records: int  # (image, model) pairs kept (each once)
+    n_errors: int
+    wall_s: float
+    parts_dir: Path | None
+    inferences: pd.DataFrame = field(repr=False)  # every kept row (small runs; the store holds them too)
+    detections: pd.DataFrame = field(repr=False)
+
+
+def detect_dataset(paths: Sequence[Path], model: str, settings: RunSettings, opts: RayOptions, *, run_id: str,
+                   created_at: str, worker: type = DetectWorker):  # fmt: skip
+    """The lazy Ray dataset of one model's records over `paths` (decode tasks, then a pool of `worker` actors)."""
+    import ray.data
+
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+    ds = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=_blocks(len(paths), opts))
+    ds = ds.map_batches(
+        decode_batch,
+        batch_size=opts.batch_rows,
+        batch_format="pyarrow",
+        **_retries(max_retries=RAY_MAX_RETRIES),
+    )
+    return ds.map_batches(
+        worker,
+        fn_constructor_args=(model, settings.weights_for(model), settings.device, settings.precision),
+        fn_constructor_kwargs={
+            "run_id": run_id,
+            "threshold": settings.threshold,
+            "created_at": created_at,
+            "warmup": settings.warmup,
+            "batch_size": settings.batch_size,
+        },
+        batch_size=opts.batch_rows,
+        batch_format="pyarrow",
+        compute=_actor_pool(opts.workers),
+        num_cpus=opts.cpus_per_worker,
+        num_gpus=opts.gpus_per_worker or None,
+        **_retries(max_restarts=RAY_MAX_RESTARTS, max_task_retries=RAY_MAX_TASK_RETRIES),
+    )
+
+
+def _retries(**counts: int) -> dict[str, int]:
+    """Retry counts for `map_batches`, passed as Ray remote args (the documented way to set them in Ray 2.60).
+
+    Ray 2.60 marks `**ray_remote_args` (and `ray_remote_args_fn`) deprecated for removal in 2.64 but names no
+    replacement for `max_restarts` / `max_task_retries` / `max_retries`; requirements.txt pins Ray, and this is the
+    one place to change when it moves.
+    """
+    return counts
+
+
+def _quiet_ray_data() -> None:
+    """No progress bars or per-dataset log lines from Ray Data (the CLI draws its own progress)."""
+    import logging
+
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _actor_pool(workers: int):
+    import ray.data
+
+    return ray.data.ActorPoolStrategy(size=workers)
+
+
+def _blocks(n: int, opts: RayOptions) -> int:
+    return max(1, -(-n // opts.batch_rows))
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def run_ray(
+    paths: Sequence[Path],
+    settings: RunSettings,
+    opts: RayOptions,
+    *,
+    store,
+    run_id: str | None = None,
+    user: str = "",
+    out_dir: Path | None = None,
+    on_progress: ProgressFn | None = None,
+    worker: type = DetectWorker,
+) -> RayRunOutput:
+    """Run every model over `paths` on Ray; parts under `out_dir/<run_id>/` and the records in `store` (one run).
+
+    The run is started in the store before any image runs and finished (or marked failed) at the end.
+    """
+    import ray
+
+    run_id = run_id or new_run_id()
+    created_at = now_iso()
+    started = connect(opts.address)
+    _quiet_ray_data()
+    store.start_run(RunInfo(run_id, created_at, settings=_settings(settings, opts, user=user)), user=user)
+    parts_dir = Path(out_dir) / run_id if out_dir is not None else None
+    seen: set[tuple[str, str]] = set()
+    kept_images: set[str] = set()
+    frames: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    total = len(paths) * len(settings.models)
+    t0 = time.perf_counter()
+    try:
+        for model in settings.models:
+            ds = detect_dataset(paths, model, settings, opts, run_id=run_id, created_at=created_at, worker=worker)
+            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                inf, det = _new_rows(split_records(table), seen)
+                if inf.empty:
+                    continue
+                _add_records(store, run_id, inf, det)
+                _keep_images(store, run_id, table, kept_images)
+                if parts_dir is not None:
+                    _write_part(parts_dir, len(frames), inf, det)
+                frames.append((inf, det))
+                if on_progress:
+                    on_progress(len(seen), total)
+        wall_s = time.perf_counter() - t0
+        environment = _environment(opts, settings)
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    inferences = (
+        pd.concat([f[0] for f in frames])
+        if frames
+        else coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))
+    )
+    detections = (
+        pd.concat([f[1] for f in frames])
+        if frames
+        else coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS)))
+    )
+    n_images = len(paths)
+    environment["ray"].update(
+        wall_s=round(wall_s, 3), images_per_s=round(n_images * len(settings.models) / wall_s, 3) if wall_s else None
+    )
+    environment["images"] = dict(zip(inferences["image_id"], inferences["image_name"], strict=True))
+    devices = sorted(set(inferences["device"].dropna()))
+    environment["device"] = ",".join(devices) or environment["device"]
+    weights = {m: w for m, w in zip(inferences["model"], inferences["weights"], strict=True)}
+    info = RunInfo(
+        run_id,
+        created_at,
+        settings=_settings(settings, opts, user=user, device=",".join(devices) or None, weights=weights or None),
+        environment=environment,
+    )
+    store.finish_run(run_id, "finished", info=info)
+    n_errors = int((inferences["error"] != "").sum())
+    return RayRunOutput(info, len(inferences), n_errors, wall_s, parts_dir, inferences.reset_index(drop=True),
+                        detections.reset_index(drop=True))  # fmt: skip
+
+
+def _new_rows(
+    records: tuple[pd.DataFrame, pd.DataFrame], seen: set[tuple[str, str]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Only the (image, model) pairs not seen yet in this run (a batch run twice after a restart adds nothing).
+
+    An image whose bytes could not be read has no content id: its path stands in, so two such files stay two rows.
+    """
+    inf, det = records
+    keys = [(i or f"path:{n}", m) for i, n, m in zip(inf["image_id"], inf["image_name"], inf["model"], strict=True)]
+    fresh = [k not in seen for k in keys]
+    new_keys = {k for k, f in zip(keys, fresh, strict=True) if f}
+    seen.update(new_keys)
+    inf = inf[fresh]
+    det = det[[(i, m) in new_keys for i, m in zip(det["image_id"], det["model"], strict=True)]]
+    return inf.reset_index(drop=True), det.reset_index(drop=True)
+
+
+def _keep_images(store, run_id: str, table: pa.Table, kept: set[str]) -> None:
+    """Keep each decoded image's bytes in the store once (the dashboard shows them), read from shared storage."""
+    from core.images import ImageSource
+
+    for image_id, name, path in zip(*(table.column(c).to_pylist() for c in ("image_id", "image_name", "path")), strict=True):  # fmt: skip
+        if image_id and image_id not in kept:
+            kept.add(image_id)
+            store.put_image(ImageSource(name, path=Path(path), image_id=image_id), run_id=run_id)
+
+
+def _write_part(parts_dir: Path, index: int, inferences: pd.DataFrame, detections: pd.DataFrame) -> None:
+    """`inferences/part-NNNNN.parquet` and `detections/part-NNNNN.parquet` in the records schema (written, then
+    renamed, so a reader never sees half a part)."""
+    for name, frame in (("inferences", inferences), ("detections", detections)):
+        folder = parts_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".part-{index:05d}.parquet.tmp"
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(folder / f"part-{index:05d}.parquet")
+
+
+def read_parts(parts_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two tables back from a run's Parquet parts."""
+    tables = []
+    for name, coerce in (("inferences", coerce_inferences), ("detections", coerce_detections)):
+        files = sorted((Path(parts_dir) / name).glob("part-*.parquet"))
+        tables.append(coerce(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)) if files else None)
+    inf, det = tables
+    if inf is None:
+        inf = coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))
+    if det is None:
+        det = coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS)))
+    return inf, det
+
+
+def _settings(settings: RunSettings, opts: RayOptions, *, user: str, device: str | None = None,
+              weights: dict[str, str] | None = None) -> dict[str, object]:  # fmt: skip
+    record = settings.record(user=user, device=device, weights=weights)
+    record.update(engine="ray", ray_address=opts.address or "local", workers=opts.workers,
+                  gpus_per_worker=opts.gpus_per_worker)  # fmt: skip
+    return record
+
+
+def _environment(opts: RayOptions, settings: RunSettings) -> dict[str, object]:
+    """The driver's environment (core.devices) plus the cluster's (Ray version, nodes, CPUs, GPUs)."""
+    import torch
+
+    from core.devices import environment
+
+    env: dict[str, object] = dict(environment(torch.device("cpu")))  # the driver's; the actors' device is set below
+    env["ray"] = {**cluster_environment(), "workers": opts.workers, "gpus_per_worker": opts.gpus_per_worker}
+    return env
+
+
+# --- command line ------------------------------------------------------------------------------------------------------
+
+
+def cli_detect(args) -> int:
+    """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
+    and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
+    from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar
+    from core.config import UNTRAINED_MARK
+    from core.images import gallery_paths
+    from core.models import parse_model_list
+    from core.store import current_user
+    from core.weights import parse_weights
+
+    models = parse_model_list(args.models)
+    parse_weights(args.weights)  # a bad weights choice fails here, before any cluster work
+    paths = list_images(args.paths) if args.paths else [p.absolute() for p in gallery_paths()]
+    if not paths:
+        print("error: no images found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers < 1 or args.gpus_per_worker < 0:
+        print("error: --workers must be >= 1 and --gpus-per-worker >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    settings = RunSettings(
+        models=models,
+        default_weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        threshold=args.threshold,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+    )
+    opts = RayOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+    store = _open_store(args.store)
+    bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        out = run_ray(paths, settings, opts, store=store, user=current_user(), out_dir=Path(args.out),
+                      on_progress=progress)  # fmt: skip
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        bar.close()
+    ray_env = out.info.environment["ray"]
+    print(
+        f"run {out.info.run_id}: {len(paths)} images x {len(models)} models on Ray {ray_env['version']} "
+        f"({ray_env['nodes']} node(s), {ray_env['cpus']:g} CPUs, {ray_env['gpus']:g} GPUs, {opts.workers} worker(s) "
+        f"per model): {out.wall_s:.1f} s, {ray_env['images_per_s']:.2f} images/s"
+    )
+    inf = out.inferences
+    for model, grp in inf[inf["error"] == ""].groupby("model", sort=False):
+        print(
+            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
+            f"  detections >= {args.threshold}: {int(grp['n_detections'].sum())}"
+        )
+    if (inf["weights"] == "untrained").any():
+        print(f"  NOTE: {UNTRAINED_MARK}")
+    for _, row in inf[inf["error"] != ""].drop_duplicates("image_name").iterrows():
+        print(f"  failed: {row['image_name']}: {row['error']}")
+    if out.parts_dir is not None:
+        print(f"wrote Parquet parts under {out.parts_dir}")
+    print(f"stored run {out.info.run_id} in {store.path}")
+    return EXIT_OK

@@ -1,0 +1,185 @@
+"""The Ray path (core.distributed): the local engine's records on a local Ray (num_cpus=2), bad images as records,
+an actor killed mid-run (each pair once), an unreachable cluster (one line, exit 2).
+
+One Ray session serves the whole module (Ray starts in seconds, not milliseconds, on two cores).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported: nothing phones home
+
+ray = pytest.importorskip("ray")
+
+from core.cli import EXIT_USAGE, main  # noqa: E402
+from core.config import GALLERY_DIR  # noqa: E402
+from core.distributed import (  # noqa: E402
+    ClusterError,
+    DetectWorker,
+    RayOptions,
+    check_reachable,
+    connect,
+    list_images,
+    read_parts,
+    run_ray,
+)
+from core.images import content_id, gallery_paths, sources_from_paths  # noqa: E402
+from core.records import new_run_id  # noqa: E402
+from core.runner import RunSettings, run  # noqa: E402
+from core.store import Store  # noqa: E402
+
+MODEL = "ssdlite320_mobilenet_v3_large"
+TIMINGS = ["preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"]
+BOX_COLUMNS = ["image_id", "model", "label_id", "label", "score", "x1", "y1", "x2", "y2"]
+
+pytestmark = pytest.mark.slow  # Ray start-up alone takes longer than the whole budget of a fast test
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the module, bound to 127.0.0.1 (tests refuse other addresses), no dashboard."""
+    started = connect(None, num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def settings(**kw) -> RunSettings:
+    return RunSettings(models=[MODEL], default_weights="untrained", device="cpu", warmup=0, **kw)
+
+
+def sorted_boxes(df):
+    return df[BOX_COLUMNS].sort_values(BOX_COLUMNS).reset_index(drop=True)
+
+
+def test_ray_records_equal_the_local_engine(ray_session, tmp_path: Path) -> None:
+    """Same images, same seeded untrained weights: the same boxes, labels, scores and counts; timings measured."""
+    paths = list_images([GALLERY_DIR])
+    store = Store(tmp_path / "store")
+    out = run_ray(paths, settings(), RayOptions(batch_rows=4), store=store, out_dir=tmp_path / "out")
+    local = run(sources_from_paths(paths), settings())
+
+    key = ["image_id", "model"]
+    ray_inf = out.inferences.sort_values(key).reset_index(drop=True)
+    loc_inf = local.inferences.sort_values(key).reset_index(drop=True)
+    same = ["image_id", "image_name", "width", "height", "model", "weights", "device", "n_detections", "error"]
+    assert ray_inf[same].equals(loc_inf[same])
+    assert (ray_inf[TIMINGS] > 0).all().all()  # run_detector's timing, inside the actor
+    assert len(out.detections) > 0
+    assert sorted_boxes(out.detections).equals(sorted_boxes(local.detections))
+
+    # the store holds the same rows as one finished run with the cluster's environment; the parts hold them too
+    stored_inf, stored_det, info = store.load_run(out.info.run_id)
+    assert sorted_boxes(stored_det).equals(sorted_boxes(local.detections))
+    assert sorted(stored_inf["image_id"]) == sorted(loc_inf["image_id"])
+    runs = store.list_runs()
+    assert runs.loc[runs["run_id"] == out.info.run_id, "status"].item() == "finished"
+    assert info.settings["engine"] == "ray"
+    assert info.environment["ray"]["version"] == ray.__version__
+    assert info.environment["ray"]["cpus"] == 2.0 and info.environment["ray"]["nodes"] == 1
+    assert info.environment["ray"]["images_per_s"] > 0
+    assert set(store.run_images(out.info.run_id)) == set(loc_inf["image_id"])
+    part_inf, part_det = read_parts(out.parts_dir)
+    assert sorted_boxes(part_det).equals(sorted_boxes(local.detections))
+    assert len(part_inf) == len(paths)
+
+
+def test_bad_images_are_records_not_a_failed_job(ray_session, tmp_path: Path, capsys) -> None:
+    """A list file naming good images, a text file called .jpg and a missing file: the CLI finishes the run, and the
+    bad ones are records with their error."""
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image", encoding="utf-8")
+    listing = tmp_path / "images.txt"
+    good = gallery_paths()[:2]
+    listing.write_text("\n".join(["# shared storage", *map(str, good), "fake.jpg", str(tmp_path / "gone.png")]))
+    store_dir = tmp_path / "store"
+    argv = ["detect", str(listing), "--engine", "ray", "--models", MODEL, "--weights", "untrained", "--device", "cpu"]
+    rc = main([*argv, "--store", str(store_dir), "--out", str(tmp_path / "out"), "-q"])
+
+    assert rc == 0
+    store = Store(store_dir)
+    (run_id,) = store.list_runs()["run_id"]
+    inf, _, _ = store.load_run(run_id)
+    errors = dict(zip(inf["image_name"], inf["error"], strict=True))
+    assert set(errors) == {p.name for p in good} | {"fake.jpg", "gone.png"}
+    assert all(errors[p.name] == "" for p in good)
+    assert errors["fake.jpg"] and errors["gone.png"]
+    assert f"failed: fake.jpg: {errors['fake.jpg']}" in capsys.readouterr().out
+
+
+def crash_marker(run_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"detlens-test-crash-{run_id}"
+
+
+class CrashOnce(DetectWorker):
+    """Kills its own worker process (no clean-up) when handed cat.jpg while the run's marker file exists (so once):
+    Ray must restart the actor and run the batch again."""
+
+    def __call__(self, batch):
+        marker = crash_marker(self.run_id)
+        if "cat.jpg" in batch.column("name").to_pylist() and marker.exists():
+            marker.unlink()
+            os._exit(1)
+        return super().__call__(batch)
+
+
+def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_path: Path) -> None:
+    run_id = new_run_id()
+    marker = crash_marker(run_id)
+    marker.touch()
+    try:
+        paths = list_images([GALLERY_DIR])
+        store = Store(tmp_path / "store")
+        out = run_ray(paths, settings(), RayOptions(batch_rows=2), store=store, run_id=run_id, worker=CrashOnce)
+    finally:
+        crashed = not marker.exists()
+        marker.unlink(missing_ok=True)
+
+    assert crashed  # the actor did die once
+    inf, det, _ = store.load_run(out.info.run_id)
+    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
+    assert sorted(pairs) == sorted((content_id(p.read_bytes()), MODEL) for p in paths)  # each pair exactly once
+    assert (inf["error"] == "").all()
+    assert not det.duplicated(BOX_COLUMNS).any()
+
+
+def test_unreachable_cluster_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    argv = ["detect", str(GALLERY_DIR / "cat.jpg"), "--engine", "ray", "--ray-address", "127.0.0.1:9"]
+    rc = main([*argv, "--models", MODEL, "--weights", "untrained", "--store", str(tmp_path / "store"), "-q"])
+
+    err = capsys.readouterr().err.strip()
+    assert rc == EXIT_USAGE
+    assert len(err.splitlines()) == 1 and err.startswith("error: cannot reach the Ray cluster at 127.0.0.1:9")
+    assert Store(tmp_path / "store").list_runs().empty  # no run was started
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [("10.0.0.5", "expected HOST:PORT"), ("ray://nohost:x", "expected HOST:PORT"), ("127.0.0.1:9", "cannot reach")],
+)
+def test_check_reachable_refuses_bad_addresses(address: str, message: str) -> None:
+    with pytest.raises(ClusterError, match=message):
+        check_reachable(address, timeout_s=1.0)
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (["a.jpg", "", "# comment", "sub/b.png"], ["a.jpg", "sub/b.png"]),
+        (["  /abs/c.jpg  "], ["/abs/c.jpg"]),
+    ],
+)
+def test_list_images_reads_a_text_file_of_paths(tmp_path: Path, lines: list[str], expected: list[str]) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(lines), encoding="utf-8")
+    assert list_images([listing]) == [(tmp_path / e if not e.startswith("/") else Path(e)) for e in expected]
+
+
+def test_list_images_expands_folders_like_the_local_engine() -> None:
+    assert list_images([GALLERY_DIR]) == [p.absolute() for p in gallery_paths()]
