@@ -278,31 +278,6 @@ _LIST_COLUMNS = ("label_id", "label", "score", "x1", "y1", "x2", "y2")
 # --- ingest ----------------------------------------------------------------------------------------------------------
 
 
-def _add_records(store, run_id: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> int:
-    """Temporary stand-in for `Store.add_records` (same signature and behaviour): insert the (image_id, model) pairs
-    not already in the run, with their detections, in one transaction; returns how many pairs were added."""
-    from core.store import _py
-
-    with store._write() as conn:
-        store._require_run(conn, run_id)
-        have = set(conn.execute("SELECT image_id, model FROM inferences WHERE run_id = ?", (run_id,)).fetchall())
-        new = inferences[[(i, m) not in have for i, m in zip(inferences["image_id"], inferences["model"], strict=True)]]
-        new = new.drop_duplicates(["image_id", "model"])
-        if new.empty:
-            return 0
-        keys = set(zip(new["image_id"], new["model"], strict=True))
-        boxes = detections[[(i, m) in keys for i, m in zip(detections["image_id"], detections["model"], strict=True)]]
-        conn.executemany(
-            f"INSERT INTO inferences ({', '.join(INFERENCE_COLUMNS)}) VALUES ({', '.join('?' * len(INFERENCE_COLUMNS))})",
-            [tuple(_py(v) for v in row) for row in new[list(INFERENCE_COLUMNS)].itertuples(index=False)],
-        )
-        conn.executemany(
-            f"INSERT INTO detections ({', '.join(DETECTION_COLUMNS)}) VALUES ({', '.join('?' * len(DETECTION_COLUMNS))})",
-            [tuple(_py(v) for v in row) for row in boxes[list(DETECTION_COLUMNS)].itertuples(index=False)],
-        )
-        return len(new)
-
-
 # --- the run ---------------------------------------------------------------------------------------------------------
 
 
@@ -431,7 +406,7 @@ def run_ray(
                 inf, det = _new_rows(split_records(table), seen)
                 if inf.empty:
                     continue
-                _add_records(store, run_id, inf, det)
+                store.add_records(run_id, inf, det)
                 _keep_images(store, run_id, table, kept_images)
                 if parts_dir is not None:
                     _write_part(parts_dir, len(frames), inf, det)

@@ -125,3 +125,14 @@ def test_models_load_once_each_before_the_first_image(monkeypatch):
     )
     assert order[:2] == [f"load {SMALL}", "load fasterrcnn_mobilenet_v3_large_320_fpn"]
     assert order.count(f"image {SMALL}") == 2 and len(order) == 6
+
+
+def test_unreadable_files_are_each_their_own_error_record(tmp_path):
+    """Files whose bytes cannot be read have no content id: two of them are two error rows, not one pair twice."""
+    store = Store(tmp_path / "store")
+    gone = [ImageSource.from_path(tmp_path / f"gone{i}.jpg") for i in range(2)]
+    out = run([*gone, *sources("cat.jpg")], settings(), store=store)
+    inf, _, _ = store.load_run(out.info.run_id)
+    assert sorted(inf["image_name"]) == ["cat.jpg", "gone0.jpg", "gone1.jpg"]
+    assert (inf["error"] != "").sum() == 2 and store.list_runs().loc[0, "status"] == "finished"
+    assert store.done_pairs(out.info.run_id) == {(out.results[-1].image_id, SMALL)}

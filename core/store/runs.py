@@ -181,7 +181,8 @@ class RunsMixin(StoreBase):
 
     def _done_pairs(self, conn: sqlite3.Connection, run_id: str) -> set[tuple[str, str]]:
         self._require_run(conn, run_id)
-        return set(conn.execute("SELECT image_id, model FROM inferences WHERE run_id = ?", (run_id,)).fetchall())
+        sql = "SELECT image_id, model FROM inferences WHERE run_id = ? AND image_id != ''"
+        return set(conn.execute(sql, (run_id,)).fetchall())
 
     def missing_pairs(self, run_id: str, image_ids: Sequence[str], models: Sequence[str]) -> list[tuple[str, str]]:
         """The (image_id, model) pairs with no record yet, image by image in the order given, each once."""
@@ -209,18 +210,22 @@ class RunsMixin(StoreBase):
         for name, df in (("inferences", inf), ("detections", det)):
             if len(df) and not (df["run_id"] == run_id).fillna(False).all():
                 raise StoreError(f"{name} holds rows of another run than {run_id}")
-        pairs = list(zip(inf["image_id"], inf["model"], strict=True))
-        if len(set(pairs)) != len(pairs):
+        pairs = list(zip(inf["image_id"].fillna(""), inf["model"], strict=True))
+        identified = [p for p in pairs if p[0]]
+        if len(set(identified)) != len(identified):
             raise StoreError(f"inferences for run {run_id} hold an (image, model) pair twice")
         det_pairs = list(zip(det["image_id"], det["model"], strict=True))
-        if not set(det_pairs) <= set(pairs):
+        if not set(det_pairs) <= set(identified):
             raise StoreError(f"detections for run {run_id} hold boxes of a pair with no inferences row")
-        new = set(pairs) - self._done_pairs(conn, run_id)
-        if not new:
+        done = self._done_pairs(conn, run_id)
+        # rows without a content id (unreadable images) are not pairs: each is added as its own error row
+        keep = [not p[0] or p not in done for p in pairs]
+        if not any(keep):
             return 0
-        conn.executemany(_INSERT_INFERENCE, [r for r, p in zip(_rows(inf), pairs, strict=True) if p in new])
+        new = {p for p, k in zip(pairs, keep, strict=True) if k and p[0]}
+        conn.executemany(_INSERT_INFERENCE, [r for r, k in zip(_rows(inf), keep, strict=True) if k])
         conn.executemany(_INSERT_DETECTION, [r for r, p in zip(_rows(det), det_pairs, strict=True) if p in new])
-        return len(new)
+        return sum(keep)
 
 
 # --- runner hook ---------------------------------------------------------------------------------------------------

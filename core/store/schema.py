@@ -102,6 +102,7 @@ class Migration:
 
 def _unique_records(conn: sqlite3.Connection) -> None:
     """One inference row per (run_id, image_id, model): the base of "every (image, model) pair exactly once".
+    Images without a content id (unreadable bytes: `image_id` "") are not pairs: two such files are two rows.
 
     Duplicates already there are resolved first (DetLens never wrote any for a run, but an imported zip could hold
     some). Detections carry no link to their inference row, so a duplicated pair's boxes cannot be told apart:
@@ -110,7 +111,8 @@ def _unique_records(conn: sqlite3.Connection) -> None:
       the run measures it again, rather than keeping boxes that may belong to another measurement.
     """
     dups = conn.execute(
-        "SELECT run_id, image_id, model, MAX(rowid) FROM inferences GROUP BY run_id, image_id, model HAVING COUNT(*) > 1"
+        "SELECT run_id, image_id, model, MAX(rowid) FROM inferences WHERE image_id != '' "
+        "GROUP BY run_id, image_id, model HAVING COUNT(*) > 1"
     ).fetchall()
     for run_id, image_id, model, latest in dups:
         pair = (run_id, image_id, model)
@@ -120,7 +122,10 @@ def _unique_records(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM inferences WHERE {where}", pair)
         else:
             conn.execute(f"DELETE FROM inferences WHERE {where} AND rowid != ?", (*pair, latest))
-    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS inferences_pair ON inferences (run_id, image_id, model)")
+    # Partial: an image whose bytes could not be read has no content id (""); each such file stays its own error row.
+    conn.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS inferences_pair ON inferences (run_id, image_id, model) WHERE image_id != ''"
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (Migration("unique_records", _unique_records),)
