@@ -13,7 +13,6 @@ Streamlit), so a rerun that changes neither (a threshold move) reuses pycocotool
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from core.evaluate import (
     prf_at,
     with_images,
 )
+from core.images import content_id
 from core.matching import latest_run
 
 GT_KEY = "detlens_gt"  # session: {"digest", "name", "source", "data"} of the ground truth in use
@@ -52,11 +52,6 @@ FRONTIER_COLUMNS: tuple[str, ...] = ("label", "model", "weights", "device", "pre
 
 
 # --- the session's ground truth ----------------------------------------------------------------------------------------
-
-
-def digest(data: bytes) -> str:
-    """The content hash a ground truth is known by (sha256, first 16 hex digits)."""
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -84,7 +79,7 @@ def session_info() -> dict | None:
 
 def use(data: bytes, name: str, source: str) -> GroundTruth:
     """Validate `data` and make it the session's ground truth; GroundTruthError (one line) leaves none loaded."""
-    key = digest(data)
+    key = content_id(data)  # the same content hash as an image's id
     try:
         gt = ground_truth(key, data, name)
     except GroundTruthError:

@@ -101,7 +101,7 @@ def test_ground_truth_as_results_scores_one():
 
 
 def test_gallery_ground_truth_as_results_scores_one():
-    gt = ev.load_gallery_ground_truth(image_names=gallery_names())
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=gallery_names())
     m = ev.evaluate(gt, ev.gt_boxes(gt).assign(score=1.0, model="m"))
     assert pytest.approx((1.0, 1.0, 1.0), abs=1e-9) == (m.AP, m.AP50, m.AP75)
 
@@ -436,7 +436,7 @@ def test_match_outcomes_without_detections_or_gt():
 
 
 def test_gallery_annotations_validate_against_the_gallery():
-    gt = ev.load_gallery_ground_truth(image_names=gallery_names())
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=gallery_names())
     files = {p.name for p in GALLERY_DIR.glob("*.jpg")}
     assert {im["file_name"] for im in gt.raw["images"]} == files
     for im in gt.raw["images"]:
@@ -453,10 +453,6 @@ def test_gallery_annotations_validate_against_the_gallery():
     assert per_image["camera.jpg"] == ["person"] and per_image["rocket.jpg"] == []
 
 
-def test_gallery_annotations_file_is_the_default():
-    assert ev.load_gallery_ground_truth().source == GALLERY_ANNOTATIONS.name
-
-
 # --- command line ---------------------------------------------------------------------------------------------------
 
 
@@ -469,7 +465,7 @@ def run_cli(argv: list[str]) -> int:
 
 @pytest.fixture
 def gallery_results(tmp_path):
-    gt = ev.load_gallery_ground_truth(image_names=gallery_names())
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=gallery_names())
     results = ev.detections_to_results(ev.gt_boxes(gt).assign(score=1.0), gt.image_id_map)
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
@@ -521,7 +517,7 @@ def test_cli_run_from_a_store(tmp_path, capsys):
     from core.store import Store
 
     names = gallery_names()
-    gt = ev.load_gallery_ground_truth(image_names=names)
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=names)
     boxes = ev.gt_boxes(gt)
     store = Store(tmp_path / "runs")
     store.start_run(RunInfo("r1", "2026-01-01T00:00:00+00:00", {"models": ["m"]}))

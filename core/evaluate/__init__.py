@@ -37,7 +37,6 @@ from core.evaluate.groundtruth import (
     gt_boxes,
     image_names_from,
     image_sizes_from,
-    load_gallery_ground_truth,
     load_ground_truth,
     map_categories,
     with_images,
@@ -58,13 +57,13 @@ from core.evaluate.outcomes import (
     match_outcomes,
     prf_at,
 )
-from core.evaluate.validate import GroundTruthError, ResultsError, _fmt_ids, load_results
+from core.evaluate.validate import GroundTruthError, ResultsError, load_results
 
 __all__ = [
     "CROWD", "DUPLICATE", "EVAL_IOU", "EVAL_MAX_DETS", "EXIT_OK", "EXIT_USAGE", "FN", "FP", "GT_BOX_COLUMNS",
     "IGNORED", "JSON_KEYS", "LOW_IOU", "METRIC_KEYS", "MISSED", "NAME_ALIASES", "OUTCOME_COLUMNS", "OUTCOME_DTYPES",
-    "PRF", "TP", "WRONG_CLASS", "GroundTruth", "GroundTruthError", "Metrics", "ResultsError", "_fmt_ids", "add_cli",
+    "PRF", "TP", "WRONG_CLASS", "GroundTruth", "GroundTruthError", "Metrics", "ResultsError", "add_cli",
     "default_categories", "detections_to_results", "evaluate", "evaluate_results_file", "evaluator_version",
-    "gt_boxes", "image_names_from", "image_sizes_from", "load_gallery_ground_truth", "load_ground_truth",
+    "gt_boxes", "image_names_from", "image_sizes_from", "load_ground_truth",
     "load_results", "main_evaluate", "map_categories", "match_outcomes", "pr_curve", "prf_at", "with_images",
 ]  # fmt: skip

@@ -21,7 +21,8 @@ import pandas as pd
 
 from core.config import EVAL_IOU, EVAL_MAX_DETS
 from core.evaluate.groundtruth import GroundTruth, _one_model, load_ground_truth
-from core.evaluate.validate import GroundTruthError, _fmt_ids, load_results
+from core.evaluate.validate import GroundTruthError, load_results
+from core.text import fmt_ids
 
 METRIC_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 JSON_KEYS: tuple[str, ...] = (*METRIC_KEYS, "per_class", "evaluator", "maxDets", "score_floor")
@@ -209,7 +210,7 @@ def evaluate(
     if not gt.image_id_map:
         raise GroundTruthError(
             "none of the images matches a ground-truth file name"
-            + (f" (ground truth has {_fmt_ids(gt.unmatched_gt_images)})" if gt.unmatched_gt_images else "")
+            + (f" (ground truth has {fmt_ids(gt.unmatched_gt_images)})" if gt.unmatched_gt_images else "")
         )
     dets, _ = _one_model(detections, model)
     dets = dets[dets["score"] >= score_floor]

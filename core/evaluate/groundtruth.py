@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
 from typing import Any
 
 import pandas as pd
 
-from core.config import GALLERY_ANNOTATIONS, GT_BOX_TOLERANCE_PX, GT_MAX_BYTES, HEADLINE_MODELS
-from core.evaluate.validate import GroundTruthError, _fmt_ids, _norm, _read_json, _validate
+from core.config import GT_BOX_TOLERANCE_PX, GT_MAX_BYTES, HEADLINE_MODELS
+from core.evaluate.validate import GroundTruthError, _norm, _read_json, _validate
+from core.text import basename, fmt_ids
 
 GT_BOX_COLUMNS: tuple[str, ...] = ("image_id", "gt_id", "label_id", "label", "iscrowd", "x1", "y1", "x2", "y2")
 
@@ -108,14 +108,10 @@ def map_categories(
         ids = [gid for gid, label in mapping.items() if label == clash[0]]
         names = {c["id"]: c["name"] for c in gt_categories}
         raise GroundTruthError(
-            f"categories {_fmt_ids(f'{i} ({names[i]!r})' for i in ids)} all map to model label {clash[0]} "
+            f"categories {fmt_ids(f'{i} ({names[i]!r})' for i in ids)} all map to model label {clash[0]} "
             f"({model_categories[clash[0]]!r}); keep one"
         )
     return mapping, unmapped
-
-
-def _basename(name: str) -> str:
-    return PurePosixPath(name.replace("\\", "/")).name
 
 
 def load_ground_truth(
@@ -180,12 +176,12 @@ def _match_images(gt: GroundTruth, image_names: Mapping[str, str], image_sizes: 
     exact = {im["file_name"]: im for im in gt.raw["images"]}
     by_base: dict[str, list[dict]] = {}
     for im in gt.raw["images"]:
-        by_base.setdefault(_basename(im["file_name"]), []).append(im)
+        by_base.setdefault(basename(im["file_name"]), []).append(im)
     used: set[int] = set()
     for image_id, fname in image_names.items():
         im = exact.get(fname)
         if im is None:
-            candidates = by_base.get(_basename(str(fname)), [])
+            candidates = by_base.get(basename(str(fname)), [])
             im = candidates[0] if len(candidates) == 1 else None
         if im is None or im["id"] in used:
             gt.unmatched_images.append(image_id)
@@ -197,11 +193,6 @@ def _match_images(gt: GroundTruth, image_names: Mapping[str, str], image_sizes: 
         gt.image_id_map[image_id] = im["id"]
         used.add(im["id"])
     gt.unmatched_gt_images = [im["file_name"] for im in gt.raw["images"] if im["id"] not in used]
-
-
-def load_gallery_ground_truth(**kwargs: Any) -> GroundTruth:
-    """The bundled hand-drawn boxes of the gallery photos (gallery/annotations.json)."""
-    return load_ground_truth(GALLERY_ANNOTATIONS, **kwargs)
 
 
 def image_names_from(inferences: pd.DataFrame, model: str | None = None) -> dict[str, str]:

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import RESULTS_MAX_BYTES
-
-_MAX_IDS_SHOWN = 5
+from core.text import fmt_ids, megabytes
 
 
 class GroundTruthError(ValueError):
@@ -24,17 +23,6 @@ class GroundTruthError(ValueError):
 
 class ResultsError(ValueError):
     """A COCO results file that cannot be used; the message is one line."""
-
-
-def _fmt_ids(ids: Iterable[object]) -> str:
-    ids = list(dict.fromkeys(ids))
-    shown = ", ".join(str(i) for i in ids[:_MAX_IDS_SHOWN])
-    more = len(ids) - _MAX_IDS_SHOWN
-    return f"{shown} (+{more} more)" if more > 0 else shown
-
-
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
 
 
 def _read_json(source: object, max_bytes: int, what: str, error: type[ValueError]) -> tuple[Any, str]:
@@ -50,7 +38,7 @@ def _read_json(source: object, max_bytes: int, what: str, error: type[ValueError
         except OSError as exc:
             raise error(f"{what} file not found or unreadable: {path} ({exc.strerror or exc})") from None
         if size > max_bytes:
-            raise error(f"{what} file {path.name} is too large: {_mb(size)} (limit {_mb(max_bytes)})")
+            raise error(f"{what} file {path.name} is too large: {megabytes(size)} (limit {megabytes(max_bytes)})")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -63,7 +51,7 @@ def _read_json(source: object, max_bytes: int, what: str, error: type[ValueError
     else:
         raise TypeError(f"expected bytes, a path or a file object, not {type(source).__name__}")
     if len(data) > max_bytes:
-        raise error(f"{_called(what, name)} is too large: more than {_mb(max_bytes)} (limit)")
+        raise error(f"{_called(what, name)} is too large: more than {megabytes(max_bytes)} (limit)")
     try:
         return json.loads(data), name
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; RecursionError: deep nesting
@@ -127,10 +115,10 @@ def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
     ]
     if bad:
         raise GroundTruthError(
-            f"images {_fmt_ids(bad)}: each needs an integer id, a file_name and positive width/height"
+            f"images {fmt_ids(bad)}: each needs an integer id, a file_name and positive width/height"
         )
     if dup := _dups(im["id"] for im in images):
-        raise GroundTruthError(f"duplicate image ids: {_fmt_ids(dup)}")
+        raise GroundTruthError(f"duplicate image ids: {fmt_ids(dup)}")
     if not images:
         raise GroundTruthError(f"{_called('ground truth', name)} has no images")
 
@@ -140,11 +128,11 @@ def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
         if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str) and c["name"].strip())
     ]
     if bad:
-        raise GroundTruthError(f"categories {_fmt_ids(bad)}: each needs an integer id and a name")
+        raise GroundTruthError(f"categories {fmt_ids(bad)}: each needs an integer id and a name")
     if dup := _dups(c["id"] for c in cats):
-        raise GroundTruthError(f"duplicate category ids: {_fmt_ids(dup)}")
+        raise GroundTruthError(f"duplicate category ids: {fmt_ids(dup)}")
     if dup := _dups(_norm(c["name"]) for c in cats):
-        raise GroundTruthError(f"duplicate category names: {_fmt_ids(repr(n) for n in dup)}")
+        raise GroundTruthError(f"duplicate category names: {fmt_ids(repr(n) for n in dup)}")
 
     bad = [
         _label(a, i)
@@ -161,28 +149,28 @@ def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
     ]
     if bad:
         raise GroundTruthError(
-            f"annotations {_fmt_ids(bad)}: each needs integer id, image_id and category_id and a bbox of 4 finite "
+            f"annotations {fmt_ids(bad)}: each needs integer id, image_id and category_id and a bbox of 4 finite "
             "numbers [x, y, w, h] (iscrowd 0/1 and area >= 0 when given)"
         )
     if dup := _dups(a["id"] for a in anns):
-        raise GroundTruthError(f"duplicate annotation ids: {_fmt_ids(dup)}")
+        raise GroundTruthError(f"duplicate annotation ids: {fmt_ids(dup)}")
     by_id = {im["id"]: im for im in images}
     unknown = [a for a in anns if a["image_id"] not in by_id]
     if unknown:
         raise GroundTruthError(
-            f"annotations {_fmt_ids(a['id'] for a in unknown)} refer to unknown image ids "
-            f"{_fmt_ids(a['image_id'] for a in unknown)}"
+            f"annotations {fmt_ids(a['id'] for a in unknown)} refer to unknown image ids "
+            f"{fmt_ids(a['image_id'] for a in unknown)}"
         )
     cat_ids = {c["id"] for c in cats}
     unknown = [a for a in anns if a["category_id"] not in cat_ids]
     if unknown:
         raise GroundTruthError(
-            f"annotations {_fmt_ids(a['id'] for a in unknown)} refer to unknown category ids "
-            f"{_fmt_ids(a['category_id'] for a in unknown)}"
+            f"annotations {fmt_ids(a['id'] for a in unknown)} refer to unknown category ids "
+            f"{fmt_ids(a['category_id'] for a in unknown)}"
         )
     flat = [a for a in anns if a["bbox"][2] <= 0 or a["bbox"][3] <= 0]
     if flat:
-        raise GroundTruthError(f"annotations {_fmt_ids(a['id'] for a in flat)} have boxes with no area (w or h <= 0)")
+        raise GroundTruthError(f"annotations {fmt_ids(a['id'] for a in flat)} have boxes with no area (w or h <= 0)")
     outside = []
     for a in anns:
         x, y, w, h = a["bbox"]
@@ -193,7 +181,7 @@ def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
         a = outside[0]
         im = by_id[a["image_id"]]
         raise GroundTruthError(
-            f"annotations {_fmt_ids(o['id'] for o in outside)} have boxes outside their image by more than {tol:g} px "
+            f"annotations {fmt_ids(o['id'] for o in outside)} have boxes outside their image by more than {tol:g} px "
             f"(e.g. annotation {a['id']}: bbox {a['bbox']} in image {im['id']} of {im['width']}x{im['height']})"
         )
 
@@ -244,15 +232,13 @@ def load_results(source: object, gt_image_ids: Iterable[int], *, max_bytes: int 
     ]
     if bad:
         raise ResultsError(
-            f"{_called('results', name)}: entries {_fmt_ids(f'#{i}' for i in bad)} need integer image_id and category_id, "
+            f"{_called('results', name)}: entries {fmt_ids(f'#{i}' for i in bad)} need integer image_id and category_id, "
             "a bbox of 4 finite numbers and a finite score"
         )
     known = set(gt_image_ids)
     unknown = [r["image_id"] for r in doc if r["image_id"] not in known]
     if unknown:
-        raise ResultsError(
-            f"{_called('results', name)} refer to image ids not in the ground truth: {_fmt_ids(unknown)}"
-        )
+        raise ResultsError(f"{_called('results', name)} refer to image ids not in the ground truth: {fmt_ids(unknown)}")
     return [
         {"image_id": r["image_id"], "category_id": r["category_id"], "bbox": [float(v) for v in r["bbox"]],
          "score": float(r["score"])}
