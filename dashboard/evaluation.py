@@ -8,7 +8,7 @@ What is evaluated is a *variant*: one model with one (weights, device, precision
 error (the latest run per image, as elsewhere), matched to the ground truth by file name and size. A model run with two
 precisions gives two variants (two rows, two points on the frontier), each named `model (fp16, cuda)` by what differs.
 Metrics and outcomes are `st.cache_data` entries keyed by the ground truth's hash and the viewed tables (hashed by
-Streamlit), so a rerun that changes neither (a threshold move) reuses pycocotools' work.
+Streamlit), so a rerun that changes neither (a threshold move) reuses COCOeval's work.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ class ModelEval:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def evaluate_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> list:
-    """pycocotools' metrics of every variant in the viewed tables against the ground truth of content hash `key`."""
+    """COCO metrics of every variant in the viewed tables against the ground truth of content hash `key`."""
     gt = ground_truth(key, _data, name)
     out = []
     for v in variants(inferences, detections):

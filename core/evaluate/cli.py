@@ -22,8 +22,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `evaluate` on the `python -m core` sub-command parsers (handler: `main_evaluate`)."""
     p = subparsers.add_parser(
         "evaluate",
-        help="COCO mAP of detections against COCO-format ground truth (pycocotools)",
-        description="COCO box metrics (pycocotools) of a COCO results JSON, or of a stored run, against a COCO "
+        help="COCO mAP of detections against COCO-format ground truth (COCOeval)",
+        description="COCO box metrics (COCOeval: faster-coco-eval, else pycocotools) of a COCO results JSON, or of a stored run, against a COCO "
         "instances JSON. Exit status 2 with a one-line message when a file cannot be used.",
     )
     p.add_argument("--gt", default=str(GALLERY_ANNOTATIONS), help="COCO instances JSON (default: the gallery's)")

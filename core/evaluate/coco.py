@@ -1,4 +1,8 @@
-"""COCO box metrics with pycocotools' own COCOeval: AP, AP50, AP75, APs/m/l, AR1/10/100, AP per class, PR curves.
+"""COCO box metrics with COCOeval: AP, AP50, AP75, APs/m/l, AR1/10/100, AP per class, PR curves.
+
+The COCOeval is faster-coco-eval's when it is installed (its C++ matching and accumulation give pycocotools' figures:
+equal to 1e-12, the last bit of a precision may differ; tests/test_evaluate.py and scripts/bench_eval.py compare them),
+else pycocotools' own; `Metrics.evaluator` names the one that computed the figures.
 
 `evaluate` scores one model's detections (the records schema: pixels, label ids, our content-hash image ids) on the
 images matched in a GroundTruth; `evaluate_results_file` does the same for any COCO results JSON (image and category
@@ -9,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import io
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,11 +37,13 @@ JSON_KEYS: tuple[str, ...] = (*METRIC_KEYS, "per_class", "evaluator", "maxDets",
 # pycocotools prints as it goes; its output is swallowed by swapping sys.stdout, which is process-wide: one evaluation
 # at a time, so that two threads (two dashboard sessions) never restore each other's stdout.
 _COCO_LOCK = threading.Lock()
+FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
+COCOEVAL_ENV = "DETLENS_COCOEVAL"
 
 
 @dataclass
 class Metrics:
-    """pycocotools' COCO box metrics for one model (NaN where there is nothing to measure, e.g. APs without small GT)."""
+    """COCOeval's box metrics for one model (NaN where there is nothing to measure, e.g. APs without small GT)."""
 
     AP: float
     AP50: float
@@ -70,8 +78,19 @@ class Metrics:
         return out
 
 
-def evaluator_version() -> str:
-    return f"pycocotools {importlib.metadata.version('pycocotools')}"
+def evaluator_backend() -> str:
+    """The COCOeval in use: faster-coco-eval (same figures, C++ matching and accumulation) when importable, else
+    pycocotools. Set DETLENS_COCOEVAL=pycocotools to force the reference implementation."""
+    if os.environ.get(COCOEVAL_ENV, "").strip().lower() == PYCOCOTOOLS:
+        return PYCOCOTOOLS
+    return FASTER if importlib.util.find_spec("faster_coco_eval") is not None else PYCOCOTOOLS
+
+
+def evaluator_version(backend: str | None = None) -> str:
+    """'faster-coco-eval 1.8.0' or 'pycocotools 2.0.10': the package that computed the metrics, with its version."""
+    backend = backend or evaluator_backend()
+    dist = "faster-coco-eval" if backend == FASTER else "pycocotools"
+    return f"{dist} {importlib.metadata.version(dist)}"
 
 
 def _json_float(v: float) -> float | None:
@@ -90,25 +109,43 @@ def _check_max_dets(max_dets: Sequence[int]) -> tuple[int, int, int]:
     return md  # type: ignore[return-value]
 
 
-def _coco_api(dataset: dict[str, Any]):
-    from pycocotools.coco import COCO
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """faster-coco-eval's print_function: nothing printed."""
 
-    api = COCO()
+
+def _coco_classes(backend: str) -> tuple[type, type]:
+    """(COCO, COCOeval) of a backend; the same API (faster-coco-eval is a drop-in for pycocotools)."""
+    if backend == FASTER:
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
+
+
+def _coco_api(coco_class: type, dataset: dict[str, Any]):
+    api = coco_class()
     api.dataset = dataset
     api.createIndex()
     return api
 
 
 def _run_cocoeval(
-    gt_dict: dict[str, Any], results: list[dict[str, Any]], img_ids: list[int], max_dets: tuple[int, int, int]
+    gt_dict: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    backend: str | None = None,
 ):
-    """pycocotools' COCOeval (bbox) on dicts; prints swallowed. Results need image_id, category_id, bbox, score.
+    """COCOeval (bbox) on dicts; prints swallowed. Results need image_id, category_id, bbox, score.
 
     The results are indexed the way `COCO.loadRes` does it (area = w*h, id = position + 1, iscrowd 0), without its
     failure on an empty list. Copies go in: COCOeval writes flags into the dicts it is given.
     """
-    from pycocotools.cocoeval import COCOeval
-
+    backend = backend or evaluator_backend()
+    coco_class, eval_class = _coco_classes(backend)
     gt_copy = {
         "images": [dict(im) for im in gt_dict["images"]],
         "annotations": [dict(a) for a in gt_dict["annotations"]],
@@ -127,9 +164,12 @@ def _run_cocoeval(
         for i, r in enumerate(results)
     ]
     with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _coco_api(gt_copy)
-        coco_dt = _coco_api({"images": gt_copy["images"], "categories": gt_copy["categories"], "annotations": dts})
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        coco_gt = _coco_api(coco_class, gt_copy)
+        coco_dt = _coco_api(
+            coco_class, {"images": gt_copy["images"], "categories": gt_copy["categories"], "annotations": dts}
+        )
+        extra = {"print_function": _silent} if backend == FASTER else {}
+        ev = eval_class(coco_gt, coco_dt, iouType="bbox", **extra)
         ev.params.imgIds = sorted(img_ids)
         ev.params.maxDets = list(max_dets)
         ev.evaluate()
@@ -142,7 +182,9 @@ def _run_cocoeval(
     return ev
 
 
-def _metrics_from(ev, gt_dict: dict[str, Any], max_dets, score_floor: float, n_dets: int) -> Metrics:
+def _metrics_from(
+    ev, gt_dict: dict[str, Any], max_dets, score_floor: float, n_dets: int, backend: str | None = None
+) -> Metrics:
     stats = [_nan(v) for v in ev.stats[:9]]
     cat_ids = list(ev.params.catIds)
     names = {c["id"]: c["name"] for c in gt_dict["categories"]}
@@ -157,7 +199,7 @@ def _metrics_from(ev, gt_dict: dict[str, Any], max_dets, score_floor: float, n_d
     return Metrics(
         *stats,
         per_class=per_class,
-        evaluator=evaluator_version(),
+        evaluator=evaluator_version(backend),
         max_dets=max_dets,
         score_floor=float(score_floor),
         iou_thresholds=np.asarray(ev.params.iouThrs, dtype=np.float64),
@@ -215,8 +257,9 @@ def evaluate(
     dets, _ = _one_model(detections, model)
     dets = dets[dets["score"] >= score_floor]
     results = detections_to_results(dets, gt.image_id_map)
-    ev = _run_cocoeval(gt.coco, results, sorted(set(gt.image_id_map.values())), md)
-    return _metrics_from(ev, gt.coco, md, score_floor, len(results))
+    backend = evaluator_backend()
+    ev = _run_cocoeval(gt.coco, results, sorted(set(gt.image_id_map.values())), md, backend)
+    return _metrics_from(ev, gt.coco, md, score_floor, len(results), backend)
 
 
 def evaluate_results_file(
@@ -239,8 +282,9 @@ def evaluate_results_file(
     results = load_results(results_path, (im["id"] for im in gt.raw["images"]))
     results = [r for r in results if r["score"] >= score_floor]
     target = gt.raw if label_ids == "gt" else gt.coco
-    ev = _run_cocoeval(target, results, [im["id"] for im in gt.raw["images"]], md)
-    return _metrics_from(ev, target, md, score_floor, len(results))
+    backend = evaluator_backend()
+    ev = _run_cocoeval(target, results, [im["id"] for im in gt.raw["images"]], md, backend)
+    return _metrics_from(ev, target, md, score_floor, len(results), backend)
 
 
 def pr_curve(metrics: Metrics, class_name: str | None = None, iou: float = EVAL_IOU) -> pd.DataFrame:
