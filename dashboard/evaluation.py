@@ -33,7 +33,9 @@ from core.evaluate import (
     image_names_from,
     image_sizes_from,
     load_ground_truth,
+    match_all,
     match_outcomes,
+    outcomes_at,
     pr_curve,
     prf_at,
     with_images,
@@ -357,21 +359,26 @@ def _empty_outcomes() -> pd.DataFrame:
     return pd.DataFrame(columns=list(OUTCOME_COLUMNS)).astype(OUTCOME_DTYPES)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def outcomes_view(
-    key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float
-) -> dict[str, pd.DataFrame]:
-    """Variant label -> `match_outcomes` rows at `threshold` on its matched images (IoU 0.5)."""
+@st.cache_data(show_spinner=False, max_entries=16)
+def matched_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> dict:
+    """Variant label -> `match_all` rows (every threshold at once) on its matched images (IoU 0.5)."""
     gt = ground_truth(key, _data, name)
     out = {}
     for v in variants(inferences, detections):
         matched = matched_gt(gt, v)
-        out[v.label] = (
-            match_outcomes(matched, v.detections, threshold, model=v.model)
-            if matched.image_id_map
-            else _empty_outcomes()
-        )
+        out[v.label] = match_all(matched, v.detections, model=v.model) if matched.image_id_map else None
     return out
+
+
+def outcomes_view(
+    key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float
+) -> dict[str, pd.DataFrame]:
+    """Variant label -> `match_outcomes` rows at `threshold`: the cached matching, filtered (a threshold move does not
+    match again)."""
+    return {
+        label: _empty_outcomes() if frame is None else outcomes_at(frame, threshold)
+        for label, frame in matched_view(key, _data, name, inferences, detections).items()
+    }
 
 
 def prf_table(outcomes: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -8,7 +8,8 @@
   AR1/10/100, AP per class and the 101-point precision curves; `evaluate_results_file` does the same for any COCO
   results JSON; `pr_curve` reads one curve out.
 - `outcomes`: `match_outcomes` labels each box above a threshold as a true positive, a false positive (with its
-  reason) or a missed ground-truth box, COCO-style, for overlays; `prf_at` turns those into precision, recall and F1.
+  reason) or a missed ground-truth box, COCO-style, for overlays; `match_all` does it for every threshold at once and
+  `outcomes_at` picks one threshold's rows out; `prf_at` turns those into precision, recall and F1.
 - `cli`: `add_cli` registers `python -m core evaluate`.
 
 Only images that have both ground truth and a processed image of ours are evaluated; an image that a model saw and
@@ -54,7 +55,9 @@ from core.evaluate.outcomes import (
     PRF,
     TP,
     WRONG_CLASS,
+    match_all,
     match_outcomes,
+    outcomes_at,
     prf_at,
 )
 from core.evaluate.validate import GroundTruthError, ResultsError, load_results
@@ -65,5 +68,5 @@ __all__ = [
     "PRF", "TP", "WRONG_CLASS", "GroundTruth", "GroundTruthError", "Metrics", "ResultsError", "add_cli",
     "default_categories", "detections_to_results", "evaluate", "evaluate_results_file", "evaluator_version",
     "gt_boxes", "image_names_from", "image_sizes_from", "load_ground_truth",
-    "load_results", "main_evaluate", "map_categories", "match_outcomes", "pr_curve", "prf_at", "with_images",
+    "load_results", "main_evaluate", "map_categories", "match_all", "match_outcomes", "outcomes_at", "pr_curve", "prf_at", "with_images",
 ]  # fmt: skip
