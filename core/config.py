@@ -66,7 +66,7 @@ UNTRAINED_MARK = "untrained weights: not real detections"
 # Cross-model agreement (no ground truth): same-label boxes of two models overlapping at least this much match.
 AGREEMENT_IOU = 0.5
 
-# Ground-truth evaluation (core.evaluate): COCO instances JSON in, pycocotools' COCO metrics out.
+# Ground-truth evaluation (core.evaluate): COCO instances JSON in, COCOeval's COCO metrics out.
 GALLERY_ANNOTATIONS = GALLERY_DIR / "annotations.json"  # hand-drawn COCO boxes for the bundled photos
 GT_MAX_BYTES = 64 * 1024 * 1024  # COCO val2017's instances file is about 25 MB
 RESULTS_MAX_BYTES = 256 * 1024 * 1024  # a COCO results JSON (val2017 at 100 boxes per image is about 50 MB)

@@ -20,17 +20,18 @@ import io
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from core.config import DEFAULT_THRESHOLD
 from core.engine import DetectionResult
-from core.evaluate import GroundTruth, ResultsError, _fmt_ids, default_categories, load_results
+from core.evaluate import GroundTruth, ResultsError, default_categories, load_results
 from core.images import ImageSource, gallery_paths
 from core.records import RunInfo, new_run_id, now_iso
 from core.store import Store
+from core.text import basename, fmt_ids
 
 EXTERNAL = "external"  # weights, device and precision of an imported run
 MODEL_NAME_MAX = 60
@@ -61,10 +62,6 @@ def check_model_name(name: object) -> str:
     return text
 
 
-def _basename(name: str) -> str:
-    return PurePosixPath(str(name).replace("\\", "/")).name
-
-
 def _displayed_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) after EXIF orientation, from the header only; None when Pillow cannot read the bytes."""
     from PIL import Image
@@ -86,14 +83,14 @@ def _pool(images: Mapping[str, ImageSource] | Iterable[ImageSource] | None) -> t
     for source in [*given, *(ImageSource.from_path(p) for p in gallery_paths())]:
         if source.name not in exact:
             exact[source.name] = source
-            by_base.setdefault(_basename(source.name), []).append(source)
+            by_base.setdefault(basename(source.name), []).append(source)
     return exact, by_base
 
 
 def _find(name: str, exact: dict, by_base: dict) -> ImageSource | None:
     if name in exact:
         return exact[name]
-    candidates = {s.image_id or str(s.path) or s.name: s for s in by_base.get(_basename(name), [])}
+    candidates = {s.image_id or str(s.path) or s.name: s for s in by_base.get(basename(name), [])}
     return next(iter(candidates.values())) if len(candidates) == 1 else None
 
 
@@ -106,7 +103,7 @@ def _check_latency(latency_ms: float | Mapping[str, float] | None) -> float | di
     if isinstance(latency_ms, Mapping):
         bad = [k for k, v in latency_ms.items() if not ok(v)]
         if bad:
-            raise ExternalResultsError(f"latency for {_fmt_ids(bad)}: give a finite number of ms >= 0")
+            raise ExternalResultsError(f"latency for {fmt_ids(bad)}: give a finite number of ms >= 0")
         return {str(k): float(v) for k, v in latency_ms.items()}
     if not ok(latency_ms):
         raise ExternalResultsError(f"latency {latency_ms!r}: give a finite number of ms >= 0 (or none)")
@@ -134,7 +131,7 @@ def _label_names(
             out[cid] = (label, name)
     if unknown:
         where = "the ground truth's categories" if label_ids == "gt" else "torchvision's COCO category ids (1-90)"
-        raise ExternalResultsError(f"results use unknown category ids {_fmt_ids(unknown)}: not in {where}")
+        raise ExternalResultsError(f"results use unknown category ids {fmt_ids(unknown)}: not in {where}")
     return out
 
 
@@ -173,7 +170,7 @@ def import_coco_results(
     elif image_names:
         bad = [k for k, v in image_names.items() if not (isinstance(k, int) and isinstance(v, str) and v.strip())]
         if bad:
-            raise ExternalResultsError(f"image_names {_fmt_ids(bad)}: map integer image ids to file names")
+            raise ExternalResultsError(f"image_names {fmt_ids(bad)}: map integer image ids to file names")
         files, expected = dict(image_names), {}
     else:
         raise ExternalResultsError("give the ground truth (its file names) or image_names to find the results' images")
@@ -186,7 +183,7 @@ def import_coco_results(
     flat = [i for i, r in enumerate(results) if r["bbox"][2] <= 0 or r["bbox"][3] <= 0 or r["score"] < 0]
     if flat:
         raise ExternalResultsError(
-            f"results {_fmt_ids(f'#{i}' for i in flat)} have boxes with no area (w or h <= 0) or a negative score"
+            f"results {fmt_ids(f'#{i}' for i in flat)} have boxes with no area (w or h <= 0) or a negative score"
         )
 
     exact, by_base = _pool(images)
@@ -198,7 +195,7 @@ def import_coco_results(
     missing = sorted({files[r["image_id"]] for r in results if r["image_id"] not in found})
     if missing:
         raise ExternalResultsError(
-            f"results refer to images DetLens does not have: {_fmt_ids(missing)} (run them or add them to the gallery)"
+            f"results refer to images DetLens does not have: {fmt_ids(missing)} (run them or add them to the gallery)"
         )
     if not found:
         raise ExternalResultsError("none of the results' images is among the gallery's or the run's images")
@@ -218,9 +215,9 @@ def import_coco_results(
             continue
         seen[image_id] = (source.hashed(), *size)
     if mismatched:
-        raise ExternalResultsError(f"images differ in size from the ground truth: {_fmt_ids(mismatched)}")
+        raise ExternalResultsError(f"images differ in size from the ground truth: {fmt_ids(mismatched)}")
     if unreadable:
-        raise ExternalResultsError(f"images cannot be read: {_fmt_ids(unreadable)}")
+        raise ExternalResultsError(f"images cannot be read: {fmt_ids(unreadable)}")
 
     by_image: dict[int, list[dict]] = {i: [] for i in seen}
     outside = []
@@ -233,7 +230,7 @@ def import_coco_results(
             continue
         by_image[r["image_id"]].append({"box": (x1, y1, x2, y2), "score": r["score"], "cid": r["category_id"]})
     if outside:
-        raise ExternalResultsError(f"results {_fmt_ids(outside)} have boxes outside their image")
+        raise ExternalResultsError(f"results {fmt_ids(outside)} have boxes outside their image")
 
     run_id = run_id or new_run_id()
     created = now_iso()

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import GALLERY_DIR, IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from core.text import megabytes
 
 # Formats Pillow may open but we refuse: EPS is rendered by running Ghostscript, a separate interpreter.
 _REFUSED_FORMATS = frozenset({"EPS"})
@@ -232,15 +233,11 @@ def downscale_for_display(image: Image.Image, max_side: int) -> tuple[Image.Imag
 # --- reading -------------------------------------------------------------------------------------------------------
 
 
-def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
 def _check_bytes(data: bytes, max_bytes: int) -> str:
     if not data:
         return "empty file"
     if len(data) > max_bytes:
-        return f"file is {_mb(len(data))}, above the {_mb(max_bytes)} limit"
+        return f"file is {megabytes(len(data))}, above the {megabytes(max_bytes)} limit"
     return ""
 
 
@@ -259,7 +256,7 @@ def _read_file(path: Path, display: str, max_bytes: int) -> tuple[bytes | None, 
     if not path.is_file():
         return None, f"not a regular file: {display}"
     if st.st_size > max_bytes:
-        return None, f"file is {_mb(st.st_size)}, above the {_mb(max_bytes)} limit"
+        return None, f"file is {megabytes(st.st_size)}, above the {megabytes(max_bytes)} limit"
     try:
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)

@@ -8,12 +8,11 @@ What is evaluated is a *variant*: one model with one (weights, device, precision
 error (the latest run per image, as elsewhere), matched to the ground truth by file name and size. A model run with two
 precisions gives two variants (two rows, two points on the frontier), each named `model (fp16, cuda)` by what differs.
 Metrics and outcomes are `st.cache_data` entries keyed by the ground truth's hash and the viewed tables (hashed by
-Streamlit), so a rerun that changes neither (a threshold move) reuses pycocotools' work.
+Streamlit), so a rerun that changes neither (a threshold move) reuses COCOeval's work.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from core.config import GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
+from core.config import EVAL_IOU, GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
 from core.evaluate import (
     FN,
     FP,
@@ -34,11 +33,19 @@ from core.evaluate import (
     image_names_from,
     image_sizes_from,
     load_ground_truth,
+    match_all,
     match_outcomes,
+    outcomes_at,
+    pr_curve,
     prf_at,
     with_images,
 )
+from core.external import import_coco_results
+from core.images import content_id
 from core.matching import latest_run
+from core.text import fmt_ids
+from dashboard import cache, state
+from dashboard.text import md
 
 GT_KEY = "detlens_gt"  # session: {"digest", "name", "source", "data"} of the ground truth in use
 GALLERY, UPLOAD = "gallery", "upload"
@@ -49,14 +56,30 @@ METRIC_TABLE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 PRF_COLUMNS: tuple[str, ...] = ("model", "TP", "FP", "FN", "precision", "recall", "F1")
 FRONTIER_COLUMNS: tuple[str, ...] = ("label", "model", "weights", "device", "precision", "AP", "median_total_ms")
+ALL_CLASSES = "All classes (mean)"
+GT_UPLOAD_HELP = (
+    "images (id, file_name, width, height), annotations (bbox [x, y, w, h] in pixels) and categories. Images match "
+    "ours by file name; categories map to the models' classes by name."
+)
+IMPORT_NOTE = (
+    "A COCO results JSON from any detector (a YOLO, a served model): a list of image_id (the ground truth's image ids), "
+    "category_id (COCO ids), bbox [x, y, w, h] in pixels and score. It becomes a run in the run store (weights, device "
+    "and precision 'external'); images the results do not mention count as images where the detector found nothing."
+)
+LABEL_ID_CHOICES = {"coco": "COCO's (torchvision label ids)", "gt": "the ground truth's own"}
+PRF_NOTE = (
+    f"Boxes with score ≥ the sidebar threshold, matched one to one to same-class ground-truth boxes at IoU ≥ "
+    f"{EVAL_IOU:.2f} (greedy by score, as COCO). False positives are wrong class, duplicates or low IoU; FN are missed "
+    "ground-truth boxes. The Gallery's 'Ground truth' toggle shows them on each image."
+)
+FRONTIER_NOTE = (
+    "One point per model, weights, device and precision: AP measured above against the median total latency of its "
+    "successfully processed images. The dashed line is the Pareto front (no other point is both faster and more "
+    "accurate). Imported detectors appear only when a latency was given."
+)
 
 
 # --- the session's ground truth ----------------------------------------------------------------------------------------
-
-
-def digest(data: bytes) -> str:
-    """The content hash a ground truth is known by (sha256, first 16 hex digits)."""
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -84,7 +107,7 @@ def session_info() -> dict | None:
 
 def use(data: bytes, name: str, source: str) -> GroundTruth:
     """Validate `data` and make it the session's ground truth; GroundTruthError (one line) leaves none loaded."""
-    key = digest(data)
+    key = content_id(data)  # the same content hash as an image's id
     try:
         gt = ground_truth(key, data, name)
     except GroundTruthError:
@@ -107,6 +130,23 @@ def session_gt() -> GroundTruth | None:
         return ground_truth(info["digest"], info["data"], info.get("name", ""))
     except GroundTruthError:
         return None
+
+
+def gt_summary(gt: GroundTruth) -> list[str]:
+    """Escaped captions: what the ground truth holds, how many categories map to label ids, the unmapped ones."""
+    dropped = f"; {gt.dropped_annotations} boxes of unmapped categories left out" if gt.dropped_annotations else ""
+    out = [
+        f"{md(gt.source or 'ground truth')}: {gt.n_images} images, {gt.n_boxes} boxes, "
+        f"{len(gt.category_map)} of {len(gt.raw['categories'])} categories mapped to model label ids{dropped}."
+    ]
+    if gt.unmapped_categories:
+        out.append("Categories no model class carries: " + md(fmt_ids(gt.unmapped_categories)))
+    return out
+
+
+def own_numbering(gt: GroundTruth) -> bool:
+    """Whether the ground truth's category ids differ from the model label ids (results may then use either)."""
+    return any(k != v for k, v in gt.category_map.items())
 
 
 def category_table(gt: GroundTruth) -> pd.DataFrame:
@@ -213,7 +253,7 @@ class ModelEval:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def evaluate_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> list:
-    """pycocotools' metrics of every variant in the viewed tables against the ground truth of content hash `key`."""
+    """COCO metrics of every variant in the viewed tables against the ground truth of content hash `key`."""
     gt = ground_truth(key, _data, name)
     out = []
     for v in variants(inferences, detections):
@@ -270,6 +310,48 @@ def frontier_points(evals: list[ModelEval]) -> pd.DataFrame:
     )
 
 
+def notes(evals: list[ModelEval]) -> list[str]:
+    """Per variant, as escaped one-line captions: why it was not evaluated, images without GT, size mismatches."""
+    out = []
+    for e in evals:
+        if e.error:
+            out.append(f"{md(e.label)}: not evaluated: {md(e.error)}")
+        if e.unmatched:
+            out.append(f"{md(e.label)}: {len(e.unmatched)} images without ground truth: {md(fmt_ids(e.unmatched))}")
+        if e.size_mismatches:
+            out.append(
+                f"{md(e.label)}: {len(e.size_mismatches)} images whose size differs from the ground truth's (left out): "
+                f"{md(fmt_ids(e.size_mismatches))}"
+            )
+    return out
+
+
+def metrics_note(m: Metrics) -> str:
+    """The caption under the metrics table: evaluator, settings and what the columns mean."""
+    return (
+        f"{md(m.evaluator)} (COCOeval, bbox), maxDets {list(m.max_dets)}, score floor {m.score_floor:g}; AP averaged "
+        "over IoU 0.50:0.95, AP50/AP75 at one IoU; APs/m/l and ARs by object size. Empty: nothing to measure (e.g. no "
+        "small ground-truth boxes). Only images each model processed without error and that match the ground truth "
+        "count."
+    )
+
+
+def measured_classes(evals: list[ModelEval]) -> list[str]:
+    """Class names with an AP (ground truth present) in any evaluated variant, sorted."""
+    return sorted(
+        {c for e in evals if e.metrics is not None for c, ap in e.metrics.per_class.items() if math.isfinite(ap)}
+    )
+
+
+def pr_curves(evals: list[ModelEval], picked: str = ALL_CLASSES) -> dict[str, pd.DataFrame]:
+    """Variant label -> its PR curve at IoU 0.5 for class `picked` (or the mean over classes: ALL_CLASSES)."""
+    return {
+        e.label: pr_curve(e.metrics, None if picked == ALL_CLASSES else picked)
+        for e in evals
+        if e.metrics is not None and (picked == ALL_CLASSES or picked in e.metrics.class_names)
+    }
+
+
 # --- outcomes at a threshold ------------------------------------------------------------------------------------------
 
 
@@ -277,21 +359,26 @@ def _empty_outcomes() -> pd.DataFrame:
     return pd.DataFrame(columns=list(OUTCOME_COLUMNS)).astype(OUTCOME_DTYPES)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def outcomes_view(
-    key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float
-) -> dict[str, pd.DataFrame]:
-    """Variant label -> `match_outcomes` rows at `threshold` on its matched images (IoU 0.5)."""
+@st.cache_data(show_spinner=False, max_entries=16)
+def matched_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> dict:
+    """Variant label -> `match_all` rows (every threshold at once) on its matched images (IoU 0.5)."""
     gt = ground_truth(key, _data, name)
     out = {}
     for v in variants(inferences, detections):
         matched = matched_gt(gt, v)
-        out[v.label] = (
-            match_outcomes(matched, v.detections, threshold, model=v.model)
-            if matched.image_id_map
-            else _empty_outcomes()
-        )
+        out[v.label] = match_all(matched, v.detections, model=v.model) if matched.image_id_map else None
     return out
+
+
+def outcomes_view(
+    key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float
+) -> dict[str, pd.DataFrame]:
+    """Variant label -> `match_outcomes` rows at `threshold`: the cached matching, filtered (a threshold move does not
+    match again)."""
+    return {
+        label: _empty_outcomes() if frame is None else outcomes_at(frame, threshold)
+        for label, frame in matched_view(key, _data, name, inferences, detections).items()
+    }
 
 
 def prf_table(outcomes: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -345,3 +432,67 @@ def gt_errors(
         for image_id in matched.image_id_map:
             totals[image_id] = totals.get(image_id, 0) + int(counts.get(image_id, 0))
     return pd.Series(totals, dtype="float64", name="gt_errors")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def image_outcomes(
+    key: str,
+    _data: bytes,
+    name: str,
+    image_id: str,
+    image_name: str,
+    size: tuple[int, int] | None,
+    detections: pd.DataFrame,
+    models: tuple[str, ...],
+    threshold: float,
+    classes: tuple[str, ...] = (),
+) -> dict[str, pd.DataFrame]:
+    """Model -> `match_outcomes` rows of one image at `threshold` (latest run per model), of `classes` when given.
+
+    For the Gallery's ground-truth overlay: `detections` are the image's rows (any run), cached by their content, the
+    ground truth's hash and the threshold. Empty frames when the image has no ground truth.
+    """
+    matched = for_image(ground_truth(key, _data, name), image_id, image_name, size)
+    shown = latest_run(detections[detections["image_id"] == image_id])
+    out = {}
+    for m in models:
+        frame = match_outcomes(matched, shown, threshold, model=m) if matched is not None else _empty_outcomes()
+        out[m] = frame[frame["label"].isin(list(classes))] if classes else frame
+    return out
+
+
+# --- importing another detector's results -------------------------------------------------------------------------------
+
+
+def import_results(
+    data: bytes, file_name: str, model_name: str, gt: GroundTruth, latency_ms: float | None, label_ids: str
+) -> str:
+    """Import a COCO results file as a run and show it (`adopt_imported`); the message to flash.
+
+    Raises ExternalResultsError or StoreError (one line) and leaves the store as it was.
+    """
+    buf = io.BytesIO(data)
+    buf.name = file_name
+    run_id = import_coco_results(
+        cache.store(),
+        buf,
+        model_name=model_name,
+        gt=gt,
+        images=state.images(),
+        latency_ms=latency_ms,
+        label_ids=label_ids,
+        threshold=state.threshold(),
+    )
+    return adopt_imported(run_id, " ".join(model_name.split()))
+
+
+def adopt_imported(run_id: str, name: str) -> str:
+    """Show an imported run: beside this session's results, or instead of the stored run being viewed; the message."""
+    store = cache.store()
+    if state.viewed_run():
+        state.view_run(run_id)
+        return f"Imported {name} as run {run_id}; now viewing that run."
+    inf, det, info = store.load_run(run_id)
+    state.add_run(info, inf, det)
+    state.add_images(list(store.run_images(run_id).values()))
+    return f"Imported {name} as run {run_id} and added it to this session."

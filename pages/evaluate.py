@@ -2,65 +2,33 @@
 
 from __future__ import annotations
 
-import io
-import math
-
 import streamlit as st
 
 from core.config import UNTRAINED_MARK
-from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError, pr_curve
-from core.external import ExternalResultsError, import_coco_results
+from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
+from core.external import ExternalResultsError
 from core.store import StoreError
-from dashboard import cache, evaluation, figures, state, views
+from dashboard import evaluation, figures, state, views
 from dashboard.pagelist import page
 from dashboard.text import md
 
 SOURCES = {evaluation.GALLERY: "Bundled gallery annotations", evaluation.UPLOAD: "Upload a COCO instances JSON"}
-ALL_CLASSES = "All classes (mean)"
 FLASH_KEY = "eval_flash"
-MAX_NAMES = 5
-
-
-def names_text(names: list[str]) -> str:
-    shown = ", ".join(names[:MAX_NAMES])
-    return shown + (f" (+{len(names) - MAX_NAMES} more)" if len(names) > MAX_NAMES else "")
-
-
-def describe(gt: GroundTruth) -> None:
-    """What the ground truth holds and how its categories map to the models' label ids."""
-    dropped = f"; {gt.dropped_annotations} boxes of unmapped categories left out" if gt.dropped_annotations else ""
-    st.caption(
-        f"{md(gt.source or 'ground truth')}: {gt.n_images} images, {gt.n_boxes} boxes, "
-        f"{len(gt.category_map)} of {len(gt.raw['categories'])} categories mapped to model label ids{dropped}."
-    )
-    if gt.unmapped_categories:
-        st.caption("Categories no model class carries: " + md(names_text(gt.unmapped_categories)))
-    with st.expander("Category mapping (ground-truth name -> model label id)"):
-        st.dataframe(evaluation.category_table(gt), hide_index=True)
+RATES = {k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")}
+METRICS = {k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.METRIC_TABLE_COLUMNS[1:10]}
 
 
 def ground_truth_ui() -> GroundTruth | None:
     """Pick the ground truth (the gallery's by default), validate it, keep it in the session; None when there is none."""
     current = evaluation.session_info()
     uploaded_before = current is not None and current.get("source") == evaluation.UPLOAD
-    choice = st.radio(
-        "Ground truth",
-        list(SOURCES),
-        format_func=SOURCES.get,
-        index=1 if uploaded_before else 0,
-        horizontal=True,
-        key="eval_gt_source",
-    )
+    choice = st.radio("Ground truth", list(SOURCES), format_func=SOURCES.get, index=1 if uploaded_before else 0,
+                      horizontal=True, key="eval_gt_source")  # fmt: skip
     if choice == evaluation.GALLERY:
         data, name = evaluation.gallery_bytes(), evaluation.GALLERY_NAME
     else:
-        upload = st.file_uploader(
-            "COCO instances JSON",
-            type=["json"],
-            key="eval_gt_upload",
-            help="images (id, file_name, width, height), annotations (bbox [x, y, w, h] in pixels) and categories. "
-            "Images match ours by file name; categories map to the models' classes by name.",
-        )
+        upload = st.file_uploader("COCO instances JSON", type=["json"], key="eval_gt_upload",
+                                  help=evaluation.GT_UPLOAD_HELP)  # fmt: skip
         if upload is not None:
             data, name = upload.getvalue(), upload.name
         elif uploaded_before:
@@ -75,34 +43,17 @@ def ground_truth_ui() -> GroundTruth | None:
     except GroundTruthError as exc:
         st.error(f"Ground truth not usable: {md(exc)}")
         return None
-    describe(gt)
+    for line in evaluation.gt_summary(gt):
+        st.caption(line)
+    with st.expander("Category mapping (ground-truth name -> model label id)"):
+        st.dataframe(evaluation.category_table(gt), hide_index=True)
     return gt
-
-
-def imported(run_id: str, name: str) -> None:
-    """Show the imported run: beside this session's results, or instead of the stored run being viewed."""
-    store = cache.store()
-    if state.viewed_run():
-        state.view_run(run_id)
-        message = f"Imported {name} as run {run_id}; now viewing that run."
-    else:
-        inf, det, info = store.load_run(run_id)
-        state.add_run(info, inf, det)
-        state.add_images(list(store.run_images(run_id).values()))
-        message = f"Imported {name} as run {run_id} and added it to this session."
-    st.session_state[FLASH_KEY] = message
-    st.rerun()
 
 
 def import_ui(gt: GroundTruth | None) -> None:
     """Another detector's COCO results JSON into the run store, with an optional median latency."""
     with st.expander("Add another detector's COCO results"):
-        st.caption(
-            "A COCO results JSON from any detector (a YOLO, a served model): a list of image_id (the ground truth's "
-            "image ids), category_id (COCO ids), bbox [x, y, w, h] in pixels and score. It becomes a run in the run "
-            "store (weights, device and precision 'external'); images the results do not mention count as images "
-            "where the detector found nothing."
-        )
+        st.caption(evaluation.IMPORT_NOTE)
         if gt is None:
             st.info("Load a ground truth first: its file names tell which images the results' ids are.")
             return
@@ -112,47 +63,18 @@ def import_ui(gt: GroundTruth | None) -> None:
             "Median latency per image, ms (optional)", min_value=0.0, value=None, key="eval_ext_latency"
         )
         label_ids = "coco"
-        if any(k != v for k, v in gt.category_map.items()):
-            label_ids = st.radio(
-                "Category ids in the results",
-                ["coco", "gt"],
-                format_func={"coco": "COCO's (torchvision label ids)", "gt": "the ground truth's own"}.get,
-                horizontal=True,
-                key="eval_ext_ids",
-            )
+        if evaluation.own_numbering(gt):
+            label_ids = st.radio("Category ids in the results", list(evaluation.LABEL_ID_CHOICES),
+                                 format_func=evaluation.LABEL_ID_CHOICES.get, horizontal=True, key="eval_ext_ids")  # fmt: skip
         upload = st.file_uploader("COCO results JSON", type=["json"], key="eval_ext_file")
         if st.button("Import", key="eval_ext_go", disabled=upload is None):
-            data = io.BytesIO(upload.getvalue())
-            data.name = upload.name
             try:
-                run_id = import_coco_results(
-                    cache.store(),
-                    data,
-                    model_name=name,
-                    gt=gt,
-                    images=state.images(),
-                    latency_ms=latency,
-                    label_ids=label_ids,
-                    threshold=state.threshold(),
-                )
+                message = evaluation.import_results(upload.getvalue(), upload.name, name, gt, latency, label_ids)
             except (ExternalResultsError, StoreError) as exc:
                 st.error(f"Not imported: {md(exc)}")
             else:
-                imported(run_id, " ".join(name.split()))
-
-
-def notes(evals: list[evaluation.ModelEval]) -> None:
-    """Per model: why it was not evaluated, its images without ground truth, its size mismatches."""
-    for e in evals:
-        if e.error:
-            st.caption(f"{md(e.label)}: not evaluated: {md(e.error)}")
-        if e.unmatched:
-            st.caption(f"{md(e.label)}: {len(e.unmatched)} images without ground truth: {md(names_text(e.unmatched))}")
-        if e.size_mismatches:
-            st.caption(
-                f"{md(e.label)}: {len(e.size_mismatches)} images whose size differs from the ground truth's (left out): "
-                f"{md(names_text(e.size_mismatches))}"
-            )
+                st.session_state[FLASH_KEY] = message
+                st.rerun()
 
 
 state.init()
@@ -184,58 +106,29 @@ st.subheader("COCO metrics")
 table = evaluation.metrics_table(evals)
 if table.empty:
     st.warning("No model could be evaluated: none of its processed images matches the ground truth by name and size.")
-    notes(evals)
+else:
+    st.dataframe(table, hide_index=True, column_config=METRICS)
+    st.caption(evaluation.metrics_note(evaluated[0].metrics))
+for line in evaluation.notes(evals):
+    st.caption(line)
+if table.empty:
     st.stop()
-st.dataframe(
-    table,
-    hide_index=True,
-    column_config={k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.METRIC_TABLE_COLUMNS[1:10]},
-)
-first = evaluated[0].metrics
-st.caption(
-    f"{md(first.evaluator)} (COCOeval, bbox), maxDets {list(first.max_dets)}, score floor {first.score_floor:g}; "
-    "AP averaged over IoU 0.50:0.95, AP50/AP75 at one IoU; APs/m/l and ARs by object size. Empty: nothing to measure "
-    "(e.g. no small ground-truth boxes). Only images each model processed without error and that match the ground "
-    "truth count."
-)
-notes(evals)
 
 st.subheader("Precision-recall and AP per class")
-classes = sorted({c for e in evaluated for c, ap in e.metrics.per_class.items() if math.isfinite(ap)})
-picked = st.selectbox("Class", [ALL_CLASSES, *classes], key="eval_pr_class")
-curves = {
-    e.label: pr_curve(e.metrics, None if picked == ALL_CLASSES else picked)
-    for e in evaluated
-    if picked == ALL_CLASSES or picked in e.metrics.class_names
-}
+picked = st.selectbox("Class", [evaluation.ALL_CLASSES, *evaluation.measured_classes(evals)], key="eval_pr_class")
 c1, c2 = st.columns(2)
-c1.plotly_chart(
-    figures.pr_curves(curves, title=f"Precision-recall at IoU {EVAL_IOU:.2f}: {picked}", untrained=untrained_labels),
-    key="eval_pr",
-)
-c2.plotly_chart(
-    figures.per_class_ap({e.label: e.metrics.per_class for e in evaluated}, untrained=untrained_labels),
-    key="eval_per_class",
-)
+pr_title = f"Precision-recall at IoU {EVAL_IOU:.2f}: {picked}"
+c1.plotly_chart(figures.pr_curves(evaluation.pr_curves(evals, picked), title=pr_title, untrained=untrained_labels),
+                key="eval_pr")  # fmt: skip
+c2.plotly_chart(figures.per_class_ap({e.label: e.metrics.per_class for e in evaluated}, untrained=untrained_labels),
+                key="eval_per_class")  # fmt: skip
 
 st.subheader(f"At the threshold (score ≥ {threshold:.2f})")
 outcomes = evaluation.outcomes_view(key, data, gt_name, inf, det, threshold)
 prf = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
-st.dataframe(
-    prf,
-    hide_index=True,
-    column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")},
-)
-st.caption(
-    f"Boxes with score ≥ the sidebar threshold, matched one to one to same-class ground-truth boxes at IoU ≥ "
-    f"{EVAL_IOU:.2f} (greedy by score, as COCO). False positives are wrong class, duplicates or low IoU; FN are missed "
-    "ground-truth boxes. The Gallery's 'Ground truth' toggle shows them on each image."
-)
+st.dataframe(prf, hide_index=True, column_config=RATES)
+st.caption(evaluation.PRF_NOTE)
 
 st.subheader("Accuracy against speed")
 st.plotly_chart(figures.frontier(evaluation.frontier_points(evals), untrained=untrained_labels), key="eval_frontier")
-st.caption(
-    "One point per model, weights, device and precision: AP measured above against the median total latency of its "
-    "successfully processed images. The dashed line is the Pareto front (no other point is both faster and more "
-    "accurate). Imported detectors appear only when a latency was given."
-)
+st.caption(evaluation.FRONTIER_NOTE)

@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
-from core.evaluate import FN, FP, TP, match_outcomes
 from core.store import REVIEW_COLUMNS, StoreError
 from dashboard import cache, evaluation, figures, state, views, widgets
 from dashboard.text import md
@@ -168,14 +167,14 @@ show_gt = image_gt is not None and st.toggle(
 if image is None or not image.ok:
     st.info(f"The image itself is not available for display: {md(image.error) if image else 'not in this session'}.")
 elif show_gt:
-    shown = views.visible(det[det["image_id"] == picked_id], 0.0)  # latest run per model; the threshold comes next
-    outcomes = {m: match_outcomes(image_gt, shown, threshold, model=m) for m in models}
-    if classes:
-        outcomes = {m: o[o["label"].isin(classes)] for m, o in outcomes.items()}
+    gt_info = evaluation.session_info()
+    outcomes = evaluation.image_outcomes(
+        gt_info["digest"], gt_info["data"], gt_info["name"], picked_id, names[picked_id], size,
+        det[det["image_id"] == picked_id], tuple(models), threshold, tuple(classes),
+    )  # fmt: skip
     counts_text = "; ".join(
-        f"{md(m)}: {(o['outcome'] == TP).sum()} true positives, {(o['outcome'] == FP).sum()} false positives, "
-        f"{(o['outcome'] == FN).sum()} missed"
-        for m, o in outcomes.items()
+        f"{md(r.model)}: {r.TP} true positives, {r.FP} false positives, {r.FN} missed"
+        for r in evaluation.prf_table(outcomes).itertuples(index=False)
     )
     st.caption(f"Against {md(image_gt.source or 'the ground truth')} at score ≥ {threshold:.2f}: {counts_text}.")
     fig = figures.outcome_overlay_grid(image.image, outcomes, models, untrained_models=untrained)

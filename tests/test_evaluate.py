@@ -101,7 +101,7 @@ def test_ground_truth_as_results_scores_one():
 
 
 def test_gallery_ground_truth_as_results_scores_one():
-    gt = ev.load_gallery_ground_truth(image_names=gallery_names())
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=gallery_names())
     m = ev.evaluate(gt, ev.gt_boxes(gt).assign(score=1.0, model="m"))
     assert pytest.approx((1.0, 1.0, 1.0), abs=1e-9) == (m.AP, m.AP50, m.AP75)
 
@@ -142,9 +142,9 @@ def test_known_average_precision(boxes, detections, expected):
         assert math.isnan(got) if math.isnan(value) else got == pytest.approx(value, abs=1e-6), (key, got)
 
 
-def _random_case(seed: int) -> tuple[dict, list[dict]]:
+def _random_case(seed: int, n_images: int = 4) -> tuple[dict, list[dict]]:
     rng = np.random.default_rng(seed)
-    images = [(f"img{i}.jpg", int(rng.integers(80, 400)), int(rng.integers(80, 400))) for i in range(4)]
+    images = [(f"img{i}.jpg", int(rng.integers(80, 400)), int(rng.integers(80, 400))) for i in range(n_images)]
     cats = (1, 3, 17, 47)
     boxes, results = [], []
     for i, (_, w, h) in enumerate(images):
@@ -183,6 +183,79 @@ def test_agrees_with_pycocotools_called_directly(seed):
     gt_bytes, res_bytes = json.dumps(doc).encode(), json.dumps(results).encode()
     again = ev.evaluate_results_file(gt_bytes, res_bytes)
     assert again.to_json() == got.to_json()
+
+
+def _gallery_case(seed: int) -> tuple[dict, list[dict]]:
+    """The bundled ground truth and jittered copies of its boxes (some of another class), plus false positives."""
+    rng = np.random.default_rng(seed)
+    doc = json.loads(GALLERY_ANNOTATIONS.read_text())
+    cats = [c["id"] for c in doc["categories"]]
+    sizes = {im["id"]: (im["width"], im["height"]) for im in doc["images"]}
+    results = []
+    for a in doc["annotations"]:
+        x, y, w, h = a["bbox"]
+        for _ in range(int(rng.integers(0, 4))):
+            jitter = rng.normal(0, 0.1, 4) * [w, h, w, h]
+            c = a["category_id"] if rng.random() < 0.8 else int(rng.choice(cats))
+            box = [x + jitter[0], y + jitter[1], max(w + jitter[2], 1), max(h + jitter[3], 1)]
+            results.append({"image_id": a["image_id"], "category_id": c, "bbox": [float(v) for v in box],
+                            "score": float(np.round(rng.random(), 2))})  # fmt: skip
+    for image_id, (w, h) in sizes.items():
+        for _ in range(3):
+            results.append({"image_id": image_id, "category_id": int(rng.choice(cats)),
+                            "bbox": [float(rng.uniform(0, w / 2)), float(rng.uniform(0, h / 2)), w / 4, h / 4],
+                            "score": float(rng.random())})  # fmt: skip
+    return doc, results
+
+
+def _figures(m: ev.Metrics) -> dict[str, np.ndarray]:
+    out = {k: np.asarray(getattr(m, k), np.float64) for k in (*ev.METRIC_KEYS, "precision", "scores")}
+    return out | {f"AP[{c}]": np.asarray(v, np.float64) for c, v in m.per_class.items()}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [lambda: _gallery_case(0), lambda: _gallery_case(1), lambda: _random_case(0, 150), lambda: _random_case(7, 150)],
+    ids=["gallery-0", "gallery-1", "random-150-0", "random-150-7"],
+)
+def test_faster_coco_eval_gives_pycocotools_figures(case):
+    """Every summary figure, every per-class AP and the precision/score arrays agree to 1e-12 (pycocotools divides
+    by tp + fp + eps, faster-coco-eval's C++ in another order: the last bit of a precision may differ)."""
+    pytest.importorskip("faster_coco_eval")
+    from core.evaluate import coco
+
+    doc, results = case()
+    gt = ev.load_ground_truth(json.dumps(doc).encode())
+    ids = [im["id"] for im in gt.raw["images"]]
+    got = {}
+    for backend in (coco.PYCOCOTOOLS, coco.FASTER):
+        e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
+        got[backend] = _figures(coco._metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+    reference, faster = got[coco.PYCOCOTOOLS], got[coco.FASTER]
+    assert reference.keys() == faster.keys()
+    assert np.isfinite(reference["AP"]) and reference["AP"] > 0.05, "a case with something to measure"
+    for key, want in reference.items():
+        np.testing.assert_allclose(faster[key], want, rtol=0, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("installed", "env", "expected"),
+    [(True, "", "faster-coco-eval"), (False, "", "pycocotools"), (True, "pycocotools", "pycocotools")],
+)
+def test_evaluator_falls_back_to_pycocotools_and_says_which(monkeypatch, installed, env, expected):
+    from core.evaluate import coco
+
+    if installed:
+        pytest.importorskip("faster_coco_eval")
+    else:
+        real = coco.importlib.util.find_spec
+        monkeypatch.setattr(
+            coco.importlib.util, "find_spec", lambda n, *a: None if n == "faster_coco_eval" else real(n, *a)
+        )
+    monkeypatch.setenv(coco.COCOEVAL_ENV, env)
+    m = ev.evaluate(load(gt_doc(ONE_GT)), dets((0, 17, 0.9, [0, 0, 100, 100]), (0, 17, 0.5, [50, 50, 100, 100])))
+    assert m.evaluator.startswith(expected + " ") and m.evaluator == ev.evaluator_version()
+    assert pytest.approx((1.0, 1.0)) == (m.AP, m.AP50)
 
 
 def test_ap_is_the_mean_of_the_per_class_ap():
@@ -241,7 +314,7 @@ def test_to_json_has_exactly_the_keys_and_is_strict_json():
     m = ev.evaluate(load(gt_doc(ONE_GT)), dets((0, 17, 0.9, [0, 0, 100, 100])))
     out = m.to_json()
     assert tuple(out) == ev.JSON_KEYS
-    assert out["evaluator"] == "pycocotools " + __import__("importlib.metadata").metadata.version("pycocotools")
+    assert out["evaluator"] == ev.evaluator_version()
     assert out["APm"] is None and out["per_class"]["dog"] is None  # NaN -> null
     json.dumps(out, allow_nan=False)
 
@@ -436,7 +509,7 @@ def test_match_outcomes_without_detections_or_gt():
 
 
 def test_gallery_annotations_validate_against_the_gallery():
-    gt = ev.load_gallery_ground_truth(image_names=gallery_names())
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=gallery_names())
     files = {p.name for p in GALLERY_DIR.glob("*.jpg")}
     assert {im["file_name"] for im in gt.raw["images"]} == files
     for im in gt.raw["images"]:
@@ -453,10 +526,6 @@ def test_gallery_annotations_validate_against_the_gallery():
     assert per_image["camera.jpg"] == ["person"] and per_image["rocket.jpg"] == []
 
 
-def test_gallery_annotations_file_is_the_default():
-    assert ev.load_gallery_ground_truth().source == GALLERY_ANNOTATIONS.name
-
-
 # --- command line ---------------------------------------------------------------------------------------------------
 
 
@@ -469,7 +538,7 @@ def run_cli(argv: list[str]) -> int:
 
 @pytest.fixture
 def gallery_results(tmp_path):
-    gt = ev.load_gallery_ground_truth(image_names=gallery_names())
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=gallery_names())
     results = ev.detections_to_results(ev.gt_boxes(gt).assign(score=1.0), gt.image_id_map)
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
@@ -487,7 +556,7 @@ def test_cli_json_has_exactly_the_required_keys(gallery_results, capsys):
 def test_cli_table(gallery_results, capsys):
     assert run_cli(["evaluate", "--results", str(gallery_results)]) == 0  # --gt defaults to the gallery's
     out = capsys.readouterr().out
-    assert "AP50" in out and "results.json" in out and "pycocotools" in out and "cat 1.000" in out
+    assert "AP50" in out and "results.json" in out and ev.evaluator_version() in out and "cat 1.000" in out
 
 
 @pytest.mark.parametrize(
@@ -521,7 +590,7 @@ def test_cli_run_from_a_store(tmp_path, capsys):
     from core.store import Store
 
     names = gallery_names()
-    gt = ev.load_gallery_ground_truth(image_names=names)
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=names)
     boxes = ev.gt_boxes(gt)
     store = Store(tmp_path / "runs")
     store.start_run(RunInfo("r1", "2026-01-01T00:00:00+00:00", {"models": ["m"]}))

@@ -8,6 +8,7 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
+from core.text import basename, fmt_ids, megabytes
 from dashboard.figures import plain
 from dashboard.text import md
 
@@ -46,3 +47,32 @@ def test_md_keeps_one_line():
 @pytest.mark.parametrize("name", HOSTILE)
 def test_plotly_text_is_html_escaped(name):
     assert "<" not in plain(name) and html.unescape(plain(name)) == name
+
+
+# --- core.text: the one-line message helpers core shares ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        ([3, 4, 7], "3, 4, 7"),
+        ([1, 1, 2], "1, 2"),  # repeats shown once, first-seen order
+        (range(1, 8), "1, 2, 3, 4, 5 (+2 more)"),
+        ([], ""),
+    ],
+)
+def test_fmt_ids(ids, expected):
+    assert fmt_ids(ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("a/b/c.jpg", "c.jpg"), ("a\\b\\c.jpg", "c.jpg"), ("C:\\x/y\\z.png", "z.png"), ("c.jpg", "c.jpg")],
+)
+def test_basename_takes_either_separator(name, expected):
+    assert basename(name) == expected
+
+
+@pytest.mark.parametrize(("n", "expected"), [(0, "0.0 MB"), (1536 * 1024, "1.5 MB"), (200 * 1024 * 1024, "200.0 MB")])
+def test_megabytes(n, expected):
+    assert megabytes(n) == expected
