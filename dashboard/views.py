@@ -83,9 +83,11 @@ def counts_for_image(
 
 
 def untrained_models(inf: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
-    """Models (among `models`) whose rows come from untrained weights."""
-    rows = inf[inf["weights"] == WEIGHTS_UNTRAINED]
-    names = list(dict.fromkeys(rows["model"]))
+    """Models (among `models`, if given) with any row run on untrained weights, in order of first appearance."""
+    if inf.empty or "weights" not in inf:
+        return []
+    rows = inf[inf["weights"].fillna("") == WEIGHTS_UNTRAINED]
+    names = [str(m) for m in dict.fromkeys(rows["model"].dropna())]
     return [m for m in names if models is None or m in models]
 
 
