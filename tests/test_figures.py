@@ -20,9 +20,11 @@ from core.config import (
     UNTRAINED_MARK,
 )
 from core.matching import compare_models
+from core.models import short_name
 from dashboard import figures as F
 
 A, B = "fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"
+SA, SB = short_name(A), short_name(B)  # what legends show (the full name is in the hover)
 
 
 # --- factories -----------------------------------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def test_latency_breakdown_stacks_median_stages():
 def test_score_histograms_threshold_line(threshold):
     _, dets = session()
     fig = F.score_histograms(dets, threshold)
-    assert [t.name for t in fig.data] == [A, B]
+    assert [t.name for t in fig.data] == [SA, SB]
     assert sorted(fig.data[1].x) == pytest.approx([0.4, 0.55, 0.8])
     lines = [s for s in fig.layout.shapes if s.type == "line"]
     assert len(lines) == 1
@@ -259,13 +261,13 @@ def test_speed_vs_count_points(threshold, counts_a, counts_b):
     infs, dets = session()
     fig = F.speed_vs_count(infs, dets, threshold)
     by_model = {t.name: t for t in fig.data}
-    assert list(by_model) == [A, B]
-    assert list(by_model[A].x) == counts_a
-    assert list(by_model[A].y) == [900, 1000, 1300]
-    assert list(by_model[B].x) == counts_b  # i3 failed for B: no point
-    assert [row[0] for row in by_model[A].customdata] == ["i1", "i2", "i3"]
-    assert [row[1] for row in by_model[A].customdata] == ["i1.jpg", "i2.jpg", "i3.jpg"]
-    assert "customdata[1]" in by_model[A].hovertemplate
+    assert list(by_model) == [SA, SB]
+    assert list(by_model[SA].x) == counts_a
+    assert list(by_model[SA].y) == [900, 1000, 1300]
+    assert list(by_model[SB].x) == counts_b  # i3 failed for B: no point
+    assert [row[0] for row in by_model[SA].customdata] == ["i1", "i2", "i3"]
+    assert [row[1] for row in by_model[SA].customdata] == ["i1.jpg", "i2.jpg", "i3.jpg"]
+    assert "customdata[1]" in by_model[SA].hovertemplate
 
 
 def test_class_counts_grouped_per_model():
@@ -273,7 +275,7 @@ def test_class_counts_grouped_per_model():
     fig = F.class_counts(dets, 0.5)
     assert fig.layout.barmode == "group"
     by_model = {t.name: dict(zip(t.x, t.y)) for t in fig.data}
-    assert by_model == {A: {"cat": 2, "dog": 1}, B: {"cat": 2, "dog": 0}}
+    assert by_model == {SA: {"cat": 2, "dog": 1}, SB: {"cat": 2, "dog": 0}}
     assert list(fig.data[0].x) == ["cat", "dog"]  # by decreasing total
 
 
@@ -281,13 +283,13 @@ def test_count_vs_threshold_divides_by_successful_images():
     infs, dets = session()
     fig = F.count_vs_threshold(dets, infs, threshold=0.5)
     by_model = {t.name: t for t in fig.data}
-    assert by_model[A].x[0] == 0 and by_model[A].x[-1] == 1
-    at = {t: int(np.argmin(np.abs(np.asarray(by_model[A].x) - t))) for t in (0.0, 0.5, 0.9)}
-    assert by_model[A].y[at[0.0]] == pytest.approx(4 / 3)  # 4 boxes over 3 images
-    assert by_model[A].y[at[0.5]] == pytest.approx(3 / 3)
-    assert by_model[A].y[at[0.9]] == pytest.approx(1 / 3)
-    assert by_model[B].y[at[0.0]] == pytest.approx(3 / 2)  # B's failed image does not count
-    assert by_model[B].y[at[0.5]] == pytest.approx(2 / 2)
+    assert by_model[SA].x[0] == 0 and by_model[SA].x[-1] == 1
+    at = {t: int(np.argmin(np.abs(np.asarray(by_model[SA].x) - t))) for t in (0.0, 0.5, 0.9)}
+    assert by_model[SA].y[at[0.0]] == pytest.approx(4 / 3)  # 4 boxes over 3 images
+    assert by_model[SA].y[at[0.5]] == pytest.approx(3 / 3)
+    assert by_model[SA].y[at[0.9]] == pytest.approx(1 / 3)
+    assert by_model[SB].y[at[0.0]] == pytest.approx(3 / 2)  # B's failed image does not count
+    assert by_model[SB].y[at[0.5]] == pytest.approx(2 / 2)
     assert [s.x0 for s in fig.layout.shapes] == [0.5]
 
 
@@ -297,7 +299,7 @@ def test_agreement_figure_stacks_per_image():
     agreement = compare_models(dets, A, B, threshold=0.5, image_ids=["i1", "i2", "i3"])
     fig = F.agreement_figure(agreement, names={"i1": "cat.jpg"})
     assert fig.layout.barmode == "stack"
-    assert [t.name for t in fig.data] == ["both", f"only {A}", f"only {B}"]
+    assert [t.name for t in fig.data] == ["both", f"only {SA}", f"only {SB}"]
     assert [list(t.y) for t in fig.data] == [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
     assert list(fig.data[0].x) == ["i1", "i2", "i3"]
     assert list(fig.layout.xaxis.ticktext)[0] == "cat.jpg"
@@ -330,10 +332,11 @@ def test_model_card_without_meta_keeps_measured_models():
 def test_accuracy_vs_speed_one_labelled_point_per_model():
     infs, _ = session()
     fig = F.accuracy_vs_speed(F.model_card(infs, meta(A, B)))
-    assert [t.name for t in fig.data] == [A, B]
+    assert [t.name for t in fig.data] == [SA, SB]
     assert (fig.data[0].x[0], fig.data[0].y[0]) == (pytest.approx(1000), 37.0)
     assert (fig.data[1].x[0], fig.data[1].y[0]) == (pytest.approx(35), 21.3)
-    assert fig.data[0].text[0] == "Faster R-CNN ResNet50-FPN"
+    assert fig.data[0].text[0] == SA  # the compact name on the chart; title and full name in the hover
+    assert "Faster R-CNN ResNet50-FPN" in fig.data[0].hovertemplate and A in fig.data[0].hovertemplate
 
 
 # --- untrained mark and empty inputs -------------------------------------------------------------------------------

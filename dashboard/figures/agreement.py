@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from core.matching import Agreement
 from dashboard.figures.common import (
+    display_name,
     empty_figure,
     mark_untrained,
     model_color,
@@ -31,8 +32,8 @@ def agreement_figure(
     ticks = [plain(names.get(i, i[:12])) for i in ids]
     series = (
         ("both", "both", "#2CA02C"),
-        ("only_a", f"only {agreement.model_a}", model_color(agreement.model_a)),
-        ("only_b", f"only {agreement.model_b}", model_color(agreement.model_b)),
+        ("only_a", f"only {display_name(agreement.model_a)}", model_color(agreement.model_a)),
+        ("only_b", f"only {display_name(agreement.model_b)}", model_color(agreement.model_b)),
     )
     fig = go.Figure()
     for column, name, color in series:
@@ -50,7 +51,7 @@ def agreement_figure(
     fig.update_layout(
         barmode="stack",
         title={
-            "text": f"Agreement {agreement.model_a} vs {agreement.model_b}: {share} "
+            "text": f"Agreement {display_name(agreement.model_a)} vs {display_name(agreement.model_b)}: {share} "
             f"(score ≥ {agreement.threshold:.2f}, IoU ≥ {agreement.iou:.2f})"
         },
         yaxis_title="boxes",

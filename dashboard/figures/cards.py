@@ -8,11 +8,13 @@ import plotly.graph_objects as go
 
 from core.config import WEIGHTS_UNTRAINED
 from dashboard.figures.common import (
+    display_name,
     empty_figure,
     mark_untrained,
     model_color,
     models_in,
     percentile,
+    plain,
     successful,
 )
 
@@ -82,11 +84,11 @@ def accuracy_vs_speed(card: pd.DataFrame) -> go.Figure:
                 x=[float(row.median_total_ms)],
                 y=[float(row.box_map)],
                 mode="markers+text",
-                name=model,
-                text=[title],
+                name=display_name(model),
+                text=[display_name(model)],
                 textposition="top center",
                 marker={"color": model_color(model), "size": 14},
-                hovertemplate=f"{title}<br>median %{{x:.1f}} ms<br>box mAP %{{y:.1f}}<extra></extra>",
+                hovertemplate=f"{plain(title)} ({model})<br>median %{{x:.1f}} ms<br>box mAP %{{y:.1f}}<extra></extra>",
             )
         )
     fig.update_layout(

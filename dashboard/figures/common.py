@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import math
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from core.config import HEADLINE_MODELS, UNTRAINED_MARK
+from core.models import short_name
 from dashboard.views import untrained_models
 
 CLASS_PALETTE: tuple[str, ...] = tuple(qualitative.Dark24 + qualitative.Light24)
@@ -31,6 +32,12 @@ UNTRAINED_ANNOTATION_NAME = "untrained"
 def plain(text: object) -> str:
     """User-derived text (file names, class names) made safe for Plotly, which renders a subset of HTML."""
     return html.escape(str(text), quote=False)
+
+
+def display_name(model: object) -> str:
+    """The compact name charts show on tight axes and legends (`core.models.short_name`), safe for Plotly; hover
+    texts carry the full name."""
+    return plain(short_name(str(model)))
 
 
 def _stable_index(key: str, n: int) -> int:
@@ -88,6 +95,12 @@ def empty_figure(message: str, *, untrained: bool = False) -> go.Figure:
 
 
 # --- small table helpers -----------------------------------------------------------------------------------------
+
+
+def short_axis(fig: go.Figure, models: Sequence[str], axis: str = "x") -> None:
+    """A category axis of full model names that shows their display names (hover keeps the full name)."""
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    update(type="category", tickmode="array", tickvals=list(models), ticktext=[display_name(m) for m in models])
 
 
 def models_in(df: pd.DataFrame) -> list[str]:

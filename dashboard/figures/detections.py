@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from dashboard.figures.common import (
     any_untrained,
     at_or_above,
+    display_name,
     empty_figure,
     latency_axis,
     mark_untrained,
@@ -39,7 +40,7 @@ def score_histograms(detections: pd.DataFrame, threshold: float, *, untrained: b
         fig.add_trace(
             go.Histogram(
                 x=scores,
-                name=model,
+                name=display_name(model),
                 xbins={"start": 0.0, "end": 1.0, "size": 0.02},
                 marker={"color": model_color(model)},
                 opacity=0.6,
@@ -80,7 +81,7 @@ def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold
                 x=part["count"].to_numpy(),
                 y=part["total_ms"].to_numpy(dtype=float),
                 mode="markers",
-                name=model,
+                name=display_name(model),
                 marker={"color": model_color(model), "size": 10, "opacity": 0.8},
                 customdata=[
                     [i, plain(n), m, r]
@@ -117,7 +118,7 @@ def class_counts(detections: pd.DataFrame, threshold: float, *, untrained: bool 
             go.Bar(
                 x=labels,
                 y=counts[model].to_numpy(),
-                name=model,
+                name=display_name(model),
                 marker={"color": model_color(model)},
                 hovertemplate="%{x}: %{y}<extra>" + model + "</extra>",
             )
@@ -163,7 +164,7 @@ def count_vs_threshold(
                 x=xs,
                 y=ys,
                 mode="lines",
-                name=model,
+                name=display_name(model),
                 line={"color": model_color(model), "width": 2},
                 hovertemplate="score ≥ %{x:.2f}: %{y:.2f} per image<extra>" + model + "</extra>",
             )

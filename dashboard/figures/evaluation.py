@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard.figures.common import (
+    display_name,
     empty_figure,
     latency_axis,
     mark_untrained,
@@ -34,7 +35,7 @@ def pr_curves(
         return empty_figure("No precision-recall curve: no ground-truth boxes to recall.", untrained=flag)
     fig = go.Figure()
     for label, curve in shown.items():
-        name = plain(label)
+        name, full = display_name(label), plain(label)
         fig.add_trace(
             go.Scatter(
                 x=curve["recall"].to_numpy(dtype=float),
@@ -42,7 +43,7 @@ def pr_curves(
                 mode="lines",
                 name=name,
                 line={"color": model_color(str(label)), "width": 2, "shape": "hv"},
-                hovertemplate="recall %{x:.2f}<br>precision %{y:.3f}<extra>" + name + "</extra>",
+                hovertemplate="recall %{x:.2f}<br>precision %{y:.3f}<extra>" + full + "</extra>",
             )
         )
     fig.update_layout(title={"text": plain(title)}, xaxis_title="recall", yaxis_title="precision")
@@ -67,14 +68,14 @@ def per_class_ap(
     classes = [plain(c) for c in table.index]
     fig = go.Figure()
     for label in table.columns:
-        name = plain(label)
+        name, full = display_name(label), plain(label)
         fig.add_trace(
             go.Bar(
                 x=classes,
                 y=table[label].to_numpy(dtype=float),
                 name=name,
                 marker={"color": model_color(str(label))},
-                hovertemplate="%{x}: AP %{y:.3f}<extra>" + name + "</extra>",
+                hovertemplate="%{x}: AP %{y:.3f}<extra>" + full + "</extra>",
             )
         )
     fig.update_layout(barmode="group", title={"text": "AP per class (IoU 0.50:0.95)"}, yaxis_title="AP")
@@ -121,7 +122,7 @@ def frontier(points: pd.DataFrame, *, untrained: bool | Collection[str] = False)
         )
     )
     for row, best in zip(usable.itertuples(index=False), on_front, strict=True):
-        name = plain(row.label)
+        name, full = display_name(row.label), plain(row.label)
         fig.add_trace(
             go.Scatter(
                 x=[float(row.median_total_ms)],
@@ -137,7 +138,7 @@ def frontier(points: pd.DataFrame, *, untrained: bool | Collection[str] = False)
                     "line": {"color": "black", "width": 1},
                 },
                 customdata=[["on the Pareto front" if best else "dominated"]],
-                hovertemplate=name + "<br>median %{x:.1f} ms<br>AP %{y:.3f}<br>%{customdata[0]}<extra></extra>",
+                hovertemplate=full + "<br>median %{x:.1f} ms<br>AP %{y:.3f}<br>%{customdata[0]}<extra></extra>",
             )
         )
     fig.update_layout(

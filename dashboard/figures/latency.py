@@ -16,6 +16,7 @@ from dashboard.figures.common import (
     models_in,
     percentile,
     plain,
+    short_axis,
     successful,
 )
 
@@ -97,4 +98,5 @@ def latency_breakdown(inferences: pd.DataFrame) -> go.Figure:
             )
         )
     fig.update_layout(barmode="stack", title={"text": "Median latency by stage"}, yaxis_title="ms")
+    short_axis(fig, models)
     return mark_untrained(fig, untrained)

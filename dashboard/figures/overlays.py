@@ -17,6 +17,7 @@ from dashboard.figures.common import (
     UNTRAINED_ANNOTATION_NAME,
     at_or_above,
     class_color,
+    display_name,
     mark_untrained,
     plain,
 )
@@ -171,7 +172,9 @@ def overlay_grid(
         )
         for model in models
     ]
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, horizontal_spacing=0.02)
+    fig = make_subplots(
+        rows=1, cols=len(models), subplot_titles=[display_name(m) for m in models], horizontal_spacing=0.02
+    )
     seen: set[str] = set()
     for col, panel in enumerate(panels, start=1):
         for trace in panel.data:
@@ -204,7 +207,7 @@ def overlay_grid(
         shown = [m for m in models if m in set(untrained_models)]
         fig.add_annotation(
             name=UNTRAINED_ANNOTATION_NAME,
-            text=f"⚠ {UNTRAINED_MARK}: {', '.join(shown)}",
+            text=f"⚠ {UNTRAINED_MARK}: {', '.join(display_name(m) for m in shown)}",
             xref="paper", yref="paper", x=0.5, y=1.08, xanchor="center", yanchor="bottom", showarrow=False,
             font={"color": "#B00020", "size": 14}, bgcolor="rgba(255, 235, 238, 0.9)", bordercolor="#B00020",
         )  # fmt: skip
