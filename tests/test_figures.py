@@ -22,6 +22,7 @@ from core.config import (
 from core.matching import compare_models
 from core.models import short_name
 from dashboard import figures as F
+from dashboard import views
 
 A, B = "fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"
 SA, SB = short_name(A), short_name(B)  # what legends show (the full name is in the hover)
@@ -212,15 +213,67 @@ def test_latency_box_marks_p50_p95_and_skips_errors():
     infs, _ = session()
     fig = F.latency_box(infs)
     boxes = [t for t in fig.data if isinstance(t, go.Box)]
-    assert [b.name for b in boxes] == [A, B]
-    assert all(b.boxpoints == "all" for b in boxes)
-    assert sorted(boxes[1].y) == [30, 40]  # the failed row (9999 ms) is not there
+    assert [b.x[0] for b in boxes] == [A, B] and [b.name for b in boxes] == [SA, SB]
+    assert list(fig.layout.xaxis.ticktext) == [SA, SB]  # compact names on the axis, full names in the hover
+    assert boxes[1].median[0] == pytest.approx(35) and boxes[1].upperfence[0] == 40  # the failed 9999 ms is not there
     for name, q in (("p50", 50), ("p95", 95)):
         marks = next(t for t in fig.data if t.name == name)
         assert list(marks.x) == [A, B]
         expected = [np.percentile([900, 1000, 1300], q), np.percentile([30, 40], q)]
         assert list(marks.y) == pytest.approx(expected)
-    assert boxes[0].customdata[0][0] == "i1"
+    positions = {t.name: t.textposition for t in fig.data if t.name in ("p50", "p95")}
+    assert positions["p50"] != positions["p95"]  # labels on opposite sides: close values never overlap
+
+
+def latency_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """n images per model, log-normal latencies with a few slow outliers, one failed row per model."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, scale in ((A, 900.0), (B, 30.0)):
+        totals = rng.lognormal(np.log(scale), 0.25, n)
+        totals[: max(1, n // 100)] *= 8  # slow outliers
+        rows += [inf(f"i{k}", model, float(t)) for k, t in enumerate(totals)]
+        rows.append(inf("bad", model, 1e6, error="boom"))
+    return inferences(*rows)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500])
+def test_latency_stats_equal_numpy_percentiles(n):
+    frame = latency_frame(n)
+    stats = F.latency_stats(frame).set_index("model")
+    for model in (A, B):
+        values = frame.loc[(frame["model"] == model) & (frame["error"] == ""), "total_ms"].to_numpy()
+        q1, median, q3, p95 = np.percentile(values, [25, 50, 75, 95])
+        row = stats.loc[model]
+        assert (row["q1"], row["median"], row["q3"], row["p95"]) == pytest.approx((q1, median, q3, p95))
+        assert row["n"] == n and row["mean"] == pytest.approx(values.mean())
+        inside = values[(values >= q1 - 1.5 * (q3 - q1)) & (values <= q3 + 1.5 * (q3 - q1))]
+        assert (row["lowerfence"], row["upperfence"]) == (inside.min(), inside.max())
+
+
+def test_latency_box_sends_quantiles_and_a_bounded_number_of_outliers():
+    frame = latency_frame(5000)
+    fig = F.latency_box(frame)
+    stats = F.latency_stats(frame)
+    boxes = [t for t in fig.data if isinstance(t, go.Box)]
+    assert all(b.y is None and b.boxpoints is False for b in boxes)  # no raw latencies in the box traces
+    assert [b.median[0] for b in boxes] == pytest.approx(stats["median"].tolist())
+    points = next(t for t in fig.data if t.name == "outlying images")
+    assert 0 < len(points.y) <= 2 * F.OUTLIERS_PER_MODEL
+    fences = stats.set_index("model")
+    for model, y in zip(points.x, points.y):
+        assert not fences.at[model, "lowerfence"] <= y <= fences.at[model, "upperfence"]
+    assert len(fig.to_json()) < 40_000  # 10,000 latencies, a few kB to the browser
+    same = F.latency_box(stats=stats)  # a precomputed table (a store query) draws the same boxes
+    assert [b.median[0] for b in same.data if isinstance(b, go.Box)] == [b.median[0] for b in boxes]
+
+
+@pytest.mark.parametrize(("low", "high"), [(30.0, 900.0), (3.0, 40.0), (0.5, 20000.0), (12.0, 13.0)])
+def test_log_ticks_label_only_1_2_5_per_decade(low, high):
+    ticks = F.log_ticks(low, high)
+    assert ticks and ticks[0] <= low * 1.5 and ticks[-1] >= high / 1.5
+    mantissas = {round(t / 10 ** math.floor(math.log10(t)), 6) for t in ticks}
+    assert mantissas <= {1.0, 2.0, 5.0} and len(ticks) <= 12
 
 
 def test_latency_breakdown_stacks_median_stages():
@@ -360,14 +413,33 @@ def builders(infs: pd.DataFrame, dets: pd.DataFrame, untrained: bool):
 BUILDER_NAMES = list(builders(empty_inferences(), empty_detections(), False))
 
 
+LATENCY_ONLY = {"latency_box", "latency_breakdown"}  # timings of untrained weights are real: said in the caption
+
+
 @pytest.mark.parametrize("name", BUILDER_NAMES)
 @pytest.mark.parametrize("weights", ["default", "untrained"])
-def test_untrained_annotation_iff_any_untrained_row(name, weights):
+def test_untrained_annotation_on_detection_charts_iff_any_untrained_row(name, weights):
     infs, dets = session(weights=weights)
     untrained = bool(F.untrained_models(infs))
     assert untrained == (weights == "untrained")
     fig = builders(infs, dets, untrained)[name]()
-    assert len(untrained_texts(fig)) == (1 if untrained else 0)
+    assert len(untrained_texts(fig)) == (1 if untrained and name not in LATENCY_ONLY else 0)
+
+
+@pytest.mark.parametrize("weights", ["default", "untrained"])
+def test_latency_caption_names_untrained_models(weights):
+    infs, _ = session(weights=weights)
+    caption = views.latency_caption(infs)
+    assert (caption is not None and A in caption and B not in caption) == (weights == "untrained")
+    assert (caption is None) == (weights == "default")
+
+
+@pytest.mark.parametrize(("n", "webgl"), [(10, False), (F.WEBGL_MIN_POINTS, True)])
+def test_speed_vs_count_uses_webgl_for_many_points(n, webgl):
+    frame = latency_frame(n // 2)
+    fig = F.speed_vs_count(frame, empty_detections(), 0.5)
+    assert all(isinstance(t, go.Scattergl) == webgl for t in fig.data)
+    assert sum(len(t.x) for t in fig.data) == 2 * (n // 2)
 
 
 def test_untrained_models_lists_only_untrained():

@@ -24,7 +24,9 @@ from dashboard.figures.common import (
     STAGE_NAMES,
     UNTRAINED_ANNOTATION_NAME,
     class_color,
+    display_name,
     empty_figure,
+    log_ticks,
     mark_untrained,
     model_color,
     plain,
@@ -32,6 +34,7 @@ from dashboard.figures.common import (
     untrained_models,
 )
 from dashboard.figures.detections import (
+    WEBGL_MIN_POINTS,
     class_counts,
     count_vs_threshold,
     counts_above,
@@ -40,7 +43,15 @@ from dashboard.figures.detections import (
     speed_vs_count,
 )
 from dashboard.figures.evaluation import PARETO_NAME, frontier, pareto_front, per_class_ap, pr_curves
-from dashboard.figures.latency import latency_box, latency_breakdown, latency_medians
+from dashboard.figures.latency import (
+    LATENCY_STATS_COLUMNS,
+    OUTLIERS_PER_MODEL,
+    latency_box,
+    latency_breakdown,
+    latency_medians,
+    latency_outliers,
+    latency_stats,
+)
 from dashboard.figures.overlays import (
     JPEG_QUALITY,
     OUTCOME_STYLES,
@@ -60,5 +71,6 @@ __all__ = [
     "display_size", "empty_figure", "frontier", "image_data_uri", "latency_box", "latency_breakdown",
     "latency_medians", "mark_untrained", "mean_count_curve", "model_card", "model_color", "outcome_overlay_grid",
     "overlay_figure", "overlay_grid", "pareto_front", "per_class_ap", "plain", "pr_curves", "score_histograms",
-    "speed_vs_count", "successful", "untrained_models",
+    "speed_vs_count", "successful", "untrained_models", "LATENCY_STATS_COLUMNS", "OUTLIERS_PER_MODEL",
+    "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks",
 ]  # fmt: skip

@@ -130,13 +130,38 @@ def percentile(values: Iterable[float], q: float) -> float:
 LOG_SCALE_SPREAD = 20.0  # latencies spanning more than this factor get a log axis (else the fast model is a flat line)
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """Tick values at 1-2-5 per decade covering [low, high] (only the decades when that gives more than 12)."""
+    if not (math.isfinite(low) and math.isfinite(high)) or low <= 0 or high <= 0:
+        return []
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    decades = [10.0**k for k in range(first, last + 1)]
+    ticks = [d * m for d in decades for m in (1, 2, 5)]
+    inside = [t for t in ticks if low / 1.5 <= t <= high * 1.5]
+    if len(inside) > 12:
+        inside = [t for t in decades if low / 10 <= t <= high * 10]
+    return inside
+
+
 def latency_axis(fig: go.Figure, values: pd.Series, axis: str = "y") -> None:
-    """Log scale when latencies span more than LOG_SCALE_SPREAD x, else linear from zero."""
+    """Log scale when latencies span more than LOG_SCALE_SPREAD x, else linear from zero.
+
+    A log axis gets labelled ticks at 1-2-5 per decade only (plotly's default labels every minor digit when zoomed,
+    a clutter of overlapping numbers), with unlabelled minor grid lines between them.
+    """
     positive = values[values > 0].dropna()
     log = len(positive) > 0 and positive.max() / positive.min() > LOG_SCALE_SPREAD
     update = fig.update_yaxes if axis == "y" else fig.update_xaxes
     if log:
-        update(type="log", title_text="total ms (log scale)")
+        ticks = log_ticks(float(positive.min()), float(positive.max()))
+        update(
+            type="log",
+            title_text="total ms (log scale)",
+            tickmode="array",
+            tickvals=ticks,
+            ticktext=[f"{t:g}" for t in ticks],
+            minor={"showgrid": True, "gridcolor": "rgba(0, 0, 0, 0.04)"},
+        )
     else:
         update(rangemode="tozero")
 

@@ -19,6 +19,8 @@ from dashboard.figures.common import (
     successful,
 )
 
+WEBGL_MIN_POINTS = 1000  # from this many points a scatter is drawn with WebGL (SVG slows down past a few thousand)
+
 
 def _threshold_line(fig: go.Figure, threshold: float) -> None:
     fig.add_vline(
@@ -64,7 +66,8 @@ def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: 
 
 
 def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> go.Figure:
-    """One point per (image, model): boxes above threshold (x) against total latency (y).
+    """One point per (image, model): boxes above threshold (x) against total latency (y); WebGL traces
+    (`go.Scattergl`) from WEBGL_MIN_POINTS points on.
 
     Each point's customdata is `[image_id, image_name, model, run_id]`, so a selection event names the image.
     """
@@ -74,10 +77,11 @@ def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold
     if not models:
         return empty_figure("No processed images.", untrained=untrained)
     fig = go.Figure()
+    trace = go.Scattergl if len(table) >= WEBGL_MIN_POINTS else go.Scatter  # WebGL: thousands of points stay fluid
     for model in models:
         part = table[table["model"] == model]
         fig.add_trace(
-            go.Scatter(
+            trace(
                 x=part["count"].to_numpy(),
                 y=part["total_ms"].to_numpy(dtype=float),
                 mode="markers",
