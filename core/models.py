@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -43,6 +44,11 @@ class ModelSpec:
     def title(self) -> str:
         """Human title, e.g. 'Faster R-CNN ResNet50-FPN' style names come from the builder name."""
         return _title(self.name)
+
+    @property
+    def short_name(self) -> str:
+        """Compact display name for tight chart axes and legends, e.g. 'SSDLite320 MNv3-L' (see `short_name`)."""
+        return short_name(self.name)
 
     @property
     def weights_file(self) -> str:
@@ -95,6 +101,39 @@ def _title(name: str) -> str:
         "320": "320",
     }
     return " ".join(words.get(part, part) for part in name.split("_"))
+
+
+# Compact display names: the builder name's first token is the detector family, the rest its backbone parts.
+_SHORT_FAMILIES = {
+    "fasterrcnn": "Faster R-CNN", "maskrcnn": "Mask R-CNN", "keypointrcnn": "Keypoint R-CNN",
+    "retinanet": "RetinaNet", "fcos": "FCOS", "ssd300": "SSD300", "ssdlite320": "SSDLite320",
+}  # fmt: skip
+_SHORT_PARTS = {"resnet50": "R50", "vgg16": "VGG16", "fpn": "FPN", "large": "L", "small": "S"}
+_VERSION = re.compile(r"v\d+")
+
+
+def short_name(name: str) -> str:
+    """A compact display name by rule: 'fasterrcnn_resnet50_fpn_v2' -> 'Faster R-CNN R50-FPN v2',
+    'ssdlite320_mobilenet_v3_large' -> 'SSDLite320 MNv3-L'.
+
+    Only the first word is rewritten, and only when it is a builder-style name of a known family; any suffix (a
+    variant label's ' (fp16)') is kept and other names come back unchanged.
+    """
+    head, sep, tail = name.partition(" ")
+    family, *rest = head.split("_")
+    if family not in _SHORT_FAMILIES:
+        return name
+    version = ""
+    if len(rest) > 1 and _VERSION.fullmatch(rest[-1]) and rest[-2] != "mobilenet":
+        version = " " + rest.pop()
+    pieces: list[str] = []
+    for part in rest:
+        if pieces and pieces[-1] == "MN" and _VERSION.fullmatch(part):
+            pieces[-1] += part
+        else:
+            pieces.append("MN" if part == "mobilenet" else _SHORT_PARTS.get(part, part))
+    backbone = "-".join(pieces)
+    return f"{_SHORT_FAMILIES[family]}{' ' + backbone if backbone else ''}{version}{sep}{tail}"
 
 
 @cache

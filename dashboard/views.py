@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 import pandas as pd
 
 from core.config import WEIGHTS_UNTRAINED
-from core.matching import disagreement_per_image, latest_run
+from core.matching import Agreement, compare_models, disagreement_per_image, latest_run
 
 GALLERY_IMAGE_KEY = "gallery_image"  # the image the Gallery shows; other pages set it to open an image there
 
@@ -83,10 +83,48 @@ def counts_for_image(
 
 
 def untrained_models(inf: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
-    """Models (among `models`) whose rows come from untrained weights."""
-    rows = inf[inf["weights"] == WEIGHTS_UNTRAINED]
-    names = list(dict.fromkeys(rows["model"]))
+    """Models (among `models`, if given) with any row run on untrained weights, in order of first appearance."""
+    if inf.empty or "weights" not in inf:
+        return []
+    rows = inf[inf["weights"].fillna("") == WEIGHTS_UNTRAINED]
+    names = [str(m) for m in dict.fromkeys(rows["model"].dropna())]
     return [m for m in names if models is None or m in models]
+
+
+def latency_caption(inf: pd.DataFrame) -> str | None:
+    """What a latency chart's caption must say about untrained weights (None when no model ran untrained): latency
+    charts carry no untrained mark, since the timings of random weights are real."""
+    untrained = untrained_models(inf)
+    if not untrained:
+        return None
+    return (
+        f"Includes {', '.join(untrained)} with {WEIGHTS_UNTRAINED} weights: their timings are real, but a trained "
+        "model's postprocessing time can differ (it keeps a different number of boxes)."
+    )
+
+
+def pair_agreement(inf: pd.DataFrame, det: pd.DataFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
+    """Boxes of two models matched on the images both processed successfully (`det`: latest run per image/model)."""
+    ok = inf[inf["error"] == ""]
+    both_ran = set(ok.loc[ok["model"] == model_a, "image_id"]) & set(ok.loc[ok["model"] == model_b, "image_id"])
+    return compare_models(det, model_a, model_b, threshold=threshold, image_ids=sorted(both_ran))
+
+
+def agreement_metrics(agreement: Agreement) -> dict[str, str]:
+    """The headline numbers of an agreement, formatted: label -> value ('n/a' where nothing matched)."""
+    share, iou = agreement.agreement, agreement.mean_iou
+    return {
+        "Both": str(agreement.both),
+        f"Only {agreement.model_a}": str(agreement.only_a),
+        f"Only {agreement.model_b}": str(agreement.only_b),
+        "Agreement": "n/a" if share != share else f"{share:.0%}",
+        "Mean IoU of matches": "n/a" if iou != iou else f"{iou:.2f}",
+    }
+
+
+def image_names(inf: pd.DataFrame) -> dict[str, str]:
+    """image_id -> image name."""
+    return dict(zip(inf["image_id"].astype(str), inf["image_name"].astype(str), strict=False))
 
 
 def selected_image(event: object) -> str | None:
@@ -113,8 +151,6 @@ def run_delta(
     Per image: latency A/B and delta, boxes at or above the threshold in A/B, and same-label boxes matched between the
     runs (IoU >= 0.5) with those only in A or only in B. Per model: medians and the summed box differences.
     """
-    from core.matching import compare_models
-
     keys = ["image_id", "model"]
     ok_a = inf_a[inf_a["error"] == ""].drop_duplicates(keys, keep="last")
     ok_b = inf_b[inf_b["error"] == ""].drop_duplicates(keys, keep="last")

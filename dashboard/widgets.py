@@ -28,3 +28,16 @@ def adopt_gallery_params(models_all: list[str]) -> None:
         wanted = [m for m in params["models"].split(",") if m in models_all]
         if wanted:
             st.session_state["gallery_models"] = wanted
+
+
+def pick_two(
+    options: list[str], labels: tuple[str, str], key: str, *, index: tuple[int, int] = (0, 1), noun: str = "models"
+) -> tuple[str, str] | None:
+    """Two selectboxes side by side; the picked pair, or None (with a note) when the same option is picked twice."""
+    a_col, b_col = st.columns(2)
+    a = a_col.selectbox(labels[0], options, index=index[0], key=f"{key}_a")
+    b = b_col.selectbox(labels[1], options, index=index[1], key=f"{key}_b")
+    if a == b:
+        st.info(f"Choose two different {noun}.")
+        return None
+    return a, b

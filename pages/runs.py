@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.store import StoreError
-from dashboard import cache, state, views
+from dashboard import cache, state, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -69,13 +69,9 @@ st.caption(
 if len(runs) < 2:
     st.info("Two stored runs are needed.")
 else:
-    ids = runs["run_id"].tolist()
-    a_col, b_col = st.columns(2)
-    run_a = a_col.selectbox("Run A", ids, index=1, key="runs_a")
-    run_b = b_col.selectbox("Run B", ids, index=0, key="runs_b")
-    if run_a == run_b:
-        st.info("Choose two different runs.")
-    else:
+    pair = widgets.pick_two(runs["run_id"].tolist(), ("Run A", "Run B"), "runs", index=(1, 0), noun="runs")
+    if pair:
+        run_a, run_b = pair
         inf_a, det_a, _ = cache.stored_run(run_a)
         inf_b, det_b, _ = cache.stored_run(run_b)
         per_image, per_model = views.run_delta(inf_a, det_a, inf_b, det_b, state.threshold())

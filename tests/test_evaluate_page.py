@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import GALLERY_ANNOTATIONS, UNTRAINED_MARK
 from core.evaluate import evaluator_version, load_ground_truth, match_outcomes, with_images
+from core.models import short_name
 from dashboard import figures as F
 from tests import factories
 from tests import test_pages as pages_test
@@ -276,7 +277,8 @@ def test_per_class_ap_bars():
     fig = F.per_class_ap(
         {A: {"cat": 0.8, "dog": math.nan, "<cup>": 0.2}, B: {"cat": 0.4, "dog": math.nan, "<cup>": 0.6}}
     )
-    assert [t.name for t in fig.data] == [A, B]
+    assert [t.name for t in fig.data] == [short_name(A), short_name(B)]  # compact legend, full name in the hover
+    assert A in fig.data[0].hovertemplate
     assert list(fig.data[0].x) == ["cat", "&lt;cup&gt;"]  # classes without GT are left out; by mean AP
     assert list(fig.data[0].y) == [0.8, 0.2] and list(fig.data[1].y) == [0.4, 0.6]
     assert not F.per_class_ap({A: {"dog": math.nan}}).data

@@ -20,9 +20,12 @@ from core.config import (
     UNTRAINED_MARK,
 )
 from core.matching import compare_models
+from core.models import short_name
 from dashboard import figures as F
+from dashboard import views
 
 A, B = "fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"
+SA, SB = short_name(A), short_name(B)  # what legends show (the full name is in the hover)
 
 
 # --- factories -----------------------------------------------------------------------------------------------------
@@ -210,15 +213,67 @@ def test_latency_box_marks_p50_p95_and_skips_errors():
     infs, _ = session()
     fig = F.latency_box(infs)
     boxes = [t for t in fig.data if isinstance(t, go.Box)]
-    assert [b.name for b in boxes] == [A, B]
-    assert all(b.boxpoints == "all" for b in boxes)
-    assert sorted(boxes[1].y) == [30, 40]  # the failed row (9999 ms) is not there
+    assert [b.x[0] for b in boxes] == [A, B] and [b.name for b in boxes] == [SA, SB]
+    assert list(fig.layout.xaxis.ticktext) == [SA, SB]  # compact names on the axis, full names in the hover
+    assert boxes[1].median[0] == pytest.approx(35) and boxes[1].upperfence[0] == 40  # the failed 9999 ms is not there
     for name, q in (("p50", 50), ("p95", 95)):
         marks = next(t for t in fig.data if t.name == name)
         assert list(marks.x) == [A, B]
         expected = [np.percentile([900, 1000, 1300], q), np.percentile([30, 40], q)]
         assert list(marks.y) == pytest.approx(expected)
-    assert boxes[0].customdata[0][0] == "i1"
+    positions = {t.name: t.textposition for t in fig.data if t.name in ("p50", "p95")}
+    assert positions["p50"] != positions["p95"]  # labels on opposite sides: close values never overlap
+
+
+def latency_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """n images per model, log-normal latencies with a few slow outliers, one failed row per model."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, scale in ((A, 900.0), (B, 30.0)):
+        totals = rng.lognormal(np.log(scale), 0.25, n)
+        totals[: max(1, n // 100)] *= 8  # slow outliers
+        rows += [inf(f"i{k}", model, float(t)) for k, t in enumerate(totals)]
+        rows.append(inf("bad", model, 1e6, error="boom"))
+    return inferences(*rows)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500])
+def test_latency_stats_equal_numpy_percentiles(n):
+    frame = latency_frame(n)
+    stats = F.latency_stats(frame).set_index("model")
+    for model in (A, B):
+        values = frame.loc[(frame["model"] == model) & (frame["error"] == ""), "total_ms"].to_numpy()
+        q1, median, q3, p95 = np.percentile(values, [25, 50, 75, 95])
+        row = stats.loc[model]
+        assert (row["q1"], row["median"], row["q3"], row["p95"]) == pytest.approx((q1, median, q3, p95))
+        assert row["n"] == n and row["mean"] == pytest.approx(values.mean())
+        inside = values[(values >= q1 - 1.5 * (q3 - q1)) & (values <= q3 + 1.5 * (q3 - q1))]
+        assert (row["lowerfence"], row["upperfence"]) == (inside.min(), inside.max())
+
+
+def test_latency_box_sends_quantiles_and_a_bounded_number_of_outliers():
+    frame = latency_frame(5000)
+    fig = F.latency_box(frame)
+    stats = F.latency_stats(frame)
+    boxes = [t for t in fig.data if isinstance(t, go.Box)]
+    assert all(b.y is None and b.boxpoints is False for b in boxes)  # no raw latencies in the box traces
+    assert [b.median[0] for b in boxes] == pytest.approx(stats["median"].tolist())
+    points = next(t for t in fig.data if t.name == "outlying images")
+    assert 0 < len(points.y) <= 2 * F.OUTLIERS_PER_MODEL
+    fences = stats.set_index("model")
+    for model, y in zip(points.x, points.y):
+        assert not fences.at[model, "lowerfence"] <= y <= fences.at[model, "upperfence"]
+    assert len(fig.to_json()) < 40_000  # 10,000 latencies, a few kB to the browser
+    same = F.latency_box(stats=stats)  # a precomputed table (a store query) draws the same boxes
+    assert [b.median[0] for b in same.data if isinstance(b, go.Box)] == [b.median[0] for b in boxes]
+
+
+@pytest.mark.parametrize(("low", "high"), [(30.0, 900.0), (3.0, 40.0), (0.5, 20000.0), (12.0, 13.0)])
+def test_log_ticks_label_only_1_2_5_per_decade(low, high):
+    ticks = F.log_ticks(low, high)
+    assert ticks and ticks[0] <= low * 1.5 and ticks[-1] >= high / 1.5
+    mantissas = {round(t / 10 ** math.floor(math.log10(t)), 6) for t in ticks}
+    assert mantissas <= {1.0, 2.0, 5.0} and len(ticks) <= 12
 
 
 def test_latency_breakdown_stacks_median_stages():
@@ -240,7 +295,7 @@ def test_latency_breakdown_stacks_median_stages():
 def test_score_histograms_threshold_line(threshold):
     _, dets = session()
     fig = F.score_histograms(dets, threshold)
-    assert [t.name for t in fig.data] == [A, B]
+    assert [t.name for t in fig.data] == [SA, SB]
     assert sorted(fig.data[1].x) == pytest.approx([0.4, 0.55, 0.8])
     lines = [s for s in fig.layout.shapes if s.type == "line"]
     assert len(lines) == 1
@@ -259,13 +314,13 @@ def test_speed_vs_count_points(threshold, counts_a, counts_b):
     infs, dets = session()
     fig = F.speed_vs_count(infs, dets, threshold)
     by_model = {t.name: t for t in fig.data}
-    assert list(by_model) == [A, B]
-    assert list(by_model[A].x) == counts_a
-    assert list(by_model[A].y) == [900, 1000, 1300]
-    assert list(by_model[B].x) == counts_b  # i3 failed for B: no point
-    assert [row[0] for row in by_model[A].customdata] == ["i1", "i2", "i3"]
-    assert [row[1] for row in by_model[A].customdata] == ["i1.jpg", "i2.jpg", "i3.jpg"]
-    assert "customdata[1]" in by_model[A].hovertemplate
+    assert list(by_model) == [SA, SB]
+    assert list(by_model[SA].x) == counts_a
+    assert list(by_model[SA].y) == [900, 1000, 1300]
+    assert list(by_model[SB].x) == counts_b  # i3 failed for B: no point
+    assert [row[0] for row in by_model[SA].customdata] == ["i1", "i2", "i3"]
+    assert [row[1] for row in by_model[SA].customdata] == ["i1.jpg", "i2.jpg", "i3.jpg"]
+    assert "customdata[1]" in by_model[SA].hovertemplate
 
 
 def test_class_counts_grouped_per_model():
@@ -273,7 +328,7 @@ def test_class_counts_grouped_per_model():
     fig = F.class_counts(dets, 0.5)
     assert fig.layout.barmode == "group"
     by_model = {t.name: dict(zip(t.x, t.y)) for t in fig.data}
-    assert by_model == {A: {"cat": 2, "dog": 1}, B: {"cat": 2, "dog": 0}}
+    assert by_model == {SA: {"cat": 2, "dog": 1}, SB: {"cat": 2, "dog": 0}}
     assert list(fig.data[0].x) == ["cat", "dog"]  # by decreasing total
 
 
@@ -281,13 +336,13 @@ def test_count_vs_threshold_divides_by_successful_images():
     infs, dets = session()
     fig = F.count_vs_threshold(dets, infs, threshold=0.5)
     by_model = {t.name: t for t in fig.data}
-    assert by_model[A].x[0] == 0 and by_model[A].x[-1] == 1
-    at = {t: int(np.argmin(np.abs(np.asarray(by_model[A].x) - t))) for t in (0.0, 0.5, 0.9)}
-    assert by_model[A].y[at[0.0]] == pytest.approx(4 / 3)  # 4 boxes over 3 images
-    assert by_model[A].y[at[0.5]] == pytest.approx(3 / 3)
-    assert by_model[A].y[at[0.9]] == pytest.approx(1 / 3)
-    assert by_model[B].y[at[0.0]] == pytest.approx(3 / 2)  # B's failed image does not count
-    assert by_model[B].y[at[0.5]] == pytest.approx(2 / 2)
+    assert by_model[SA].x[0] == 0 and by_model[SA].x[-1] == 1
+    at = {t: int(np.argmin(np.abs(np.asarray(by_model[SA].x) - t))) for t in (0.0, 0.5, 0.9)}
+    assert by_model[SA].y[at[0.0]] == pytest.approx(4 / 3)  # 4 boxes over 3 images
+    assert by_model[SA].y[at[0.5]] == pytest.approx(3 / 3)
+    assert by_model[SA].y[at[0.9]] == pytest.approx(1 / 3)
+    assert by_model[SB].y[at[0.0]] == pytest.approx(3 / 2)  # B's failed image does not count
+    assert by_model[SB].y[at[0.5]] == pytest.approx(2 / 2)
     assert [s.x0 for s in fig.layout.shapes] == [0.5]
 
 
@@ -297,7 +352,7 @@ def test_agreement_figure_stacks_per_image():
     agreement = compare_models(dets, A, B, threshold=0.5, image_ids=["i1", "i2", "i3"])
     fig = F.agreement_figure(agreement, names={"i1": "cat.jpg"})
     assert fig.layout.barmode == "stack"
-    assert [t.name for t in fig.data] == ["both", f"only {A}", f"only {B}"]
+    assert [t.name for t in fig.data] == ["both", f"only {SA}", f"only {SB}"]
     assert [list(t.y) for t in fig.data] == [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
     assert list(fig.data[0].x) == ["i1", "i2", "i3"]
     assert list(fig.layout.xaxis.ticktext)[0] == "cat.jpg"
@@ -330,10 +385,11 @@ def test_model_card_without_meta_keeps_measured_models():
 def test_accuracy_vs_speed_one_labelled_point_per_model():
     infs, _ = session()
     fig = F.accuracy_vs_speed(F.model_card(infs, meta(A, B)))
-    assert [t.name for t in fig.data] == [A, B]
+    assert [t.name for t in fig.data] == [SA, SB]
     assert (fig.data[0].x[0], fig.data[0].y[0]) == (pytest.approx(1000), 37.0)
     assert (fig.data[1].x[0], fig.data[1].y[0]) == (pytest.approx(35), 21.3)
-    assert fig.data[0].text[0] == "Faster R-CNN ResNet50-FPN"
+    assert fig.data[0].text[0] == SA  # the compact name on the chart; title and full name in the hover
+    assert "Faster R-CNN ResNet50-FPN" in fig.data[0].hovertemplate and A in fig.data[0].hovertemplate
 
 
 # --- untrained mark and empty inputs -------------------------------------------------------------------------------
@@ -357,14 +413,33 @@ def builders(infs: pd.DataFrame, dets: pd.DataFrame, untrained: bool):
 BUILDER_NAMES = list(builders(empty_inferences(), empty_detections(), False))
 
 
+LATENCY_ONLY = {"latency_box", "latency_breakdown"}  # timings of untrained weights are real: said in the caption
+
+
 @pytest.mark.parametrize("name", BUILDER_NAMES)
 @pytest.mark.parametrize("weights", ["default", "untrained"])
-def test_untrained_annotation_iff_any_untrained_row(name, weights):
+def test_untrained_annotation_on_detection_charts_iff_any_untrained_row(name, weights):
     infs, dets = session(weights=weights)
     untrained = bool(F.untrained_models(infs))
     assert untrained == (weights == "untrained")
     fig = builders(infs, dets, untrained)[name]()
-    assert len(untrained_texts(fig)) == (1 if untrained else 0)
+    assert len(untrained_texts(fig)) == (1 if untrained and name not in LATENCY_ONLY else 0)
+
+
+@pytest.mark.parametrize("weights", ["default", "untrained"])
+def test_latency_caption_names_untrained_models(weights):
+    infs, _ = session(weights=weights)
+    caption = views.latency_caption(infs)
+    assert (caption is not None and A in caption and B not in caption) == (weights == "untrained")
+    assert (caption is None) == (weights == "default")
+
+
+@pytest.mark.parametrize(("n", "webgl"), [(10, False), (F.WEBGL_MIN_POINTS, True)])
+def test_speed_vs_count_uses_webgl_for_many_points(n, webgl):
+    frame = latency_frame(n // 2)
+    fig = F.speed_vs_count(frame, empty_detections(), 0.5)
+    assert all(isinstance(t, go.Scattergl) == webgl for t in fig.data)
+    assert sum(len(t.x) for t in fig.data) == 2 * (n // 2)
 
 
 def test_untrained_models_lists_only_untrained():

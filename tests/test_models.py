@@ -7,7 +7,15 @@ import torch
 import torchvision
 
 from core.config import HEADLINE_MODELS
-from core.models import UnknownModelError, get_model, label_name, list_models, model_names, parse_model_list
+from core.models import (
+    UnknownModelError,
+    get_model,
+    label_name,
+    list_models,
+    model_names,
+    parse_model_list,
+    short_name,
+)
 
 ALL_DETECTORS = [
     "fasterrcnn_resnet50_fpn",
@@ -91,3 +99,26 @@ def test_untrained_build_runs_on_a_small_input(spec):
     assert out["boxes"].shape[1:] == (4,) and len(out["scores"]) == len(out["labels"]) == len(out["boxes"])
     if len(out["boxes"]):
         assert float(out["boxes"][:, 2].max()) <= 80 + 1e-3 and float(out["boxes"][:, 3].max()) <= 64 + 1e-3
+
+
+@pytest.mark.parametrize(
+    ("name", "short"),
+    [
+        ("ssdlite320_mobilenet_v3_large", "SSDLite320 MNv3-L"),
+        ("fasterrcnn_resnet50_fpn", "Faster R-CNN R50-FPN"),
+        ("fasterrcnn_resnet50_fpn_v2", "Faster R-CNN R50-FPN v2"),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", "Faster R-CNN MNv3-L-320-FPN"),
+        ("ssd300_vgg16", "SSD300 VGG16"),
+        ("fasterrcnn_resnet50_fpn (untrained, fp16)", "Faster R-CNN R50-FPN (untrained, fp16)"),  # variant label
+        ("my_detector", "my_detector"),  # not a torchvision family: unchanged
+    ],
+)
+def test_short_name_by_rule(name, short):
+    assert short_name(name) == short
+
+
+def test_short_names_tell_every_registered_detector_apart_and_are_shorter():
+    shorts = [spec.short_name for spec in list_models()]
+    assert len(set(shorts)) == len(shorts)
+    assert all(len(spec.short_name) <= len(spec.name) for spec in list_models())
+    assert max(len(s) for s in shorts) <= 28

@@ -1,0 +1,76 @@
+"""Pure figure builders: the records tables of DESIGN.md in, plotly figures out (no streamlit here).
+
+One module per chart family: `common` (colours, names, marks, helpers), `latency`, `detections`, `agreement`,
+`evaluation`, `overlays`, `cards`. Everything public is re-exported here (`from dashboard import figures`).
+
+Conventions every builder keeps:
+- one colour per class (`class_color`) and one per model (`model_color`), the same in every figure;
+- a chart of detections drawn from any row with untrained weights (`core.config.WEIGHTS_UNTRAINED`) carries a visible
+  `UNTRAINED_MARK` annotation (`mark_untrained`); builders fed only detections take an `untrained` flag (see
+  `untrained_models`);
+- rows with a non-empty `error` are left out of latency statistics;
+- empty tables (with the schema's columns) give a figure, never an exception.
+"""
+
+from __future__ import annotations
+
+from dashboard.figures.agreement import agreement_figure
+from dashboard.figures.cards import MODEL_CARD_COLUMNS, accuracy_vs_speed, model_card
+from dashboard.figures.common import (
+    CLASS_PALETTE,
+    LOG_SCALE_SPREAD,
+    MODEL_PALETTE,
+    STAGE_COLORS,
+    STAGE_NAMES,
+    UNTRAINED_ANNOTATION_NAME,
+    class_color,
+    display_name,
+    empty_figure,
+    log_ticks,
+    mark_untrained,
+    model_color,
+    plain,
+    successful,
+    untrained_models,
+)
+from dashboard.figures.detections import (
+    WEBGL_MIN_POINTS,
+    class_counts,
+    count_vs_threshold,
+    counts_above,
+    mean_count_curve,
+    score_histograms,
+    speed_vs_count,
+)
+from dashboard.figures.evaluation import PARETO_NAME, frontier, pareto_front, per_class_ap, pr_curves
+from dashboard.figures.latency import (
+    LATENCY_STATS_COLUMNS,
+    OUTLIERS_PER_MODEL,
+    latency_box,
+    latency_breakdown,
+    latency_medians,
+    latency_outliers,
+    latency_stats,
+)
+from dashboard.figures.overlays import (
+    JPEG_QUALITY,
+    OUTCOME_STYLES,
+    OVERLAY_MARGIN,
+    OVERLAY_WIDTH,
+    display_size,
+    image_data_uri,
+    outcome_overlay_grid,
+    overlay_figure,
+    overlay_grid,
+)
+
+__all__ = [
+    "CLASS_PALETTE", "JPEG_QUALITY", "LOG_SCALE_SPREAD", "MODEL_CARD_COLUMNS", "MODEL_PALETTE", "OUTCOME_STYLES",
+    "OVERLAY_MARGIN", "OVERLAY_WIDTH", "PARETO_NAME", "STAGE_COLORS", "STAGE_NAMES", "UNTRAINED_ANNOTATION_NAME",
+    "accuracy_vs_speed", "agreement_figure", "class_color", "class_counts", "count_vs_threshold", "counts_above",
+    "display_size", "empty_figure", "frontier", "image_data_uri", "latency_box", "latency_breakdown",
+    "latency_medians", "mark_untrained", "mean_count_curve", "model_card", "model_color", "outcome_overlay_grid",
+    "overlay_figure", "overlay_grid", "pareto_front", "per_class_ap", "plain", "pr_curves", "score_histograms",
+    "speed_vs_count", "successful", "untrained_models", "LATENCY_STATS_COLUMNS", "OUTLIERS_PER_MODEL",
+    "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks",
+]  # fmt: skip

@@ -1,0 +1,60 @@
+"""Agreement between two models without ground truth: boxes both found, only A, only B, per image."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import plotly.graph_objects as go
+
+from core.matching import Agreement
+from dashboard.figures.common import (
+    display_name,
+    empty_figure,
+    mark_untrained,
+    model_color,
+    plain,
+)
+
+
+def agreement_figure(
+    agreement: Agreement, *, names: Mapping[str, str] | None = None, untrained: bool = False
+) -> go.Figure:
+    """Stacked bars per image: boxes both models found, found only by A, only by B.
+
+    `names` maps image ids to display names for the x tick labels; bars carry the image id in customdata.
+    """
+    per_image = agreement.per_image
+    if per_image.empty:
+        return empty_figure("No images to compare.", untrained=untrained)
+    ids = [str(i) for i in per_image["image_id"]]
+    names = names or {}
+    ticks = [plain(names.get(i, i[:12])) for i in ids]
+    series = (
+        ("both", "both", "#2CA02C"),
+        ("only_a", f"only {display_name(agreement.model_a)}", model_color(agreement.model_a)),
+        ("only_b", f"only {display_name(agreement.model_b)}", model_color(agreement.model_b)),
+    )
+    fig = go.Figure()
+    for column, name, color in series:
+        fig.add_trace(
+            go.Bar(
+                x=ids,
+                y=per_image[column].to_numpy(),
+                name=name,
+                marker={"color": color},
+                customdata=[[i, plain(names.get(i, i))] for i in ids],
+                hovertemplate="%{customdata[1]}<br>" + name + ": %{y}<extra></extra>",
+            )
+        )
+    share = "n/a" if math.isnan(agreement.agreement) else f"{agreement.agreement:.0%}"
+    fig.update_layout(
+        barmode="stack",
+        title={
+            "text": f"Agreement {display_name(agreement.model_a)} vs {display_name(agreement.model_b)}: {share} "
+            f"(score ≥ {agreement.threshold:.2f}, IoU ≥ {agreement.iou:.2f})"
+        },
+        yaxis_title="boxes",
+    )
+    fig.update_xaxes(type="category", tickmode="array", tickvals=ids, ticktext=ticks)
+    return mark_untrained(fig, untrained)

@@ -1,0 +1,185 @@
+"""Detection charts: score histograms, counts against threshold, classes, speed against count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard.figures.common import (
+    any_untrained,
+    at_or_above,
+    display_name,
+    empty_figure,
+    latency_axis,
+    mark_untrained,
+    model_color,
+    models_in,
+    plain,
+    successful,
+)
+
+WEBGL_MIN_POINTS = 1000  # from this many points a scatter is drawn with WebGL (SVG slows down past a few thousand)
+
+
+def _threshold_line(fig: go.Figure, threshold: float) -> None:
+    fig.add_vline(
+        x=threshold,
+        line={"color": "black", "dash": "dash", "width": 1.5},
+        annotation={"text": f"threshold {threshold:.2f}", "xanchor": "left"},
+        name="threshold",
+    )
+
+
+def score_histograms(detections: pd.DataFrame, threshold: float, *, untrained: bool = False) -> go.Figure:
+    """Overlaid histograms of box scores per model, with the threshold as a dashed vertical line."""
+    models = models_in(detections)
+    if not models:
+        return empty_figure("No detections.", untrained=untrained)
+    fig = go.Figure()
+    for model in models:
+        scores = detections.loc[detections["model"] == model, "score"].to_numpy(dtype=float)
+        fig.add_trace(
+            go.Histogram(
+                x=scores,
+                name=display_name(model),
+                xbins={"start": 0.0, "end": 1.0, "size": 0.02},
+                marker={"color": model_color(model)},
+                opacity=0.6,
+                hovertemplate="score %{x}<br>%{y} boxes<extra>" + model + "</extra>",
+            )
+        )
+    _threshold_line(fig, threshold)
+    fig.update_layout(barmode="overlay", title={"text": "Score distribution"}, xaxis_title="score", yaxis_title="boxes")
+    fig.update_xaxes(range=[0, 1])
+    return mark_untrained(fig, untrained)
+
+
+def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Successful inference rows with `count`: their boxes with score >= threshold (0 when none)."""
+    ok = successful(inferences)
+    keys = ["run_id", "image_id", "model"]
+    counts = at_or_above(detections, threshold).groupby(keys).size().rename("count").reset_index()
+    out = ok.merge(counts, on=keys, how="left")
+    out["count"] = out["count"].fillna(0).astype("int64")
+    return out
+
+
+def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> go.Figure:
+    """One point per (image, model): boxes above threshold (x) against total latency (y); WebGL traces
+    (`go.Scattergl`) from WEBGL_MIN_POINTS points on.
+
+    Each point's customdata is `[image_id, image_name, model, run_id]`, so a selection event names the image.
+    """
+    untrained = any_untrained(inferences)
+    table = counts_above(inferences, detections, threshold)
+    models = models_in(table)
+    if not models:
+        return empty_figure("No processed images.", untrained=untrained)
+    fig = go.Figure()
+    trace = go.Scattergl if len(table) >= WEBGL_MIN_POINTS else go.Scatter  # WebGL: thousands of points stay fluid
+    for model in models:
+        part = table[table["model"] == model]
+        fig.add_trace(
+            trace(
+                x=part["count"].to_numpy(),
+                y=part["total_ms"].to_numpy(dtype=float),
+                mode="markers",
+                name=display_name(model),
+                marker={"color": model_color(model), "size": 10, "opacity": 0.8},
+                customdata=[
+                    [i, plain(n), m, r]
+                    for i, n, m, r in zip(
+                        part["image_id"], part["image_name"], part["model"], part["run_id"], strict=True
+                    )
+                ],
+                hovertemplate="%{customdata[1]}<br>%{x} boxes<br>%{y:.1f} ms<extra>%{customdata[2]}</extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": f"Latency against detections (score ≥ {threshold:.2f})"},
+        xaxis_title="detections above threshold",
+        yaxis_title="total ms",
+        clickmode="event+select",
+    )
+    fig.update_xaxes(rangemode="tozero")
+    latency_axis(fig, successful(inferences)["total_ms"])
+    return mark_untrained(fig, untrained)
+
+
+def class_counts(detections: pd.DataFrame, threshold: float, *, untrained: bool = False) -> go.Figure:
+    """Boxes above threshold per class, grouped by model (classes by decreasing total)."""
+    above = at_or_above(detections, threshold)
+    models = models_in(above)
+    if not models:
+        return empty_figure(f"No detections with score ≥ {threshold:.2f}.", untrained=untrained)
+    counts = above.groupby(["label", "model"]).size().unstack("model", fill_value=0)
+    counts = counts.loc[counts.sum(axis=1).sort_values(ascending=False, kind="stable").index]
+    labels = [plain(label) for label in counts.index]
+    fig = go.Figure()
+    for model in models:
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=counts[model].to_numpy(),
+                name=display_name(model),
+                marker={"color": model_color(model)},
+                hovertemplate="%{x}: %{y}<extra>" + model + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group", title={"text": f"Detections per class (score ≥ {threshold:.2f})"}, yaxis_title="boxes"
+    )
+    return mark_untrained(fig, untrained)
+
+
+def mean_count_curve(
+    detections: pd.DataFrame, inferences: pd.DataFrame, thresholds: np.ndarray | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """model -> (thresholds, mean boxes per successful image with score >= threshold)."""
+    thresholds = np.linspace(0.0, 1.0, 101) if thresholds is None else np.asarray(thresholds, dtype=float)
+    ok = successful(inferences)
+    keys = ["run_id", "image_id", "model"]
+    dets = detections.merge(ok[keys].drop_duplicates(), on=keys, how="inner") if not ok.empty else detections.iloc[:0]
+    curves = {}
+    for model in models_in(ok):
+        n_images = int((ok["model"] == model).sum())
+        scores = np.sort(dets.loc[dets["model"] == model, "score"].to_numpy(dtype=float))
+        above = scores.size - np.searchsorted(scores, thresholds, side="left")
+        curves[model] = (thresholds, above / n_images)
+    return curves
+
+
+def count_vs_threshold(
+    detections: pd.DataFrame, inferences: pd.DataFrame, *, threshold: float | None = None
+) -> go.Figure:
+    """Mean detections per image against the score threshold (0..1), one line per model.
+
+    Divides by each model's number of successfully processed images; `threshold`, if given, is drawn as a line.
+    """
+    untrained = any_untrained(inferences)
+    curves = mean_count_curve(detections, inferences)
+    if not curves:
+        return empty_figure("No processed images.", untrained=untrained)
+    fig = go.Figure()
+    for model, (xs, ys) in curves.items():
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                name=display_name(model),
+                line={"color": model_color(model), "width": 2},
+                hovertemplate="score ≥ %{x:.2f}: %{y:.2f} per image<extra>" + model + "</extra>",
+            )
+        )
+    if threshold is not None:
+        _threshold_line(fig, threshold)
+    fig.update_layout(
+        title={"text": "Detections per image against threshold"},
+        xaxis_title="score threshold",
+        yaxis_title="mean detections per image",
+    )
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(rangemode="tozero")
+    return mark_untrained(fig, untrained)
