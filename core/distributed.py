@@ -46,6 +46,7 @@ from core.config import (
 from core.images import LoadedImage, expand_paths, load_image
 from core.records import RunInfo, coerce_detections, coerce_inferences, new_run_id, now_iso
 from core.runner import RunSettings
+from core.text import exception_line
 
 # Ray must not phone home (usage stats) from the driver or from the processes it starts.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -123,7 +124,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-            raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") from None
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {exception_line(exc)}") from None
     else:
         ray.init(
             num_cpus=num_cpus,
@@ -147,11 +148,6 @@ def cluster_environment() -> dict[str, object]:
         "cpus": float(resources.get("CPU", 0.0)),
         "gpus": float(resources.get("GPU", 0.0)),
     }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:240]}"
 
 
 # --- Ray tasks and actors ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS
 from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
 from core.images import LoadedImage
 from core.models import ModelSpec, get_model, label_name
+from core.text import exception_line
 from core.weights import ProgressFn, build_model, parse_weights
 
 
@@ -170,11 +171,6 @@ def _failed(image: LoadedImage, det: Detector, batch_size: int, error: str) -> D
     return _result(image, det, batch_size, error=error, notes=image.notes)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:240]}"
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     """A device allocation failure: `torch.cuda.OutOfMemoryError`, or a RuntimeError saying "out of memory"."""
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
@@ -292,7 +288,7 @@ class _Retry:
                     _warm_up(det, [img for _, img in batch], self._warmup)
                 self._detector = det
         except Exception as exc:  # a fallback that cannot load leaves the OOM error in place
-            failed(f"{error}; the retry could not start: {_one_line(exc)}")
+            failed(f"{error}; the retry could not start: {exception_line(exc)}")
             return
         det = self._detector
         note = f"retried on {_device_word(det.device)} after {where}"
@@ -364,7 +360,7 @@ def _run_batch(
             where = _oom_where(exc, dev)
             error = _oom_message(where, len(batch))
         else:
-            error = f"model failed: {_one_line(exc)}"
+            error = f"model failed: {exception_line(exc)}"
     if error:
         # Out of the except block the exception and its traceback (which held the call's activations) are released;
         # drop the inputs too before giving cached blocks back to the device.

@@ -29,6 +29,7 @@ from core.config import DEFAULT_THRESHOLD
 from core.engine import DetectionResult
 from core.evaluate import GroundTruth, ResultsError, default_categories, load_results
 from core.images import ImageSource, gallery_paths
+from core.models import is_class_name
 from core.records import RunInfo, new_run_id, now_iso
 from core.store import Store
 from core.text import basename, fmt_ids
@@ -36,7 +37,6 @@ from core.text import basename, fmt_ids
 EXTERNAL = "external"  # weights, device and precision of an imported run
 MODEL_NAME_MAX = 60
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]*")
-_NOT_CLASSES = frozenset({"", "n/a", "__background__", "background"})
 _ORIENTATION_TAG = 0x0112
 
 
@@ -125,7 +125,7 @@ def _label_names(
                 continue
             label = gt.category_map[cid]
         name = categories[label] if 0 <= label < len(categories) else ""
-        if name.strip().lower() in _NOT_CLASSES:
+        if not is_class_name(name):
             unknown.append(cid)
         else:
             out[cid] = (label, name)

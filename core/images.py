@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import GALLERY_DIR, IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
-from core.text import megabytes
+from core.text import megabytes, one_line
 
 # Formats Pillow may open but we refuse: EPS is rendered by running Ghostscript, a separate interpreter.
 _REFUSED_FORMATS = frozenset({"EPS"})
@@ -125,7 +125,9 @@ def load_image(
         ms = (time.perf_counter() - t0) * 1e3
         w, h = image.size if image is not None else (0, 0)
         image_id = content_id(data) if data is not None else ""
-        return LoadedImage(display, image_id, image, w, h, fmt, ms, notes, _one_line(err) if err else "", path)
+        return LoadedImage(
+            display, image_id, image, w, h, fmt, ms, notes, one_line(err, _ERROR_MAX_CHARS) if err else "", path
+        )
 
     if error:
         return result(err=error)
@@ -205,11 +207,6 @@ class ImageSource:
 def sources_from_paths(paths: Iterable[str | Path]) -> list[ImageSource]:
     """`expand_paths` as sources, not decoded yet."""
     return [ImageSource.from_path(p) for p in expand_paths(paths)]
-
-
-def load_images(paths: Iterable[str | Path]) -> list[LoadedImage]:
-    """`expand_paths`, then `load_image` on each: one record per file, good or bad."""
-    return [load_image(p) for p in expand_paths(paths)]
 
 
 def gallery_paths() -> list[Path]:
@@ -523,9 +520,3 @@ def _float_to_u8(a: np.ndarray) -> np.ndarray:
     else:
         scaled = (a - lo) * 255.0 / (hi - lo) if hi > lo else np.zeros_like(a)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def _one_line(text: str) -> str:
-    """Collapse whitespace (newlines included) and cap the length."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= _ERROR_MAX_CHARS else flat[: _ERROR_MAX_CHARS - 1] + "…"

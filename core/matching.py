@@ -17,6 +17,7 @@ import torch
 from torchvision.ops import box_iou
 
 from core.config import AGREEMENT_IOU
+from core.records import latest_run
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "both", "only_a", "only_b", "mean_iou")
 
@@ -84,17 +85,6 @@ def match_boxes(
         used_b.add(j)
         pairs.append((i, j, float(values[k])))
     return pairs
-
-
-def latest_run(detections: pd.DataFrame) -> pd.DataFrame:
-    """Keep, for each (image, model), only the boxes of its latest run (run ids sort by time).
-
-    Several runs of the same model on the same image would otherwise be counted as duplicate boxes.
-    """
-    if detections.empty or "run_id" not in detections:
-        return detections
-    last = detections.groupby(["image_id", "model"], sort=False)["run_id"].transform("max")
-    return detections[detections["run_id"] == last]
 
 
 def _boxes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -56,10 +56,6 @@ class ModelSpec:
         return self.default_weights.url.rsplit("/", 1)[-1]
 
     @property
-    def weights_url(self) -> str:
-        return self.default_weights.url
-
-    @property
     def num_classes(self) -> int:
         return len(self.categories)
 
@@ -193,6 +189,15 @@ def parse_model_list(text: str) -> list[str]:
     for n in names:
         get_model(n)
     return list(dict.fromkeys(names))
+
+
+# Entries of a category list that are not classes: torchvision's "N/A" gaps and the background at index 0.
+NOT_CLASS_NAMES = frozenset({"", "n/a", "__background__", "background"})
+
+
+def is_class_name(name: str) -> bool:
+    """False for the placeholders of a category list ("N/A", "__background__", empty), true for real classes."""
+    return name.strip().lower() not in NOT_CLASS_NAMES
 
 
 def label_name(categories: tuple[str, ...] | list[str], label_id: int) -> str:

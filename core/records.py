@@ -120,6 +120,17 @@ def detection_values(result: DetectionResult, run_id: str) -> list[tuple]:
     ]
 
 
+def latest_run(detections: pd.DataFrame) -> pd.DataFrame:
+    """Keep, for each (image, model), only the boxes of its latest run (run ids sort by time).
+
+    Several runs of the same model on the same image would otherwise be counted as duplicate boxes.
+    """
+    if detections.empty or "run_id" not in detections:
+        return detections
+    last = detections.groupby(["image_id", "model"], sort=False)["run_id"].transform("max")
+    return detections[detections["run_id"] == last]
+
+
 def inferences_frame(
     results: Iterable[DetectionResult], *, run_id: str, threshold: float, created_at: str | None = None
 ) -> pd.DataFrame:
@@ -167,15 +178,6 @@ def write_run(
     run_json.write_text(info.to_json(), encoding="utf-8")
     written.append(run_json)
     return written
-
-
-def read_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
-    """Read back what write_run wrote (CSV; Parquet is for other tools)."""
-    out_dir = Path(out_dir)
-    inf = pd.read_csv(out_dir / "inferences.csv", dtype={"image_id": "string", "run_id": "string"})
-    det = pd.read_csv(out_dir / "detections.csv", dtype={"image_id": "string", "run_id": "string"})
-    info = RunInfo.from_json((out_dir / "run.json").read_text(encoding="utf-8"))
-    return coerce_inferences(inf), coerce_detections(det), info
 
 
 def coco_results(detections: pd.DataFrame, image_ids: dict[str, int], *, min_score: float = 0.0) -> list[dict]:

@@ -21,6 +21,17 @@ def megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` on one line (whitespace, newlines included, collapsed), cut to `limit` characters with a final '…'."""
+    flat = " ".join(str(text).split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def exception_line(exc: BaseException, limit: int = 240) -> str:
+    """An exception as one line: 'ValueError: what it says' (its type alone when it says nothing)."""
+    return f"{type(exc).__name__}: {one_line(exc, limit) or type(exc).__name__}"
+
+
 def basename(name: object) -> str:
     """The last part of a file name written with / or \\ separators ('a\\b/c.jpg' -> 'c.jpg')."""
     return PurePosixPath(str(name).replace("\\", "/")).name

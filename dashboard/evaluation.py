@@ -42,7 +42,7 @@ from core.evaluate import (
 )
 from core.external import import_coco_results
 from core.images import content_id
-from core.matching import latest_run
+from core.records import latest_run
 from core.text import fmt_ids
 from dashboard import cache, state
 from dashboard.text import md

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, GALLERY_DIR, INFERENCE_COLUMNS
 from core.images import ImageSource
-from core.records import coerce_detections, coerce_inferences
+from core.records import RunInfo, coerce_detections, coerce_inferences
 
 RUN = "20260101-000000-aaaaaa"
 
@@ -38,6 +39,14 @@ def tables(inferences: list[dict], detections: list[dict]) -> tuple[pd.DataFrame
     inf = coerce_inferences(pd.DataFrame(inferences, columns=list(INFERENCE_COLUMNS)))
     det = coerce_detections(pd.DataFrame(detections, columns=list(DETECTION_COLUMNS)))
     return inf, det
+
+
+def read_written_run(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
+    """What `core.records.write_run` wrote (CSV and run.json), read back with the schema's dtypes."""
+    inf = pd.read_csv(out_dir / "inferences.csv", dtype={"image_id": "string", "run_id": "string"})
+    det = pd.read_csv(out_dir / "detections.csv", dtype={"image_id": "string", "run_id": "string"})
+    info = RunInfo.from_json((out_dir / "run.json").read_text(encoding="utf-8"))
+    return coerce_inferences(inf), coerce_detections(det), info
 
 
 def seeded(weights: str = "default") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:

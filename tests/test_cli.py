@@ -14,6 +14,7 @@ import pytest
 from core.cli import main
 from core.config import GALLERY_DIR, HEADLINE_MODELS, INFERENCE_COLUMNS, UNTRAINED_MARK
 from core.models import model_names
+from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,8 +142,6 @@ def assert_whole_records(inf: pd.DataFrame, det: pd.DataFrame, threshold: float)
 
 
 def test_detect_with_a_store_matches_the_csv_while_readers_read(tmp_path):
-    from core.records import read_run
-
     folder = generated_images(tmp_path / "imgs", 20)
     store_dir, out = tmp_path / "store", tmp_path / "out"
     proc = start_cli("detect", str(folder), "--models", HEADLINE_MODELS[1], "--weights", "untrained",
@@ -165,7 +164,7 @@ def test_detect_with_a_store_matches_the_csv_while_readers_read(tmp_path):
     run_id = runs.loc[0, "run_id"]
     assert f"stored run {run_id}" in stdout
     inf, det, info = store.load_run(run_id)
-    csv_inf, csv_det, csv_info = read_run(out)
+    csv_inf, csv_det, csv_info = factories.read_written_run(out)
     pd.testing.assert_frame_equal(inf, csv_inf)
     pd.testing.assert_frame_equal(det, csv_det)
     assert info == csv_info and info.environment["torch"]

@@ -18,7 +18,7 @@ from PIL import Image, ImageFile
 
 from core import images
 from core.config import REPO_ROOT
-from core.images import LoadedImage, downscale_for_display, expand_paths, load_image, load_images
+from core.images import LoadedImage, downscale_for_display, expand_paths, load_image
 
 HAS_HEIF = importlib.util.find_spec("pillow_heif") is not None
 
@@ -407,7 +407,7 @@ def test_load_images_batch_goes_on(tmp_path):
     write(tmp_path, "d_truncated.jpg", _truncated_jpeg())
     write(tmp_path, "sub/e_good.jpg", jpeg_bytes())
     write(tmp_path, "notes.txt", b"ignored: not an image extension")
-    results = load_images([tmp_path])
+    results = [load_image(p) for p in expand_paths([tmp_path])]
     assert [r.name for r in results] == ["a_good.png", "b_html.jpg", "c_empty.png", "d_truncated.jpg", "e_good.jpg"]
     assert [r.ok for r in results] == [True, False, False, False, True]
     assert all(r.source is not None for r in results)

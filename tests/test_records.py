@@ -8,7 +8,8 @@ import pytest
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
 from core.engine import DetectionResult
-from core.records import RunInfo, coco_results, detections_frame, inferences_frame, new_run_id, read_run, write_run
+from core.records import RunInfo, coco_results, detections_frame, inferences_frame, new_run_id, write_run
+from tests.factories import read_written_run
 
 
 def make_result(scores=(0.9, 0.4, 0.02), error="", image_id="img1", model="m") -> DetectionResult:
@@ -75,7 +76,7 @@ def test_round_trip_through_files(tmp_path, parquet):
     det = detections_frame(results, run_id=info.run_id)
     written = write_run(tmp_path, inf, det, info, parquet=parquet)
     assert (tmp_path / "inferences.parquet" in written) == parquet
-    inf2, det2, info2 = read_run(tmp_path)
+    inf2, det2, info2 = read_written_run(tmp_path)
     pd.testing.assert_frame_equal(inf2, inf)
     pd.testing.assert_frame_equal(det2, det)
     assert info2 == info and inf2.loc[1, "image_id"] == "0123"

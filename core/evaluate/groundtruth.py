@@ -17,6 +17,7 @@ import pandas as pd
 
 from core.config import GT_BOX_TOLERANCE_PX, GT_MAX_BYTES, HEADLINE_MODELS
 from core.evaluate.validate import GroundTruthError, _norm, _read_json, _validate
+from core.models import is_class_name
 from core.text import basename, fmt_ids
 
 GT_BOX_COLUMNS: tuple[str, ...] = ("image_id", "gt_id", "label_id", "label", "iscrowd", "x1", "y1", "x2", "y2")
@@ -37,7 +38,6 @@ NAME_ALIASES: dict[str, str] = {
     "people": "person",
     "pedestrian": "person",
 }
-_NOT_CLASSES = frozenset({"n/a", "__background__", "background"})
 
 
 @dataclass
@@ -92,7 +92,7 @@ def map_categories(
     by_name: dict[str, int] = {}
     for label_id, cname in enumerate(model_categories):
         key = _norm(cname)
-        if key and key not in _NOT_CLASSES:
+        if is_class_name(key):
             by_name.setdefault(key, label_id)
     mapping: dict[int, int] = {}
     unmapped: list[str] = []
