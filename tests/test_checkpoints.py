@@ -59,7 +59,7 @@ def _no_downloads(monkeypatch):
 
     monkeypatch.setattr(WeightsEnum, "get_state_dict", get_state_dict)
     yield
-    engine.clear_detectors()
+    engine._detectors.clear()  # tmp_path files: no detector outlives its test
 
 
 def _backbone_weights(builder) -> WeightsEnum:
@@ -238,7 +238,7 @@ def test_eps_override_in_the_sidecar_builds_weights_backbone(tmp_path):
     expected = _outputs(source)
     assert any(not torch.equal(e["scores"], g["scores"]) for e, g in zip(expected, _outputs(guessed.module)))
     path.with_suffix(".json").write_text(json.dumps({"built_from": "weights_backbone"}))
-    engine.clear_detectors()
+    engine._detectors.clear()  # tmp_path files: no detector outlives its test
     told = engine.load_detector(name, str(path), "cpu")
     assert told.categories == get_model(name).categories
     _assert_same_outputs(expected, _outputs(told.module))
