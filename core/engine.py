@@ -45,6 +45,7 @@ class Detector:
     weights: str
     device: torch.device
     precision: str
+    weights_build: str = ""  # how the module was built (BuiltModel.weights_build), recorded with the run
 
     @property
     def name(self) -> str:
@@ -97,7 +98,15 @@ def load_detector(
             found = _detectors.get(key)
         if found is None:
             built = build_model(spec, choice, class_names=class_names, progress=progress)
-            found = Detector(spec, built.module.to(dev), built.categories, built.weights, dev, precision)
+            found = Detector(
+                spec,
+                built.module.to(dev),
+                built.categories,
+                built.weights,
+                dev,
+                precision,
+                weights_build=built.weights_build,
+            )
             with _registry_lock:
                 _detectors[key] = found
                 while len(_detectors) > MAX_LOADED_DETECTORS:

@@ -49,13 +49,16 @@ class RunSettings:
         device: str | None = None,
         weights: Mapping[str, str] | None = None,
         models: Sequence[str] | None = None,
+        weights_build: Mapping[str, str] | None = None,
     ) -> dict[str, object]:
         """The settings as kept with a run: as asked, or with the resolved `device` and `weights` once known.
-        `models` (default: all of them) names the models the run actually runs."""
+        `models` (default: all of them) names the models the run actually runs. `weights_build`: per model, how its
+        module was built (e.g. a checkpoint's FrozenBatchNorm2d and why)."""
         models = list(models if models is not None else self.models)
         return {
             "models": models,
             "weights": dict(weights) if weights is not None else {m: self.weights_for(m) for m in models},
+            "weights_build": dict(weights_build or {}),
             "device": device or self.device,
             "precision": self.precision,
             "threshold": self.threshold,
@@ -168,7 +171,11 @@ def execute(
         run_id=run_id,
         created_at=created_at,
         settings=settings.record(
-            user=user, device=str(device), weights={m: d.weights for m, d in detectors.items()}, models=list(detectors)
+            user=user,
+            device=str(device),
+            weights={m: d.weights for m, d in detectors.items()},
+            models=list(detectors),
+            weights_build={m: d.weights_build for m, d in detectors.items()},
         ),
         environment=environment(device),
     )

@@ -173,6 +173,17 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def _sidecar(path: Path) -> tuple[Path, object] | None:
+    """The sidecar JSON next to a checkpoint (FILE.json or STEM.json) and its parsed content, if there is one."""
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if sidecar.is_file():
+            try:
+                return sidecar, json.loads(sidecar.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise WeightsError(f"sidecar file {sidecar.name} is not valid JSON: {exc}") from exc
+    return None
+
+
 def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str, ...] | None:
     """Class names for a checkpoint: given names, else a sidecar JSON next to it (FILE.json or STEM.json).
 
@@ -180,13 +191,12 @@ def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str
     Index 0 is the background; `__background__` is put there when the list does not start with it.
     """
     if names is None:
-        for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-            if sidecar.is_file():
-                try:
-                    names = _names_from_json(json.loads(sidecar.read_text(encoding="utf-8")))
-                except (ValueError, TypeError, KeyError) as exc:
-                    raise WeightsError(f"class names file {sidecar.name} is not valid: {exc}") from exc
-                break
+        found = _sidecar(path)
+        if found is not None and not (isinstance(found[1], dict) and "categories" not in found[1]):
+            try:
+                names = _names_from_json(found[1])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise WeightsError(f"class names file {found[0].name} is not valid: {exc}") from exc
     if names is None:
         return None
     names = [str(n) for n in names]
@@ -195,6 +205,17 @@ def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str
     if names[0].lower() not in ("__background__", "background"):
         names = ["__background__", *names]
     return tuple(names)
+
+
+def read_built_from(path: Path) -> str | None:
+    """The sidecar's `built_from` ('weights', 'weights_backbone' or 'scratch'), if it says how the model was built."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict) or "built_from" not in found[1]:
+        return None
+    value = found[1]["built_from"]
+    if value not in BUILT_FROM:
+        raise WeightsError(f"{found[0].name}: built_from must be one of {', '.join(BUILT_FROM)}, not {value!r}")
+    return value
 
 
 def _names_from_json(data: object) -> list[str]:
@@ -209,6 +230,8 @@ def _names_from_json(data: object) -> list[str]:
 
 
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` with clear errors; a BatchNorm's missing `num_batches_tracked` (a counter that
+    eval mode never reads) is taken from the model, so a checkpoint saved from FrozenBatchNorm2d layers still loads."""
     own = model.state_dict()
     mismatched = [
         f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -221,18 +244,207 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str)
             f"{source} does not fit this model: shape mismatch in {'; '.join(mismatched[:3])}{more}. "
             "A fine-tuned checkpoint needs its class names (a sidecar JSON next to the file, or names given)."
         )
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
+    state = dict(state)
+    for k, v in own.items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        result = model.load_state_dict(state, strict=False)
         parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if result.missing_keys:
+            parts.append(f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})")
         if result.unexpected_keys:
             parts.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})")
-        raise WeightsError(f"{source} does not fit this model: {', '.join(parts)}")
+        raise WeightsError(f"{source} does not fit this model: {', '.join(parts)}") from None
 
 
 # --- building -------------------------------------------------------------------------------------------------------
+
+
+BUILT_FROM = ("weights", "weights_backbone", "scratch")
+"""How a checkpoint's model was built before training: torchvision's `weights=`, `weights_backbone=` or neither."""
+
+# torchvision 0.29.1's builders, read from torchvision/models/detection/*.py. These builders pick
+# `FrozenBatchNorm2d` for the backbone when `weights` or `weights_backbone` is given and `nn.BatchNorm2d` otherwise:
+_FROZEN_NORM_WHEN_TRAINED = frozenset(
+    {
+        "fasterrcnn_resnet50_fpn",
+        "maskrcnn_resnet50_fpn",
+        "keypointrcnn_resnet50_fpn",
+        "retinanet_resnet50_fpn",
+        "fcos_resnet50_fpn",
+        "fasterrcnn_mobilenet_v3_large_fpn",
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+    }
+)
+# ... and these also call `overwrite_eps(model, 0.0)` after loading their COCO_V1 (= DEFAULT) weights.
+_EPS_ZERO_WITH_WEIGHTS = frozenset(
+    {"fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn", "retinanet_resnet50_fpn"}
+)
+# SSDLite builds MobileNetV3 with `reduced_tail=True` unless `weights_backbone` is given (a shape the file shows).
+_FULL_TAIL_WITH_BACKBONE = frozenset({"ssdlite320_mobilenet_v3_large"})
+# The v2 models and SSD300/SSDLite build the same layers in all three cases (nn.BatchNorm2d, GroupNorm or none).
+
+
+@dataclass(frozen=True)
+class CheckpointBuild:
+    """How a checkpoint's model is built: which torchvision case, and why that case was chosen."""
+
+    built_from: str  # one of BUILT_FROM
+    reason: str
+
+
+def _norm_layers(module: nn.Module) -> str:
+    """The model's norm layers as recorded, e.g. 'FrozenBatchNorm2d eps 0.0' or 'BatchNorm2d eps 1e-05, GroupNorm'."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    kinds: dict[str, set[float]] = {}
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase | FrozenBatchNorm2d | nn.GroupNorm):
+            kinds.setdefault(type(m).__name__, set()).add(float(m.eps))
+    if not kinds:
+        return "no norm layers"
+    return ", ".join(f"{k} eps {'/'.join(f'{e:g}' for e in sorted(v))}" for k, v in sorted(kinds.items()))
+
+
+def decide_build(spec: ModelSpec, state: Mapping[str, torch.Tensor], built_from: str | None = None) -> CheckpointBuild:
+    """The torchvision case a state dict was saved from: the sidecar's `built_from` if given, else what it shows.
+
+    `num_batches_tracked` exists only in nn.BatchNorm2d, so for the builders that freeze their norm when trained, its
+    presence means scratch and its absence `weights` or `weights_backbone`. Those two differ only in the
+    FrozenBatchNorm2d eps of the legacy v1 models (0.0 after `weights=DEFAULT`, 1e-5 with `weights_backbone`), which no
+    state dict holds: the fine-tuning tutorial's `weights="DEFAULT"` is assumed. SSDLite's `weights_backbone` case is
+    told by its shapes (see `_build_for`), the other builders build the same layers in every case.
+    """
+    if built_from is not None:
+        return CheckpointBuild(built_from, 'from the sidecar JSON\'s "built_from"')
+    if spec.name in _FROZEN_NORM_WHEN_TRAINED:
+        if any(k.endswith("num_batches_tracked") for k in state):
+            return CheckpointBuild("scratch", "from the state dict: num_batches_tracked keys (nn.BatchNorm2d)")
+        if spec.name in _EPS_ZERO_WITH_WEIGHTS:
+            reason = (
+                "from the state dict: no num_batches_tracked (FrozenBatchNorm2d); its eps is not in a state dict, "
+                'weights="DEFAULT" assumed (set "built_from" in the sidecar JSON for weights_backbone)'
+            )
+        else:
+            reason = "from the state dict: no num_batches_tracked (FrozenBatchNorm2d; weights_backbone builds the same)"
+        return CheckpointBuild("weights", reason)
+    if spec.name in _FULL_TAIL_WITH_BACKBONE:
+        return CheckpointBuild("weights", "reduced MobileNetV3 tail: weights or scratch (the same layers)")
+    return CheckpointBuild("weights", "this builder makes the same layers with weights, weights_backbone or scratch")
+
+
+def _freeze_norms(module: nn.Module, eps: float) -> None:
+    """Replace every nn.BatchNorm2d by the FrozenBatchNorm2d torchvision builds in its place (same buffers)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=eps))
+        else:
+            _freeze_norms(child, eps)
+
+
+@contextlib.contextmanager
+def _full_mobilenet_tail() -> Iterator[None]:
+    """While building SSDLite, MobileNetV3 keeps its full tail, as torchvision builds it with `weights_backbone`."""
+    from torchvision.models.detection import ssdlite
+
+    original = ssdlite.mobilenet_v3_large
+
+    def full(**kwargs: object) -> nn.Module:
+        return original(**{**kwargs, "reduced_tail": False})
+
+    ssdlite.mobilenet_v3_large = full
+    try:
+        yield
+    finally:
+        ssdlite.mobilenet_v3_large = original
+
+
+def _build_for(spec: ModelSpec, built_from: str, **kwargs: object) -> nn.Module:
+    """`spec`'s module with the layers torchvision builds in the `built_from` case, without downloading anything."""
+    context = (
+        _full_mobilenet_tail() if spec.name in _FULL_TAIL_WITH_BACKBONE and built_from == "weights_backbone" else None
+    )
+    with context or contextlib.nullcontext():
+        module = spec.builder(weights=None, weights_backbone=None, **kwargs)
+    if spec.name in _FROZEN_NORM_WHEN_TRAINED and built_from != "scratch":
+        eps = 0.0 if built_from == "weights" and spec.name in _EPS_ZERO_WITH_WEIGHTS else 1e-5
+        _freeze_norms(module, eps)
+    return module
+
+
+def _shapes_fit(module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str = "backbone.") -> bool:
+    own = module.state_dict()
+    return all(own[k].shape == v.shape for k, v in state.items() if k.startswith(prefix) and k in own)
+
+
+def _head_kwargs(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """Builder arguments read from the checkpoint's shapes: Keypoint R-CNN's number of keypoints."""
+    key = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
+    if spec.name.startswith("keypointrcnn") and key in state:
+        return {"num_keypoints": int(state[key].shape[1])}
+    return {}
+
+
+def _fit_mask_predictor(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """A Mask R-CNN whose mask predictor was replaced apart from its box predictor: rebuild it at the file's size."""
+    key = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+    heads = getattr(module, "roi_heads", None)
+    if key not in state or getattr(heads, "mask_predictor", None) is None:
+        return
+    if heads.mask_predictor.mask_fcn_logits.weight.shape != state[key].shape:
+        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+        conv = state["roi_heads.mask_predictor.conv5_mask.weight"]
+        heads.mask_predictor = MaskRCNNPredictor(int(conv.shape[0]), int(conv.shape[1]), int(state[key].shape[0]))
+
+
+_CLASS_KEYS = (
+    "roi_heads.box_predictor.cls_score.weight",
+    "head.classification_head.cls_logits.weight",
+    "head.classification_head.module_list.0.weight",
+    "head.classification_head.module_list.0.1.weight",
+)
+
+
+def _check_classes(module: nn.Module, state: Mapping[str, torch.Tensor], n_names: int, source: str) -> None:
+    """The number of classes read from the checkpoint's classifier must match the names it is given."""
+    own = module.state_dict()
+    key = next((k for k in _CLASS_KEYS if k in own and k in state), None)
+    if key is None or own[key].shape == state[key].shape:
+        return
+    per_class = own[key].shape[0] // n_names  # anchors per location (1 for the R-CNN box predictor and FCOS)
+    n_file = state[key].shape[0] // per_class
+    raise WeightsError(
+        f"{source} does not fit this model: shape mismatch in {key} {tuple(state[key].shape)} vs model "
+        f"{tuple(own[key].shape)}: the checkpoint has {n_file} classes (background included), the class names "
+        f"{n_names}. A fine-tuned checkpoint needs its class names (a sidecar JSON next to the file, or names given)."
+    )
+
+
+def _build_checkpoint(
+    spec: ModelSpec, path: Path, categories: tuple[str, ...], state: Mapping[str, torch.Tensor]
+) -> tuple[nn.Module, str]:
+    """The module for a checkpoint file, built as torchvision built the model that saved it, and its build label."""
+    decision = decide_build(spec, state, read_built_from(path))
+    kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state)}
+    module = _build_for(spec, decision.built_from, **kwargs)
+    if decision.reason.startswith("reduced") and not _shapes_fit(module, state):
+        full = _build_for(spec, "weights_backbone", **kwargs)
+        if _shapes_fit(full, state):
+            module = full
+            decision = CheckpointBuild(
+                "weights_backbone",
+                "from the state dict: full MobileNetV3 tail, which torchvision builds only with weights_backbone",
+            )
+    _fit_mask_predictor(module, state)
+    _check_classes(module, state, len(categories), path.name)
+    _load_into(module, state, path.name)
+    return module, f"{decision.built_from} ({_norm_layers(module)}) — {decision.reason}"
 
 
 @dataclass(frozen=True)
@@ -240,6 +452,7 @@ class BuiltModel:
     module: nn.Module
     categories: tuple[str, ...]
     weights: str  # label for records
+    weights_build: str = ""  # how the module was built, e.g. "weights (FrozenBatchNorm2d eps 0) — from the state dict"
 
 
 def build_model(
@@ -249,7 +462,12 @@ def build_model(
     class_names: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
 ) -> BuiltModel:
-    """Build `spec` with the chosen weights, in eval mode on the CPU."""
+    """Build `spec` with the chosen weights, in eval mode on the CPU.
+
+    A checkpoint file is built with the layers torchvision gave the model that saved it (see `decide_build`): e.g.
+    `fasterrcnn_resnet50_fpn(weights="DEFAULT")` fine-tuned has FrozenBatchNorm2d with eps 0.0, the same model trained
+    from scratch nn.BatchNorm2d; then loaded with `load_state_dict(strict=True)`. Nothing is downloaded.
+    """
     with _build_lock:
         if choice.kind == WEIGHTS_DEFAULT:
             try:
@@ -263,18 +481,19 @@ def build_model(
                     f"cached weights {cached_weights_path(spec)} do not fit {spec.name}: {first}"
                 ) from exc
             categories = spec.categories
+            how = f"weights ({_norm_layers(module)}) — torchvision's builder with weights=DEFAULT"
         elif choice.kind == WEIGHTS_UNTRAINED:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(UNTRAINED_SEED)
                 module = spec.builder(weights=None, weights_backbone=None, num_classes=spec.num_classes)
             categories = spec.categories
+            how = f"scratch ({_norm_layers(module)}) — untrained, seeded"
         else:
             assert choice.path is not None
             categories = read_categories(choice.path, class_names) or spec.categories
             state = load_state_dict_file(choice.path)
-            module = spec.builder(weights=None, weights_backbone=None, num_classes=len(categories))
-            _load_into(module, state, choice.path.name)
+            module, how = _build_checkpoint(spec, choice.path, tuple(categories), state)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return BuiltModel(module=module, categories=tuple(categories), weights=choice.label)
+    return BuiltModel(module=module, categories=tuple(categories), weights=choice.label, weights_build=how)
