@@ -130,6 +130,7 @@ def environment(device: torch.device) -> dict[str, str | int]:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "cuda": torch.version.cuda or "",
         "cudnn": str(torch.backends.cudnn.version() or "") if device.type == "cuda" else "",
     }

@@ -159,3 +159,28 @@ def test_every_gallery_file_is_credited(gallery_images):
     assert not stale, f"gallery/LICENSE.md credits files that are not there: {stale}"
     for name, cells in rows.items():
         assert len(cells) >= 5 and all(cells[:5]), f"incomplete LICENSE.md row for {name}: {cells}"
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_importing_core_makes_torch_threads_wait_passively_unless_told_otherwise(preset, expected):
+    """Set before torch loads OpenMP (spinning threads on a busy 2-core machine made a model call 15-40x slower)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        f"os.environ.pop('OMP_WAIT_POLICY', None)\n"
+        f"if {preset!r}: os.environ['OMP_WAIT_POLICY'] = {preset!r}\n"
+        "import core.engine\n"
+        "assert 'torch' in sys.modules\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
