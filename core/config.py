@@ -86,7 +86,6 @@ REVIEW_VERDICTS: tuple[str, ...] = ("A better", "B better", "both wrong", "both 
 REVIEW_WITHDRAWN = "withdrawn"  # a history row that takes a reviewer's verdict back (undo): no current verdict
 REVIEW_FLIPPED: dict[str, str] = {"A better": "B better", "B better": "A better"}  # the verdict with A and B swapped
 REVIEW_IDENTITIES: tuple[str, ...] = ("typed", "signed-in")  # a typed name is unverified; signed-in: OpenID Connect
-ALLOWED_USERS_ENV = "DETLENS_ALLOWED_USERS"  # comma-separated emails and @domains allowed in when sign-in is set up
 REVIEW_CONFIDENCE = 0.95  # the Wilson interval of a pair's win rate
 
 # Ray path (core.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
