@@ -194,6 +194,51 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reviews(args: argparse.Namespace) -> int:
+    from core.reviews import summarize
+
+    store = _open_store(args.store, create=False)
+    reviews = store.reviews(args.run_id)
+    _, det, _ = store.load_run(args.run_id)
+    summary = summarize(args.run_id, reviews, det, args.threshold)
+    if args.json:
+        print(summary.to_json())
+        return EXIT_OK
+    if reviews.empty:
+        print(f"no reviews of run {args.run_id}")
+        return EXIT_OK
+    for name, how in summary.reviewers.items():
+        print(f"reviewer {name}: {'signed in' if how == 'signed-in' else 'typed name (unverified)'}")
+    print()
+    header = f"{'A':28} {'B':28} {'n':>4} {'A wins':>6} {'B wins':>6} {'ties':>5} {'both wrong':>10}  A win rate (95% Wilson)"
+    print(header)
+    print("-" * len(header))
+    for r in summary.pairs.itertuples():
+        rate = "   -" if r.win_rate != r.win_rate else f"{r.win_rate:.2f} [{r.win_low:.2f}, {r.win_high:.2f}]"
+        print(
+            f"{r.model_a:28} {r.model_b:28} {r.n:>4} {r.wins:>6} {r.losses:>6} {r.ties:>5} {r.both_wrong:>10}  {rate}"
+        )
+    print()
+    for r in summary.agreement.itertuples():
+        value = (
+            "not enough reviewers"
+            if not r.statistic
+            else (f"{r.statistic} {r.value:.3f}" if r.value == r.value else f"{r.statistic} undefined")
+        )
+        print(f"agreement {r.model_a} vs {r.model_b}: {r.reviewers} reviewers, {r.images} shared images, {value}")
+    if len(summary.classes):
+        print()
+        print(f"{'A':28} {'B':28} {'class':16} {'n':>4} {'A wins':>6} {'B wins':>6} {'ties':>5} {'both wrong':>10}")
+        for r in summary.classes.itertuples():
+            print(f"{r.model_a:28} {r.model_b:28} {r.label:16} {r.n:>4} {r.wins:>6} {r.losses:>6} {r.ties:>5} "
+                  f"{r.both_wrong:>10}")  # fmt: skip
+    if len(summary.disagreements):
+        print("\nreviewers disagree:")
+        for r in summary.disagreements.itertuples():
+            print(f"  {r.image_id} ({r.model_a} vs {r.model_b}): {r.verdicts}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="DetLens: compare torchvision detectors.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_imp.add_argument("--store", metavar="DIR", help=store_help)
     p_imp.add_argument("--replace", action="store_true", help="replace a run with the same id")
     p_imp.set_defaults(func=cmd_import)
+
+    p_rev = sub.add_parser("reviews", help="a run's review results: wins per pair, agreement, per class")
+    p_rev.add_argument("run_id")
+    p_rev.add_argument("--store", metavar="DIR", help=store_help)
+    p_rev.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score of the classes found")
+    p_rev.add_argument("--json", action="store_true", help="print JSON")
+    p_rev.set_defaults(func=cmd_reviews)
 
     from core.evaluate import add_cli as add_evaluate
 

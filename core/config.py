@@ -83,6 +83,10 @@ MAX_IMPORT_BYTES = 4 * 1024**3  # total uncompressed size of a run zip that `imp
 
 # Team reviews: a reviewer's verdict on one image of a run, comparing model A with model B.
 REVIEW_VERDICTS: tuple[str, ...] = ("A better", "B better", "both wrong", "both fine")
+REVIEW_WITHDRAWN = "withdrawn"  # a history row that takes a reviewer's verdict back (undo): no current verdict
+REVIEW_FLIPPED: dict[str, str] = {"A better": "B better", "B better": "A better"}  # the verdict with A and B swapped
+REVIEW_IDENTITIES: tuple[str, ...] = ("typed", "signed-in")  # a typed name is unverified; signed-in: OpenID Connect
+REVIEW_CONFIDENCE = 0.95  # the Wilson interval of a pair's win rate
 
 # Ray path (core.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
 RAY_BATCH_ROWS = 16

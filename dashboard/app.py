@@ -11,11 +11,12 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ on sys.path, no
 
 import streamlit as st  # noqa: E402
 
-from dashboard import state  # noqa: E402
+from dashboard import reviewing, state  # noqa: E402
 from dashboard.pagelist import PAGES, page  # noqa: E402
 
 st.set_page_config(page_title="DetLens", page_icon=":material/center_focus_strong:", layout="wide")
 state.init()
+reviewing.gate()  # with sign-in set up: nothing below runs for a visitor or a user outside the allowlist
 navigation = st.navigation([page(p.path) for p in PAGES])
 state.sidebar_settings()
 navigation.run()

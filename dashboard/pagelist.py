@@ -26,6 +26,8 @@ PAGES: tuple[PageDef, ...] = (
     PageDef("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
     PageDef("pages/data.py", "Data", ":material/table:"),
     PageDef("pages/runs.py", "Runs", ":material/history:"),
+    PageDef("pages/review.py", "Review", ":material/rate_review:"),
+    PageDef("pages/reviews.py", "Reviews", ":material/how_to_vote:"),
 )
 
 

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
-from core.store import REVIEW_COLUMNS, StoreError
-from dashboard import cache, evaluation, figures, state, views, widgets
+from core.store import REVIEW_COLUMNS
+from dashboard import cache, evaluation, figures, pagelist, state, views, widgets
 from dashboard.text import md
 
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
@@ -18,38 +18,6 @@ def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
     store = cache.store()
     parts = [store.reviews(r) for r in sorted(set(run_ids.values())) if store.has_run(r)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(REVIEW_COLUMNS))
-
-
-def review_ui(image_id: str, models: list[str], run_id: str | None, reviews: pd.DataFrame) -> None:
-    """A reviewer's verdict and note on the shown image, stored with its run; the reviews so far."""
-    st.subheader("Review")
-    if not run_id or not cache.store().has_run(run_id):
-        st.caption("This image's run is not in the run store, so it cannot be reviewed.")
-        return
-    a, b = (models + ["", ""])[:2]
-    c1, c2 = st.columns([1, 3])
-    c1.text_input("Your name", key=state.REVIEWER_KEY, help="Remembered for this browser session.")
-    verdict = c2.radio(
-        f"Verdict (A = {a or 'first model'}, B = {b or 'second model'})",
-        REVIEW_VERDICTS,
-        index=None,
-        horizontal=True,
-        key=f"review_verdict_{run_id}_{image_id}",
-    )
-    note = st.text_input("Note", key=f"review_note_{run_id}_{image_id}")
-    if st.button("Save review", key=f"review_save_{run_id}_{image_id}", disabled=verdict is None):
-        try:
-            cache.store().add_review(
-                run_id, image_id, state.reviewer(), verdict, note, model_a=a or None, model_b=b or None
-            )
-        except StoreError as exc:
-            st.error(md(exc))
-        else:
-            st.success("Review saved.")
-            st.rerun()
-    mine = reviews[reviews["image_id"] == image_id]
-    if len(mine):
-        st.dataframe(mine[["reviewer", "verdict", "note", "model_a", "model_b", "created_at"]], hide_index=True)
 
 
 state.init()
@@ -192,7 +160,9 @@ else:
     )
     st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
 
-review_ui(picked_id, models, review_runs.get(picked_id), reviews)
+st.page_link(
+    pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=":material/rate_review:"
+)
 
 with st.expander(f"Thumbnails ({len(table)} images)", expanded=False):
     page_size = 24

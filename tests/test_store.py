@@ -316,7 +316,7 @@ def test_the_latest_review_per_image_and_reviewer_wins(store):
         [image_id(1), "ana", "both fine", ""],
     ]
     assert current[["model_a", "model_b"]].values.tolist()[0] == ["model_a", "model_b"]  # the run's first two
-    assert current[["model_a", "model_b"]].values.tolist()[2] == ["model_b", "model_a"]
+    assert current[["model_a", "model_b"]].values.tolist()[2] == ["model_a", "model_b"]  # a pair is unordered
     assert store.reviews(RUN, history=True)["verdict"].tolist() == ["A better", "both wrong", "B better", "both fine"]
 
 

@@ -91,7 +91,8 @@ def test_runs_page_lists_runs_from_the_cli(private_run_store):
     assert len(listed) == 1 and listed["n_inferences"].iloc[0] == 1 and listed["status"].iloc[0] == "finished"
 
 
-def test_reviews_are_stored_with_the_run_and_filter_the_gallery(private_run_store):
+def test_stored_reviews_filter_the_gallery(private_run_store):
+    """Verdicts are given on the Review page (tests/test_review_pages.py); the Gallery filters by them."""
     run_id = stored_run(private_run_store, ["cat.jpg", "coffee.jpg"])
     at = app(run=run_id)
     at.switch_page("../pages/gallery.py")
@@ -100,15 +101,9 @@ def test_reviews_are_stored_with_the_run_and_filter_the_gallery(private_run_stor
     at.selectbox(key="gallery_sort").set_value("name").run()
     at.toggle(key="gallery_desc").set_value(False).run()
     image = at.session_state["gallery_image"]
-    at.text_input(key="detlens_reviewer").set_value("ana").run()
-    at.radio(key=f"review_verdict_{run_id}_{image}").set_value("both wrong").run()
-    at.text_input(key=f"review_note_{run_id}_{image}").set_value("missed the <b>cup</b>").run()
-    at.button(key=f"review_save_{run_id}_{image}").click().run()
+    Store(private_run_store).add_review(run_id, image, "ana", "both wrong", "missed the <b>cup</b>")
+    at.run()
     assert not at.exception
-    reviews = Store(private_run_store).reviews(run_id)
-    assert reviews[["image_id", "reviewer", "verdict", "note"]].values.tolist() == [
-        [image, "ana", "both wrong", "missed the <b>cup</b>"]
-    ]
     at.multiselect(key="gallery_verdicts").set_value(["both wrong"]).run()
     assert at.selectbox(key="gallery_pick").options == [at.selectbox(key="gallery_pick").format_func(image)]
     at.multiselect(key="gallery_verdicts").set_value([views.NOT_REVIEWED]).run()

@@ -28,12 +28,15 @@ from core.store.common import (
     _write_atomic,
 )
 from core.store.images import ImagesMixin, _image_format
-from core.store.reviews import ReviewsMixin
+from core.store.reviews import ReviewsMixin, canonicalise_reviews
 
 EXPORT_FORMAT = "detlens-run"
 EXPORT_VERSION = 1
 MAX_ZIP_ENTRIES = 100_000
 _ZIP_IMAGE = re.compile(r"images/([0-9a-f]{16})(\.[a-z0-9]{1,5})")
+
+
+_OLD_REVIEW_COLUMNS = tuple(c for c in REVIEW_COLUMNS if c != "identity")  # zips from before sign-in lack it
 
 
 class ArchiveMixin(ReviewsMixin, ImagesMixin):
@@ -105,7 +108,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                 manifest = json.loads(_read_entry(zf, entries, "manifest.json", optional=True) or b"{}")
                 inf = coerce_inferences(_read_parquet(zf, entries, "inferences", INFERENCE_COLUMNS))
                 det = coerce_detections(_read_parquet(zf, entries, "detections", DETECTION_COLUMNS))
-                reviews = _read_parquet(zf, entries, "reviews", REVIEW_COLUMNS, optional=True)
+                reviews = _read_parquet(zf, entries, "reviews", _OLD_REVIEW_COLUMNS, optional=True)
             except StoreError:
                 raise
             except Exception as exc:  # malformed JSON/Parquet, wrong types: one line, not a traceback
@@ -169,10 +172,13 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                 conn.executemany("INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
                                  [(run_id, i, n) for i, n in links])  # fmt: skip
                 if len(reviews):
+                    rows = reviews.reindex(columns=list(REVIEW_COLUMNS)).astype("string")
+                    rows["identity"] = rows["identity"].fillna("typed")  # zips from before sign-in: typed names
                     conn.executemany(
                         f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES ({', '.join('?' * len(REVIEW_COLUMNS))})",
-                        _rows(reviews.reindex(columns=list(REVIEW_COLUMNS)).astype("string").fillna("")),
+                        _rows(rows.fillna("")),
                     )
+                    canonicalise_reviews(conn, run_id)  # zips from before pairs were unordered
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"{zip_path.name}: the run's rows are not valid ({exc})") from exc
         except StoreError as exc:  # the records tables (a pair twice, boxes without their record)

@@ -122,8 +122,11 @@ class RunsMixin(StoreBase):
                     FROM inferences GROUP BY run_id
                 ) i ON i.run_id = r.run_id
                 LEFT JOIN (
-                    SELECT run_id, COUNT(*) AS n FROM (SELECT DISTINCT run_id, image_id, reviewer FROM reviews)
-                    GROUP BY run_id
+                    SELECT run_id, COUNT(*) AS n FROM (
+                        SELECT run_id, verdict, ROW_NUMBER() OVER (
+                            PARTITION BY run_id, image_id, model_a, model_b, reviewer ORDER BY id DESC) AS k
+                        FROM reviews
+                    ) WHERE k = 1 AND verdict != 'withdrawn' GROUP BY run_id
                 ) v ON v.run_id = r.run_id
                 ORDER BY r.created_at DESC, r.run_id DESC
                 """

@@ -128,7 +128,25 @@ def _unique_records(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("unique_records", _unique_records),)
+def _reviews_pairs(conn: sqlite3.Connection) -> None:
+    """Reviews per (image, pair, reviewer): pairs stored in sorted order (verdicts flipped to match), the reviewer's
+    `identity` ("typed" for every earlier review: a name typed in, unverified) and an index on the new key."""
+    from core.store.reviews import canonicalise_reviews
+
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
+    if "identity" not in columns:
+        conn.execute("ALTER TABLE reviews ADD COLUMN identity TEXT NOT NULL DEFAULT 'typed'")
+    canonicalise_reviews(conn)
+    conn.execute("DROP INDEX IF EXISTS reviews_run_image")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS reviews_pair_key ON reviews (run_id, image_id, model_a, model_b, reviewer, id)"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("unique_records", _unique_records),
+    Migration("reviews_pairs", _reviews_pairs),
+)
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 
 

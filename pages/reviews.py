@@ -1,0 +1,65 @@
+"""Reviews: a stored run's review results: wins per pair with the Wilson interval, agreement, per class, disagreements."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.config import REVIEW_CONFIDENCE
+from core.reviews import disagreements, summarize
+from dashboard import cache, reviewing, state
+from dashboard.pagelist import page
+from dashboard.text import md
+
+state.init()
+st.title("Reviews")
+store = cache.store()
+runs = store.list_runs()["run_id"].tolist()
+if not runs:
+    st.info("No stored run yet.")
+    st.stop()
+viewed = state.viewed_run()
+run_id = st.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="reviews_run")
+st.page_link(page("pages/review.py"), label="Review this run (blind A/B)")
+reviews = reviewing.run_reviews(run_id)
+if reviews.empty:
+    st.info("No review of this run yet.")
+    st.stop()
+_, det, _ = cache.stored_run(run_id)
+summary = summarize(run_id, reviews, det, state.threshold())
+if summary.unverified:
+    st.warning(
+        f"Unverified reviewers (a typed name, no sign-in): {md(', '.join(summary.unverified))}. "
+        "Set up sign-in (README: Team reviews) for reviews that name who said what."
+    )
+pct = f"{REVIEW_CONFIDENCE:.0%}"
+st.subheader("Per pair")
+st.caption(
+    f"Every reviewer's current verdict counts once. Win rate: A's wins / (A's wins + B's wins), ties and 'both "
+    f"wrong' left out; {pct} Wilson interval."
+)
+number = st.column_config.NumberColumn
+rate_cols = {
+    "win_rate": number("A win rate", format="%.2f"),
+    "win_low": number(f"{pct} low", format="%.2f"),
+    "win_high": number(f"{pct} high", format="%.2f"),
+    "wins": "A better",
+    "losses": "B better",
+    "ties": "both fine",
+    "both_wrong": "both wrong",
+}
+st.dataframe(summary.pairs, hide_index=True, column_config=rate_cols)
+st.subheader("Agreement between reviewers")
+st.caption("Cohen's kappa for two reviewers (images both judged), Krippendorff's alpha (nominal) for more.")
+st.dataframe(summary.agreement, hide_index=True, column_config={"value": number(format="%.3f")})
+st.subheader("Per class")
+st.caption(f"Verdicts on the images where either model found the class (score ≥ {state.threshold():.2f}).")
+st.dataframe(summary.classes, hide_index=True, column_config=rate_cols)
+st.subheader("Where reviewers disagree")
+if summary.disagreements.empty:
+    st.caption("Nowhere.")
+else:
+    st.dataframe(disagreements(reviewing.labelled(reviews)), hide_index=True)
+with st.expander("Every verdict (notes as written), with the history"):
+    history = st.toggle("Whole history (changes and undos)", key="reviews_history")
+    rows = store.reviews(run_id, history=history) if history else reviews
+    st.dataframe(reviewing.labelled(rows), hide_index=True)

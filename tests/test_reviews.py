@@ -1,0 +1,321 @@
+"""Team reviews: verdicts per (reviewer, image, pair) in the store, the reviews_pairs migration, the statistics
+(against hand-computed cases and the libraries), the queue, the blind order and `python -m core reviews`."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.cli import main
+from core.config import REVIEW_WITHDRAWN, STORE_DB_NAME
+from core.reviews import (
+    agreement,
+    cohens_kappa,
+    disagreements,
+    krippendorff_alpha,
+    left_is_a,
+    pair_results,
+    per_class,
+    review_queue,
+    summarize,
+    wilson_interval,
+)
+from core.store import REVIEW_COLUMNS, Store
+from core.store import schema as schema_module
+from core.store.schema import MIGRATIONS
+from tests.test_store import RUN, filled, image_id, make_result
+
+# --- factories -----------------------------------------------------------------------------------------------------
+
+
+def verdicts(*rows: tuple[str, str, str], a: str = "m1", b: str = "m2") -> pd.DataFrame:
+    """Current reviews from (image, reviewer, verdict) rows of one pair."""
+    frame = pd.DataFrame(rows, columns=["image_id", "reviewer", "verdict"])
+    frame["model_a"], frame["model_b"], frame["identity"] = a, b, "typed"
+    return frame.astype("string")
+
+
+def boxes(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
+    """Detections from (image, model, label, score) rows."""
+    return pd.DataFrame(rows, columns=["image_id", "model", "label", "score"])
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / "store") as s:
+        filled(s, [make_result(i, m) for m in ("model_a", "model_b", "model_c") for i in range(3)],
+               models=("model_a", "model_b", "model_c"))  # fmt: skip
+        yield s
+
+
+# --- store: one current verdict per (reviewer, image, pair) ------------------------------------------------------
+
+
+def test_one_current_verdict_per_reviewer_image_and_pair_with_history(store):
+    img = image_id(0)
+    store.add_review(RUN, img, "ana", "A better", model_a="model_a", model_b="model_b")
+    store.add_review(RUN, img, "ana", "both wrong", model_a="model_a", model_b="model_c")  # another pair: kept
+    store.add_review(RUN, img, "ana", "A better", "changed my mind", model_a="model_b", model_b="model_a")
+    current = store.reviews(RUN)
+    assert current[["model_a", "model_b", "verdict", "note"]].values.tolist() == [
+        ["model_a", "model_b", "B better", "changed my mind"],  # shown B first: stored in sorted terms, flipped
+        ["model_a", "model_c", "both wrong", ""],
+    ]
+    assert store.reviews(RUN, history=True)["verdict"].tolist() == ["A better", "both wrong", "B better"]
+    store.add_review(RUN, img, "ana", REVIEW_WITHDRAWN, model_a="model_a", model_b="model_b")  # undo
+    assert store.reviews(RUN)["model_b"].tolist() == ["model_c"]
+    assert len(store.reviews(RUN, history=True)) == 4
+    assert store.list_runs().set_index("run_id").loc[RUN, "n_reviews"] == 1
+
+
+@pytest.mark.parametrize(("identity", "ok"), [("typed", True), ("signed-in", True), ("", False), ("admin", False)])
+def test_review_identity_is_one_of_the_known_kinds(store, identity, ok):
+    if ok:
+        store.add_review(RUN, image_id(0), "ana", "both fine", identity=identity)
+        assert store.reviews(RUN)["identity"].tolist() == [identity]
+    else:
+        with pytest.raises(Exception, match="unknown reviewer identity"):
+            store.add_review(RUN, image_id(0), "ana", "both fine", identity=identity)
+        assert store.reviews(RUN).empty
+
+
+def test_reviewers_saving_at_the_same_moment_never_overwrite_each_other(store):
+    barrier = threading.Barrier(8)
+
+    def save(k: int) -> None:
+        barrier.wait()
+        for i in range(3):
+            store.add_review(RUN, image_id(i), f"rev{k}", "A better" if k % 2 else "B better", f"note {k}")
+
+    threads = [threading.Thread(target=save, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    current = store.reviews(RUN)
+    assert len(current) == 24 and len(store.reviews(RUN, history=True)) == 24
+    assert sorted(set(zip(current["reviewer"], current["note"], strict=True))) == [
+        (f"rev{k}", f"note {k}") for k in range(8)
+    ]
+
+
+def test_reviews_survive_a_restart_and_an_export_import_round_trip(store, tmp_path):
+    store.add_review(RUN, image_id(0), "ana", "A better", "<b>bold</b>", identity="signed-in")
+    store.add_review(RUN, image_id(0), "ana", "both fine")
+    store.add_review(RUN, image_id(1), "bo", "B better", model_a="model_c", model_b="model_a")
+    history = store.reviews(RUN, history=True)
+    store.close()
+    reopened = Store(store.path)
+    pd.testing.assert_frame_equal(reopened.reviews(RUN, history=True), history)
+    zip_path = reopened.export_run(RUN, tmp_path / "run.zip")
+    other = Store(tmp_path / "other")
+    other.import_run(zip_path)
+    pd.testing.assert_frame_equal(other.reviews(RUN, history=True), history)
+    pd.testing.assert_frame_equal(other.reviews(RUN), reopened.reviews(RUN))
+
+
+def test_a_zip_from_before_pairs_is_imported_in_pair_terms(store, tmp_path):
+    """An older zip: reviews without `identity`, a pair in the order shown: typed names, sorted pair, flipped."""
+    import zipfile
+
+    store.add_review(RUN, image_id(0), "ana", "A better", model_a="model_a", model_b="model_b")
+    path = store.export_run(RUN, tmp_path / "run.zip")
+    old = tmp_path / "old.zip"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "reviews.parquet":
+                frame = pd.read_parquet(__import__("io").BytesIO(data)).drop(columns=["identity"])
+                frame[["model_a", "model_b", "verdict"]] = ["model_b", "model_a", "B better"]
+                data = frame.to_parquet(index=False)
+            dst.writestr(item, data)
+    other = Store(tmp_path / "other")
+    other.import_run(old)
+    got = other.reviews(RUN)
+    assert got[["model_a", "model_b", "verdict", "identity"]].values.tolist() == [
+        ["model_a", "model_b", "A better", "typed"]
+    ]
+
+
+def test_a_store_of_the_previous_schema_gets_reviews_pairs(tmp_path, monkeypatch):
+    """Made by the schema before reviews_pairs (unique_records applied), with reviews in shown order."""
+    previous = tuple(m for m in MIGRATIONS if m.name != "reviews_pairs")
+    monkeypatch.setattr(schema_module, "MIGRATIONS", previous)
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", schema_module.BASE_VERSION + len(previous))
+    path = tmp_path / "s"
+    with Store(path) as old:
+        filled(old, [make_result(0, m) for m in ("model_a", "model_b")])
+    conn = sqlite3.connect(path / STORE_DB_NAME, isolation_level=None)
+    assert "identity" not in {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
+    conn.executemany(
+        "INSERT INTO reviews (run_id, image_id, model_a, model_b, reviewer, verdict, note, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+        [(RUN, image_id(0), "model_b", "model_a", "ana", "A better", "2026-01-01T00:00:01"),
+         (RUN, image_id(0), "model_a", "model_b", "bo", "both wrong", "2026-01-01T00:00:02")],
+    )  # fmt: skip
+    conn.close()
+    monkeypatch.undo()
+    with Store(path) as new:
+        got = new.reviews(RUN)
+    assert got[["reviewer", "model_a", "model_b", "verdict", "identity"]].values.tolist() == [
+        ["ana", "model_a", "model_b", "B better", "typed"],
+        ["bo", "model_a", "model_b", "both wrong", "typed"],
+    ]
+    assert tuple(got.columns) == REVIEW_COLUMNS
+
+
+# --- statistics ----------------------------------------------------------------------------------------------------
+
+
+def wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize(("k", "n"), [(7, 10), (0, 5), (5, 5), (1, 1), (30, 100)])
+def test_wilson_interval_matches_the_formula(k, n):
+    assert wilson_interval(k, n) == pytest.approx(wilson_by_hand(k, n), abs=1e-12)
+
+
+def test_wilson_interval_of_7_in_10_by_hand():
+    assert wilson_interval(7, 10) == pytest.approx((0.3968, 0.8922), abs=1e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_pair_results_count_from_model_a_side():
+    reviews = verdicts(("i1", "ana", "A better"), ("i2", "ana", "A better"), ("i3", "ana", "B better"),
+                       ("i1", "bo", "both fine"), ("i2", "bo", "both wrong"), ("i3", "bo", "A better"))  # fmt: skip
+    row = pair_results(reviews).iloc[0]
+    assert [row[c] for c in ("n", "wins", "losses", "ties", "both_wrong")] == [6, 3, 1, 1, 1]
+    assert row["win_rate"] == pytest.approx(0.75)
+    assert (row["win_low"], row["win_high"]) == pytest.approx(wilson_by_hand(3, 4))
+
+
+# two reviewers, three images: by hand po = 2/3, pe = 2/3*1/3 + 1/3*2/3 = 4/9, kappa = (2/9)/(5/9) = 0.4;
+# Krippendorff (nominal): o00 = 2, o11 = 2, o01 = o10 = 1, n = 6, De = 2*3*3/(6*5) = 0.6, Do = 2/6, alpha = 4/9.
+TWO = [("i1", "ana", "A better"), ("i1", "bo", "A better"), ("i2", "ana", "B better"), ("i2", "bo", "B better"),
+       ("i3", "ana", "A better"), ("i3", "bo", "B better")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "statistic", "expected"),
+    [
+        (TWO, "Cohen's kappa", 0.4),
+        (TWO + [("i4", "ana", "both fine")], "Cohen's kappa", 0.4),  # only images both judged
+        (
+            TWO + [("i1", "cy", "A better"), ("i2", "cy", "B better"), ("i3", "cy", "A better")],
+            "Krippendorff's alpha",
+            None,
+        ),  # fmt: skip
+        ([("i1", "ana", "both fine"), ("i1", "bo", "both fine")], "Cohen's kappa", math.nan),  # one category
+        ([("i1", "ana", "both fine")], "", math.nan),
+    ],
+    ids=["kappa by hand", "kappa on shared images", "alpha three reviewers", "kappa undefined", "one reviewer"],
+)
+def test_agreement(rows, statistic, expected):
+    got = agreement(verdicts(*rows)).iloc[0]
+    assert got["statistic"] == statistic
+    if expected is None:  # against the library directly, with the verdicts as codes
+        import krippendorff
+
+        data = np.array([[0, 1, 0], [0, 1, 1], [0, 1, 0]], dtype=float)
+        assert got["value"] == pytest.approx(krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"))
+    elif math.isnan(expected):
+        assert math.isnan(got["value"])
+    else:
+        assert got["value"] == pytest.approx(expected)
+
+
+def test_krippendorff_alpha_by_hand_and_against_kappa_data():
+    matrix = verdicts(*TWO).pivot_table(index="reviewer", columns="image_id", values="verdict", aggfunc="last")
+    assert krippendorff_alpha(matrix) == pytest.approx(4 / 9)
+    assert cohens_kappa(["A better", "B better", "A better"], ["A better", "B better", "B better"]) == pytest.approx(
+        0.4
+    )
+
+
+def test_per_class_uses_the_classes_either_model_found_above_the_threshold():
+    reviews = verdicts(("i1", "ana", "A better"), ("i2", "ana", "B better"))
+    det = boxes(("i1", "m1", "dog", 0.9), ("i1", "m2", "cat", 0.8), ("i2", "m2", "dog", 0.7),
+                ("i2", "m3", "bird", 0.9), ("i2", "m1", "car", 0.1))  # fmt: skip
+    got = per_class(reviews, det, threshold=0.5)
+    assert got[["label", "n", "wins", "losses"]].values.tolist() == [["cat", 1, 1, 0], ["dog", 2, 1, 1]]
+
+
+def test_disagreements_list_images_with_different_verdicts():
+    reviews = verdicts(("i1", "ana", "A better"), ("i1", "bo", "A better"), ("i2", "ana", "A better"),
+                       ("i2", "bo", "both wrong"))  # fmt: skip
+    got = disagreements(reviews)
+    assert got[["image_id", "verdicts"]].values.tolist() == [["i2", "ana: A better; bo: both wrong"]]
+
+
+# --- queue and blind order -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rows", "skipped", "expected"),
+    [
+        ([], [], ["i1", "i2", "i3", "i4"]),
+        ([("i1", "me", "A better")], [], ["i2", "i3", "i4"]),
+        ([("i1", "me", "A better")], ["i2"], ["i3", "i4", "i2"]),  # skip and come back
+        (
+            [("i1", "me", "A better"), ("i1", "bo", "B better"), ("i2", "me", "both fine"), ("i2", "bo", "both fine")],
+            [],
+            ["i3", "i4", "i1"],
+        ),  # then the images where reviewers disagree  # fmt: skip
+        ([("i3", "bo", "A better")], [], ["i1", "i2", "i3", "i4"]),  # another reviewer's verdict: still mine to do
+    ],
+)
+def test_review_queue(rows, skipped, expected):
+    assert review_queue(["i1", "i2", "i3", "i4"], verdicts(*rows), "me", ("m1", "m2"), skipped) == expected
+
+
+def test_blind_order_is_reproducible_random_and_independent_of_the_pair_order():
+    sides = [left_is_a(RUN, f"img{i}", "ana", "m1", "m2") for i in range(200)]
+    assert sides == [left_is_a(RUN, f"img{i}", "ana", "m2", "m1") for i in range(200)]
+    assert 70 < sum(sides) < 130  # a fair coin, not always the same side
+    assert sides != [left_is_a(RUN, f"img{i}", "bo", "m1", "m2") for i in range(200)]  # per reviewer
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------------
+
+
+def test_cli_reviews_prints_the_results_and_json(store, capsys):
+    store.add_review(RUN, image_id(0), "ana", "A better", identity="signed-in")
+    store.add_review(RUN, image_id(1), "ana", "A better", identity="signed-in")
+    store.add_review(RUN, image_id(0), "bo", "B better")
+    store.add_review(RUN, image_id(1), "bo", "A better")
+    assert main(["reviews", RUN, "--store", str(store.path)]) == 0
+    out = capsys.readouterr().out
+    assert "bo: typed name (unverified)" in out.replace("reviewer ", "")
+    assert "Cohen's kappa" in out and "reviewers disagree" in out
+    assert main(["reviews", RUN, "--store", str(store.path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    pair = data["pairs"][0]
+    assert (pair["model_a"], pair["model_b"], pair["wins"], pair["losses"], pair["n"]) == (
+        "model_a",
+        "model_b",
+        3,
+        1,
+        4,
+    )
+    assert (pair["win_low"], pair["win_high"]) == pytest.approx(wilson_by_hand(3, 4))
+    assert data["reviewers"] == {"ana": "signed-in", "bo": "typed"}
+    assert [d["image_id"] for d in data["disagreements"]] == [image_id(0)]
+    assert main(["reviews", "nope", "--store", str(store.path)]) == 2
+
+
+def test_summary_marks_typed_reviewers_unverified(store):
+    store.add_review(RUN, image_id(0), "ana", "both fine", identity="signed-in")
+    store.add_review(RUN, image_id(1), "bo", "both fine")
+    summary = summarize(RUN, store.reviews(RUN), store.load_run(RUN)[1], 0.5)
+    assert summary.unverified == ["bo"]
