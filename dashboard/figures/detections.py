@@ -136,8 +136,9 @@ def class_counts(detections: pd.DataFrame, threshold: float, *, untrained: bool 
 def mean_count_curve(
     detections: pd.DataFrame, inferences: pd.DataFrame, thresholds: np.ndarray | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """model -> (thresholds, mean boxes per successful image with score >= threshold)."""
-    thresholds = np.linspace(0.0, 1.0, 101) if thresholds is None else np.asarray(thresholds, dtype=float)
+    """model -> (thresholds, mean boxes per successful image with score >= threshold). The default thresholds are
+    k/100 (`np.arange(101) / 100`, the doubles the slider's 0.35 is; `linspace` gives 0.35000000000000003)."""
+    thresholds = np.arange(101) / 100 if thresholds is None else np.asarray(thresholds, dtype=float)
     ok = successful(inferences)
     keys = ["run_id", "image_id", "model"]
     dets = detections.merge(ok[keys].drop_duplicates(), on=keys, how="inner") if not ok.empty else detections.iloc[:0]
