@@ -14,6 +14,7 @@ seconds and a gigabyte of Python objects; the same rows from a dictionary-encode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -136,8 +137,6 @@ def load_run_frame(store: Store, run_id: str) -> RunFrame:
             return RunFrame.from_arrow(*found)
     inf, det, version = read_from_sqlite(store, run_id)
     if version[0] != "running":
-        try:
+        with contextlib.suppress(OSError):  # a read-only store still shows the run, from SQLite each time
             _write(store, run_id, inf, det, version)
-        except OSError:
-            pass  # a read-only store still shows the run, from SQLite each time
     return RunFrame.from_arrow(inf, det)

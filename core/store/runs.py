@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -94,10 +95,8 @@ class RunsMixin(StoreBase):
         the first open reads SQLite and writes it then)."""
         from core.analytics.segments import write_segment
 
-        try:
+        with contextlib.suppress(OSError, StoreError):
             write_segment(self, run_id)  # type: ignore[arg-type]
-        except (OSError, StoreError):
-            pass
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run with its rows, image links and reviews (image files stay: other runs may share them)."""
