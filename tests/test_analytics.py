@@ -9,8 +9,7 @@ import pytest
 
 from core.analytics import RunFrame, load_run_frame, queries, segment_dir, threshold_bin
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
-from core.matching import latest_run
-from core.records import RunInfo, coerce_detections, coerce_inferences
+from core.records import RunInfo, coerce_detections, coerce_inferences, latest_run
 from core.store import Store
 from dashboard.figures import counts_above, mean_count_curve
 

@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config import DETECTION_COLUMNS
-from core.matching import latest_run
-from core.records import coerce_detections, coerce_inferences, ok_mask
+from core.records import coerce_detections, coerce_inferences, latest_run, ok_mask
 
 SCORE_BINS = 100  # histogram bins per unit score: thresholds on a 0.01 grid are exact cumulative sums
 BIN_EDGES = np.arange(SCORE_BINS + 1, dtype=np.float64) / SCORE_BINS  # k/100, correctly rounded like the literal 0.k
