@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from core.analytics import RunFrame, load_run_frame
 from core.images import ImageSource, LoadedImage, downscale_for_display, gallery_paths
 from core.models import list_models
 from core.store import Store, default_store_dir
@@ -53,15 +58,61 @@ def store() -> Store:
     return _store(str(default_store_dir().resolve()))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def _stored_run(path: str, run_id: str, version: tuple) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
-    """A stored run's tables and images; `version` (status, record count) makes a run still being written reload."""
-    s = _store(path)
-    inf, det, _ = s.load_run(run_id)
-    return inf, det, s.run_images(run_id)
+# st.cache_resource, not cache_data: a RunFrame of 2 million boxes is ~70 MB, and cache_data would pickle and copy
+# it on every rerun. It is read-only after it is built, so sessions may share it.
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _run_frame(path: str, run_id: str, version: tuple) -> RunFrame:
+    return load_run_frame(_store(path), run_id)
+
+
+def run_frame(run_id: str) -> RunFrame:
+    """The stored run as a RunFrame (core.analytics), loaded once per version (status, record count): a run still
+    being written reloads when it grew. StoreError for an unknown run."""
+    s = store()
+    return _run_frame(str(s.path.resolve()), run_id, s.run_version(run_id))
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _frame_rows(_rf: RunFrame, key: tuple) -> pd.DataFrame:
+    return _rf.rows(slice(None))
 
 
 def stored_run(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
-    """(inferences, detections, images) of a stored run; StoreError for an unknown one."""
+    """(inferences, detections, images) of a stored run as whole pandas tables, for the pages that still need every
+    row (Evaluate, run against run); StoreError for an unknown one."""
     s = store()
-    return _stored_run(str(s.path.resolve()), run_id, s.run_version(run_id))
+    version = s.run_version(run_id)
+    rf = _run_frame(str(s.path.resolve()), run_id, version)
+    return rf.inferences, _frame_rows(rf, (str(s.path.resolve()), run_id, version)), run_images(run_id)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _run_images(path: str, run_id: str, version: tuple) -> dict[str, ImageSource]:
+    return _store(path).run_images(run_id)
+
+
+def run_images(run_id: str) -> dict[str, ImageSource]:
+    """image_id -> source of a stored run's kept images (reloaded when the run grew)."""
+    s = store()
+    return _run_images(str(s.path.resolve()), run_id, s.run_version(run_id))
+
+
+_MEMO: weakref.WeakKeyDictionary[RunFrame, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+_MEMO_LOCK = threading.Lock()
+MEMO_ENTRIES = 32  # results kept per RunFrame (thresholds, filters); the oldest goes first
+
+
+def memo(rf: RunFrame, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(rf, *args)`, remembered with the RunFrame it came from (it dies with it): a threshold or filter seen before
+    costs nothing, and nothing is pickled. `args` must be hashable. Results are shared: never mutate them."""
+    key = (fn.__module__, fn.__qualname__, *args)
+    with _MEMO_LOCK:
+        table = _MEMO.setdefault(rf, {})
+        if key in table:
+            return table[key]
+    value = fn(rf, *args)
+    with _MEMO_LOCK:
+        if len(table) >= MEMO_ENTRIES:
+            table.pop(next(iter(table)))
+        table[key] = value
+    return value

@@ -13,12 +13,14 @@ import contextlib
 import pandas as pd
 import streamlit as st
 
+from core.analytics import RunFrame
 from core.config import DEFAULT_THRESHOLD
 from core.images import ImageSource
 from core.records import RunInfo, empty_detections, empty_inferences
 from core.store import StoreError
 
 _INF, _DET, _IMAGES, _RUNS = "detlens_inferences", "detlens_detections", "detlens_images", "detlens_runs"
+_FRAME = "detlens_frame"  # (key of the session tables, their RunFrame)
 THRESHOLD_KEY = "detlens_threshold"
 RUN_KEY = "detlens_run"  # the stored run being viewed; absent: this session
 REVIEWER_KEY = "detlens_reviewer"
@@ -65,32 +67,60 @@ def view_run(run_id: str | None) -> None:
         st.session_state.pop(RUN_KEY, None)
 
 
-def _view() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
-    init()
-    ss = st.session_state
+def _stored() -> str | None:
+    """The viewed stored run if it can be read (else a warning, and back to this session)."""
     run_id = viewed_run()
     if run_id:
         from dashboard import cache  # cache imports the store; state stays importable without a server
 
         try:
-            return cache.stored_run(run_id)
+            cache.store().run_version(run_id)
         except StoreError as exc:
             st.warning(f"Stored run unavailable ({exc}); showing this session instead.")
             view_run(None)
-    return ss[_INF], ss[_DET], ss[_IMAGES]
+            return None
+    return run_id
+
+
+def frame() -> RunFrame:
+    """The viewed records as a RunFrame (core.analytics): the stored run's, loaded once per server and version, or
+    this session's (latest run per image and model), rebuilt only when the session's tables change. Pages aggregate
+    through it instead of holding the whole detections table."""
+    run_id = _stored()
+    if run_id:
+        from dashboard import cache
+
+        return cache.run_frame(run_id)
+    ss = st.session_state
+    key = (id(ss[_INF]), id(ss[_DET]), len(ss[_INF]), len(ss[_DET]))
+    memo = ss.get(_FRAME)
+    if memo is None or memo[0] != key:
+        memo = ss[_FRAME] = (key, RunFrame.from_frames(ss[_INF], ss[_DET]))
+    return memo[1]
 
 
 def inferences() -> pd.DataFrame:
     """The viewed inferences table (this session's, or the stored run's)."""
-    return _view()[0]
+    return frame().inferences if _stored() else st.session_state[_INF]
 
 
 def detections() -> pd.DataFrame:
-    return _view()[1]
+    """The viewed detections as one pandas table (every row: for pages that need them all, like Evaluate)."""
+    run_id = _stored()
+    if run_id:
+        from dashboard import cache
+
+        return cache.stored_run(run_id)[1]
+    return st.session_state[_DET]
 
 
 def images() -> dict[str, ImageSource]:
-    return _view()[2]
+    run_id = _stored()
+    if run_id:
+        from dashboard import cache
+
+        return cache.run_images(run_id)
+    return st.session_state[_IMAGES]
 
 
 def session_inferences() -> pd.DataFrame:
@@ -141,7 +171,7 @@ def done_keys() -> set[tuple[str, str, str, str, str]]:
 
 def clear() -> None:
     """Forget the session's results and images (stored runs stay in the store)."""
-    for key in (_INF, _DET, _IMAGES, _RUNS, RUN_KEY):
+    for key in (_INF, _DET, _IMAGES, _RUNS, RUN_KEY, _FRAME):
         st.session_state.pop(key, None)
     init()
 
@@ -161,8 +191,9 @@ def sidebar_settings() -> None:
     if run_id:
         st.sidebar.info(f"Viewing stored run `{run_id}`")
         st.sidebar.button("Back to this session", key="view_session", on_click=view_run, args=(None,))
-    inf = inferences()
+    rf = frame()
+    inf = rf.inferences
     st.sidebar.caption(
-        f"{'Run' if run_id else 'Session'}: {inf['image_id'].nunique()} images, {len(inf)} inferences, {len(detections())} boxes"
+        f"{'Run' if run_id else 'Session'}: {inf['image_id'].nunique()} images, {len(inf)} inferences, {rf.n_boxes} boxes"
     )
     sync_url()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.analytics import RunFrame
 from dashboard import state, views
 from dashboard.pagelist import page
 
@@ -17,6 +18,16 @@ def require_results(message: str = "No results yet: run some models first.") -> 
         st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
         st.stop()
     return inf, det
+
+
+def require_frame(message: str = "No results yet: run some models first.") -> RunFrame:
+    """The viewed records as a RunFrame; on an empty view, say so, link to Run and stop the page."""
+    rf = state.frame()
+    if rf.inferences.empty:
+        st.info(message)
+        st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
+        st.stop()
+    return rf
 
 
 def adopt_gallery_params(models_all: list[str]) -> None:

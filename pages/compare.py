@@ -5,18 +5,19 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import UNTRAINED_MARK
-from dashboard import cache, figures, state, views, widgets
+from dashboard import cache, figures, runviews, state, views, widgets
 from dashboard.pagelist import page
 
 state.init()
 st.title("Compare")
-inf, det = widgets.require_results()
+rf = widgets.require_frame()  # the viewed records, aggregated where they are held (core.analytics)
+inf = rf.inferences
 
 threshold = state.threshold()
 untrained = views.untrained_models(inf)
 if untrained:
     st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}. Their accuracy-related charts are meaningless.")
-latest = views.visible(det, 0.0)  # every box of the latest run per (image, model); charts apply the threshold
+data = runviews.compare_data(rf, threshold)  # small frames: counts, class counts, score bins, count curves
 
 st.subheader("Latency")
 c1, c2 = st.columns(2)
@@ -28,7 +29,7 @@ if note := views.latency_caption(inf):
 st.subheader("Speed versus detections")
 st.caption("Select a point to open that image in the Gallery.")
 event = st.plotly_chart(
-    figures.speed_vs_count(inf, latest, threshold),
+    figures.speed_vs_count(inf, None, threshold, table=data["table"]),
     key="cmp_speed",
     on_select="rerun",
     selection_mode="points",
@@ -41,9 +42,9 @@ if picked:
 st.subheader("Scores and classes")
 c1, c2 = st.columns(2)
 flag = bool(untrained)
-c1.plotly_chart(figures.score_histograms(latest, threshold, untrained=flag), key="cmp_scores")
-c2.plotly_chart(figures.count_vs_threshold(latest, inf, threshold=threshold), key="cmp_threshold")
-st.plotly_chart(figures.class_counts(latest, threshold, untrained=flag), key="cmp_classes")
+c1.plotly_chart(figures.score_histograms(None, threshold, untrained=flag, binned=data["scores"]), key="cmp_scores")
+c2.plotly_chart(figures.count_vs_threshold(None, inf, threshold=threshold, curves=data["curves"]), key="cmp_threshold")
+st.plotly_chart(figures.class_counts(None, threshold, untrained=flag, counts=data["classes"]), key="cmp_classes")
 
 st.subheader("Agreement without ground truth")
 models = list(dict.fromkeys(inf["model"]))
@@ -51,7 +52,7 @@ if len(models) < 2:
     st.info("Run at least two models to compare their boxes.")
 elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
     model_a, model_b = pair
-    agreement = views.pair_agreement(inf, latest, model_a, model_b, threshold)
+    agreement = runviews.pair_agreement(rf, model_a, model_b, threshold)
     for column, (label, value) in zip(st.columns(5), views.agreement_metrics(agreement).items(), strict=True):
         column.metric(label, value)
     st.caption(f"Same-label boxes with score >= {threshold:.2f} matched one to one at IoU >= {agreement.iou}.")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import streamlit as st
 
 from core.config import UNTRAINED_MARK
-from core.records import coco_results
-from dashboard import state, views, widgets
+from dashboard import runviews, state, views, widgets
 
 state.init()
 st.title("Data")
-inf, det = widgets.require_results("The session is empty: run some models first.")
+rf = widgets.require_frame("The session is empty: run some models first.")
+inf = rf.inferences
 
 untrained = views.untrained_models(inf)
 if untrained:
@@ -23,33 +22,29 @@ c1, c2, c3 = st.columns([2, 2, 1])
 models = c1.multiselect("Models", list(dict.fromkeys(inf["model"])), key="data_models")
 name = c2.text_input("Image name contains", key="data_name")
 errors_only = c3.toggle("Failed only", key="data_errors")
-view = inf
-if models:
-    view = view[view["model"].isin(models)]
-if name:
-    view = view[view["image_name"].str.contains(name, case=False, regex=False)]
-if errors_only:
-    view = view[view["error"] != ""]
-det_view = det[det["image_id"].isin(view["image_id"]) & det["model"].isin(view["model"])]
-
-st.subheader(f"Inferences ({len(view)} rows)")
-st.dataframe(view, hide_index=True)
-st.subheader(f"Detections ({len(det_view)} rows, every box above the score floor)")
-st.dataframe(det_view, hide_index=True)
+view, boxes = runviews.data_filter(rf, models, name, errors_only)  # filters evaluated on the frame
 
 
-def _parquet(df) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
+def table_page(label: str, n_rows: int, key: str) -> int:
+    """A page number input when the rows need more than one page; the page to show."""
+    pages = max(1, -(-n_rows // PAGE_ROWS))
+    st.subheader(f"{label} ({n_rows} rows{', every box above the score floor' if key == 'det' else ''})")
+    return int(st.number_input(f"Page of {PAGE_ROWS} rows", 1, pages, 1, key=f"data_page_{key}")) if pages > 1 else 1
 
+
+PAGE_ROWS = 500  # rows sent to the browser per table: a page, never a multi-million-row table
+page = table_page("Inferences", len(view), "inf")
+st.dataframe(view.iloc[(page - 1) * PAGE_ROWS : page * PAGE_ROWS], hide_index=True)
+page = table_page("Detections", len(boxes), "det")
+st.dataframe(runviews.detection_page(rf, boxes, page, PAGE_ROWS), hide_index=True)
 
 st.subheader("Downloads")
+st.caption("Files are written when you click, chunk by chunk, whatever the size of the run.")
 d1, d2, d3, d4 = st.columns(4)
 d1.download_button("inferences.csv", view.to_csv(index=False), "inferences.csv", "text/csv", key="dl_inf_csv")
-d2.download_button("detections.csv", det_view.to_csv(index=False), "detections.csv", "text/csv", key="dl_det_csv")
-d3.download_button("inferences.parquet", _parquet(view), "inferences.parquet", key="dl_inf_pq")
-d4.download_button("detections.parquet", _parquet(det_view), "detections.parquet", key="dl_det_pq")
+d2.download_button("detections.csv", runviews.csv_export(rf, boxes), "detections.csv", "text/csv", key="dl_det_csv")
+d3.download_button("inferences.parquet", view.to_parquet(index=False), "inferences.parquet", key="dl_inf_pq")
+d4.download_button("detections.parquet", runviews.parquet_export(rf, boxes), "detections.parquet", key="dl_det_pq")
 
 numbering = {image_id: i + 1 for i, image_id in enumerate(sorted(view["image_id"].unique()))}
 st.caption(
@@ -57,10 +52,13 @@ st.caption(
     "uses, image_id = position of the image in `image_ids.json`."
 )
 cols = st.columns(4)
-for i, model in enumerate(dict.fromkeys(det_view["model"])):
-    rows = coco_results(views.visible(det_view[det_view["model"] == model], 0.0), numbering)
+for i, model in enumerate(runviews.models_with_boxes(rf, boxes)):
     cols[i % 4].download_button(
-        f"{model}.json", json.dumps(rows), f"coco_results_{model}.json", "application/json", key=f"dl_coco_{model}"
+        f"{model}.json",
+        runviews.coco_export(rf, boxes, model, numbering),
+        f"coco_results_{model}.json",
+        "application/json",
+        key=f"dl_coco_{model}",
     )
 names = dict(zip(view["image_id"], view["image_name"], strict=False))
 image_ids = [{"id": n, "image_id": i, "file_name": names.get(i, "")} for i, n in numbering.items()]

@@ -84,13 +84,14 @@ if FLASH_KEY in st.session_state:
 gt = ground_truth_ui()
 import_ui(gt)
 
-inf, det = state.inferences(), state.detections()
+inf = state.inferences()
 if inf.empty:
     st.info("No results yet: run some models first, or add another detector's results above.")
     st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
     st.stop()
 if gt is None:
     st.stop()
+det = state.detections()  # every row, as pandas: only once there is ground truth to evaluate against
 
 threshold = state.threshold()
 untrained = views.untrained_models(inf)

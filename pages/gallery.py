@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.analytics import queries
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
 from core.store import REVIEW_COLUMNS
-from dashboard import cache, evaluation, figures, pagelist, state, views, widgets
+from dashboard import cache, evaluation, figures, pagelist, runviews, state, views, widgets
 from dashboard.text import md
 
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
@@ -22,14 +23,15 @@ def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
 
 state.init()
 st.title("Gallery")
-inf, det = widgets.require_results()
+rf = widgets.require_frame()  # the viewed records; aggregated in core.analytics, never whole in pandas
+inf = rf.inferences
 
 threshold = state.threshold()
 models_all = list(dict.fromkeys(inf["model"]))
 widgets.adopt_gallery_params(models_all)
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
-labels_all = sorted(det.loc[det["score"] >= threshold, "label"].dropna().unique())
+labels_all = runviews.labels_above(rf, threshold)
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
 session_gt = evaluation.session_gt()
 sort_options = [*views.SORT_KEYS, *([GT_SORT] if session_gt is not None else [])]
@@ -50,12 +52,12 @@ verdicts = f2.multiselect("Review verdict", [*REVIEW_VERDICTS, views.NOT_REVIEWE
 
 review_runs = views.review_runs(inf, state.viewed_run())
 reviews = reviews_of(review_runs)
-table = views.image_table(inf, det, models, threshold, classes or None)
+table = runviews.image_table(rf, models, threshold, classes or None, disagree=sort_by == "disagreement")
 table = views.with_verdicts(table, reviews)
 if sort_by == GT_SORT:
     gt_info = evaluation.session_info()
     gt_errors = evaluation.gt_errors(
-        gt_info["digest"], gt_info["data"], gt_info["name"], inf, det, tuple(models), threshold
+        gt_info["digest"], gt_info["data"], gt_info["name"], inf, state.detections(), tuple(models), threshold
     )
     table = table.assign(gt_errors=table["image_id"].map(gt_errors))
     table = table.sort_values("gt_errors", ascending=not descending, na_position="last", kind="stable")
@@ -105,7 +107,8 @@ picked_id = current
 refs = state.images()
 ref = refs.get(picked_id)
 image = cache.full_image(picked_id, ref) if ref else None
-counts = views.counts_for_image(det, picked_id, models, threshold, classes or None)
+image_det = queries.image_boxes(rf, picked_id)  # this image's boxes: a slice of the frame
+counts = views.counts_for_image(image_det, picked_id, models, threshold, classes or None)
 metric_cols = st.columns(max(len(models), 1))
 for col, model in zip(metric_cols, models, strict=False):
     col.metric(model, f"{counts.get(model, 0)} boxes", help=f"score >= {threshold:.2f}")
@@ -138,7 +141,7 @@ elif show_gt:
     gt_info = evaluation.session_info()
     outcomes = evaluation.image_outcomes(
         gt_info["digest"], gt_info["data"], gt_info["name"], picked_id, names[picked_id], size,
-        det[det["image_id"] == picked_id], tuple(models), threshold, tuple(classes),
+        image_det, tuple(models), threshold, tuple(classes),
     )  # fmt: skip
     counts_text = "; ".join(
         f"{md(r.model)}: {r.TP} true positives, {r.FP} false positives, {r.FN} missed"
@@ -152,7 +155,7 @@ else:
         st.caption("Image: " + md("; ".join(image.notes)))
     fig = figures.overlay_grid(
         image.image,
-        det[det["image_id"] == picked_id],
+        image_det,
         models,
         threshold=threshold,
         classes=classes or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -86,12 +87,25 @@ class RunsMixin(StoreBase):
                     "UPDATE runs SET settings = ?, environment = ? WHERE run_id = ?",
                     (_dumps(info.settings), _dumps(info.environment), run_id),
                 )
+        if status != "running":
+            self._write_segment(run_id)
+
+    def _write_segment(self, run_id: str) -> None:
+        """The finished run's Parquet segment, so the dashboard opens it fast (best effort: a failure here only means
+        the first open reads SQLite and writes it then)."""
+        from core.analytics.segments import write_segment
+
+        with contextlib.suppress(OSError, StoreError):
+            write_segment(self, run_id)  # type: ignore[arg-type]
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run with its rows, image links and reviews (image files stay: other runs may share them)."""
         with self._write() as conn:
             self._require_run(conn, run_id)
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        from core.analytics.segments import drop_segment
+
+        drop_segment(self, run_id)  # type: ignore[arg-type]
 
     def has_run(self, run_id: str) -> bool:
         with self._read() as conn:

@@ -31,8 +31,19 @@ def _threshold_line(fig: go.Figure, threshold: float) -> None:
     )
 
 
-def score_histograms(detections: pd.DataFrame, threshold: float, *, untrained: bool = False) -> go.Figure:
-    """Overlaid histograms of box scores per model, with the threshold as a dashed vertical line."""
+def score_histograms(
+    detections: pd.DataFrame | None,
+    threshold: float,
+    *,
+    untrained: bool = False,
+    binned: pd.DataFrame | None = None,
+) -> go.Figure:
+    """Overlaid histograms of box scores per model, with the threshold as a dashed vertical line.
+
+    `binned` (model, score = bin's left edge, boxes; 0.02 wide, core.analytics.queries.score_histogram) draws the
+    same bars from a pre-aggregated histogram: a few hundred numbers sent instead of every score."""
+    if binned is not None:
+        return _score_bars(binned, threshold, untrained)
     models = models_in(detections)
     if not models:
         return empty_figure("No detections.", untrained=untrained)
@@ -55,6 +66,30 @@ def score_histograms(detections: pd.DataFrame, threshold: float, *, untrained: b
     return mark_untrained(fig, untrained)
 
 
+def _score_bars(binned: pd.DataFrame, threshold: float, untrained: bool) -> go.Figure:
+    models = models_in(binned)
+    if not models:
+        return empty_figure("No detections.", untrained=untrained)
+    fig = go.Figure()
+    for model in models:
+        part = binned[binned["model"] == model]
+        fig.add_trace(
+            go.Bar(
+                x=part["score"].to_numpy(dtype=float) + 0.01,  # bar centres of the 0.02 bins
+                y=part["boxes"].to_numpy(),
+                width=0.02,
+                name=display_name(model),
+                marker={"color": model_color(model)},
+                opacity=0.6,
+                hovertemplate="score %{x:.2f}<br>%{y} boxes<extra>" + model + "</extra>",
+            )
+        )
+    _threshold_line(fig, threshold)
+    fig.update_layout(barmode="overlay", title={"text": "Score distribution"}, xaxis_title="score", yaxis_title="boxes")
+    fig.update_xaxes(range=[0, 1])
+    return mark_untrained(fig, untrained)
+
+
 def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Successful inference rows with `count`: their boxes with score >= threshold (0 when none)."""
     ok = successful(inferences)
@@ -65,14 +100,17 @@ def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: 
     return out
 
 
-def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> go.Figure:
+def speed_vs_count(
+    inferences: pd.DataFrame, detections: pd.DataFrame | None, threshold: float, *, table: pd.DataFrame | None = None
+) -> go.Figure:
     """One point per (image, model): boxes above threshold (x) against total latency (y); WebGL traces
     (`go.Scattergl`) from WEBGL_MIN_POINTS points on.
 
     Each point's customdata is `[image_id, image_name, model, run_id]`, so a selection event names the image.
+    `table`: the counts_above table already computed (core.analytics.queries.counts_above), `detections` unused.
     """
     untrained = any_untrained(inferences)
-    table = counts_above(inferences, detections, threshold)
+    table = counts_above(inferences, detections, threshold) if table is None else table
     models = models_in(table)
     if not models:
         return empty_figure("No processed images.", untrained=untrained)
@@ -107,13 +145,23 @@ def speed_vs_count(inferences: pd.DataFrame, detections: pd.DataFrame, threshold
     return mark_untrained(fig, untrained)
 
 
-def class_counts(detections: pd.DataFrame, threshold: float, *, untrained: bool = False) -> go.Figure:
-    """Boxes above threshold per class, grouped by model (classes by decreasing total)."""
-    above = at_or_above(detections, threshold)
-    models = models_in(above)
+def class_counts(
+    detections: pd.DataFrame | None,
+    threshold: float,
+    *,
+    untrained: bool = False,
+    counts: pd.DataFrame | None = None,
+) -> go.Figure:
+    """Boxes above threshold per class, grouped by model (classes by decreasing total). `counts` (label, model,
+    boxes; core.analytics.queries.class_counts) replaces `detections` with the counts already aggregated."""
+    if counts is None:
+        counts = at_or_above(detections, threshold).groupby(["label", "model"], sort=False).size()
+        counts = counts.rename("boxes").reset_index()
+    models = models_in(counts)
     if not models:
         return empty_figure(f"No detections with score ≥ {threshold:.2f}.", untrained=untrained)
-    counts = above.groupby(["label", "model"]).size().unstack("model", fill_value=0)
+    counts = counts.pivot_table(index="label", columns="model", values="boxes", aggfunc="sum", fill_value=0)
+    counts = counts.sort_index()
     counts = counts.loc[counts.sum(axis=1).sort_values(ascending=False, kind="stable").index]
     labels = [plain(label) for label in counts.index]
     fig = go.Figure()
@@ -136,8 +184,9 @@ def class_counts(detections: pd.DataFrame, threshold: float, *, untrained: bool 
 def mean_count_curve(
     detections: pd.DataFrame, inferences: pd.DataFrame, thresholds: np.ndarray | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """model -> (thresholds, mean boxes per successful image with score >= threshold)."""
-    thresholds = np.linspace(0.0, 1.0, 101) if thresholds is None else np.asarray(thresholds, dtype=float)
+    """model -> (thresholds, mean boxes per successful image with score >= threshold). The default thresholds are
+    k/100 (`np.arange(101) / 100`, the doubles the slider's 0.35 is; `linspace` gives 0.35000000000000003)."""
+    thresholds = np.arange(101) / 100 if thresholds is None else np.asarray(thresholds, dtype=float)
     ok = successful(inferences)
     keys = ["run_id", "image_id", "model"]
     dets = detections.merge(ok[keys].drop_duplicates(), on=keys, how="inner") if not ok.empty else detections.iloc[:0]
@@ -151,14 +200,19 @@ def mean_count_curve(
 
 
 def count_vs_threshold(
-    detections: pd.DataFrame, inferences: pd.DataFrame, *, threshold: float | None = None
+    detections: pd.DataFrame | None,
+    inferences: pd.DataFrame,
+    *,
+    threshold: float | None = None,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> go.Figure:
     """Mean detections per image against the score threshold (0..1), one line per model.
 
     Divides by each model's number of successfully processed images; `threshold`, if given, is drawn as a line.
+    `curves`: mean_count_curve's result already computed (core.analytics.queries.mean_count_curve).
     """
     untrained = any_untrained(inferences)
-    curves = mean_count_curve(detections, inferences)
+    curves = mean_count_curve(detections, inferences) if curves is None else curves
     if not curves:
         return empty_figure("No processed images.", untrained=untrained)
     fig = go.Figure()

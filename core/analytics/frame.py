@@ -1,0 +1,204 @@
+"""RunFrame: one run's records held column by column, strings coded as integers, plus its score histograms.
+
+Why not pandas over the whole detections table: at 2 million boxes a pandas frame with string columns takes about a
+gigabyte and each group-by a second or more; the same boxes as integer codes and float arrays take ~70 MB, and every
+aggregation the pages need is one boolean mask and one `np.bincount` (10-30 ms on two cores). Strings are coded once,
+in Arrow (`pyarrow.compute.index_in`), never per row in Python.
+
+Boxes are sorted by (image, model), stable, so one image's boxes are a slice (`image_slice`) and rows come back in the
+order they were stored. `hist[model, label, k]` counts the boxes with `score` in `[k/100, (k+1)/100)` (k = 100: score
+1.0), so the boxes at or above a threshold t = k/100 are `hist[..., k:].sum()`: exactly `score >= t`, since the edges
+are the same doubles the slider's value rounds to (`threshold_bin`; other thresholds fall back to a mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.config import DETECTION_COLUMNS
+from core.records import coerce_detections, coerce_inferences, latest_run, ok_mask
+
+SCORE_BINS = 100  # histogram bins per unit score: thresholds on a 0.01 grid are exact cumulative sums
+BIN_EDGES = np.arange(SCORE_BINS + 1, dtype=np.float64) / SCORE_BINS  # k/100, correctly rounded like the literal 0.k
+
+
+def threshold_bin(threshold: float) -> int | None:
+    """The histogram bin k whose left edge is exactly `threshold` (k/100), or None when it is off the 0.01 grid."""
+    k = round(float(threshold) * SCORE_BINS)
+    if 0 <= k <= SCORE_BINS and BIN_EDGES[k] == float(threshold):
+        return k
+    return None
+
+
+def _codes(values: pa.ChunkedArray | pa.Array, dictionary: pa.Array) -> np.ndarray:
+    """Positions of `values` in `dictionary` (every value must be there) as int32, computed in Arrow."""
+    idx = pc.index_in(values, value_set=dictionary)
+    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int32)
+
+
+def _unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Distinct values in order of first appearance (Arrow's `unique` keeps that order)."""
+    return pc.unique(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+
+
+@dataclass(frozen=True, eq=False)
+class RunFrame:
+    """The records of one view (a stored run, or a session's latest run per image and model), ready to aggregate.
+
+    `inferences` is the (small) inferences table as stored. Per box: `img` (index into `image_ids`), `model` (into
+    `models`), `label` (into `labels`/`label_ids`), `run` (into `run_ids`), `score`, `boxes` (x1, y1, x2, y2).
+    """
+
+    inferences: pd.DataFrame
+    image_ids: np.ndarray  # object: image_id per image code (inference images first, in order of appearance)
+    models: tuple[str, ...]
+    labels: np.ndarray  # object: label name per label code
+    label_ids: np.ndarray  # int64: label_id per label code
+    run_ids: np.ndarray  # object
+    img: np.ndarray
+    model: np.ndarray
+    label: np.ndarray
+    run: np.ndarray
+    score: np.ndarray
+    boxes: np.ndarray
+    hist: np.ndarray = field(repr=False)  # [model, label, bin] box counts
+    _starts: np.ndarray = field(repr=False)  # first box of image i is _starts[i], last + 1 is _starts[i + 1]
+
+    @property
+    def n_boxes(self) -> int:
+        return int(self.score.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the box arrays and histograms (the inferences table not counted)."""
+        arrays = (self.img, self.model, self.label, self.run, self.score, self.boxes, self.hist, self._starts)
+        return int(sum(a.nbytes for a in arrays))
+
+    @classmethod
+    def from_arrow(cls, inferences: pd.DataFrame, detections: pa.Table) -> RunFrame:
+        """From the inferences frame and an Arrow table with DETECTION_COLUMNS (one run per (image, model))."""
+        inferences = coerce_inferences(inferences).reset_index(drop=True)
+        inf_ids = pa.array(inferences["image_id"].fillna("").astype(object).to_numpy(), type=pa.string())
+        det_ids = detections.column("image_id").cast(pa.string())
+        image_ids = _unique(pa.chunked_array([inf_ids, *det_ids.chunks], type=pa.string()))
+        model_names = pa.chunked_array(
+            [
+                pa.array(inferences["model"].astype(object).to_numpy(), type=pa.string()),
+                *detections.column("model").cast(pa.string()).chunks,
+            ],
+            type=pa.string(),
+        )
+        models = _unique(model_names)
+        labels = _unique(detections.column("label").cast(pa.string()).fill_null(""))
+        run_ids = _unique(
+            pa.chunked_array(
+                [
+                    pa.array(inferences["run_id"].astype(object).to_numpy(), type=pa.string()),
+                    *detections.column("run_id").cast(pa.string()).chunks,
+                ],
+                type=pa.string(),
+            )
+        )
+        img = _codes(det_ids, image_ids)
+        model = _codes(detections.column("model").cast(pa.string()), models).astype(np.int16)
+        label_col = detections.column("label").cast(pa.string()).fill_null("")
+        label = _codes(label_col, labels).astype(np.int16)
+        run = _codes(detections.column("run_id").cast(pa.string()), run_ids).astype(np.int16)
+        score = detections.column("score").to_numpy().astype(np.float64, copy=False)
+        boxes = np.column_stack(
+            [detections.column(c).to_numpy().astype(np.float64, copy=False) for c in ("x1", "y1", "x2", "y2")]
+        )
+        label_id_col = detections.column("label_id").to_numpy()
+        label_ids = np.zeros(len(labels), dtype=np.int64)
+        if len(label):
+            label_ids[label] = label_id_col  # one label_id per label name (the last write wins; they agree)
+        order = np.argsort(img, kind="stable")
+        img, model, label, run, score, boxes = (
+            img[order],
+            model[order],
+            label[order],
+            run[order],
+            score[order],
+            boxes[order],
+        )
+        starts = np.searchsorted(img, np.arange(len(image_ids) + 1), side="left")
+        bins = np.clip(np.searchsorted(BIN_EDGES, score, side="right") - 1, 0, SCORE_BINS)
+        n_models, n_labels = max(len(models), 1), max(len(labels), 1)
+        flat = (model.astype(np.int64) * n_labels + label) * (SCORE_BINS + 1) + bins
+        hist = np.bincount(flat, minlength=n_models * n_labels * (SCORE_BINS + 1)).reshape(n_models, n_labels, -1)
+        return cls(
+            inferences=inferences,
+            image_ids=np.asarray(image_ids.to_pylist(), dtype=object),
+            models=tuple(models.to_pylist()),
+            labels=np.asarray(labels.to_pylist(), dtype=object),
+            label_ids=label_ids,
+            run_ids=np.asarray(run_ids.to_pylist(), dtype=object),
+            img=img,
+            model=model,
+            label=label,
+            run=run,
+            score=score,
+            boxes=boxes,
+            hist=hist,
+            _starts=starts,
+        )
+
+    @classmethod
+    def from_frames(cls, inferences: pd.DataFrame, detections: pd.DataFrame) -> RunFrame:
+        """From pandas record tables (a session's): only the latest run of each (image, model) is kept."""
+        det = coerce_detections(latest_run(coerce_detections(detections)))
+        table = pa.Table.from_pandas(det[list(DETECTION_COLUMNS)], preserve_index=False)
+        return cls.from_arrow(inferences, table)
+
+    # -- lookups -----------------------------------------------------------------------------------------------------
+
+    def image_code(self, image_id: str) -> int | None:
+        hits = np.flatnonzero(self.image_ids == image_id)
+        return int(hits[0]) if hits.size else None
+
+    def model_codes(self, models: list[str] | tuple[str, ...] | None) -> np.ndarray:
+        """Codes of the named models (unknown names skipped); all models for None."""
+        if models is None:
+            return np.arange(len(self.models))
+        return np.array([self.models.index(m) for m in models if m in self.models], dtype=np.int64)
+
+    def label_codes(self, classes: list[str] | tuple[str, ...] | None) -> np.ndarray | None:
+        """Codes of the named classes; None (no filter) for None or empty."""
+        if not classes:
+            return None
+        wanted = set(classes)
+        return np.array([i for i, name in enumerate(self.labels) if name in wanted], dtype=np.int64)
+
+    def image_slice(self, image_id: str) -> slice:
+        code = self.image_code(image_id)
+        if code is None:
+            return slice(0, 0)
+        return slice(int(self._starts[code]), int(self._starts[code + 1]))
+
+    def ok_inferences(self) -> pd.DataFrame:
+        return self.inferences[ok_mask(self.inferences)] if len(self.inferences) else self.inferences
+
+    def rows(self, index: np.ndarray | slice) -> pd.DataFrame:
+        """Detection rows (DETECTION_COLUMNS, schema dtypes) of the boxes at `index`, in stored order."""
+        boxes = self.boxes[index]
+        label = self.label[index]
+        frame = pd.DataFrame(
+            {
+                "run_id": self.run_ids[self.run[index]] if self.run_ids.size else np.array([], dtype=object),
+                "image_id": self.image_ids[self.img[index]],
+                "model": np.asarray(self.models, dtype=object)[self.model[index]] if self.models else [],
+                "label_id": self.label_ids[label] if self.label_ids.size else np.array([], dtype=np.int64),
+                "label": self.labels[label] if self.labels.size else np.array([], dtype=object),
+                "score": self.score[index],
+                "x1": boxes[:, 0],
+                "y1": boxes[:, 1],
+                "x2": boxes[:, 2],
+                "y2": boxes[:, 3],
+            }
+        )
+        return coerce_detections(frame)

@@ -1,0 +1,200 @@
+"""The aggregated path (core.analytics) gives exactly the numbers of the pandas path it replaces, and segments stay
+correct for a finished, a growing and a resumed run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.analytics import RunFrame, load_run_frame, queries, segment_dir, threshold_bin
+from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
+from core.records import RunInfo, coerce_detections, coerce_inferences, latest_run
+from core.store import Store
+from dashboard.figures import counts_above, mean_count_curve
+
+MODELS = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn")
+LABELS = ("person", "car", "dog", "cup", "N/A")
+THRESHOLDS = [0.0, 0.01, 0.05, 0.3, 0.5, 0.57, 0.7, 0.95, 1.0, 0.333]  # 0.333 is off the 0.01 grid
+
+
+def random_run(seed: int, n_images: int = 30, n_boxes: int = 600, runs: tuple[str, ...] = ("r1",)):
+    """Inferences and detections of a random run: some failed pairs, scores on and between the 0.01 edges."""
+    rng = np.random.default_rng(seed)
+    inf_rows, det_rows = [], []
+    for run_id in runs:
+        for i in range(n_images):
+            for m in MODELS:
+                failed = rng.random() < 0.05
+                inf_rows.append({
+                    "run_id": run_id, "image_id": f"img{i:03d}", "image_name": f"photo_{i}.jpg", "width": 640,
+                    "height": 480, "model": m, "weights": "default", "device": "cpu", "precision": "fp32",
+                    "batch_size": 1, "preprocess_ms": 1.0, "inference_ms": 10.0, "postprocess_ms": 1.0,
+                    "total_ms": float(rng.uniform(5, 50)), "n_detections": 0, "threshold": 0.5,
+                    "error": "bad image" if failed else "", "created_at": "2026-01-01T00:00:00+00:00",
+                })  # fmt: skip
+    ok = [(r["run_id"], r["image_id"], r["model"]) for r in inf_rows if not r["error"]]
+    picks = rng.integers(0, len(ok), n_boxes)
+    on_edge = rng.random(n_boxes) < 0.3
+    scores = np.where(on_edge, rng.integers(1, 101, n_boxes) / 100, rng.uniform(0.01, 1.0, n_boxes))
+    for k, score in zip(picks, scores, strict=True):
+        run_id, image_id, model = ok[k]
+        label = str(rng.choice(LABELS))
+        x, y = rng.uniform(0, 500, 2)
+        det_rows.append({
+            "run_id": run_id, "image_id": image_id, "model": model, "label_id": LABELS.index(label) + 1,
+            "label": label, "score": float(score), "x1": x, "y1": y, "x2": x + rng.uniform(5, 100),
+            "y2": y + rng.uniform(5, 100),
+        })  # fmt: skip
+    inf = coerce_inferences(pd.DataFrame(inf_rows, columns=list(INFERENCE_COLUMNS)))
+    det = coerce_detections(pd.DataFrame(det_rows, columns=list(DETECTION_COLUMNS)))
+    return inf, det
+
+
+@pytest.fixture(params=[0, 1, 2], ids=lambda s: f"seed{s}")
+def run_tables(request):
+    return random_run(request.param)
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_counts_per_image_and_model_match_pandas(run_tables, threshold):
+    inf, det = run_tables
+    rf = RunFrame.from_frames(inf, det)
+    matrix = queries.count_matrix(rf, threshold)
+    expected = det[det["score"] >= threshold].groupby(["image_id", "model"]).size()
+    got = {(rf.image_ids[i], rf.models[m]): int(matrix[i, m]) for i, m in zip(*np.nonzero(matrix), strict=True)}
+    assert got == {k: int(v) for k, v in expected.items()}
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_class_counts_match_pandas(run_tables, threshold):
+    inf, det = run_tables
+    got = queries.class_counts(RunFrame.from_frames(inf, det), threshold)
+    expected = det[det["score"] >= threshold].groupby(["label", "model"]).size()
+    assert dict(zip(zip(got["label"], got["model"], strict=True), got["boxes"], strict=True)) == dict(expected)
+    assert queries.labels_above(RunFrame.from_frames(inf, det), threshold) == sorted(
+        det.loc[det["score"] >= threshold, "label"].unique()
+    )
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_counts_above_match_the_figures_pandas_path(run_tables, threshold):
+    inf, det = run_tables
+    got = queries.counts_above(RunFrame.from_frames(inf, det), threshold)
+    expected = counts_above(inf, det, threshold)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+
+
+def test_mean_count_curve_matches_pandas(run_tables):
+    inf, det = run_tables
+    got = queries.mean_count_curve(RunFrame.from_frames(inf, det))
+    expected = mean_count_curve(det, inf)
+    assert list(got) == list(expected)
+    for model, (xs, ys) in expected.items():
+        np.testing.assert_array_equal(got[model][0], xs)
+        np.testing.assert_allclose(got[model][1], ys, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_score_histogram_matches_numpy(run_tables, width):
+    inf, det = run_tables
+    got = queries.score_histogram(RunFrame.from_frames(inf, det), width)
+    for model, part in got.groupby("model"):
+        scores = det.loc[det["model"] == model, "score"].to_numpy()
+        counts = [int(((scores >= lo) & (scores < lo + width / 100 - 1e-12)).sum()) for lo in part["score"]]
+        counts[-1] += int((scores == 1.0).sum())
+        # an edge like 0.57 is the double of 57/100: compare with the same `>=` the threshold uses
+        edges = np.arange(0, 101, width) / 100
+        exact = [int(((scores >= a) & ~(scores >= b)).sum()) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        exact[-1] += int((scores == 1.0).sum())
+        assert part["boxes"].tolist() == exact
+        assert sum(counts) == len(scores)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.57])
+@pytest.mark.parametrize("classes", [None, ["cup"], ["dog", "person"]])
+def test_boxes_and_image_boxes_are_the_stored_rows(run_tables, threshold, classes):
+    inf, det = run_tables
+    rf = RunFrame.from_frames(inf, det)
+    keep = det["score"] >= threshold
+    if classes:
+        keep &= det["label"].isin(classes)
+    expected = det[keep].sort_values("image_id", kind="stable").reset_index(drop=True)
+    got = queries.boxes(rf, threshold, classes=classes).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+    one = det["image_id"].iloc[0]
+    pd.testing.assert_frame_equal(
+        queries.image_boxes(rf, one).reset_index(drop=True), det[det["image_id"] == one].reset_index(drop=True)
+    )
+
+
+def test_a_session_keeps_only_the_latest_run_per_image_and_model():
+    inf, det = random_run(3, runs=("r1", "r2"))
+    rf = RunFrame.from_frames(inf, det)
+    assert rf.n_boxes == len(latest_run(det))
+    for threshold in (0.0, 0.5):
+        pd.testing.assert_frame_equal(
+            queries.counts_above(rf, threshold).reset_index(drop=True),
+            counts_above(inf, latest_run(det), threshold).reset_index(drop=True),
+            check_dtype=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("threshold", "k"), [(0.5, 50), (0.57, 57), (0.0, 0), (1.0, 100), (0.333, None), (0.575, None)]
+)
+def test_threshold_bin_only_on_the_grid(threshold, k):
+    assert threshold_bin(threshold) == k
+
+
+def _store_run(store: Store, run_id: str, inf: pd.DataFrame, det: pd.DataFrame, *, finish: bool) -> None:
+    store.start_run(RunInfo(run_id, "2026-01-01T00:00:00+00:00", {"models": list(MODELS)}))
+    store.add_records(run_id, inf.assign(run_id=run_id), det.assign(run_id=run_id))
+    if finish:
+        store.finish_run(run_id)
+
+
+def _same(a: RunFrame, b: RunFrame) -> None:
+    pd.testing.assert_frame_equal(a.rows(slice(None)), b.rows(slice(None)))
+    np.testing.assert_array_equal(a.hist, b.hist)
+
+
+def test_a_finished_run_gets_a_segment_equal_to_its_sqlite_rows(tmp_path):
+    inf, det = random_run(4)
+    store = Store(tmp_path / "store")
+    _store_run(store, "run-a", inf, det, finish=True)
+    assert (segment_dir(store, "run-a") / "detections.parquet").is_file()
+    from_segment = load_run_frame(store, "run-a")
+    expected = RunFrame.from_frames(inf.assign(run_id="run-a"), det.assign(run_id="run-a"))
+    _same(from_segment, expected)
+    pd.testing.assert_frame_equal(from_segment.inferences, expected.inferences)
+
+
+def test_a_running_run_is_read_from_sqlite_as_it_grows(tmp_path):
+    inf, det = random_run(5)
+    store = Store(tmp_path / "store")
+    half = inf["image_id"].isin(inf["image_id"].unique()[:15])
+    _store_run(store, "run-b", inf[half], det[det["image_id"].isin(inf.loc[half, "image_id"])], finish=False)
+    first = load_run_frame(store, "run-b")
+    assert not segment_dir(store, "run-b").exists()
+    store.add_records(
+        "run-b",
+        inf[~half].assign(run_id="run-b"),
+        det[~det["image_id"].isin(inf.loc[half, "image_id"])].assign(run_id="run-b"),
+    )
+    grown = load_run_frame(store, "run-b")
+    assert first.n_boxes < grown.n_boxes == len(det)
+    store.finish_run("run-b")
+    _same(load_run_frame(store, "run-b"), grown)
+
+
+def test_a_stale_or_broken_segment_is_rebuilt_and_deleting_the_run_drops_it(tmp_path):
+    inf, det = random_run(6)
+    store = Store(tmp_path / "store")
+    _store_run(store, "run-c", inf, det, finish=True)
+    path = segment_dir(store, "run-c")
+    (path / "detections.parquet").write_bytes(b"not parquet")
+    _same(load_run_frame(store, "run-c"), RunFrame.from_frames(inf.assign(run_id="run-c"), det.assign(run_id="run-c")))
+    assert (path / "detections.parquet").read_bytes()[:4] == b"PAR1"  # rewritten
+    store.delete_run("run-c")
+    assert not path.exists()
