@@ -149,10 +149,11 @@ def test_reviews_page_shows_results_and_marks_typed_names_unverified(private_run
         store.add_review(RUN, image, "bo", bo, model_a=A, model_b=B)
     at = open_page("pages/reviews.py")
     assert not at.exception
-    frames = {tuple(d.value.columns)[:3]: d.value for d in at.dataframe}
-    pairs = next(v for k, v in frames.items() if k == ("model_a", "model_b", "n"))
+    frames = {tuple(d.value.columns)[:6]: d.value for d in at.dataframe}
+    pairs = next(v for k, v in frames.items() if k[-1] == "n")
+    assert pairs["pair"].tolist() == [f"{A} vs {B}"]
     assert pairs[["wins", "losses", "n"]].values.tolist() == [[3, 3, 6]]
-    agreement = next(v for k, v in frames.items() if k == ("model_a", "model_b", "reviewers"))
+    agreement = next(v for k, v in frames.items() if k[-1] == "reviewers")
     assert agreement["statistic"].tolist() == ["Cohen's kappa"]
     assert agreement["value"].iloc[0] == pytest.approx(0.4)  # by hand: po = 2/3, pe = 4/9
     disagree = next(v for k, v in frames.items() if k[0] == "image_id")

@@ -42,9 +42,11 @@ def verdicts(*rows: tuple[str, str, str], a: str = "m1", b: str = "m2") -> pd.Da
     return frame.astype("string")
 
 
-def boxes(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
-    """Detections from (image, model, label, score) rows."""
-    return pd.DataFrame(rows, columns=["image_id", "model", "label", "score"])
+def boxes(*rows: tuple[str, str, str, float], run: str = "") -> pd.DataFrame:
+    """Detections of one run from (image, model, label, score) rows."""
+    frame = pd.DataFrame(rows, columns=["image_id", "model", "label", "score"])
+    frame["run_id"] = run
+    return frame
 
 
 @pytest.fixture
@@ -146,7 +148,7 @@ def test_a_zip_from_before_pairs_is_imported_in_pair_terms(store, tmp_path):
 
 def test_a_store_of_the_previous_schema_gets_reviews_pairs(tmp_path, monkeypatch):
     """Made by the schema before reviews_pairs (unique_records applied), with reviews in shown order."""
-    previous = tuple(m for m in MIGRATIONS if m.name != "reviews_pairs")
+    previous = MIGRATIONS[: [m.name for m in MIGRATIONS].index("reviews_pairs")]
     monkeypatch.setattr(schema_module, "MIGRATIONS", previous)
     monkeypatch.setattr(schema_module, "SCHEMA_VERSION", schema_module.BASE_VERSION + len(previous))
     path = tmp_path / "s"
