@@ -196,7 +196,7 @@ def cross_pair(run_x: str, model_x: str, run_y: str, model_y: str) -> Pair:
 def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
     """The pair to review (widgets): two series of one run, or a series of each of two runs. A cross-run pair is
     chosen with its names, then started: while it is reviewed the choice is folded away, so that neither model
-    names nor run ids are on the page before a verdict. Stops the page when there is nothing to review."""
+    names nor run ids are on the page before a verdict (the sidebar goes back to the session's results). Stops the page when there is nothing to review."""
     active: Pair | None = st.session_state.get(CROSS_KEY)
     if active is not None:
         st.info("Blind review of one series in each of two runs: the runs and models are named after each verdict.")
@@ -229,6 +229,7 @@ def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
     st.caption("Starting folds this choice away: the runs and models stay hidden until each verdict is saved.")
     if st.button("Start blind review", key="review_start", type="primary"):
         st.session_state[CROSS_KEY] = cross_pair(run_id, model_x, other, model_y)
+        state.view_run(None)  # the sidebar names the viewed run: back to the session while the runs are hidden
         st.rerun()
     st.stop()
 
