@@ -195,11 +195,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_reviews(args: argparse.Namespace) -> int:
-    from core.reviews import summarize
+    import pandas as pd
+
+    from core.reviews import runs_of, summarize
 
     store = _open_store(args.store, create=False)
-    reviews = store.reviews(args.run_id)
-    _, det, _ = store.load_run(args.run_id)
+    reviews = store.reviews(args.run_id, as_run_b=True)  # its own pairs and the cross-run pairs it is part of
+    runs = [r for r in dict.fromkeys([args.run_id, *runs_of(reviews)]) if store.has_run(r)]
+    det = pd.concat([store.load_run(r)[1] for r in runs], ignore_index=True)
     summary = summarize(args.run_id, reviews, det, args.threshold)
     if args.json:
         print(summary.to_json())
@@ -210,14 +213,16 @@ def cmd_reviews(args: argparse.Namespace) -> int:
     for name, how in summary.reviewers.items():
         print(f"reviewer {name}: {'signed in' if how == 'signed-in' else 'typed name (unverified)'}")
     print()
-    header = f"{'A':28} {'B':28} {'n':>4} {'A wins':>6} {'B wins':>6} {'ties':>5} {'both wrong':>10}  A win rate (95% Wilson)"
+    width = max(40, *(len(p) for p in summary.pairs["pair"]))
+    header = (
+        f"{'A vs B':{width}} {'n':>4} {'A wins':>6} {'B wins':>6} {'ties':>5} {'both wrong':>10}  "
+        "A win rate (95% Wilson)"
+    )
     print(header)
     print("-" * len(header))
     for r in summary.pairs.itertuples():
         rate = "   -" if r.win_rate != r.win_rate else f"{r.win_rate:.2f} [{r.win_low:.2f}, {r.win_high:.2f}]"
-        print(
-            f"{r.model_a:28} {r.model_b:28} {r.n:>4} {r.wins:>6} {r.losses:>6} {r.ties:>5} {r.both_wrong:>10}  {rate}"
-        )
+        print(f"{r.pair:{width}} {r.n:>4} {r.wins:>6} {r.losses:>6} {r.ties:>5} {r.both_wrong:>10}  {rate}")
     print()
     for r in summary.agreement.itertuples():
         value = (
@@ -225,17 +230,16 @@ def cmd_reviews(args: argparse.Namespace) -> int:
             if not r.statistic
             else (f"{r.statistic} {r.value:.3f}" if r.value == r.value else f"{r.statistic} undefined")
         )
-        print(f"agreement {r.model_a} vs {r.model_b}: {r.reviewers} reviewers, {r.images} shared images, {value}")
+        print(f"agreement {r.pair}: {r.reviewers} reviewers, {r.images} shared images, {value}")
     if len(summary.classes):
         print()
-        print(f"{'A':28} {'B':28} {'class':16} {'n':>4} {'A wins':>6} {'B wins':>6} {'ties':>5} {'both wrong':>10}")
+        print(f"{'A vs B':{width}} {'class':16} {'n':>4} {'A wins':>6} {'B wins':>6} {'ties':>5} {'both wrong':>10}")
         for r in summary.classes.itertuples():
-            print(f"{r.model_a:28} {r.model_b:28} {r.label:16} {r.n:>4} {r.wins:>6} {r.losses:>6} {r.ties:>5} "
-                  f"{r.both_wrong:>10}")  # fmt: skip
+            print(f"{r.pair:{width}} {r.label:16} {r.n:>4} {r.wins:>6} {r.losses:>6} {r.ties:>5} {r.both_wrong:>10}")
     if len(summary.disagreements):
         print("\nreviewers disagree:")
         for r in summary.disagreements.itertuples():
-            print(f"  {r.image_id} ({r.model_a} vs {r.model_b}): {r.verdicts}")
+            print(f"  {r.image_id} ({r.pair}): {r.verdicts}")
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 disagreements; plus the review queue and the blind Left/Right order.
 
 Input is a run's current reviews (`Store.reviews(run_id)`: one verdict per image, pair and reviewer, the pair in
-sorted order). A *pair* is (model_a, model_b). Every current verdict counts once: with three reviewers, an image gives
+sorted order). A *pair* is (model_a, model_b, run_a, run_b): run_a is the run the row is stored under (`run_id`),
+run_b model_b's run when it is another one (a cross-run pair: the same model in two runs, say), else ''. Its label
+(`pair_label`) is "a vs b", or "a (run X) vs b (run Y)" across runs. Every current verdict counts once: with three reviewers, an image gives
 three verdicts. "A better" is a win for model_a, "B better" a loss, "both fine" a tie, "both wrong" its own count; the
 win rate is wins / (wins + losses) (ties and "both wrong" say nothing about which is better) with its Wilson score
 interval (statsmodels). Agreement per pair over its images: Cohen's kappa (statsmodels) when exactly two reviewers
@@ -22,13 +24,43 @@ import pandas as pd
 
 from core.config import REVIEW_CONFIDENCE, REVIEW_VERDICTS
 
-PAIR_COLUMNS: tuple[str, ...] = (
-    "model_a", "model_b", "n", "wins", "losses", "ties", "both_wrong", "win_rate", "win_low", "win_high",
-)  # fmt: skip
-AGREEMENT_COLUMNS: tuple[str, ...] = ("model_a", "model_b", "reviewers", "images", "statistic", "value")
-CLASS_COLUMNS: tuple[str, ...] = ("model_a", "model_b", "label", *PAIR_COLUMNS[2:])
-DISAGREEMENT_COLUMNS: tuple[str, ...] = ("image_id", "model_a", "model_b", "verdicts")
+PAIR_KEY: tuple[str, ...] = ("model_a", "model_b", "run_a", "run_b")
+_COUNT_COLUMNS: tuple[str, ...] = ("n", "wins", "losses", "ties", "both_wrong", "win_rate", "win_low", "win_high")
+PAIR_COLUMNS: tuple[str, ...] = ("pair", *PAIR_KEY, *_COUNT_COLUMNS)
+AGREEMENT_COLUMNS: tuple[str, ...] = ("pair", *PAIR_KEY, "reviewers", "images", "statistic", "value")
+CLASS_COLUMNS: tuple[str, ...] = ("pair", *PAIR_KEY, "label", *_COUNT_COLUMNS)
+DISAGREEMENT_COLUMNS: tuple[str, ...] = ("image_id", "pair", *PAIR_KEY, "verdicts")
 _COUNTS = {"A better": "wins", "B better": "losses", "both fine": "ties", "both wrong": "both_wrong"}
+
+
+def pair_label(model_a: str, model_b: str, run_a: str = "", run_b: str = "") -> str:
+    """A pair as people read it: "a vs b" within a run, "a (run X) vs b (run Y)" across two runs."""
+    if run_b and run_b != run_a:
+        return f"{model_a} (run {run_a}) vs {model_b} (run {run_b})"
+    return f"{model_a} vs {model_b}"
+
+
+def with_pair_key(reviews: pd.DataFrame) -> pd.DataFrame:
+    """Reviews with PAIR_KEY columns: run_a from `run_id`, run_b '' for a same-run pair (either absent: '')."""
+    out = reviews.copy()
+    out["run_a"] = out["run_id"].astype("string").fillna("") if "run_id" in out else ""
+    out["run_b"] = out["run_b"].astype("string").fillna("") if "run_b" in out else ""
+    return out
+
+
+def _pairs(reviews: pd.DataFrame, *extra: str):
+    """(key, group) per pair (and `extra` columns), the key starting with PAIR_KEY's values."""
+    return with_pair_key(reviews).groupby([*PAIR_KEY, *extra], sort=True)
+
+
+def _key(key: tuple) -> dict[str, object]:
+    return {"pair": pair_label(*key[:4]), **dict(zip(PAIR_KEY, key[:4], strict=True))}
+
+
+def runs_of(reviews: pd.DataFrame) -> list[str]:
+    """Every run the reviews name (run_id and run_b), sorted: the runs whose detections `per_class` needs."""
+    named = [*reviews.get("run_id", pd.Series(dtype="string")), *reviews.get("run_b", pd.Series(dtype="string"))]
+    return sorted({str(r) for r in named if isinstance(r, str) and r})
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = REVIEW_CONFIDENCE) -> tuple[float, float]:
@@ -51,10 +83,7 @@ def _counts(verdicts: pd.Series) -> dict[str, float]:
 
 def pair_results(reviews: pd.DataFrame) -> pd.DataFrame:
     """Per pair (PAIR_COLUMNS): verdict counts from model_a's side and its win rate with the Wilson interval."""
-    rows = [
-        {"model_a": a, "model_b": b, **_counts(group["verdict"])}
-        for (a, b), group in reviews.groupby(["model_a", "model_b"], sort=True)
-    ]
+    rows = [{**_key(key), **_counts(group["verdict"])} for key, group in _pairs(reviews)]
     return pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
 
 
@@ -93,7 +122,7 @@ def krippendorff_alpha(matrix: pd.DataFrame) -> float:
 def agreement(reviews: pd.DataFrame) -> pd.DataFrame:
     """Per pair (AGREEMENT_COLUMNS): reviewers, images judged by two or more, and kappa (two reviewers) or alpha."""
     rows = []
-    for (a, b), group in reviews.groupby(["model_a", "model_b"], sort=True):
+    for key, group in _pairs(reviews):
         matrix = group.pivot_table(index="reviewer", columns="image_id", values="verdict", aggfunc="last")
         shared = int((matrix.notna().sum(axis=0) >= 2).sum())
         if len(matrix) < 2:
@@ -104,32 +133,36 @@ def agreement(reviews: pd.DataFrame) -> pd.DataFrame:
             value = cohens_kappa(both.iloc[0].astype(str).tolist(), both.iloc[1].astype(str).tolist())
         else:
             statistic, value = "Krippendorff's alpha", krippendorff_alpha(matrix)
-        rows.append({"model_a": a, "model_b": b, "reviewers": len(matrix), "images": shared,
-                     "statistic": statistic, "value": value})  # fmt: skip
+        rows.append({**_key(key), "reviewers": len(matrix), "images": shared, "statistic": statistic, "value": value})
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))
 
 
 def per_class(reviews: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per pair and class (CLASS_COLUMNS): the verdicts on the images where model_a or model_b found that class at
-    or above `threshold` (an image with two classes counts for both)."""
-    found = detections[detections["score"] >= threshold][["image_id", "model", "label"]].drop_duplicates()
+    or above `threshold` (an image with two classes counts for both). `detections` hold those of every run the
+    reviews name (`runs_of`), each model's boxes taken from its own run."""
+    found = detections[detections["score"] >= threshold][["run_id", "image_id", "model", "label"]].drop_duplicates()
+    side = list(zip(found["run_id"].astype(str), found["model"].astype(str), strict=True))
     rows = []
-    for (a, b), group in reviews.groupby(["model_a", "model_b"], sort=True):
-        labels = found[found["model"].isin([a, b])][["image_id", "label"]].drop_duplicates()
+    for key, group in _pairs(reviews):
+        a, b, run_a, run_b = key
+        mask = [s in {(run_a, a), (run_b or run_a, b)} for s in side]
+        labels = found[mask][["image_id", "label"]].drop_duplicates()
         joined = group.merge(labels, on="image_id", how="inner")
         for label, by_class in joined.groupby("label", sort=True):
-            rows.append({"model_a": a, "model_b": b, "label": str(label), **_counts(by_class["verdict"])})
+            rows.append({**_key(key), "label": str(label), **_counts(by_class["verdict"])})
     return pd.DataFrame(rows, columns=list(CLASS_COLUMNS))
 
 
 def disagreements(reviews: pd.DataFrame) -> pd.DataFrame:
     """Images (DISAGREEMENT_COLUMNS) where reviewers of a pair gave different verdicts ("reviewer: verdict; ...")."""
     rows = []
-    for (image, a, b), group in reviews.groupby(["image_id", "model_a", "model_b"], sort=True):
+    for key, group in _pairs(reviews, "image_id"):
         if group["verdict"].nunique() > 1:
             said = "; ".join(f"{r}: {v}" for r, v in zip(group["reviewer"], group["verdict"], strict=True))
-            rows.append({"image_id": image, "model_a": a, "model_b": b, "verdicts": said})
-    return pd.DataFrame(rows, columns=list(DISAGREEMENT_COLUMNS))
+            rows.append({"image_id": key[-1], **_key(key), "verdicts": said})
+    frame = pd.DataFrame(rows, columns=list(DISAGREEMENT_COLUMNS))
+    return frame.sort_values(["image_id", *PAIR_KEY], kind="stable", ignore_index=True)
 
 
 @dataclass
@@ -192,11 +225,19 @@ def left_is_a(run_id: str, image_id: str, reviewer: str, model_a: str, model_b: 
 
 
 def review_queue(
-    image_ids: list[str], reviews: pd.DataFrame, reviewer: str, pair: tuple[str, str], skipped: list[str] = ()
+    image_ids: list[str],
+    reviews: pd.DataFrame,
+    reviewer: str,
+    pair: tuple[str, str],
+    skipped: list[str] = (),
+    *,
+    run_b: str = "",
 ) -> list[str]:
-    """The images in review order for `reviewer` and `pair` (sorted order): those not yet judged by the reviewer
-    (skipped ones after the rest, in the order skipped), then those where the pair's reviewers disagree."""
-    mine = reviews[(reviews["model_a"] == pair[0]) & (reviews["model_b"] == pair[1])]
+    """The images in review order for `reviewer` and `pair` (sorted order; `run_b` for a cross-run pair, with the
+    reviews of its run A): those not yet judged by the reviewer (skipped ones after the rest, in the order skipped),
+    then those where the pair's reviewers disagree."""
+    keyed = with_pair_key(reviews)
+    mine = reviews[(keyed["model_a"] == pair[0]) & (keyed["model_b"] == pair[1]) & (keyed["run_b"] == run_b)]
     done = set(mine.loc[mine["reviewer"] == reviewer, "image_id"])
     skip = [i for i in dict.fromkeys(skipped) if i in image_ids and i not in done]
     todo = [i for i in image_ids if i not in done and i not in skip]

@@ -9,6 +9,7 @@ email, marked "signed-in". Without `[auth]`, a reviewer types a name: stored and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,9 @@ import streamlit as st
 from PIL import Image
 
 from core.config import REVIEW_WITHDRAWN
-from core.reviews import left_is_a
+from core.reviews import left_is_a, runs_of
 from core.store import REVIEW_COLUMNS
+from core.store.reviews import canonical_sides
 from dashboard import cache, figures, state
 from dashboard.text import md
 
@@ -143,6 +145,34 @@ def labelled(reviews: pd.DataFrame) -> pd.DataFrame:
 
 # --- the blind pair ------------------------------------------------------------------------------------------------
 
+Side = tuple[str, str]  # (run_id, model): one series of one run
+SAME_RUN, TWO_RUNS = "Two series of one run", "One series in each of two runs"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """What is reviewed: model_a of run_a vs model_b of run_b (run_b == run_a within one run), in the store's
+    sorted order; `key` names it in widget keys (no model name, no run id needed to read it)."""
+
+    run_a: str
+    model_a: str
+    run_b: str
+    model_b: str
+    key: str
+
+    @property
+    def cross(self) -> bool:
+        return self.run_a != self.run_b
+
+    @property
+    def sides(self) -> tuple[Side, Side]:
+        return (self.run_a, self.model_a), (self.run_b, self.model_b)
+
+    @property
+    def stored_run_b(self) -> str:
+        """run_b as the store keeps it ('' within one run)."""
+        return self.run_b if self.cross else ""
+
 
 def pairs_of(models: Sequence[str]) -> list[tuple[str, str]]:
     """Every pair of a run's series, each in sorted order (the store's terms)."""
@@ -156,55 +186,169 @@ def pair_label(index: int, pair: tuple[str, str], models: Sequence[str]) -> str:
     return f"Pair {index + 1}: series {order.index(pair[0]) + 1} vs series {order.index(pair[1]) + 1}"
 
 
-def sides(run_id: str, image_id: str, reviewer: str, pair: tuple[str, str]) -> tuple[str, str]:
-    """(left model, right model) for this image and reviewer: random, and the same on every visit."""
-    a, b = pair
-    return (a, b) if left_is_a(run_id, image_id, reviewer, a, b) else (b, a)
+def cross_pair(run_x: str, model_x: str, run_y: str, model_y: str) -> Pair:
+    """model_x of run_x vs model_y of run_y, in the store's order (the side that sorts first is A)."""
+    run_a, model_a, run_b, model_b, _ = canonical_sides(run_x, model_x, run_y, model_y, "")
+    digest = hashlib.sha256("\0".join((run_a, model_a, run_b, model_b)).encode("utf-8")).hexdigest()
+    return Pair(run_a, model_a, run_b, model_b, key=f"x{digest[:10]}")
 
 
-def to_model_terms(choice: str, left: str, pair: tuple[str, str]) -> str:
-    """A Left/Right choice as the store's verdict about pair (A = pair[0])."""
+def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
+    """The pair to review (widgets): two series of one run, or a series of each of two runs. A cross-run pair is
+    chosen with its names, then started: while it is reviewed the choice is folded away, so that neither model
+    names nor run ids are on the page before a verdict (the sidebar goes back to the session's results). Stops the page when there is nothing to review."""
+    active: Pair | None = st.session_state.get(CROSS_KEY)
+    if active is not None:
+        st.info("Blind review of one series in each of two runs: the runs and models are named after each verdict.")
+        if st.button("Choose another pair", key="review_change"):
+            st.session_state[CROSS_KEY] = None
+            st.rerun()
+        return active
+    mode = st.radio("Compare", (SAME_RUN, TWO_RUNS), horizontal=True, key="review_mode")
+    c1, c2 = st.columns(2)
+    run_id = c1.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="review_run")
+    models = list(dict.fromkeys(cache.stored_run(run_id)[0]["model"]))
+    if mode == SAME_RUN:
+        pairs = pairs_of(models)
+        if not pairs:
+            st.info("This run has one series: a blind review needs two (or compare it with another run).")
+            st.stop()
+        k = c2.selectbox("Pair", range(len(pairs)), format_func=lambda i: pair_label(i, pairs[i], models),
+                         key="review_pair")  # fmt: skip
+        return Pair(run_id, pairs[k][0], run_id, pairs[k][1], key=f"{run_id}_{k}")
+    others = [r for r in runs if r != run_id]
+    if not others:
+        st.info("One stored run only: a review across runs needs two.")
+        st.stop()
+    other = c2.selectbox("Other run", others, key="review_other_run")
+    other_models = list(dict.fromkeys(cache.stored_run(other)[0]["model"]))
+    m1, m2 = st.columns(2)
+    model_x = m1.selectbox(f"Series of run {run_id}", models, key="review_model_x")
+    same = other_models.index(model_x) if model_x in other_models else 0
+    model_y = m2.selectbox(f"Series of run {other}", other_models, index=same, key="review_model_y")
+    st.caption("Starting folds this choice away: the runs and models stay hidden until each verdict is saved.")
+    if st.button("Start blind review", key="review_start", type="primary"):
+        st.session_state[CROSS_KEY] = cross_pair(run_id, model_x, other, model_y)
+        state.view_run(None)  # the sidebar names the viewed run: back to the session while the runs are hidden
+        st.rerun()
+    st.stop()
+
+
+CROSS_KEY = "review_cross_pair"
+
+
+def pair_images(pair: Pair) -> list[str]:
+    """The images both series measured without error (matched by content id), in run A's name order."""
+    ids: list[set[str]] = []
+    names: dict[str, str] = {}
+    for run, model in pair.sides:
+        inf = cache.stored_run(run)[0]
+        ok = inf[(inf["error"] == "") & (inf["model"] == model) & (inf["image_id"] != "")]
+        ids.append(set(ok["image_id"]))
+        for image_id, name in zip(ok["image_id"], ok["image_name"], strict=True):
+            names.setdefault(str(image_id), str(name))
+    return sorted(ids[0] & ids[1], key=lambda i: (names[i], i))
+
+
+def pair_reviews(pair: Pair) -> pd.DataFrame:
+    """The current verdicts on this pair (stored under run A)."""
+    reviews = run_reviews(pair.run_a)
+    keep = (reviews["model_a"] == pair.model_a) & (reviews["model_b"] == pair.model_b)
+    return reviews[keep & (reviews["run_b"].fillna("") == pair.stored_run_b)]
+
+
+def sides(image_id: str, reviewer: str, pair: Pair) -> tuple[Side, Side]:
+    """(left, right) series for this image and reviewer: random, and the same on every visit."""
+    a, b = pair.sides
+    if pair.cross:
+        left_a = left_is_a("", image_id, reviewer, "\0".join(a), "\0".join(b))
+    else:
+        left_a = left_is_a(pair.run_a, image_id, reviewer, pair.model_a, pair.model_b)
+    return (a, b) if left_a else (b, a)
+
+
+def side_name(side: Side, pair: Pair) -> str:
+    """A series as the reveal names it: the model, with its run across runs."""
+    return f"{side[1]} (run {side[0]})" if pair.cross else side[1]
+
+
+def to_model_terms(choice: str, left: object, pair: Sequence[object]) -> str:
+    """A Left/Right choice as the store's verdict about pair (A = pair[0]; sides or model names)."""
     if choice in ("Both wrong", "Both fine"):
         return choice.lower()
     better = left if choice == "Left better" else next(m for m in pair if m != left)
     return "A better" if better == pair[0] else "B better"
 
 
+def untrained_sides(pair: Pair) -> set[Side]:
+    """The pair's series measured with untrained weights."""
+    out = set()
+    for run, model in pair.sides:
+        inf = cache.stored_run(run)[0]
+        if (inf.loc[inf["model"] == model, "weights"] == "untrained").any():
+            out.add((run, model))
+    return out
+
+
 def blind_overlay(
-    image: Image.Image, detections: pd.DataFrame, left: str, right: str, threshold: float, untrained: set[str]
+    image: Image.Image, image_id: str, left: Side, right: Side, threshold: float, pair: Pair
 ) -> go.Figure:
-    """The two overlays titled Left and Right: no model name in the figure."""
-    det = detections[detections["model"].isin([left, right])].copy()
-    det["model"] = det["model"].map({left: SIDES[0], right: SIDES[1]})
-    hidden = {side for side, m in zip(SIDES, (left, right), strict=True) if m in untrained}
-    return figures.overlay_grid(image, det, list(SIDES), threshold=threshold, untrained_models=hidden)
+    """The two overlays titled Left and Right, each from its own run's detections: no model name in the figure."""
+    parts = []
+    for side_title, (run, model) in zip(SIDES, (left, right), strict=True):
+        det = cache.stored_run(run)[1]
+        part = det[(det["image_id"] == image_id) & (det["model"] == model)].copy()
+        part["model"] = side_title
+        parts.append(part)
+    hidden = {t for t, s in zip(SIDES, (left, right), strict=True) if s in untrained_sides(pair)}
+    return figures.overlay_grid(image, pd.concat(parts, ignore_index=True), list(SIDES), threshold=threshold,
+                                untrained_models=hidden)  # fmt: skip
 
 
-def save(run_id: str, image_id: str, reviewer: Reviewer, verdict: str, note: str, pair: tuple[str, str]) -> None:
+def image_of(image_id: str, pair: Pair):
+    """The image (from run A's images, else run B's), or None."""
+    for run in dict.fromkeys((pair.run_a, pair.run_b)):
+        images = cache.stored_run(run)[2]
+        if image_id in images:
+            return cache.full_image(image_id, images[image_id])
+    return None
+
+
+def save(image_id: str, reviewer: Reviewer, verdict: str, note: str, pair: Pair) -> None:
     """Store a verdict in model terms (StoreError for a bad one)."""
-    cache.store().add_review(
-        run_id, image_id, reviewer.name, verdict, note, model_a=pair[0], model_b=pair[1], identity=reviewer.identity
-    )
+    cache.store().add_review(pair.run_a, image_id, reviewer.name, verdict, note, model_a=pair.model_a,
+                             model_b=pair.model_b, identity=reviewer.identity, run_b=pair.stored_run_b)  # fmt: skip
 
 
-def undo(run_id: str, image_id: str, reviewer: Reviewer, pair: tuple[str, str]) -> None:
+def undo(image_id: str, reviewer: Reviewer, pair: Pair) -> None:
     """Take back the reviewer's latest verdict on this image and pair: the one before it counts again (a new row
     repeating it), or none (a withdrawal row). History is kept either way."""
-    history = cache.store().reviews(run_id, history=True)
+    history = cache.store().reviews(pair.run_a, history=True)
     mine = history[
         (history["image_id"] == image_id)
         & (history["reviewer"] == reviewer.name)
-        & (history["model_a"] == pair[0])
-        & (history["model_b"] == pair[1])
+        & (history["model_a"] == pair.model_a)
+        & (history["model_b"] == pair.model_b)
+        & (history["run_b"].fillna("") == pair.stored_run_b)
     ]
     before = mine.iloc[-2] if len(mine) >= 2 else None
     if before is not None and before["verdict"] != REVIEW_WITHDRAWN:
-        save(run_id, image_id, reviewer, str(before["verdict"]), str(before["note"]), pair)
+        save(image_id, reviewer, str(before["verdict"]), str(before["note"]), pair)
     else:
-        save(run_id, image_id, reviewer, REVIEW_WITHDRAWN, "", pair)
+        save(image_id, reviewer, REVIEW_WITHDRAWN, "", pair)
 
 
-def run_reviews(run_id: str) -> pd.DataFrame:
-    """The run's current reviews (empty frame with the columns when the run is not stored)."""
+def run_reviews(run_id: str, *, as_run_b: bool = False) -> pd.DataFrame:
+    """The run's current reviews (with `as_run_b`, also the cross-run pairs where it is run B); an empty frame with
+    the columns when the run is not stored."""
     store = cache.store()
-    return store.reviews(run_id) if store.has_run(run_id) else pd.DataFrame(columns=list(REVIEW_COLUMNS))
+    if not store.has_run(run_id):
+        return pd.DataFrame(columns=list(REVIEW_COLUMNS))
+    return store.reviews(run_id, as_run_b=as_run_b)
+
+
+def review_detections(run_id: str, reviews: pd.DataFrame) -> pd.DataFrame:
+    """The detections of the run and of every other stored run its reviews name (for the per-class results)."""
+    store = cache.store()
+    runs = [r for r in dict.fromkeys([run_id, *runs_of(reviews)]) if store.has_run(r)]
+    return pd.concat([cache.stored_run(r)[1] for r in runs], ignore_index=True)

@@ -1,4 +1,5 @@
-"""Review: blind A/B review of two series of a stored run, image by image from the reviewer's queue."""
+"""Review: blind A/B review of two series of a stored run, or of a series in each of two runs, image by image from
+the reviewer's queue."""
 
 from __future__ import annotations
 
@@ -22,75 +23,61 @@ runs = store.list_runs()["run_id"].tolist()
 if not runs:
     st.info("No stored run yet: review a run from the run store (Run page or `python -m core detect --store`).")
     st.stop()
-viewed = state.viewed_run()
-c1, c2 = st.columns(2)
-run_id = c1.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="review_run")
-inf, det, images = cache.stored_run(run_id)
-models = list(dict.fromkeys(inf["model"]))
-pairs = reviewing.pairs_of(models)
-if not pairs:
-    st.info("This run has one series: a blind review needs two.")
-    st.stop()
-k = c2.selectbox("Pair", range(len(pairs)), format_func=lambda i: reviewing.pair_label(i, pairs[i], models),
-                 key="review_pair")  # fmt: skip
-pair = pairs[k]
+pair = reviewing.choose_pair(runs, state.viewed_run())
 reviewer = reviewing.reviewer_ui()
 if reviewer is None:
     st.stop()
 
-ok = inf[(inf["error"] == "") & inf["model"].isin(pair)]
-counts = ok.groupby("image_id")["model"].nunique()
-image_ids = sorted(counts[counts == 2].index, key=lambda i: str(ok.loc[ok["image_id"] == i, "image_name"].iloc[0]))
-reviews = reviewing.run_reviews(run_id)
-pair_rows = reviews[(reviews["model_a"] == pair[0]) & (reviews["model_b"] == pair[1])]
+image_ids = reviewing.pair_images(pair)
+pair_rows = reviewing.pair_reviews(pair)
 mine = set(pair_rows.loc[pair_rows["reviewer"] == reviewer.name, "image_id"]) & set(image_ids)
 st.progress(len(mine) / max(1, len(image_ids)), text=f"{len(mine)} of {len(image_ids)} reviewed by you")
 
-skip_key, revealed_key, saved_key = f"review_skipped_{run_id}_{k}", "review_revealed", "review_saved"
+skip_key, revealed_key, saved_key = f"review_skipped_{pair.key}", "review_revealed", "review_saved"
 skipped = st.session_state.setdefault(skip_key, [])
 revealed = st.session_state.get(revealed_key)
-if revealed and revealed[:2] != (run_id, pair):
+if revealed and revealed[0] != pair:
     revealed = st.session_state[revealed_key] = None
-queue = review_queue(image_ids, reviews, reviewer.name, pair, skipped)
+queue = review_queue(image_ids, pair_rows, reviewer.name, (pair.model_a, pair.model_b), skipped,
+                     run_b=pair.stored_run_b)  # fmt: skip
 focus = st.session_state.get("review_focus")  # the image an undo took back: judged again first
-image_id = revealed[2] if revealed else (focus if focus in queue else (queue[0] if queue else None))
+image_id = revealed[1] if revealed else (focus if focus in queue else (queue[0] if queue else None))
 if image_id is None:
     st.success(f"All {len(image_ids)} images of this pair are reviewed by you, and no reviewers disagree.")
     st.stop()
 
-left, right = reviewing.sides(run_id, image_id, reviewer.name, pair)
-untrained = set(inf.loc[inf["weights"] == "untrained", "model"])
-if untrained & set(pair):
+left, right = reviewing.sides(image_id, reviewer.name, pair)
+if reviewing.untrained_sides(pair):
     st.warning(UNTRAINED_MARK)
-image = cache.full_image(image_id, images[image_id]) if image_id in images else None
+image = reviewing.image_of(image_id, pair)
 if image is None or not image.ok:
     st.error("This image is not available for display.")
 else:
-    fig = reviewing.blind_overlay(image.image, det[det["image_id"] == image_id], left, right,
-                                  state.threshold(), untrained)  # fmt: skip
+    fig = reviewing.blind_overlay(image.image, image_id, left, right, state.threshold(), pair)
     st.plotly_chart(fig, key="review_overlay", config={"scrollZoom": True, "displaylogo": False})
 
 if revealed:
-    credited = {"Left better": left, "Right better": right}.get(revealed[3])
-    said = f"{md(credited)} credited as better" if credited else md(revealed[3].lower())
-    st.success(f"Saved. Left was **{md(left)}**, Right was **{md(right)}**: {said}.")
+    credited = {"Left better": left, "Right better": right}.get(revealed[2])
+    said = f"{md(reviewing.side_name(credited, pair))} credited as better" if credited else md(revealed[2].lower())
+    names = [md(reviewing.side_name(s, pair)) for s in (left, right)]
+    st.success(f"Saved. Left was **{names[0]}**, Right was **{names[1]}**: {said}.")
     if st.button("Next", key="review_next", type="primary", shortcut="N"):
         st.session_state[revealed_key] = None
         st.rerun()
 else:
-    note = st.text_input("Note (optional)", key=f"review_note_{run_id}_{k}_{image_id}", max_chars=2000)
+    note = st.text_input("Note (optional)", key=f"review_note_{pair.key}_{image_id}", max_chars=2000)
     cols = st.columns(len(reviewing.CHOICES) + 1)
     for col, (label, key) in zip(cols, reviewing.CHOICES, strict=False):
         if col.button(f"{label} ({key})", key=f"review_choice_{key}", shortcut=key):
             try:
-                verdict = reviewing.to_model_terms(label, left, pair)
-                reviewing.save(run_id, image_id, reviewer, verdict, note, pair)
+                verdict = reviewing.to_model_terms(label, left, pair.sides)
+                reviewing.save(image_id, reviewer, verdict, note, pair)
             except StoreError as exc:
                 st.error(md(exc))
             else:
-                st.session_state[revealed_key] = (run_id, pair, image_id, label)
+                st.session_state[revealed_key] = (pair, image_id, label)
                 st.session_state.pop("review_focus", None)
-                st.session_state.setdefault(saved_key, []).append((run_id, pair, image_id))
+                st.session_state.setdefault(saved_key, []).append((pair, image_id))
                 if image_id in skipped:
                     skipped.remove(image_id)
                 st.rerun()
@@ -98,11 +85,11 @@ else:
         skipped.append(image_id)
         st.rerun()
 
-saved = [s for s in st.session_state.get(saved_key, []) if s[:2] == (run_id, pair)]
+saved = [s for s in st.session_state.get(saved_key, []) if s[0] == pair]
 if saved and st.button("Undo last verdict (U)", key="review_undo", shortcut="U"):
     last = saved[-1]
-    reviewing.undo(run_id, last[2], reviewer, pair)
+    reviewing.undo(last[1], reviewer, pair)
     st.session_state[saved_key].remove(last)
     st.session_state[revealed_key] = None
-    st.session_state["review_focus"] = last[2]
+    st.session_state["review_focus"] = last[1]
     st.rerun()

@@ -1,4 +1,5 @@
-"""Reviews: a stored run's review results: wins per pair with the Wilson interval, agreement, per class, disagreements."""
+"""Reviews: a stored run's review results (its pairs and its cross-run pairs): wins per pair with the Wilson interval,
+agreement, per class, disagreements."""
 
 from __future__ import annotations
 
@@ -20,12 +21,11 @@ if not runs:
 viewed = state.viewed_run()
 run_id = st.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="reviews_run")
 st.page_link(page("pages/review.py"), label="Review this run (blind A/B)")
-reviews = reviewing.run_reviews(run_id)
+reviews = reviewing.run_reviews(run_id, as_run_b=True)  # its pairs, and the cross-run pairs it is part of
 if reviews.empty:
     st.info("No review of this run yet.")
     st.stop()
-_, det, _ = cache.stored_run(run_id)
-summary = summarize(run_id, reviews, det, state.threshold())
+summary = summarize(run_id, reviews, reviewing.review_detections(run_id, reviews), state.threshold())
 if summary.unverified:
     st.warning(
         f"Unverified reviewers (a typed name, no sign-in): {md(', '.join(summary.unverified))}. "
@@ -34,7 +34,8 @@ if summary.unverified:
 pct = f"{REVIEW_CONFIDENCE:.0%}"
 st.subheader("Per pair")
 st.caption(
-    f"Every reviewer's current verdict counts once. Win rate: A's wins / (A's wins + B's wins), ties and 'both "
+    f"Pairs of this run's series, and of a series of it with one of another run (\"model (run X) vs model (run "
+    f"Y)\"). Every reviewer's current verdict counts once. Win rate: A's wins / (A's wins + B's wins), ties and 'both "
     f"wrong' left out; {pct} Wilson interval."
 )
 number = st.column_config.NumberColumn
@@ -61,5 +62,5 @@ else:
     st.dataframe(disagreements(reviewing.labelled(reviews)), hide_index=True)
 with st.expander("Every verdict (notes as written), with the history"):
     history = st.toggle("Whole history (changes and undos)", key="reviews_history")
-    rows = store.reviews(run_id, history=history) if history else reviews
+    rows = store.reviews(run_id, history=True, as_run_b=True) if history else reviews
     st.dataframe(reviewing.labelled(rows), hide_index=True)

@@ -149,10 +149,11 @@ def test_reviews_page_shows_results_and_marks_typed_names_unverified(private_run
         store.add_review(RUN, image, "bo", bo, model_a=A, model_b=B)
     at = open_page("pages/reviews.py")
     assert not at.exception
-    frames = {tuple(d.value.columns)[:3]: d.value for d in at.dataframe}
-    pairs = next(v for k, v in frames.items() if k == ("model_a", "model_b", "n"))
+    frames = {tuple(d.value.columns)[:6]: d.value for d in at.dataframe}
+    pairs = next(v for k, v in frames.items() if k[-1] == "n")
+    assert pairs["pair"].tolist() == [f"{A} vs {B}"]
     assert pairs[["wins", "losses", "n"]].values.tolist() == [[3, 3, 6]]
-    agreement = next(v for k, v in frames.items() if k == ("model_a", "model_b", "reviewers"))
+    agreement = next(v for k, v in frames.items() if k[-1] == "reviewers")
     assert agreement["statistic"].tolist() == ["Cohen's kappa"]
     assert agreement["value"].iloc[0] == pytest.approx(0.4)  # by hand: po = 2/3, pe = 4/9
     disagree = next(v for k, v in frames.items() if k[0] == "image_id")
@@ -170,3 +171,54 @@ def test_with_sign_in_set_up_a_visitor_sees_only_the_sign_in_and_writes_nothing(
     assert [b.label for b in at.button] == ["Sign in"]
     assert not at.text_input and not at.dataframe and not at.get("plotly_chart")
     assert Store(private_run_store).reviews(RUN, history=True).empty
+
+
+RUN2 = "20260102-000000-fp16"  # sorts after RUN: the pair is stored under RUN (run A)
+
+
+def test_blind_review_across_two_runs_hides_models_and_runs_and_credits_the_right_run(private_run_store):
+    ids = stored_pair_run(private_run_store)
+    store = Store(private_run_store)
+    store.start_run(run_info(RUN2, models=(B,)))
+    for k, (name, image) in enumerate(zip(PHOTOS, ids, strict=True)):
+        store.put_image(ImageSource.from_path(GALLERY_DIR / name).hashed(), run_id=RUN2)
+        r = dataclasses.replace(make_result(k + 5, B), image_id=image, image_name=name)
+        store.add_result(RUN2, r, threshold=THRESHOLD, created_at=CREATED)
+    store.finish_run(RUN2)
+    sides = ((RUN, B), (RUN2, B))
+    reviewer = next(
+        n
+        for n in ("ana", "bo", "cy", "di", "ed")
+        if len({left_is_a("", i, n, *("\0".join(s) for s in sides)) for i in ids}) == 2
+    )
+    at = open_page("pages/review.py")
+    at.text_input(key="detlens_reviewer").set_value(reviewer).run()
+    at.radio(key="review_mode").set_value("One series in each of two runs").run()
+    at.selectbox(key="review_run").set_value(RUN2).run()  # shown first: run B of the stored pair
+    at.selectbox(key="review_model_x").set_value(B).run()
+    assert at.selectbox(key="review_model_y").value == B  # the same model by default
+    at.button(key="review_start").click().run()
+    assert not at.exception
+    credited = []
+    for n in range(len(ids)):
+        text = page_text(at)
+        for hidden in (A, B, RUN, RUN2):
+            assert hidden not in text, f"{hidden} is on the page before the verdict"
+        assert f"{n} of 3 reviewed by you" in text
+        image = shown_image(at)
+        left = sides[0] if left_is_a("", image, reviewer, *("\0".join(s) for s in sides)) else sides[1]
+        at.button(key="review_choice_1").click().run()  # Left better
+        assert not at.exception
+        revealed = " ".join(str(s.value) for s in at.success).replace("\\", "")
+        assert f": {left[1]} (run {left[0]}) credited as better" in revealed
+        current = Store(private_run_store).reviews(RUN)
+        mine = current[(current["image_id"] == image) & (current["run_b"] == RUN2)]
+        assert mine["verdict"].tolist() == ["A better" if left == sides[0] else "B better"]
+        credited.append(left)
+        at.button(key="review_next").click().run()
+    assert set(credited) == set(sides), "both orders were shown"
+    results = open_page("pages/reviews.py")
+    frames = [d.value for d in results.dataframe]
+    pairs = next(f for f in frames if "wins" in f.columns and "label" not in f.columns)
+    row = pairs.set_index("pair").loc[f"{B} (run {RUN}) vs {B} (run {RUN2})"]
+    assert (row["wins"], row["losses"]) == (credited.count(sides[0]), credited.count(sides[1]))

@@ -42,9 +42,11 @@ def verdicts(*rows: tuple[str, str, str], a: str = "m1", b: str = "m2") -> pd.Da
     return frame.astype("string")
 
 
-def boxes(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
-    """Detections from (image, model, label, score) rows."""
-    return pd.DataFrame(rows, columns=["image_id", "model", "label", "score"])
+def boxes(*rows: tuple[str, str, str, float], run: str = "") -> pd.DataFrame:
+    """Detections of one run from (image, model, label, score) rows."""
+    frame = pd.DataFrame(rows, columns=["image_id", "model", "label", "score"])
+    frame["run_id"] = run
+    return frame
 
 
 @pytest.fixture
@@ -146,7 +148,7 @@ def test_a_zip_from_before_pairs_is_imported_in_pair_terms(store, tmp_path):
 
 def test_a_store_of_the_previous_schema_gets_reviews_pairs(tmp_path, monkeypatch):
     """Made by the schema before reviews_pairs (unique_records applied), with reviews in shown order."""
-    previous = tuple(m for m in MIGRATIONS if m.name != "reviews_pairs")
+    previous = MIGRATIONS[: [m.name for m in MIGRATIONS].index("reviews_pairs")]
     monkeypatch.setattr(schema_module, "MIGRATIONS", previous)
     monkeypatch.setattr(schema_module, "SCHEMA_VERSION", schema_module.BASE_VERSION + len(previous))
     path = tmp_path / "s"
@@ -319,3 +321,141 @@ def test_summary_marks_typed_reviewers_unverified(store):
     store.add_review(RUN, image_id(1), "bo", "both fine")
     summary = summarize(RUN, store.reviews(RUN), store.load_run(RUN)[1], 0.5)
     assert summary.unverified == ["bo"]
+
+
+# --- pairs across two runs -----------------------------------------------------------------------------------------
+
+RUN2 = "20260102-000000-fp16"  # sorts after RUN: the cross-run pairs live under RUN (run A)
+
+
+@pytest.fixture
+def two_runs(store):
+    """RUN (model_a, model_b, model_c on images 0-2) and RUN2 (model_a on images 1-3): images 1 and 2 in both."""
+    filled(store, [make_result(i, "model_a") for i in (1, 2, 3)], run_id=RUN2, models=("model_a",))
+    return store
+
+
+def cross(store, image: int, reviewer: str, verdict: str, *, shown_first: str = RUN, note: str = "") -> None:
+    """A verdict on model_a of `shown_first` (A as shown) vs model_a of the other run."""
+    other = RUN2 if shown_first == RUN else RUN
+    store.add_review(shown_first, image_id(image), reviewer, verdict, note, model_a="model_a", model_b="model_a",
+                     run_b=other)  # fmt: skip
+
+
+def test_a_cross_run_pair_has_one_current_verdict_with_history_whichever_run_was_shown_as_a(two_runs):
+    cross(two_runs, 1, "ana", "A better")  # RUN's model_a better
+    cross(two_runs, 1, "ana", "A better", shown_first=RUN2, note="fp16 wins after all")  # flipped: B better
+    cross(two_runs, 1, "bo", "both fine")
+    two_runs.add_review(RUN, image_id(1), "ana", "both wrong", model_a="model_a", model_b="model_b")  # same run
+    current = two_runs.reviews(RUN)
+    assert current[["run_id", "run_b", "reviewer", "model_b", "verdict", "note"]].values.tolist() == [
+        [RUN, RUN2, "ana", "model_a", "B better", "fp16 wins after all"],
+        [RUN, RUN2, "bo", "model_a", "both fine", ""],
+        [RUN, "", "ana", "model_b", "both wrong", ""],
+    ]
+    assert two_runs.reviews(RUN, history=True)["verdict"].tolist() == [
+        "A better",
+        "B better",
+        "both fine",
+        "both wrong",
+    ]
+    assert two_runs.reviews(RUN2).empty  # stored under run A
+    assert two_runs.reviews(RUN2, as_run_b=True)["reviewer"].tolist() == ["ana", "bo"]
+    cross(two_runs, 1, "ana", REVIEW_WITHDRAWN, shown_first=RUN2)  # undo
+    assert two_runs.reviews(RUN2, as_run_b=True)["reviewer"].tolist() == ["bo"]
+    assert two_runs.list_runs().set_index("run_id").loc[RUN, "n_reviews"] == 2
+
+
+@pytest.mark.parametrize(
+    ("image", "model_b", "error"),
+    [(0, "model_a", "is not in run"), (3, "model_a", "is not in run"), (1, "model_b", "model 'model_b' is not")],
+    ids=["image only in run A", "image only in run B", "model not in run B"],
+)
+def test_a_cross_run_pair_needs_the_image_and_the_models_in_both_runs(two_runs, image, model_b, error):
+    with pytest.raises(Exception, match=error):
+        two_runs.add_review(RUN, image_id(image), "ana", "A better", model_a="model_a", model_b=model_b, run_b=RUN2)
+    assert two_runs.reviews(RUN, history=True).empty
+
+
+def test_cross_run_reviews_go_with_run_a_zip_and_survive_an_import_without_run_b(two_runs, tmp_path):
+    cross(two_runs, 1, "ana", "A better", shown_first=RUN2, note="<i>x</i>")
+    cross(two_runs, 2, "ana", "both wrong")
+    two_runs.add_review(RUN, image_id(0), "bo", "A better")
+    history = two_runs.reviews(RUN, history=True)
+    other = Store(tmp_path / "other")
+    other.import_run(two_runs.export_run(RUN, tmp_path / "a.zip"))
+    assert not other.has_run(RUN2)
+    pd.testing.assert_frame_equal(other.reviews(RUN, history=True), history)
+    assert other.reviews(RUN)["run_b"].tolist() == ["", RUN2, RUN2]  # the other run's id is kept
+    summary = summarize(RUN, other.reviews(RUN), other.load_run(RUN)[1], 0.5)
+    assert f"model_a (run {RUN}) vs model_a (run {RUN2})" in summary.pairs["pair"].tolist()
+    third = Store(tmp_path / "third")  # run B's zip carries none of them
+    third.import_run(two_runs.export_run(RUN2, tmp_path / "b.zip"))
+    assert third.reviews(RUN2, as_run_b=True).empty
+
+
+def test_a_store_made_before_cross_run_pairs_gets_run_b(tmp_path, monkeypatch):
+    previous = tuple(m for m in MIGRATIONS if m.name != "reviews_cross_run")
+    monkeypatch.setattr(schema_module, "MIGRATIONS", previous)
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", schema_module.BASE_VERSION + len(previous))
+    path = tmp_path / "s"
+    with Store(path) as old:
+        filled(old, [make_result(0, m) for m in ("model_a", "model_b")])
+    conn = sqlite3.connect(path / STORE_DB_NAME, isolation_level=None)
+    assert "run_b" not in {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
+    conn.executemany(
+        "INSERT INTO reviews (run_id, image_id, model_a, model_b, reviewer, verdict, note, created_at, identity) "
+        "VALUES (?, ?, 'model_a', 'model_b', 'ana', ?, ?, ?, 'typed')",
+        [(RUN, image_id(0), "B better", "", "2026-01-01T00:00:01"),
+         (RUN, image_id(0), "both fine", "second thoughts", "2026-01-01T00:00:02")],
+    )  # fmt: skip
+    conn.close()
+    monkeypatch.undo()
+    with Store(path) as new:
+        assert new.reviews(RUN)[["model_a", "model_b", "verdict", "note", "run_b"]].values.tolist() == [
+            ["model_a", "model_b", "both fine", "second thoughts", ""]
+        ]
+        assert new.reviews(RUN, history=True)["verdict"].tolist() == ["B better", "both fine"]
+        applied = {n for (n,) in new._conn().execute("SELECT name FROM schema_migrations")}
+    assert "reviews_cross_run" in applied
+
+
+def test_statistics_credit_the_right_run_after_a_swapped_order(two_runs):
+    cross(two_runs, 1, "ana", "A better", shown_first=RUN2)  # RUN2's model better
+    cross(two_runs, 2, "ana", "B better", shown_first=RUN2)  # RUN's model better
+    cross(two_runs, 2, "bo", "A better")  # RUN's model better
+    det = pd.concat([two_runs.load_run(r)[1] for r in (RUN, RUN2)], ignore_index=True)
+    for run in (RUN, RUN2):
+        reviews = two_runs.reviews(run, as_run_b=True)
+        row = summarize(run, reviews, det, 0.0).pairs.iloc[0]
+        assert (row["run_a"], row["run_b"], row["wins"], row["losses"], row["n"]) == (RUN, RUN2, 2, 1, 3)
+        assert row["pair"] == f"model_a (run {RUN}) vs model_a (run {RUN2})"
+
+
+def test_cross_run_pairs_are_their_own_pairs_in_the_statistics_and_the_queue():
+    reviews = verdicts(("i1", "ana", "A better"), a="m1", b="m1")
+    reviews["run_id"], reviews["run_b"] = "r1", "r2"
+    same = verdicts(("i1", "ana", "B better"), ("i2", "ana", "B better"), a="m1", b="m2")
+    same["run_id"], same["run_b"] = "r1", ""
+    both = pd.concat([reviews, same], ignore_index=True)
+    got = pair_results(both)
+    assert got[["pair", "wins", "losses"]].values.tolist() == [["m1 (run r1) vs m1 (run r2)", 1, 0], ["m1 vs m2", 0, 2]]
+    assert review_queue(["i1", "i2"], both, "ana", ("m1", "m1"), run_b="r2") == ["i2"]
+    det = pd.concat([boxes(("i1", "m1", "dog", 0.9), run="r1"), boxes(("i1", "m1", "cat", 0.9), run="r2"),
+                     boxes(("i1", "m1", "bird", 0.9), run="r3")])  # fmt: skip
+    classes = per_class(reviews, det, 0.5)
+    assert classes[["label", "wins"]].values.tolist() == [["cat", 1], ["dog", 1]]
+
+
+def test_cli_reviews_shows_the_cross_run_pairs_of_either_run(two_runs, capsys):
+    cross(two_runs, 1, "ana", "A better", shown_first=RUN2)
+    cross(two_runs, 2, "ana", "A better", shown_first=RUN2)
+    label = f"model_a (run {RUN}) vs model_a (run {RUN2})"
+    for run in (RUN2, RUN):
+        assert main(["reviews", run, "--store", str(two_runs.path)]) == 0
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith(label))
+        assert line.split()[len(label.split()) :][:3] == ["2", "0", "2"]  # n, A wins, B wins: RUN2 credited
+    assert main(["reviews", RUN2, "--store", str(two_runs.path), "--json"]) == 0
+    pair = json.loads(capsys.readouterr().out)["pairs"][0]
+    assert (pair["run_a"], pair["run_b"], pair["losses"], pair["pair"]) == (RUN, RUN2, 2, label)

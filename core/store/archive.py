@@ -36,7 +36,7 @@ MAX_ZIP_ENTRIES = 100_000
 _ZIP_IMAGE = re.compile(r"images/([0-9a-f]{16})(\.[a-z0-9]{1,5})")
 
 
-_OLD_REVIEW_COLUMNS = tuple(c for c in REVIEW_COLUMNS if c != "identity")  # zips from before sign-in lack it
+_OLD_REVIEW_COLUMNS = tuple(c for c in REVIEW_COLUMNS if c not in ("identity", "run_b"))  # older zips lack them
 
 
 class ArchiveMixin(ReviewsMixin, ImagesMixin):
@@ -174,6 +174,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                 if len(reviews):
                     rows = reviews.reindex(columns=list(REVIEW_COLUMNS)).astype("string")
                     rows["identity"] = rows["identity"].fillna("typed")  # zips from before sign-in: typed names
+                    rows["run_b"] = rows["run_b"].fillna("")  # zips from before cross-run pairs: same-run pairs
                     conn.executemany(
                         f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES ({', '.join('?' * len(REVIEW_COLUMNS))})",
                         _rows(rows.fillna("")),

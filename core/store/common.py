@@ -18,7 +18,7 @@ from core.config import DEFAULT_STORE_DIR, STORE_ENV
 
 RUN_STATUSES: tuple[str, ...] = ("running", "finished", "failed")
 REVIEW_COLUMNS: tuple[str, ...] = (
-    "run_id", "image_id", "model_a", "model_b", "reviewer", "verdict", "note", "created_at", "identity",
+    "run_id", "image_id", "model_a", "model_b", "reviewer", "verdict", "note", "created_at", "identity", "run_b",
 )  # fmt: skip
 RUN_LIST_COLUMNS: tuple[str, ...] = (
     "run_id", "created_at", "user", "status", "finished_at", "models", "device", "n_inferences", "n_errors",

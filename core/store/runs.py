@@ -138,7 +138,7 @@ class RunsMixin(StoreBase):
                 LEFT JOIN (
                     SELECT run_id, COUNT(*) AS n FROM (
                         SELECT run_id, verdict, ROW_NUMBER() OVER (
-                            PARTITION BY run_id, image_id, model_a, model_b, reviewer ORDER BY id DESC) AS k
+                            PARTITION BY run_id, run_b, image_id, model_a, model_b, reviewer ORDER BY id DESC) AS k
                         FROM reviews
                     ) WHERE k = 1 AND verdict != 'withdrawn' GROUP BY run_id
                 ) v ON v.run_id = r.run_id

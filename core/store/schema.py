@@ -143,9 +143,24 @@ def _reviews_pairs(conn: sqlite3.Connection) -> None:
     )
 
 
+def _reviews_cross_run(conn: sqlite3.Connection) -> None:
+    """Pairs across two runs: `run_b`, the run of model_b ('' = model_b is of the same run: every earlier review), and
+    the pair key index with it (core/store/reviews.py tells how a cross-run pair is stored)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
+    if "run_b" not in columns:
+        conn.execute("ALTER TABLE reviews ADD COLUMN run_b TEXT NOT NULL DEFAULT ''")
+    conn.execute("DROP INDEX IF EXISTS reviews_pair_key")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS reviews_pair_key_runs "
+        "ON reviews (run_id, run_b, image_id, model_a, model_b, reviewer, id)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS reviews_run_b ON reviews (run_b) WHERE run_b != ''")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("unique_records", _unique_records),
     Migration("reviews_pairs", _reviews_pairs),
+    Migration("reviews_cross_run", _reviews_cross_run),
 )
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 
