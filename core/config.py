@@ -45,7 +45,7 @@ DOWNLOAD_TIMEOUT_S = 10.0
 INFERENCE_COLUMNS: tuple[str, ...] = (
     "run_id", "image_id", "image_name", "width", "height", "model", "weights", "device", "precision",
     "batch_size", "preprocess_ms", "inference_ms", "postprocess_ms", "total_ms", "n_detections",
-    "threshold", "error", "created_at",
+    "threshold", "error", "created_at", "runtime",
 )  # fmt: skip
 DETECTION_COLUMNS: tuple[str, ...] = (
     "run_id", "image_id", "model", "label_id", "label", "score", "x1", "y1", "x2", "y2",
@@ -55,11 +55,22 @@ INFERENCE_DTYPES: dict[str, str] = {
     "model": "string", "weights": "string", "device": "string", "precision": "string", "batch_size": "int64",
     "preprocess_ms": "float64", "inference_ms": "float64", "postprocess_ms": "float64", "total_ms": "float64",
     "n_detections": "int64", "threshold": "float64", "error": "string", "created_at": "string",
+    "runtime": "string",
 }  # fmt: skip
 DETECTION_DTYPES: dict[str, str] = {
     "run_id": "string", "image_id": "string", "model": "string", "label_id": "int64", "label": "string",
     "score": "float64", "x1": "float64", "y1": "float64", "x2": "float64", "y2": "float64",
 }  # fmt: skip
+
+# Runtimes (core.runtimes): how a model runs. Eager is the reference every other runtime is measured against.
+RUNTIME_EAGER = "eager"
+RUNTIMES: tuple[str, ...] = (RUNTIME_EAGER, "compile", "onnxruntime", "openvino")
+SERIES_SEP = "@"  # a series name: the model for eager at the run's precision, else MODEL@RUNTIME[-PRECISION]
+ONNX_OPSET = 17  # legacy TorchScript exporter (torch.onnx.export(dynamo=False)); 17 covers every op used here
+ARTIFACTS_DIR = "artifacts"  # exported models, under the store folder, by cache key
+# Runtime agreement with eager: a non-fp32 series may lose a little; an fp32 one below this F1 share is a defect.
+RUNTIME_F1_OK = 0.99
+RUNTIME_SCORE_TOL = 0.02  # a box within this much of the threshold on one side is not counted as missed on the other
 
 UNTRAINED_MARK = "untrained weights: not real detections"
 

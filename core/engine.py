@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import pil_to_tensor
 
-from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS, SCORE_FLOOR
+from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS, RUNTIME_EAGER, SCORE_FLOOR
 from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
 from core.images import LoadedImage
 from core.models import ModelSpec, get_model, label_name
+from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime
 from core.text import exception_line
 from core.weights import ProgressFn, build_model, parse_weights
 
@@ -33,19 +34,31 @@ class DetectorKey:
     weights: str  # "default", "untrained" or a resolved path
     device: str
     precision: str
+    runtime: str = RUNTIME_EAGER
 
 
 @dataclass
 class Detector:
-    """A model in eval mode on its device. Calls are serialised per device (see `devices.device_lock`)."""
+    """A model in eval mode on its device. Calls are serialised per device (see `devices.device_lock`).
+
+    With a `runtime` other than eager, `variant` (see core.runtimes) runs instead of `module`, under the same contract;
+    `series` is the name its records carry (core.runtimes.series_name), `export` how its artifact was made.
+    """
 
     spec: ModelSpec
-    module: torch.nn.Module
+    module: torch.nn.Module | None
     categories: tuple[str, ...]
     weights: str
     device: torch.device
     precision: str
     weights_build: str = ""  # how the module was built (BuiltModel.weights_build), recorded with the run
+    runtime: str = RUNTIME_EAGER
+    series: str = ""
+    variant: Callable[[list[torch.Tensor]], list[dict[str, torch.Tensor]]] | None = None
+    export: ExportInfo | None = None
+
+    def __post_init__(self) -> None:
+        self.series = self.series or self.spec.name
 
     @property
     def name(self) -> str:
@@ -57,6 +70,10 @@ class Detector:
 
     def __call__(self, batch: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Run the model on tensors already on the device (no timing, no lock)."""
+        if self.variant is not None:
+            with torch.inference_mode(), autocast(self.device, self.precision if self.runtime == "compile" else "fp32"):
+                return self.variant(batch)
+        assert self.module is not None
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.module(batch)
 
@@ -74,20 +91,28 @@ def load_detector(
     *,
     class_names: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
+    runtime: str = RUNTIME_EAGER,
+    series: str | None = None,
+    on_step: StepFn | None = None,
 ) -> Detector:
-    """The detector for (model, weights, device, precision), built once per process and shared by every caller.
+    """The detector for (model, weights, device, precision, runtime), built once per process and shared by every caller.
 
     This is the process's one detector cache: it keeps the `MAX_LOADED_DETECTORS` most recently used; an evicted
-    detector lives on while a caller still holds it, and is built again when asked for later.
+    detector lives on while a caller still holds it, and is built again when asked for later. A runtime other than
+    eager is exported (or taken from the artifact cache) here, its steps reported through `on_step`: never inside a
+    timed call. Refused combinations raise RuntimeRefusedError; a failing export raises ExportError naming its step.
     """
     spec = get_model(model)
     choice = parse_weights(weights)
     dev = resolve_device(device)
-    check_precision(precision, dev)
+    if runtime == RUNTIME_EAGER:
+        check_precision(precision, dev)
+    else:
+        dev = check_runtime(runtime, precision, dev)
     configure_threads()
-    key = DetectorKey(spec.name, str(choice.path or choice.kind), str(dev), precision)
+    key = DetectorKey(spec.name, str(choice.path or choice.kind), str(dev), precision, runtime)
     if class_names is not None:
-        key = DetectorKey(key.model, f"{key.weights}|{','.join(class_names)}", key.device, key.precision)
+        key = replace(key, weights=f"{key.weights}|{','.join(class_names)}")
     with _registry_lock:
         if key in _detectors:
             _detectors.move_to_end(key)
@@ -98,20 +123,40 @@ def load_detector(
             found = _detectors.get(key)
         if found is None:
             built = build_model(spec, choice, class_names=class_names, progress=progress)
-            found = Detector(
-                spec,
-                built.module.to(dev),
-                built.categories,
-                built.weights,
-                dev,
-                precision,
-                weights_build=built.weights_build,
-            )
+            if runtime == RUNTIME_EAGER:
+                found = Detector(
+                    spec,
+                    built.module.to(dev),
+                    built.categories,
+                    built.weights,
+                    dev,
+                    precision,
+                    weights_build=built.weights_build,
+                )
+            else:
+                variant, info = build_variant(
+                    built.module, spec, choice, len(built.categories), runtime, precision, dev, on_step=on_step
+                )
+                module = built.module if runtime == "compile" else None  # exported runtimes hold no torch copy
+                found = Detector(
+                    spec,
+                    module,
+                    built.categories,
+                    built.weights,
+                    dev,
+                    precision,
+                    weights_build=built.weights_build,
+                    runtime=runtime,
+                    variant=variant,
+                    export=info,
+                )
             with _registry_lock:
                 _detectors[key] = found
                 while len(_detectors) > MAX_LOADED_DETECTORS:
                     evicted, _ = _detectors.popitem(last=False)
                     _key_locks.pop(evicted, None)
+    if series is not None and series != found.series:  # the same loaded detector under the run's series name
+        return replace(found, series=series)
     return found
 
 
@@ -137,6 +182,7 @@ class DetectionResult:
     postprocess_ms: float = math.nan
     error: str = ""
     notes: tuple[str, ...] = ()
+    runtime: str = RUNTIME_EAGER
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -167,11 +213,12 @@ def _result(image: LoadedImage, det: Detector, batch_size: int, **fields: object
         image_name=image.name,
         width=image.width,
         height=image.height,
-        model=det.name,
+        model=det.series,
         weights=det.weights,
         device=str(det.device),
         precision=det.precision,
         batch_size=batch_size,
+        runtime=det.runtime,
         **fields,
     )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
+from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES, RUNTIME_EAGER
 from core.engine import DetectionResult
 
 
@@ -103,6 +103,7 @@ def inference_values(result: DetectionResult, run_id: str, threshold: float, cre
         float(threshold),
         result.error,
         created_at,
+        result.runtime,
     )
 
 
@@ -152,6 +153,7 @@ def coerce_inferences(df: pd.DataFrame) -> pd.DataFrame:
     """A table read back from CSV/Parquet with the schema's columns and dtypes."""
     df = df.copy()
     df["error"] = df["error"].astype("string").fillna("") if "error" in df else ""
+    df["runtime"] = df["runtime"].astype("string").fillna(RUNTIME_EAGER) if "runtime" in df else RUNTIME_EAGER
     return _typed(df, INFERENCE_COLUMNS, INFERENCE_DTYPES)
 
 

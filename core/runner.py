@@ -13,12 +13,20 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, WEIGHTS_DEFAULT
+from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, RUNTIME_EAGER, WEIGHTS_DEFAULT
 from core.devices import environment, resolve_device
 from core.engine import DetectionResult, Detector, load_detector, run_detector
-from core.images import ImageSource
+from core.images import ImageSource, LoadedImage
 from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
-from core.weights import ProgressFn
+from core.runtimes import (
+    CPU_ONLY_RUNTIMES,
+    ExportError,
+    Variant,
+    check_runtime,
+    parse_variants,
+    series_name,
+)
+from core.weights import ProgressFn, parse_weights
 
 
 @dataclass
@@ -27,6 +35,8 @@ class RunSettings:
 
     `oom_cpu_retry`: a batch that runs out of GPU memory is run again on the CPU (fp32, the same weights), recorded
     with device `cpu` and a note; off, those images keep the out-of-memory error. Either way the run goes on.
+    `runtimes` maps model -> variant tokens (`eager`, `onnxruntime`, `openvino-bf16`, ... see core.runtimes); models
+    not in it use `default_runtimes`. Each (model, variant) is one series of the run, named by `series_name`.
     """
 
     models: list[str]
@@ -38,9 +48,24 @@ class RunSettings:
     warmup: int = DEFAULT_WARMUP
     batch_size: int = DEFAULT_BATCH_SIZE
     oom_cpu_retry: bool = True
+    runtimes: dict[str, list[str]] = field(default_factory=dict)
+    default_runtimes: list[str] = field(default_factory=lambda: [RUNTIME_EAGER])
 
     def weights_for(self, model: str) -> str:
         return self.weights.get(model, self.default_weights)
+
+    def variants_for(self, model: str) -> list[Variant]:
+        return parse_variants(self.runtimes.get(model, self.default_runtimes))
+
+    def series(self) -> list[Series]:
+        """Every (model, variant) of the run, in settings order; RuntimeRefusedError for an unknown token."""
+        out = []
+        for model in self.models:
+            for variant in self.variants_for(model):
+                precision = variant.precision_for(self.precision)
+                name = series_name(model, variant.runtime, precision, self.precision)
+                out.append(Series(name, model, variant.runtime, precision))
+        return list({s.name: s for s in out}.values())
 
     def record(
         self,
@@ -65,8 +90,19 @@ class RunSettings:
             "warmup": self.warmup,
             "batch_size": self.batch_size,
             "oom_cpu_retry": self.oom_cpu_retry,
+            "runtimes": {m: [v.token for v in self.variants_for(m)] for m in models},
             "user": user,
         }
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a run: `name` (its records' `model`), the registry model, its runtime and precision."""
+
+    name: str
+    model: str
+    runtime: str
+    precision: str
 
 
 @dataclass
@@ -89,17 +125,19 @@ class PlannedRun:
 
 
 IsDone = Callable[[ImageSource, str], bool]
-"""Whether (image, model) is already done and must not run again (e.g. in this session, or in a resumed run)."""
+"""Whether (image, series) is already done and must not run again (e.g. in this session, or in a resumed run).
+A series is named like the records' `model` column: the model itself for eager (see core.runtimes.series_name)."""
 
 
 def plan(settings: RunSettings, sources: Sequence[ImageSource], *, done: IsDone | None = None) -> PlannedRun:
-    """Every (image, model) pair of `sources` x `settings.models`, less those `done` says are done."""
+    """Every (image, series) pair of `sources` x `settings.series()`, less those `done` says are done.
+    `todo` is keyed by series name."""
     planned = PlannedRun(settings)
-    for model in settings.models:
-        todo = [src for src in sources if done is None or not done(src, model)]
+    for series in settings.series():
+        todo = [src for src in sources if done is None or not done(src, series.name)]
         planned.skipped += len(sources) - len(todo)
         if todo:
-            planned.todo[model] = todo
+            planned.todo[series.name] = todo
     return planned
 
 
@@ -135,6 +173,7 @@ def execute(
     on_started: Callable[[RunInfo], None] | None = None,
     class_names: Mapping[str, Sequence[str]] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_export: Callable[[str, str], None] | None = None,
 ) -> RunOutput:
     """Run a plan as one run.
 
@@ -148,37 +187,63 @@ def execute(
     Model after model, each image is decoded just before its call (decode time is part of `preprocess_ms`), so
     memory holds one batch of decoded images at a time whatever the number of images. `should_stop`, checked before
     each image, ends the run after the image in flight (`stopped`; the store's status is left to the caller).
+
+    Runtimes: a series whose export fails (ExportError, naming the step) does not stop the run: each of its images
+    gets that one-line error and the other series go on; `on_export(series, step)` reports each export step. How each
+    variant was made (exporter, export time, artifact size, cache hit) is kept in the settings under `variants`.
     """
     from core.store import StoreError, record_into  # the store imports records/images; keep this module light
 
     settings = planned.settings
     names = class_names or {}
     device = resolve_device(settings.device)
-    detectors = {
-        m: load_detector(
-            m,
-            settings.weights_for(m),
-            str(device),
-            settings.precision,
-            class_names=names.get(m),
-            progress=on_download(m) if on_download else None,
-        )
-        for m in planned.todo
-    }
+    series = {s.name: s for s in settings.series() if s.name in planned.todo}
+    for s in series.values():  # refused combinations (runtime, precision, device) stop the run before any export
+        if s.runtime != RUNTIME_EAGER:
+            check_runtime(s.runtime, s.precision, device)
+    detectors: dict[str, Detector] = {}
+    export_failures: dict[str, str] = {}
+    for name, s in series.items():
+        try:
+            detectors[name] = load_detector(
+                s.model,
+                settings.weights_for(s.model),
+                str(device),
+                s.precision,
+                class_names=names.get(s.model),
+                progress=on_download(s.model) if on_download else None,
+                runtime=s.runtime,
+                series=name,
+                on_step=functools.partial(on_export, name) if on_export else None,
+            )
+        except ExportError as exc:  # this series fails, the others go on
+            export_failures[name] = str(exc)
     run_id = run_id or new_run_id()
     created_at = now_iso()
+    models = list(dict.fromkeys(s.model for s in series.values()))
     info = RunInfo(
         run_id=run_id,
         created_at=created_at,
         settings=settings.record(
             user=user,
             device=str(device),
-            weights={m: d.weights for m, d in detectors.items()},
-            models=list(detectors),
-            weights_build={m: d.weights_build for m, d in detectors.items()},
+            weights={m: parse_weights(settings.weights_for(m)).label for m in models}
+            | {d.name: d.weights for d in detectors.values()},
+            models=models,
+            weights_build={d.name: d.weights_build for d in detectors.values()},
         ),
         environment=environment(device),
     )
+    info.settings["variants"] = {
+        name: {
+            "model": s.model,
+            "runtime": s.runtime,
+            "precision": s.precision,
+            **(detectors[name].export.record() if name in detectors and detectors[name].export else {}),
+            **({"error": export_failures[name]} if name in export_failures else {}),
+        }
+        for name, s in series.items()
+    }
     recorder: ResultFn | None = None
     store_problem = ""
     if store is not None and planned.total:
@@ -207,13 +272,22 @@ def execute(
             on_result(result, len(results), total)
 
     try:
-        for model, det in detectors.items():
+        for name, s in series.items():
             if stop():
                 break
-            fallback = _cpu_fallback(model, settings, det, names.get(model)) if settings.oom_cpu_retry else None
+            if name in export_failures:
+                for image in stop.decoded(planned.todo[name]):
+                    done(_export_failed(image, s, settings, export_failures[name]))
+                continue
+            det = detectors[name]
+            fallback = (
+                _cpu_fallback(s.model, settings, det, names.get(s.model))
+                if settings.oom_cpu_retry and s.runtime == RUNTIME_EAGER
+                else None
+            )
             run_detector(
                 det,
-                stop.decoded(planned.todo[model]),
+                stop.decoded(planned.todo[name]),
                 warmup=settings.warmup,
                 batch_size=settings.batch_size,
                 on_result=done,
@@ -255,6 +329,24 @@ class _Stop:
             if self():
                 return
             yield source.load()
+
+
+def _export_failed(image: LoadedImage, series: Series, settings: RunSettings, error: str) -> DetectionResult:
+    """The record of an image that a series could not run because its export failed."""
+    return DetectionResult(
+        image_id=image.image_id,
+        image_name=image.name,
+        width=image.width,
+        height=image.height,
+        model=series.name,
+        weights=parse_weights(settings.weights_for(series.model)).label,
+        device="cpu" if series.runtime in CPU_ONLY_RUNTIMES else str(resolve_device(settings.device)),
+        precision=series.precision,
+        batch_size=settings.batch_size,
+        error=error if image.ok else image.error,
+        notes=image.notes,
+        runtime=series.runtime,
+    )
 
 
 def _cpu_fallback(

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, MAX_IMPORT_BYTES
+from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, MAX_IMPORT_BYTES, RUNTIME_EAGER
 from core.images import content_id
 from core.records import RunInfo, coerce_detections, coerce_inferences, now_iso
 from core.store.common import (
@@ -226,6 +226,8 @@ def _read_parquet(
     if data is None:
         return pd.DataFrame(columns=list(columns))
     df = pd.read_parquet(io.BytesIO(data))
+    if name == "inferences" and "runtime" not in df.columns:  # exported before runtimes existed: eager
+        df["runtime"] = RUNTIME_EAGER
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise StoreError(f"{Path(zf.filename or 'zip').name}: {name}.parquet lacks {', '.join(missing)}")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
+from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES, RUNTIME_EAGER
 from core.records import now_iso
 from core.store.common import StoreError
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from core.store.connection import StoreBase
 
 BASE_VERSION = 1  # the schema of `_SCHEMA`, which stores made before migrations have
+BASE_INFERENCE_COLUMNS = tuple(c for c in INFERENCE_COLUMNS if c != "runtime")  # v1's; "records_runtime" adds it
 _SQL_TYPES = {"string": "TEXT", "Int64": "INTEGER", "int64": "INTEGER", "float64": "REAL"}
 
 
@@ -54,7 +55,7 @@ _SCHEMA: tuple[str, ...] = (
         status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'finished', 'failed')),
         finished_at TEXT
     )""",
-    _table_sql("inferences", INFERENCE_COLUMNS, INFERENCE_DTYPES),
+    _table_sql("inferences", BASE_INFERENCE_COLUMNS, INFERENCE_DTYPES),
     _table_sql("detections", DETECTION_COLUMNS, DETECTION_DTYPES),
     "CREATE INDEX IF NOT EXISTS inferences_run_image ON inferences (run_id, image_id)",
     "CREATE INDEX IF NOT EXISTS detections_run_image ON detections (run_id, image_id)",
@@ -157,10 +158,20 @@ def _reviews_cross_run(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS reviews_run_b ON reviews (run_b) WHERE run_b != ''")
 
 
+def _records_runtime(conn: sqlite3.Connection) -> None:
+    """Each inference row says which runtime made it (core.runtimes); every run stored before runtimes existed ran
+    eager. Series of one model under several runtimes are told apart by their name in `model` (core.runtimes.
+    series_name: `MODEL@RUNTIME[-PRECISION]`), so the unique (run_id, image_id, model) pair stays the key."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(inferences)")}
+    if "runtime" not in columns:
+        conn.execute(f"ALTER TABLE inferences ADD COLUMN runtime TEXT NOT NULL DEFAULT '{RUNTIME_EAGER}'")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("unique_records", _unique_records),
     Migration("reviews_pairs", _reviews_pairs),
     Migration("reviews_cross_run", _reviews_cross_run),
+    Migration("records_runtime", _records_runtime),
 )
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 

@@ -1,0 +1,446 @@
+"""Runtimes: one detector run as eager PyTorch, `torch.compile`, ONNX Runtime or OpenVINO, under one contract.
+
+A variant is a callable with the eager model's contract (a list of 3xHxW float tensors in [0, 1], any size, in; one
+torchvision output dict per image out: boxes in original pixels, label ids of the same categories, scores), so the
+engine's timing (pre / inference / post) and records stay one code path for every runtime.
+
+Exports: the whole torchvision model (its own resize and normalisation in `GeneralizedRCNNTransform`, and the boxes
+scaled back to the input size) is exported with the legacy TorchScript-based ONNX exporter
+(`torch.onnx.export(..., dynamo=False)`, opset `ONNX_OPSET`) with dynamic height and width (the dynamo exporter
+fails on torchvision detectors, and without dynamic axes the graph runs at one input size only). OpenVINO converts
+that ONNX file (`openvino.convert_model`) and saves its IR in fp32; bf16 is OpenVINO's CPU inference precision hint.
+Artifacts are cached under the store folder by (model, weights content hash, runtime, precision, library versions);
+building one is timed and reported step by step, never inside a per-image latency.
+
+Series: every (model, runtime, precision) is a series, named by `series_name`: the model's registry name for eager
+at the run's precision (so every run stored before runtimes existed reads as eager), else `MODEL@RUNTIME` plus
+`-PRECISION` when not fp32. The name is what the records' `model` column holds; `split_series` reads it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from core.config import (
+    ARTIFACTS_DIR,
+    ONNX_OPSET,
+    PRECISIONS,
+    RUNTIME_EAGER,
+    RUNTIMES,
+    SERIES_SEP,
+    UNTRAINED_SEED,
+    WEIGHTS_DEFAULT,
+    WEIGHTS_UNTRAINED,
+)
+from core.models import ModelSpec
+from core.weights import WeightsChoice, cached_weights_path
+
+StepFn = Callable[[str], None]
+"""Export progress: called with each step's name as it starts ("exporting to ONNX (opset 17)", ...)."""
+
+Outputs = list[dict[str, torch.Tensor]]
+ARTIFACT_FORMAT = 1  # bump when what is saved changes: older artifacts are then rebuilt
+ONNX_EXPORTER = f"torch.onnx.export (TorchScript exporter, dynamo=False), opset {ONNX_OPSET}, dynamic height/width"
+CPU_ONLY_RUNTIMES = frozenset({"onnxruntime", "openvino"})
+
+
+class RuntimeRefusedError(ValueError):
+    """A runtime, precision or device combination that cannot run here: one clear line, before anything runs."""
+
+
+class ExportError(RuntimeError):
+    """An export or artifact load that failed: which step, and why."""
+
+    def __init__(self, runtime: str, step: str, reason: str) -> None:
+        self.runtime, self.step, self.reason = runtime, step, reason
+        super().__init__(f"{runtime} export failed at step '{step}': {reason}")
+
+
+# --- variants and series names --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a model runs: a runtime and, when given, its own precision (None: the run's precision)."""
+
+    runtime: str = RUNTIME_EAGER
+    precision: str | None = None
+
+    @property
+    def token(self) -> str:
+        """As written on the command line: `openvino`, `openvino-bf16`."""
+        return self.runtime + (f"-{self.precision}" if self.precision else "")
+
+    def precision_for(self, run_precision: str) -> str:
+        return self.precision or run_precision
+
+
+def parse_variant(token: str) -> Variant:
+    """`eager`, `compile`, `onnxruntime`, `openvino`, optionally with `-fp32|-fp16|-bf16`."""
+    text = token.strip().lower()
+    runtime, _, precision = text.partition("-")
+    if runtime not in RUNTIMES:
+        raise RuntimeRefusedError(f"unknown runtime '{token}': choose one of {', '.join(RUNTIMES)}")
+    if precision and precision not in PRECISIONS:
+        raise RuntimeRefusedError(f"unknown precision in '{token}': choose one of {', '.join(PRECISIONS)}")
+    return Variant(runtime, precision or None)
+
+
+def parse_variants(text: str | list[str] | tuple[str, ...]) -> list[Variant]:
+    """A comma-separated list (or a list) of variant tokens, duplicates dropped, order kept."""
+    tokens = text.split(",") if isinstance(text, str) else list(text)
+    found = [parse_variant(t) for t in tokens if t.strip()]
+    return list(dict.fromkeys(found)) or [Variant()]
+
+
+def series_name(model: str, runtime: str = RUNTIME_EAGER, precision: str = "fp32", run_precision: str = "fp32") -> str:
+    """The series of (model, runtime, precision): `model` for eager at the run's precision, else `model@runtime`,
+    with `-precision` when it is not fp32 (`ssdlite320_mobilenet_v3_large@openvino-bf16`)."""
+    if runtime == RUNTIME_EAGER and precision == run_precision:
+        return model
+    return f"{model}{SERIES_SEP}{runtime}" + ("" if precision == "fp32" else f"-{precision}")
+
+
+def split_series(series: str) -> tuple[str, str, str | None]:
+    """(model, runtime, precision or None when the name does not say) of a series name; plain names are eager."""
+    model, sep, rest = str(series).partition(SERIES_SEP)
+    if not sep:
+        return model, RUNTIME_EAGER, None
+    runtime, _, precision = rest.partition("-")
+    return model, runtime, precision or "fp32"
+
+
+def base_model(series: str) -> str:
+    """The registry name of a series (`fasterrcnn_resnet50_fpn@openvino` -> `fasterrcnn_resnet50_fpn`)."""
+    return split_series(series)[0]
+
+
+# --- what runs where ------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def openvino_capabilities() -> frozenset[str]:
+    """OpenVINO's CPU optimisation capabilities (`FP32`, `BF16`, `FP16`, ...); empty when OpenVINO is missing."""
+    try:
+        import openvino as ov
+
+        return frozenset(str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # not installed or no CPU plugin: refused later with the reason
+        return frozenset()
+
+
+def check_runtime(runtime: str, precision: str, device: torch.device) -> torch.device:
+    """The device `runtime` runs on at `precision`, or RuntimeRefusedError saying why not.
+
+    eager and compile: the run's device, fp16/bf16 autocast on CUDA only. ONNX Runtime and OpenVINO: the CPU (their
+    CPU builds are the ones installed); ONNX Runtime fp32 only; OpenVINO fp32, and bf16/fp16 where the CPU has them.
+    """
+    from core.devices import DeviceError, check_precision
+
+    if runtime not in RUNTIMES:
+        raise RuntimeRefusedError(f"unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise RuntimeRefusedError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+    if runtime in (RUNTIME_EAGER, "compile"):
+        try:
+            check_precision(precision, device)
+        except DeviceError as exc:
+            raise RuntimeRefusedError(f"{runtime}: {exc}") from exc
+        return device
+    cpu = torch.device("cpu")
+    if runtime == "onnxruntime":
+        _require("onnxruntime")
+        if precision != "fp32":
+            raise RuntimeRefusedError(
+                f"onnxruntime runs fp32 only here (CPU execution provider); {precision} is offered by openvino"
+            )
+        return cpu
+    _require("openvino")
+    if precision != "fp32" and precision.upper() not in openvino_capabilities():
+        have = ", ".join(sorted(openvino_capabilities())) or "none reported"
+        raise RuntimeRefusedError(f"openvino {precision} needs a CPU with native {precision} (this CPU: {have})")
+    return cpu
+
+
+def _require(package: str) -> None:
+    try:
+        importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise RuntimeRefusedError(f"{package} is not installed: pip install -r requirements.txt") from exc
+
+
+def library_versions(runtime: str) -> dict[str, str]:
+    """The versions an artifact depends on (part of its cache key, kept with the run)."""
+    names = ["torch", "torchvision"] + {
+        "onnxruntime": ["onnx", "onnxruntime"],
+        "openvino": ["onnx", "openvino"],
+    }.get(runtime, [])
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = ""
+    out["torch"], out["torchvision"] = torch.__version__, torchvision.__version__
+    return out
+
+
+# --- cache keys -----------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_digest(spec: ModelSpec, choice: WeightsChoice) -> str:
+    """A content hash of the weights: the file's SHA-256 (default weights: the torch hub file), or the seed."""
+    if choice.kind == WEIGHTS_UNTRAINED:
+        return f"untrained-seed{UNTRAINED_SEED}"
+    path = cached_weights_path(spec) if choice.kind == WEIGHTS_DEFAULT else choice.path
+    assert path is not None
+    stat = Path(path).stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def artifact_key(model: str, digest: str, n_classes: int, runtime: str, precision: str) -> dict[str, object]:
+    return {
+        "model": model,
+        "weights_sha256": digest,
+        "classes": n_classes,
+        "runtime": runtime,
+        "precision": precision,
+        "opset": ONNX_OPSET,
+        "format": ARTIFACT_FORMAT,
+        "versions": library_versions(runtime),
+    }
+
+
+def artifacts_root() -> Path:
+    """`<store folder>/artifacts` (`$DETLENS_STORE`, else ~/.local/share/detlens)."""
+    from core.store import default_store_dir  # the store imports the engine: import late
+
+    return default_store_dir() / ARTIFACTS_DIR
+
+
+def artifact_dir(key: dict[str, object], root: Path | None = None) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return (root or artifacts_root()) / str(key["model"]) / f"{key['runtime']}-{key['precision']}-{digest}"
+
+
+# --- export info ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportInfo:
+    """How a variant was made: kept with the run's settings, shown in the CLI and the dashboard."""
+
+    runtime: str
+    precision: str
+    exporter: str = ""
+    cache_hit: bool = False
+    export_s: float = 0.0  # building the artifact (the first time); 0 for a cache hit
+    load_s: float = 0.0  # loading/compiling it for this process
+    artifact: str = ""
+    artifact_bytes: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def record(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _step(runtime: str, step: str, on_step: StepFn | None) -> Iterator[None]:
+    """Run one export step; any failure becomes an ExportError naming it."""
+    if on_step is not None:
+        on_step(step)
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ExportError(runtime, step, f"{type(exc).__name__}: {text}") from exc
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- the variants ---------------------------------------------------------------------------------------------------
+
+
+def export_onnx(module: nn.Module, path: Path) -> None:
+    """The whole detector (its resize, normalisation and box scaling) as ONNX with dynamic height and width."""
+    example = torch.rand(3, 320, 320)
+    with warnings.catch_warnings():  # the TorchScript tracer warns about every shape-dependent branch
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            ([example],),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["boxes", "labels", "scores"],
+            dynamic_axes={
+                "image": {1: "height", 2: "width"},
+                "boxes": {0: "n"},
+                "labels": {0: "n"},
+                "scores": {0: "n"},
+            },
+        )
+
+
+def _as_outputs(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+        "labels": torch.from_numpy(np.asarray(labels).astype(np.int64).reshape(-1)),
+        "scores": torch.from_numpy(np.asarray(scores, dtype=np.float32).reshape(-1)),
+    }
+
+
+class OnnxRuntimeModel:
+    """An ONNX Runtime session with the eager contract (one image per session call)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: list[torch.Tensor]) -> Outputs:
+        outs = []
+        for image in batch:
+            boxes, labels, scores = self.session.run(None, {"image": image.detach().cpu().float().numpy()})
+            outs.append(_as_outputs(boxes, labels, scores))
+        return outs
+
+
+class OpenVinoModel:
+    """An OpenVINO compiled model (CPU) with the eager contract; calls are serialised by the engine's device lock."""
+
+    def __init__(self, xml: Path, precision: str, threads: int) -> None:
+        import openvino as ov
+
+        hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        names = [next(iter(o.get_names())) for o in self.compiled.outputs]
+        self.order = [names.index(n) for n in ("boxes", "labels", "scores")]
+
+    def __call__(self, batch: list[torch.Tensor]) -> Outputs:
+        outs = []
+        for image in batch:
+            result = self.request.infer({0: image.detach().cpu().float().numpy()})
+            values = [result[self.compiled.outputs[i]] for i in self.order]
+            outs.append(_as_outputs(*values))
+        return outs
+
+
+class CompiledModel:
+    """`torch.compile(module, dynamic=True)` with the eager contract (inductor; compiled at load, not timed)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.compiled = torch.compile(module, dynamic=True)
+
+    def __call__(self, batch: list[torch.Tensor]) -> Outputs:
+        return self.compiled(batch)
+
+
+def build_variant(
+    module: nn.Module,
+    spec: ModelSpec,
+    choice: WeightsChoice,
+    n_classes: int,
+    runtime: str,
+    precision: str,
+    device: torch.device,
+    *,
+    on_step: StepFn | None = None,
+    root: Path | None = None,
+) -> tuple[Callable[[list[torch.Tensor]], Outputs], ExportInfo]:
+    """The runnable variant of an eager `module` (eval mode, on the CPU) and how it was made.
+
+    ONNX Runtime / OpenVINO artifacts are exported once into the cache and reused; a failing step raises ExportError.
+    """
+    threads = max(1, torch.get_num_threads())
+    versions = library_versions(runtime)
+    if runtime == "compile":
+        info = ExportInfo(runtime, precision, exporter="torch.compile(dynamic=True), inductor", versions=versions)
+        t0 = time.perf_counter()
+        with _step(runtime, "torch.compile", on_step):
+            variant = CompiledModel(module.to(device))
+        with _step(runtime, "first compiled call (320x320)", on_step), torch.inference_mode():
+            from core.devices import autocast
+
+            with autocast(device, precision):
+                variant([torch.rand(3, 320, 320, device=device)])
+        info.export_s = time.perf_counter() - t0
+        return variant, info
+
+    with _step(runtime, "hashing the weights", on_step):
+        key = artifact_key(spec.name, weights_digest(spec, choice), n_classes, runtime, precision)
+        target = artifact_dir(key, root)
+    exporter = ONNX_EXPORTER + ("; openvino.convert_model(ONNX) -> IR fp32" if runtime == "openvino" else "")
+    info = ExportInfo(runtime, precision, exporter=exporter, artifact=str(target), versions=versions)
+    meta_path = target / "export.json"
+    if meta_path.is_file():
+        info.cache_hit = True
+    else:
+        t0 = time.perf_counter()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+        try:
+            with _step(runtime, f"exporting to ONNX (opset {ONNX_OPSET})", on_step):
+                export_onnx(module.cpu(), tmp / "model.onnx")
+            if runtime == "openvino":
+                with _step(runtime, "converting ONNX to OpenVINO IR", on_step):
+                    import openvino as ov
+
+                    ov_model = ov.convert_model(str(tmp / "model.onnx"))
+                    ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=False)
+                    (tmp / "model.onnx").unlink()
+            export_s = time.perf_counter() - t0
+            (tmp / "export.json").write_text(
+                json.dumps({"key": key, "export_s": export_s, "exporter": exporter}, indent=2), encoding="utf-8"
+            )
+            with contextlib.suppress(OSError):  # another process may have finished the same export first
+                os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        info.export_s = export_s
+    info.artifact_bytes = _size(target)
+    t0 = time.perf_counter()
+    if runtime == "onnxruntime":
+        with _step(runtime, "opening the ONNX Runtime session", on_step):
+            variant: Callable[[list[torch.Tensor]], Outputs] = OnnxRuntimeModel(target / "model.onnx", threads)
+    else:
+        with _step(runtime, f"compiling the OpenVINO model for the CPU ({precision})", on_step):
+            variant = OpenVinoModel(target / "model.xml", precision, threads)
+    info.load_s = time.perf_counter() - t0
+    return variant, info
