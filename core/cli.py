@@ -1,4 +1,4 @@
-"""Command line: `python -m core models`, `detect [PATHS...] [--store DIR]`, and the run store's `runs`, `export`,
+"""Command line: `python -m core models`, `detect [PATHS...] [--runtime ...] [--store DIR]`, and the run store's `runs`, `export`,
 `import` (see core.store)."""
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import (
+    AGREEMENT_IOU,
     DEFAULT_BATCH_SIZE,
     DEFAULT_THRESHOLD,
     DEFAULT_WARMUP,
     DEVICES,
     HEADLINE_MODELS,
     PRECISIONS,
+    RUNTIME_EAGER,
+    RUNTIMES,
     STORE_ENV,
     UNTRAINED_MARK,
     WEIGHTS_DEFAULT,
@@ -23,6 +26,7 @@ from core.config import (
 )
 from core.devices import DeviceError
 from core.models import UnknownModelError, list_models, parse_model_list
+from core.runtimes import RuntimeRefusedError, parse_variants
 from core.weights import WeightsError
 
 EXIT_OK = 0
@@ -75,6 +79,10 @@ def _download_progress(model: str):
     return update
 
 
+def _export_progress(series: str, step: str) -> None:
+    print(f"  {series}: {step} ...", file=sys.stderr, flush=True)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from core.distributed import cli_detect
@@ -95,14 +103,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         warmup=args.warmup,
         batch_size=args.batch_size,
+        default_runtimes=[v.token for v in parse_variants(args.runtime)],
     )
+    n_series = len(settings.series())
     images = sources_from_paths(paths)
     if not images:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
     store = _open_store(args.store) if args.store else None
     show = sys.stderr.isatty() and not args.quiet
-    bar = _progress_bar(len(images) * len(models), show)
+    bar = _progress_bar(len(images) * n_series, show)
 
     def on_result(result, done, total):
         bar.set_postfix_str(f"{result.model} {result.image_name}"[:60], refresh=False)
@@ -116,6 +126,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             user=current_user(),
             on_result=on_result,
             on_download=_download_progress if show else None,
+            on_export=_export_progress if not args.quiet else None,
         )
     finally:
         bar.close()
@@ -129,6 +140,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def _print_summary(output, n_images: int, threshold: float) -> None:
     """Per model: median and p95 latency and detections at the threshold; the untrained mark; failed images."""
+    from core.agreement import runtime_agreement, verdict
     from core.records import failed_rows, succeeded
 
     inf = output.inferences
@@ -141,6 +153,22 @@ def _print_summary(output, n_images: int, threshold: float) -> None:
         )
     if (inf["weights"] == WEIGHTS_UNTRAINED).any():
         print(f"  NOTE: {UNTRAINED_MARK}")
+    for name, variant in output.info.settings.get("variants", {}).items():
+        if variant.get("runtime", RUNTIME_EAGER) == RUNTIME_EAGER:
+            continue
+        if variant.get("error"):
+            print(f"  {name}: {variant['error']}")
+        else:
+            made = "cached artifact" if variant.get("cache_hit") else f"exported in {variant.get('export_s', 0):.1f} s"
+            size = variant.get("artifact_bytes", 0) / 1e6
+            print(
+                f"  {name}: {made}, loaded in {variant.get('load_s', 0):.1f} s" + (f", {size:.1f} MB" if size else "")
+            )
+    summary = runtime_agreement(inf, output.detections, threshold=threshold)
+    if len(summary):
+        print(f"agreement with eager (same label, IoU >= {AGREEMENT_IOU}, score >= {threshold}):")
+        for row in summary.to_dict("records"):
+            print(f"  {row['series']:40} vs {row['reference']}: {verdict(row)}, mean IoU {row['mean_iou']:.3f}")
     for _, row in failed_rows(inf).drop_duplicates("image_id").iterrows():
         print(f"  failed: {row['image_name']}: {row['error']}")
 
@@ -256,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_det.add_argument("--models", default=",".join(HEADLINE_MODELS), help="comma-separated model names")
     p_det.add_argument("--device", default="auto", choices=DEVICES)
     p_det.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p_det.add_argument(
+        "--runtime",
+        default=RUNTIME_EAGER,
+        help=f"comma-separated runtimes per model ({'|'.join(RUNTIMES)}), each optionally -fp32|-fp16|-bf16, "
+        "e.g. eager,onnxruntime,openvino,openvino-bf16; each is its own series, compared with eager",
+    )
     p_det.add_argument("--weights", default=WEIGHTS_DEFAULT, help="default | untrained | FILE (.pth/.safetensors)")
     p_det.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold for counts")
     p_det.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up calls per model, not recorded")
@@ -315,6 +349,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UnknownModelError, DeviceError, WeightsError, StoreError) as exc:
+    except (UnknownModelError, DeviceError, WeightsError, StoreError, RuntimeRefusedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

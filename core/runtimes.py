@@ -56,8 +56,9 @@ StepFn = Callable[[str], None]
 """Export progress: called with each step's name as it starts ("exporting to ONNX (opset 17)", ...)."""
 
 Outputs = list[dict[str, torch.Tensor]]
-ARTIFACT_FORMAT = 1  # bump when what is saved changes: older artifacts are then rebuilt
+ARTIFACT_FORMAT = 2  # bump when what is saved changes: older artifacts are then rebuilt
 ONNX_EXPORTER = f"torch.onnx.export (TorchScript exporter, dynamo=False), opset {ONNX_OPSET}, dynamic height/width"
+_OUTPUTS = ["boxes", "labels", "scores"]  # asked for by name: the graph's own order is the output dict's
 CPU_ONLY_RUNTIMES = frozenset({"onnxruntime", "openvino"})
 
 
@@ -303,7 +304,7 @@ def export_onnx(module: nn.Module, path: Path) -> None:
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=["image"],
-            output_names=["boxes", "labels", "scores"],
+            output_names=["boxes", "scores", "labels"],  # the order of torchvision's output dict
             dynamic_axes={
                 "image": {1: "height", 2: "width"},
                 "boxes": {0: "n"},
@@ -335,7 +336,7 @@ class OnnxRuntimeModel:
     def __call__(self, batch: list[torch.Tensor]) -> Outputs:
         outs = []
         for image in batch:
-            boxes, labels, scores = self.session.run(None, {"image": image.detach().cpu().float().numpy()})
+            boxes, labels, scores = self.session.run(_OUTPUTS, {"image": image.detach().cpu().float().numpy()})
             outs.append(_as_outputs(boxes, labels, scores))
         return outs
 

@@ -1,0 +1,187 @@
+"""Runtime agreement: does a runtime variant (ONNX Runtime, OpenVINO, torch.compile, another precision) give the boxes
+of eager PyTorch with the same weights on the same images?
+
+For every non-eager series of a run, its reference is the eager series of the same model and weights (fp32 first).
+Per image, boxes are matched one to one with `core.matching.match_boxes` (same label id, IoU >= `AGREEMENT_IOU`,
+torchvision.ops.box_iou), on the boxes at or above the threshold on either side: a box just under the threshold on
+one side (within `RUNTIME_SCORE_TOL`) still matches its twin above it, so a score that moved by 0.001 across the
+threshold does not count as a missing box (the score difference is reported on its own). Per image: match F1, mean
+IoU of the matches, largest score difference of a match. Per series: the share of images with F1 >= `RUNTIME_F1_OK`;
+an fp32 series below that share is a defect (the same computation should give the same boxes); bf16/fp16 series show
+their measured loss. With ground truth, each series' AP and its difference to the eager AP can be added (`with_ap`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.config import AGREEMENT_IOU, DEFAULT_THRESHOLD, RUNTIME_EAGER, RUNTIME_F1_OK, RUNTIME_SCORE_TOL
+from core.matching import latest_run, match_boxes
+from core.records import succeeded
+from core.runtimes import split_series
+
+PER_IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "f1", "mean_iou", "max_score_diff", "n_series", "n_reference")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "series", "reference", "runtime", "precision", "images", "share_f1_ok", "mean_f1", "mean_iou", "max_score_diff",
+    "defect", "ap", "ap_eager", "ap_diff",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageAgreement:
+    f1: float
+    mean_iou: float  # NaN without a match
+    max_score_diff: float  # 0 without a match
+    n_series: int  # boxes at or above the threshold
+    n_reference: int
+
+
+def image_agreement(
+    series: pd.DataFrame,
+    reference: pd.DataFrame,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    iou: float = AGREEMENT_IOU,
+    tol: float = RUNTIME_SCORE_TOL,
+) -> ImageAgreement:
+    """Agreement of one image's boxes (DETECTION_COLUMNS rows) of a series with its eager reference."""
+    low = threshold - tol
+    a = series[series["score"] >= low]
+    b = reference[reference["score"] >= low]
+    sa, sb = a["score"].to_numpy(np.float64), b["score"].to_numpy(np.float64)
+    pairs = match_boxes(
+        a[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
+        a["label_id"].to_numpy(),
+        b[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
+        b["label_id"].to_numpy(),
+        iou=iou,
+    )
+    counted = [(i, j, v) for i, j, v in pairs if max(sa[i], sb[j]) >= threshold]
+    matched_a = {i for i, _, _ in pairs}
+    matched_b = {j for _, j, _ in pairs}
+    fp = sum(1 for i in range(len(sa)) if i not in matched_a and sa[i] >= threshold)
+    fn = sum(1 for j in range(len(sb)) if j not in matched_b and sb[j] >= threshold)
+    tp = len(counted)
+    f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    return ImageAgreement(
+        f1=f1,
+        mean_iou=float(np.mean([v for _, _, v in counted])) if counted else math.nan,
+        max_score_diff=float(max((abs(sa[i] - sb[j]) for i, j, _ in counted), default=0.0)),
+        n_series=int(np.count_nonzero(sa >= threshold)),
+        n_reference=int(np.count_nonzero(sb >= threshold)),
+    )
+
+
+def _runtime_of(inferences: pd.DataFrame) -> pd.Series:
+    if "runtime" in inferences:
+        return inferences["runtime"].astype("string").fillna(RUNTIME_EAGER)
+    return inferences["model"].map(lambda s: split_series(s)[1]).astype("string")
+
+
+def references(inferences: pd.DataFrame) -> dict[str, str]:
+    """series -> its eager reference series (same model and weights; fp32 preferred), for every non-eager series
+    that has one in `inferences`."""
+    if inferences.empty:
+        return {}
+    frame = inferences.assign(rt_=_runtime_of(inferences), base_=inferences["model"].map(lambda s: split_series(s)[0]))
+    kinds = frame.drop_duplicates("model")[["model", "rt_", "base_", "weights", "precision"]]
+    eager = kinds[kinds["rt_"] == RUNTIME_EAGER]
+    out = {}
+    for row in kinds[kinds["rt_"] != RUNTIME_EAGER].itertuples(index=False):
+        same = eager[(eager["base_"] == row.base_) & (eager["weights"] == row.weights)]
+        if same.empty:
+            continue
+        fp32 = same[same["precision"] == "fp32"]
+        out[str(row.model)] = str((fp32 if not fp32.empty else same).iloc[0]["model"])
+    return out
+
+
+def per_image(
+    inferences: pd.DataFrame,
+    detections: pd.DataFrame,
+    series: str,
+    reference: str,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> pd.DataFrame:
+    """PER_IMAGE_COLUMNS for the images both `series` and `reference` processed (latest run of each)."""
+    ok = succeeded(inferences)
+    ids_a = set(ok.loc[ok["model"] == series, "image_id"].astype(str))
+    ids_b = set(ok.loc[ok["model"] == reference, "image_id"].astype(str))
+    ids = [i for i in dict.fromkeys(ok["image_id"].astype(str)) if i in ids_a and i in ids_b]
+    dets = latest_run(detections[detections["model"].isin([series, reference])])
+    groups = {key: part for key, part in dets.groupby([dets["image_id"].astype(str), dets["model"].astype(str)])}
+    empty = dets.iloc[:0]
+    rows = []
+    for image_id in ids:
+        agreement = image_agreement(
+            groups.get((image_id, series), empty), groups.get((image_id, reference), empty), threshold=threshold
+        )
+        rows.append({"image_id": image_id, **agreement.__dict__})
+    return pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS)).astype(
+        {"image_id": "string", "f1": "float64", "mean_iou": "float64", "max_score_diff": "float64"}
+    )
+
+
+def runtime_agreement(
+    inferences: pd.DataFrame, detections: pd.DataFrame, *, threshold: float = DEFAULT_THRESHOLD
+) -> pd.DataFrame:
+    """SUMMARY_COLUMNS, one row per non-eager series with an eager reference in the same tables (AP columns NaN)."""
+    rows = []
+    precision_of = inferences.drop_duplicates("model").set_index("model")["precision"] if len(inferences) else {}
+    runtime_of = (
+        inferences.assign(_r=_runtime_of(inferences)).drop_duplicates("model").set_index("model")["_r"]
+        if len(inferences)
+        else {}
+    )
+    for series, reference in references(inferences).items():
+        images = per_image(inferences, detections, series, reference, threshold=threshold)
+        share = float((images["f1"] >= RUNTIME_F1_OK).mean()) if len(images) else math.nan
+        precision = str(precision_of[series])
+        rows.append(
+            {
+                "series": series,
+                "reference": reference,
+                "runtime": str(runtime_of[series]),
+                "precision": precision,
+                "images": len(images),
+                "share_f1_ok": share,
+                "mean_f1": float(images["f1"].mean()) if len(images) else math.nan,
+                "mean_iou": float(images["mean_iou"].mean()) if images["mean_iou"].notna().any() else math.nan,
+                "max_score_diff": float(images["max_score_diff"].max()) if len(images) else math.nan,
+                "defect": bool(precision == "fp32" and len(images) and share < RUNTIME_F1_OK),
+                "ap": math.nan,
+                "ap_eager": math.nan,
+                "ap_diff": math.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)).astype(
+        {"series": "string", "reference": "string", "runtime": "string", "precision": "string", "defect": "bool"}
+    )
+
+
+def with_ap(summary: pd.DataFrame, ap: Mapping[str, float]) -> pd.DataFrame:
+    """`summary` with each series' AP (from ground truth), its reference's, and the difference (series - eager)."""
+    out = summary.copy()
+    out["ap"] = out["series"].map(lambda s: ap.get(str(s), math.nan)).astype("float64")
+    out["ap_eager"] = out["reference"].map(lambda s: ap.get(str(s), math.nan)).astype("float64")
+    out["ap_diff"] = out["ap"] - out["ap_eager"]
+    return out
+
+
+def verdict(row: Mapping[str, object]) -> str:
+    """One short line for a summary row: "same as eager", "DEFECT: ...", or the measured loss of a lower precision."""
+    share = float(row["share_f1_ok"])  # type: ignore[arg-type]
+    if math.isnan(share):
+        return "no image in common with eager"
+    text = f"{share:.0%} of images with F1 >= {RUNTIME_F1_OK}, max score diff {float(row['max_score_diff']):.3f}"  # type: ignore[arg-type]
+    if row["defect"]:
+        return f"DEFECT (fp32 should match eager): {text}"
+    if share >= RUNTIME_F1_OK:
+        return f"same as eager: {text}"
+    return f"measured loss at {row['precision']}: {text}"
