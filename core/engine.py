@@ -23,7 +23,7 @@ from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS
 from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
 from core.images import LoadedImage
 from core.models import ModelSpec, get_model, label_name
-from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime
+from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime, series_name
 from core.text import exception_line
 from core.weights import ProgressFn, build_model, parse_weights
 
@@ -138,6 +138,7 @@ def load_detector(
                     built.module, spec, choice, len(built.categories), runtime, precision, dev, on_step=on_step
                 )
                 module = built.module if runtime == "compile" else None  # exported runtimes hold no torch copy
+                name = series_name(spec.name, runtime, precision, precision)
                 found = Detector(
                     spec,
                     module,
@@ -147,6 +148,7 @@ def load_detector(
                     precision,
                     weights_build=built.weights_build,
                     runtime=runtime,
+                    series=name,
                     variant=variant,
                     export=info,
                 )

@@ -1,0 +1,299 @@
+"""Runtimes: series names, refusals, ONNX Runtime / OpenVINO variants under the eager contract, the export cache,
+failing exports, agreement with eager, and the records' runtime column in the store."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from core import engine, runtimes
+from core.agreement import image_agreement, runtime_agreement, verdict, with_ap
+from core.config import DETECTION_COLUMNS
+from core.images import ImageSource
+from core.matching import match_boxes
+from core.models import get_model
+from core.runner import RunSettings, run
+from core.runtimes import (
+    ExportError,
+    RuntimeRefusedError,
+    Variant,
+    check_runtime,
+    parse_variant,
+    series_name,
+    split_series,
+)
+from core.store import Store
+from core.weights import build_model, parse_weights
+
+SMALL = "ssdlite320_mobilenet_v3_large"
+SIZES = ((300, 200), (240, 320))  # (width, height): two sizes through one artifact
+
+
+# --- names and refusals (fast) ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "run_precision", "name"),
+    [
+        ("eager", "fp32", "fp32", SMALL),
+        ("eager", "fp16", "fp16", SMALL),  # runs stored before runtimes existed read as eager
+        ("eager", "bf16", "fp32", f"{SMALL}@eager-bf16"),
+        ("onnxruntime", "fp32", "fp32", f"{SMALL}@onnxruntime"),
+        ("openvino", "bf16", "fp32", f"{SMALL}@openvino-bf16"),
+        ("compile", "fp16", "fp16", f"{SMALL}@compile-fp16"),
+    ],
+)
+def test_series_names_are_short_unique_and_read_back(runtime, precision, run_precision, name):
+    assert series_name(SMALL, runtime, precision, run_precision) == name
+    model, rt, prec = split_series(name)
+    assert (model, rt) == (SMALL, runtime)
+    assert prec in (None, precision)
+
+
+@pytest.mark.parametrize(
+    ("token", "variant"),
+    [("eager", Variant()), ("OpenVINO-bf16", Variant("openvino", "bf16")), (" onnxruntime ", Variant("onnxruntime"))],
+)
+def test_variant_tokens_parse(token, variant):
+    assert parse_variant(token) == variant
+
+
+@pytest.mark.parametrize("token", ["tensorrt", "openvino-int8", ""])
+def test_unknown_variant_tokens_are_refused_with_the_choices(token):
+    with pytest.raises(RuntimeRefusedError, match="choose one of"):
+        parse_variant(token)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "precision", "caps", "message"),
+    [
+        ("onnxruntime", "bf16", {"FP32", "BF16"}, "onnxruntime runs fp32 only"),
+        ("openvino", "bf16", {"FP32"}, "needs a CPU with native bf16"),
+        ("openvino", "fp16", {"FP32", "BF16"}, "needs a CPU with native fp16"),
+        ("eager", "bf16", {"FP32", "BF16"}, "autocast needs a CUDA device"),
+        ("compile", "fp16", {"FP32"}, "autocast needs a CUDA device"),
+    ],
+)
+def test_unsupported_precisions_are_refused_with_a_reason(monkeypatch, runtime, precision, caps, message):
+    monkeypatch.setattr(runtimes, "openvino_capabilities", lambda: frozenset(caps))
+    with pytest.raises(RuntimeRefusedError, match=message):
+        check_runtime(runtime, precision, torch.device("cpu"))
+
+
+def test_openvino_bf16_runs_on_the_cpu_where_the_cpu_has_it(monkeypatch):
+    monkeypatch.setattr(runtimes, "openvino_capabilities", lambda: frozenset({"FP32", "BF16"}))
+    assert check_runtime("openvino", "bf16", torch.device("cpu")).type == "cpu"
+
+
+# --- agreement of one image (fast) ----------------------------------------------------------------------------------
+
+
+def _boxes(rows):
+    return pd.DataFrame(
+        [{"label_id": lab, "score": s, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for lab, s, b in rows],
+        columns=["label_id", "score", "x1", "y1", "x2", "y2"],
+    )
+
+
+CAT = (17, 0.9, (10, 10, 60, 50))
+DOG = (18, 0.8, (100, 100, 200, 180))
+
+
+@pytest.mark.parametrize(
+    ("series", "reference", "f1", "score_diff"),
+    [
+        ([CAT, DOG], [CAT, DOG], 1.0, 0.0),
+        ([], [], 1.0, 0.0),  # nothing on either side: the same result
+        ([CAT], [CAT, DOG], 2 / 3, 0.0),  # a missed dog
+        ([(17, 0.9, (40, 30, 90, 70))], [CAT], 0.0, 0.0),  # moved off its twin
+        ([(18, 0.9, (10, 10, 60, 50))], [CAT], 0.0, 0.0),  # same box, other label
+        ([(17, 0.49, (10, 10, 60, 50))], [(17, 0.51, (10, 10, 60, 50))], 1.0, 0.02),  # across the threshold
+        ([(17, 0.40, (10, 10, 60, 50))], [(17, 0.51, (10, 10, 60, 50))], 0.0, 0.0),  # truly under it
+        ([(17, 0.7, (10, 10, 60, 50))], [CAT], 1.0, 0.2),
+    ],
+)
+def test_image_agreement_counts_matches_one_to_one(series, reference, f1, score_diff):
+    got = image_agreement(_boxes(series), _boxes(reference), threshold=0.5)
+    assert got.f1 == pytest.approx(f1)
+    assert got.max_score_diff == pytest.approx(score_diff)
+
+
+# --- the variants, end to end (slow: exports) -----------------------------------------------------------------------
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _decisive_checkpoint(path):
+    """SSDLite whose classification head gives a few boxes decisively above 0.5 and the rest far below (untrained
+    scores all tie at 1/91, and the top-300 cut among ties would pick different boxes in each runtime)."""
+    module = build_model(get_model(SMALL), parse_weights("untrained")).module
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for seq in module.head.classification_head.module_list:
+            conv = seq[-1]
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 2.0)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 2.0 - 4.0)
+    torch.save(module.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One run: eager, ONNX Runtime and OpenVINO of a decisive checkpoint on two image sizes."""
+    folder = tmp_path_factory.mktemp("runtimes")
+    ckpt = _decisive_checkpoint(folder / "decisive.pth")
+    images = [ImageSource.from_bytes(f"img{w}x{h}.png", _png(w, h, i)) for i, (w, h) in enumerate(SIZES)]
+    settings = RunSettings(
+        [SMALL], str(ckpt), device="cpu", warmup=1, default_runtimes=["eager", "onnxruntime", "openvino"]
+    )
+    steps = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETLENS_STORE", str(folder / "store"))
+        engine._detectors.clear()
+        out = run(images, settings, store=Store(folder / "store"), on_export=lambda s, step: steps.append((s, step)))
+    return out, images, ckpt, folder / "store", steps
+
+
+@pytest.mark.slow
+def test_variants_keep_the_eager_contract_on_two_sizes(exported):
+    out, images, _, _, _ = exported
+    inf, det = out.inferences, out.detections
+    assert set(inf["model"]) == {SMALL, f"{SMALL}@onnxruntime", f"{SMALL}@openvino"}
+    assert dict(zip(inf["model"], inf["runtime"], strict=True)) == {
+        SMALL: "eager",
+        f"{SMALL}@onnxruntime": "onnxruntime",
+        f"{SMALL}@openvino": "openvino",
+    }
+    assert (inf["error"] == "").all()
+    assert (inf[["preprocess_ms", "inference_ms", "postprocess_ms"]] > 0).all().all()
+    for image, (w, h) in zip(images, SIZES, strict=True):
+        eager = det[(det["image_id"] == image.image_id) & (det["model"] == SMALL)]
+        assert (eager["score"] >= 0.5).sum() >= 5  # the comparison below is not vacuous
+        assert eager["x2"].max() <= w + 1e-3 and eager["y2"].max() <= h + 1e-3  # original pixels
+        assert eager["x2"].max() > 0.6 * w and eager["y2"].max() > 0.6 * h
+        for series in (f"{SMALL}@onnxruntime", f"{SMALL}@openvino"):
+            other = det[(det["image_id"] == image.image_id) & (det["model"] == series)]
+            a, b = other[other["score"] >= 0.5], eager[eager["score"] >= 0.5]
+            assert len(a) == len(b)
+            pairs = match_boxes(
+                a[["x1", "y1", "x2", "y2"]].to_numpy(), a["label"].to_numpy(),
+                b[["x1", "y1", "x2", "y2"]].to_numpy(), b["label"].to_numpy(), iou=0.99,
+            )  # fmt: skip
+            assert len(pairs) == len(a)  # every box has its eager twin: same label and name, IoU >= 0.99
+            diffs = [abs(a["score"].iloc[i] - b["score"].iloc[j]) for i, j, _ in pairs]
+            assert max(diffs) < 0.01
+
+
+@pytest.mark.slow
+def test_fp32_variants_agree_with_eager_and_are_not_flagged(exported):
+    out = exported[0]
+    summary = runtime_agreement(out.inferences, out.detections, threshold=0.5).set_index("series")
+    for series in (f"{SMALL}@onnxruntime", f"{SMALL}@openvino"):
+        row = summary.loc[series]
+        assert row["reference"] == SMALL and row["images"] == len(SIZES)
+        assert row["share_f1_ok"] == 1.0 and not row["defect"] and row["mean_iou"] > 0.99
+        assert verdict(row).startswith("same as eager")
+    with_gt = with_ap(summary.reset_index(), {SMALL: 0.5, f"{SMALL}@openvino": 0.48})
+    assert with_gt.set_index("series").loc[f"{SMALL}@openvino", "ap_diff"] == pytest.approx(-0.02)
+
+
+@pytest.mark.slow
+def test_a_moved_box_in_an_fp32_variant_is_a_defect(exported):
+    out = exported[0]
+    det = out.detections.copy()
+    moved = (det["model"] == f"{SMALL}@onnxruntime") & (det["score"] >= 0.5)
+    det.loc[moved, ["x1", "x2"]] += 40.0
+    row = runtime_agreement(out.inferences, det).set_index("series").loc[f"{SMALL}@onnxruntime"]
+    assert row["defect"] and verdict(row).startswith("DEFECT")
+
+
+@pytest.mark.slow
+def test_export_is_reported_by_step_and_kept_with_the_run(exported):
+    out, _, _, store_dir, steps = exported
+    variants = out.info.settings["variants"]
+    for name, runtime in ((f"{SMALL}@onnxruntime", "onnxruntime"), (f"{SMALL}@openvino", "openvino")):
+        v = variants[name]
+        assert v["runtime"] == runtime and v["precision"] == "fp32" and not v["cache_hit"]
+        assert v["export_s"] > 0 and v["artifact_bytes"] > 1_000_000 and "opset" in v["exporter"]
+        assert v["artifact"].startswith(str(store_dir / "artifacts"))
+        assert any(s == name and "ONNX" in step for s, step in steps)
+    assert variants[SMALL]["runtime"] == "eager"
+    assert Store(store_dir).load_run(out.info.run_id)[0]["runtime"].tolist() == out.inferences["runtime"].tolist()
+
+
+@pytest.mark.slow
+def test_a_second_load_takes_the_artifact_from_the_cache(exported, monkeypatch):
+    _, _, ckpt, store_dir, _ = exported
+    monkeypatch.setenv("DETLENS_STORE", str(store_dir))
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(runtimes, "export_onnx", no_export)
+    engine._detectors.clear()
+    det = engine.load_detector(SMALL, str(ckpt), "cpu", runtime="onnxruntime")
+    assert det.export is not None and det.export.cache_hit and det.series == f"{SMALL}@onnxruntime"
+    assert len(det([torch.rand(3, 100, 150)])[0]["boxes"])
+
+
+@pytest.mark.slow
+def test_a_failing_export_names_its_step_and_the_other_series_go_on(monkeypatch):
+    def broken(module, path):
+        raise RuntimeError("Unsupported: ONNX export of operator foo")
+
+    monkeypatch.setattr(runtimes, "export_onnx", broken)
+    engine._detectors.clear()
+    images = [ImageSource.from_bytes("a.png", _png(120, 90, 5))]
+    settings = RunSettings([SMALL], "untrained", device="cpu", warmup=0, default_runtimes=["eager", "onnxruntime"])
+    out = run(images, settings)
+    inf = out.inferences.set_index("model")
+    assert inf.loc[SMALL, "error"] == ""
+    error = inf.loc[f"{SMALL}@onnxruntime", "error"]
+    assert "onnxruntime export failed at step 'exporting to ONNX" in error and "operator foo" in error
+    assert out.info.settings["variants"][f"{SMALL}@onnxruntime"]["error"] == error
+
+
+def test_a_refused_runtime_stops_the_run_before_anything_runs(monkeypatch):
+    images = [ImageSource.from_bytes("a.png", _png(60, 40, 6))]
+    settings = RunSettings([SMALL], "untrained", device="cpu", default_runtimes=["eager", "onnxruntime-bf16"])
+    with pytest.raises(RuntimeRefusedError, match="onnxruntime runs fp32 only"):
+        run(images, settings)
+
+
+def test_export_errors_say_runtime_step_and_reason():
+    exc = ExportError("openvino", "converting ONNX to OpenVINO IR", "RuntimeError: boom")
+    assert str(exc) == "openvino export failed at step 'converting ONNX to OpenVINO IR': RuntimeError: boom"
+
+
+# --- store migration ------------------------------------------------------------------------------------------------
+
+
+def test_a_store_from_before_runtimes_gains_the_column_and_reads_eager(tmp_path):
+    from tests.factories import RUN, gallery_ref, inference, tables
+
+    store = Store(tmp_path / "s")
+    store.close()
+    db = sqlite3.connect(tmp_path / "s" / "detlens.sqlite")
+    db.execute("ALTER TABLE inferences DROP COLUMN runtime")
+    db.execute("INSERT INTO runs (run_id, created_at) VALUES (?, '2026-01-01')", (RUN,))
+    inf, _ = tables([inference(gallery_ref("cat.jpg"), SMALL)], [])
+    old = [c for c in inf.columns if c != "runtime"]
+    db.execute(f"INSERT INTO inferences ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})",
+               [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in inf.iloc[0][old]])  # fmt: skip
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    loaded, det, _ = Store(tmp_path / "s").load_run(RUN)
+    assert loaded["runtime"].tolist() == ["eager"] and loaded["model"].tolist() == [SMALL]
+    assert list(det.columns) == list(DETECTION_COLUMNS)
