@@ -6,6 +6,14 @@ The bare loop is the tutorial's: decode, to tensor, `model([x])` under `inferenc
 `python -m core detect` runs after its imports: sources_from_paths + runner.run + write_run. Both use the one loaded model and
 the same warm-up; rounds alternate to spread machine noise. The subprocess CLI (imports and model build included)
 is timed too, for reference.
+
+    python -m core.bench --runtimes eager,onnxruntime,openvino [--precision fp32,bf16] [--models a,b]
+
+prints one row per model x runtime x precision on the bundled gallery (each photo at its own size, the model's own
+resize): p50/p95 model-call ms per image over `--rounds` passes, export time (0 when the artifact was cached),
+artifact size, and agreement with eager (share of images with match F1 >= 0.99 at `--threshold`, mean IoU, largest
+score difference, and how many eager boxes took part: with untrained weights there may be none). Combinations a
+runtime or this CPU cannot run are listed with the reason.
 """
 
 from __future__ import annotations
@@ -19,14 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from core.config import REPO_ROOT
+from core.config import DEFAULT_THRESHOLD, HEADLINE_MODELS, REPO_ROOT
 from core.devices import device_name
 from core.engine import load_detector
 from core.images import gallery_paths, sources_from_paths
+from core.models import parse_model_list
 from core.records import write_run
 from core.runner import RunSettings, run
 
@@ -79,8 +89,85 @@ def pipeline(paths: list[Path], settings: RunSettings, out: Path) -> tuple[float
     return seconds, output.inferences["inference_ms"].astype(float).tolist()
 
 
+def runtimes_table(
+    models: list[str], tokens: list[str], weights: str, device: str, rounds: int, warmup: int, threshold: float
+) -> list[dict[str, object]]:
+    """One row per (model, runtime, precision) series over the gallery; eager fp32 always runs as the reference."""
+    import math
+
+    from core.agreement import runtime_agreement
+    from core.devices import resolve_device
+    from core.runtimes import RuntimeRefusedError, check_runtime, parse_variants
+
+    variants = parse_variants(["eager", *tokens])
+    dev = resolve_device(device)
+    usable, rows = [], []
+    for v in variants:
+        try:
+            check_runtime(v.runtime, v.precision or "fp32", dev)
+            usable.append(v.token)
+        except RuntimeRefusedError as exc:
+            rows.extend({"series": f"{m}@{v.token}", "refused": str(exc)} for m in models)
+    settings = RunSettings(models, weights, device=device, warmup=warmup, default_runtimes=usable, threshold=threshold)
+    images = sources_from_paths(gallery_paths())
+    outputs = [run(images, settings) for _ in range(rounds)]
+    inf = pd.concat([o.inferences for o in outputs], ignore_index=True)
+    agree = runtime_agreement(outputs[0].inferences, outputs[0].detections, threshold=threshold).set_index("series")
+    det0 = outputs[0].detections
+    variants_info = outputs[0].info.settings["variants"]
+    for series, info in variants_info.items():
+        ok = inf[(inf["model"] == series) & (inf["error"] == "")]
+        row: dict[str, object] = {
+            "series": series,
+            "runtime": info["runtime"],
+            "precision": info["precision"],
+            "p50_ms": float(ok["inference_ms"].median()) if len(ok) else math.nan,
+            "p95_ms": float(ok["inference_ms"].quantile(0.95)) if len(ok) else math.nan,
+            "total_p50_ms": float(ok["total_ms"].median()) if len(ok) else math.nan,
+            "export_s": info.get("export_s", 0.0),
+            "cache_hit": info.get("cache_hit", False),
+            "artifact_mb": info.get("artifact_bytes", 0) / 1e6,
+            "error": info.get("error", ""),
+        }
+        if series in agree.index:
+            a = agree.loc[series]
+            ref = det0[(det0["model"] == a["reference"]) & (det0["score"] >= threshold)]
+            row.update(
+                share_f1_ok=a["share_f1_ok"], mean_iou=a["mean_iou"], max_score_diff=a["max_score_diff"],
+                eager_boxes=len(ref), defect=bool(a["defect"]),
+            )  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
+    head = f"{'series':52} {'p50 ms':>8} {'p95 ms':>8} {'export s':>9} {'MB':>6}  agreement with eager (F1>=0.99 share, mean IoU, max score diff, eager boxes >= {threshold})"
+    print(head)
+    for r in rows:
+        if "refused" in r:
+            print(f"{r['series']:52} refused: {r['refused']}")
+            continue
+        if r.get("error"):
+            print(f"{r['series']:52} {r['error']}")
+            continue
+        export = "cached" if r["cache_hit"] else f"{r['export_s']:.1f}"
+        agreement = (
+            f"{r['share_f1_ok']:.0%}, IoU {r['mean_iou']:.3f}, {r['max_score_diff']:.3f}, {r['eager_boxes']} boxes"
+            + (" DEFECT" if r.get("defect") else "")
+            if "share_f1_ok" in r
+            else "reference"
+        )
+        print(
+            f"{r['series']:52} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {export:>9} {r['artifact_mb']:6.1f}  {agreement}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtimes", help="compare runtimes instead (e.g. eager,onnxruntime,openvino)")
+    parser.add_argument("--precision", default="fp32", help="with --runtimes: comma-separated precisions")
+    parser.add_argument("--models", default=",".join(HEADLINE_MODELS), help="with --runtimes: models")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="with --runtimes: agreement")
     parser.add_argument("--model", default="ssdlite320_mobilenet_v3_large")
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--size", type=int, default=512)
@@ -90,6 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-cli", action="store_true", help="skip the subprocess CLI timing")
     args = parser.parse_args(argv)
+
+    if args.runtimes:
+        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        tokens = [
+            rt.strip() + ("" if p == "fp32" else f"-{p}")
+            for rt in args.runtimes.split(",")
+            if rt.strip()
+            for p in precisions
+        ]
+        models = parse_model_list(args.models)
+        rows = runtimes_table(models, tokens, args.weights, args.device, args.rounds, args.warmup, args.threshold)
+        print(
+            f"machine: {device_name(torch.device('cpu'))}, torch threads {torch.get_num_threads()}, weights {args.weights}"
+        )
+        _print_runtimes(rows, args.threshold)
+        return 0
 
     detector = load_detector(args.model, args.weights, args.device)
     device = detector.device
