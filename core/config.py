@@ -65,6 +65,7 @@ DETECTION_DTYPES: dict[str, str] = {
 # Runtimes (core.runtimes): how a model runs. Eager is the reference every other runtime is measured against.
 RUNTIME_EAGER = "eager"
 RUNTIMES: tuple[str, ...] = (RUNTIME_EAGER, "compile", "onnxruntime", "openvino")
+RUNTIME_TOKENS: tuple[str, ...] = (*RUNTIMES, "openvino-bf16")  # what the Run page offers (any -PRECISION parses)
 SERIES_SEP = "@"  # a series name: the model for eager at the run's precision, else MODEL@RUNTIME[-PRECISION]
 ONNX_OPSET = 17  # legacy TorchScript exporter (torch.onnx.export(dynamo=False)); 17 covers every op used here
 ARTIFACTS_DIR = "artifacts"  # exported models, under the store folder, by cache key

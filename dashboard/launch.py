@@ -16,6 +16,7 @@ from core.engine import DetectionResult
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.runner import PlannedRun, RunOutput, RunSettings
+from core.runtimes import split_series
 from core.store import StoreError
 from core.weights import ProgressFn, WeightsChoice, cached_weights_path, parse_weights
 from dashboard import cache, state
@@ -101,9 +102,10 @@ def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> 
     """Leave out (image, model, weights, device, precision) already done without error in this session."""
     done = state.done_keys()
 
-    def already(src: ImageSource, model: str) -> bool:
+    def already(src: ImageSource, series: str) -> bool:
+        model, _, precision = split_series(series)
         label = parse_weights(settings.weights_for(model)).label
-        return (src.image_id, model, label, device, settings.precision) in done
+        return (src.image_id, series, label, device, precision or settings.precision) in done
 
     return runner.plan(settings, sources, done=already)
 
@@ -113,6 +115,7 @@ def execute(
     *,
     on_result: Callable[[DetectionResult, int, int], None] | None = None,
     on_download: Callable[[str], ProgressFn] | None = None,
+    on_export: Callable[[str, str], None] | None = None,
     user: str = "",
 ) -> RunOutput | None:
     """Run the plan as one stored run (`core.runner`); the run joins the session tables at the end. A store that
@@ -124,7 +127,13 @@ def execute(
     except (StoreError, OSError) as exc:
         store, problem = None, str(exc)
     output = runner.execute(
-        planned, store=store, store_required=False, user=user, on_result=on_result, on_download=on_download
+        planned,
+        store=store,
+        store_required=False,
+        user=user,
+        on_result=on_result,
+        on_download=on_download,
+        on_export=on_export,
     )
     problem = problem or output.store_problem
     if problem:

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core import agreement
 from core.analytics import RunFrame, queries
+from core.config import RUNTIME_SCORE_TOL
 from core.matching import Agreement, disagreement_per_image
 from core.records import coco_results
 from dashboard import views
@@ -183,3 +185,17 @@ def coco_export(
 def models_with_boxes(rf: RunFrame, index: np.ndarray) -> list[str]:
     present = np.unique(rf.model[index])
     return [rf.models[m] for m in sorted(present, key=int)]
+
+
+def runtime_rows(rf: RunFrame, threshold: float) -> pd.DataFrame:
+    """core.agreement.runtime_agreement of every runtime series against eager, on the boxes near the threshold only."""
+    return memo(rf, _runtime_rows, float(threshold))
+
+
+def _runtime_rows(rf: RunFrame, threshold: float) -> pd.DataFrame:
+    refs = agreement.references(rf.inferences)
+    if not refs:
+        return pd.DataFrame(columns=list(agreement.SUMMARY_COLUMNS))
+    models = sorted(set(refs) | set(refs.values()))
+    shown = queries.boxes(rf, max(0.0, threshold - RUNTIME_SCORE_TOL), models)
+    return agreement.runtime_agreement(rf.inferences, shown, threshold=threshold)

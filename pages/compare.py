@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import UNTRAINED_MARK
+from core.agreement import verdict
+from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
 from dashboard import cache, figures, runviews, state, views, widgets
 from dashboard.pagelist import page
+from dashboard.text import md
 
 state.init()
 st.title("Compare")
@@ -61,6 +63,27 @@ elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
         figures.agreement_figure(agreement, names=views.image_names(inf), untrained=pair_untrained),
         key="cmp_agreement",
     )
+
+runtime_rows = runviews.runtime_rows(rf, threshold)
+if len(runtime_rows):
+    st.subheader("Runtimes against eager")
+    table = runtime_rows.assign(verdict=[verdict(r) for r in runtime_rows.to_dict("records")])
+    st.dataframe(
+        table[["series", "reference", "runtime", "precision", "images", "share_f1_ok", "mean_iou", "max_score_diff",
+               "defect", "verdict"]],
+        hide_index=True,
+    )  # fmt: skip
+    st.caption(
+        f"Per image, same-label boxes matched one to one at IoU >= {AGREEMENT_IOU} against the eager series of the same "
+        f"weights (score >= {threshold:.2f}); share_f1_ok: images with match F1 >= {RUNTIME_F1_OK}. An fp32 variant "
+        "below that is a defect; bf16/fp16 show their measured loss. With ground truth, the Evaluate page gives each "
+        "series' AP."
+    )
+    if table["defect"].any():
+        st.error(
+            "An fp32 runtime gives other boxes than eager: "
+            + ", ".join(md(s) for s in table.loc[table["defect"], "series"])
+        )
 
 st.subheader("Model cards")
 card = figures.model_card(inf, cache.model_table())

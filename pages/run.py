@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.config import DEVICES, HEADLINE_MODELS, PRECISIONS, UNTRAINED_MARK, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
+from core.config import (
+    DEVICES,
+    HEADLINE_MODELS,
+    PRECISIONS,
+    RUNTIME_EAGER,
+    RUNTIME_TOKENS,
+    UNTRAINED_MARK,
+    WEIGHTS_DEFAULT,
+    WEIGHTS_UNTRAINED,
+)
 from core.devices import DeviceError, check_precision, resolve_device
 from core.images import ImageSource, gallery_paths
 from core.models import model_names
 from core.records import failed_rows, succeeded
 from core.runner import RunSettings
+from core.runtimes import RuntimeRefusedError, check_runtime
 from core.store import current_user
 from core.weights import WeightsError
 from dashboard import launch, state
@@ -38,6 +48,7 @@ def settings_ui() -> tuple[RunSettings, str] | None:
     """Model, weights and device widgets; returns the settings and the resolved device, or None when unusable."""
     models = st.multiselect("Models", model_names(), default=list(HEADLINE_MODELS), key="run_models")
     weights: dict[str, str] = {}
+    runtimes: dict[str, list[str]] = {}
     if models:
         cols = st.columns(min(len(models), 3))
         for i, m in enumerate(models):
@@ -48,6 +59,11 @@ def settings_ui() -> tuple[RunSettings, str] | None:
                 "file: your checkpoint (.pth state dict or .safetensors), with its class names for a fine-tuned one.",
             )  # fmt: skip
             weights[m] = weights_file_ui(col, m) if choice == WEIGHTS_FILE else choice
+            runtimes[m] = col.multiselect(
+                f"Runtimes: {m}", RUNTIME_TOKENS, default=[RUNTIME_EAGER], key=f"run_runtimes_{m}",
+                help="Each runtime is its own series, compared with eager (same weights) in Compare. ONNX Runtime and "
+                "OpenVINO run on the CPU; their export is cached in the store folder. bf16: OpenVINO on CPUs with it.",
+            )  # fmt: skip
         if any(not w for w in weights.values()):
             st.info("Upload the checkpoint for each model set to 'file'.")
             return None
@@ -72,7 +88,14 @@ def settings_ui() -> tuple[RunSettings, str] | None:
     settings = RunSettings(
         models=models, weights=weights, device=str(device), precision=precision, threshold=state.threshold(),
         warmup=int(warmup), batch_size=int(batch), oom_cpu_retry=bool(cpu_retry),
+        runtimes={m: r or [RUNTIME_EAGER] for m, r in runtimes.items()},
     )  # fmt: skip
+    try:
+        for series in settings.series():
+            check_runtime(series.runtime, series.precision, device)
+    except RuntimeRefusedError as exc:
+        st.error(md(exc))
+        return None
     return settings, str(device)
 
 
@@ -146,9 +169,16 @@ if chosen:
 
                     return update
 
+                def on_export(series, step):
+                    st.write(f"{md(series)}: {md(step)} ...")
+
                 try:
                     output = launch.execute(
-                        planned, on_result=on_result, on_download=on_download, user=state.reviewer() or current_user()
+                        planned,
+                        on_result=on_result,
+                        on_download=on_download,
+                        on_export=on_export,
+                        user=state.reviewer() or current_user(),
                     )
                 except WeightsError as exc:
                     status.update(label="Weights unavailable", state="error")

@@ -29,6 +29,7 @@ from core.runtimes import (
     split_series,
 )
 from core.store import Store
+from core.store.schema import SCHEMA_VERSION
 from core.weights import build_model, parse_weights
 
 SMALL = "ssdlite320_mobilenet_v3_large"
@@ -291,9 +292,57 @@ def test_a_store_from_before_runtimes_gains_the_column_and_reads_eager(tmp_path)
     old = [c for c in inf.columns if c != "runtime"]
     db.execute(f"INSERT INTO inferences ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})",
                [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in inf.iloc[0][old]])  # fmt: skip
-    db.execute("PRAGMA user_version = 1")
+    db.execute("DELETE FROM schema_migrations WHERE name = 'records_runtime'")  # as a store from before runtimes
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     db.commit()
     db.close()
     loaded, det, _ = Store(tmp_path / "s").load_run(RUN)
     assert loaded["runtime"].tolist() == ["eager"] and loaded["model"].tolist() == [SMALL]
     assert list(det.columns) == list(DETECTION_COLUMNS)
+
+
+# --- the dashboard: series in the model cards, agreement in Compare ---------------------------------------------------
+
+
+def _runtime_session():
+    """cat.jpg through eager, an ONNX Runtime twin (same boxes) and an OpenVINO fp32 variant that moved its box."""
+    from tests.factories import box, gallery_ref, inference, tables
+
+    cat = gallery_ref("cat.jpg")
+    ort, ov = f"{SMALL}@onnxruntime", f"{SMALL}@openvino"
+    inf = [inference(cat, m, total=t, n=1) | {"runtime": rt} for m, t, rt in
+           ((SMALL, 50, "eager"), (ort, 90, "onnxruntime"), (ov, 20, "openvino"))]  # fmt: skip
+    det = [
+        box(cat, SMALL, "cat", 0.9, (10, 10, 60, 50), 17),
+        box(cat, ort, "cat", 0.9, (10, 10, 60, 50), 17),
+        box(cat, ov, "cat", 0.9, (200, 100, 260, 150), 17),
+    ]
+    inf_df, det_df = tables(inf, det)
+    return inf_df, det_df, {cat.image_id: cat}
+
+
+def test_each_series_has_its_own_model_card_with_its_registry_figures():
+    from dashboard.figures.cards import model_card
+
+    inf, _, _ = _runtime_session()
+    meta = pd.DataFrame([{"model": SMALL, "title": "SSDLite", "box_map": 21.3, "gflops": 0.58, "params": 3.4,
+                          "file_size_mb": 13.4}])  # fmt: skip
+    card = model_card(inf, meta).set_index("model")
+    assert list(card.index) == [SMALL, f"{SMALL}@onnxruntime", f"{SMALL}@openvino"]
+    assert card["runtime"].tolist() == ["eager", "onnxruntime", "openvino"]
+    assert card.loc[f"{SMALL}@openvino", "title"] == "SSDLite (openvino)"
+    assert (card["gflops"] == 0.58).all() and card.loc[f"{SMALL}@onnxruntime", "median_total_ms"] == 90
+
+
+@pytest.mark.slow
+def test_compare_shows_runtime_agreement_and_flags_an_fp32_defect():
+    from tests.test_pages import open_page
+
+    at = open_page("pages/compare.py", _runtime_session())
+    assert not at.exception
+    tables_ = [d.value for d in at.dataframe if "verdict" in d.value.columns]
+    assert tables_, "no runtime agreement table"
+    rows = tables_[0].set_index("series")
+    assert rows.loc[f"{SMALL}@onnxruntime", "share_f1_ok"] == 1.0
+    assert bool(rows.loc[f"{SMALL}@openvino", "defect"])
+    assert any("openvino" in e.value for e in at.error)

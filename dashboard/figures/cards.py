@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.config import WEIGHTS_UNTRAINED
+from core.config import SERIES_SEP, WEIGHTS_UNTRAINED
+from core.runtimes import base_model, split_series
 from dashboard.figures.common import (
     display_name,
     empty_figure,
@@ -19,14 +20,14 @@ from dashboard.figures.common import (
 )
 
 MODEL_CARD_COLUMNS: tuple[str, ...] = (
-    "model", "title", "weights", "device", "precision", "n_images", "n_errors",
+    "model", "title", "runtime", "weights", "device", "precision", "n_images", "n_errors",
     "median_total_ms", "p95_total_ms", "median_inference_ms", "p95_inference_ms",
     "box_map", "gflops", "params", "file_size_mb",
 )  # fmt: skip
 _META_COLUMNS: tuple[str, ...] = ("model", "title", "box_map", "gflops", "params", "file_size_mb")
 _CARD_DTYPES: dict[str, str] = {  # every other column of the card is float64
-    "model": "string", "title": "string", "weights": "string", "device": "string", "precision": "string",
-    "n_images": "int64", "n_errors": "int64",
+    "model": "string", "title": "string", "runtime": "string", "weights": "string", "device": "string",
+    "precision": "string", "n_images": "int64", "n_errors": "int64",
 }  # fmt: skip
 
 
@@ -35,9 +36,10 @@ def _joined(values: pd.Series) -> str:
 
 
 def model_card(inferences: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """Per measured model: published figures from `meta` (model, title, box_map, gflops, params, file_size_mb) joined
-    with measured median / p95 of total_ms and inference_ms over successful images, n_images, n_errors, and the
-    device, precision and weights it ran with (comma-joined when several).
+    """Per measured series: published figures from `meta` (model, title, box_map, gflops, params, file_size_mb) of
+    its registry model joined with measured median / p95 of total_ms and inference_ms over successful images,
+    n_images, n_errors, and the runtime, device, precision and weights it ran with (comma-joined when several).
+    A runtime variant (`model@runtime`, core.runtimes) gets its own card, titled with its runtime.
     """
     models = models_in(inferences)
     ok = successful(inferences)
@@ -48,6 +50,7 @@ def model_card(inferences: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "model": model,
+                "runtime": _joined(every["runtime"]) if "runtime" in every else split_series(model)[1],
                 "weights": _joined(every["weights"]),
                 "device": _joined(every["device"]),
                 "precision": _joined(every["precision"]),
@@ -60,9 +63,14 @@ def model_card(inferences: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
             }
         )
     measured = pd.DataFrame(rows, columns=[c for c in MODEL_CARD_COLUMNS if c not in _META_COLUMNS or c == "model"])
-    meta = meta.reindex(columns=list(_META_COLUMNS)).drop_duplicates("model")
-    card = measured.merge(meta, on="model", how="left").reindex(columns=list(MODEL_CARD_COLUMNS))
-    card["title"] = card["title"].fillna(card["model"])
+    meta = meta.reindex(columns=list(_META_COLUMNS)).drop_duplicates("model").rename(columns={"model": "base_"})
+    measured["base_"] = measured["model"].map(base_model)
+    card = measured.merge(meta, on="base_", how="left")
+    suffix = card["model"].map(lambda m: "" if base_model(m) == m else f" ({str(m).split(SERIES_SEP, 1)[1]})")
+    card["title"] = (
+        card["title"].fillna(card["model"]).where(suffix == "", card["title"].fillna(card["base_"]) + suffix)
+    )
+    card = card.reindex(columns=list(MODEL_CARD_COLUMNS))
     # Published figures describe torchvision's default weights; they say nothing of untrained or other weights.
     card.loc[card["weights"] != "default", "box_map"] = np.nan
     return card.astype({c: _CARD_DTYPES.get(c, "float64") for c in MODEL_CARD_COLUMNS})
