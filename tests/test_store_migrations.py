@@ -49,6 +49,7 @@ V1_DDL = (
     "CREATE INDEX reviews_run_image ON reviews (run_id, image_id, reviewer)",
     "PRAGMA user_version = 1",
 )
+V1_INFERENCE_COLUMNS = 18  # run_id ... created_at
 
 
 # --- factories -----------------------------------------------------------------------------------------------------
@@ -91,8 +92,8 @@ def v1_store(path: Path, rows: list[tuple[DetectionResult, str]]) -> Path:
     )
     for r, created in rows:
         frame = inferences_frame([r], run_id=RUN, threshold=THRESHOLD, created_at=created)
-        conn.execute(f"INSERT INTO inferences VALUES ({', '.join('?' * len(INFERENCE_COLUMNS))})",
-                     inference_values(r, RUN, THRESHOLD, created))  # fmt: skip
+        v1 = inference_values(r, RUN, THRESHOLD, created)[:V1_INFERENCE_COLUMNS]  # later columns came by migration
+        conn.execute(f"INSERT INTO inferences VALUES ({', '.join('?' * V1_INFERENCE_COLUMNS)})", v1)
         assert len(frame) == 1
         for row in detections_frame([r], run_id=RUN).itertuples(index=False, name=None):
             conn.execute(f"INSERT INTO detections VALUES ({', '.join('?' * len(DETECTION_COLUMNS))})",
@@ -310,5 +311,5 @@ def test_inference_values_follow_the_schema_columns():
         "run_id": RUN, "image_id": r.image_id, "image_name": r.image_name, "width": 64, "height": 48,
         "model": "model_a", "weights": "untrained", "device": "cpu", "precision": "fp32", "batch_size": 1,
         "preprocess_ms": 1.0, "inference_ms": 10.0, "postprocess_ms": 0.5, "total_ms": 11.5, "n_detections": 1,
-        "threshold": 0.5, "error": "", "created_at": CREATED,
+        "threshold": 0.5, "error": "", "created_at": CREATED, "runtime": "eager",
     }  # fmt: skip
