@@ -346,3 +346,20 @@ def test_compare_shows_runtime_agreement_and_flags_an_fp32_defect():
     assert rows.loc[f"{SMALL}@onnxruntime", "share_f1_ok"] == 1.0
     assert bool(rows.loc[f"{SMALL}@openvino", "defect"])
     assert any("openvino" in e.value for e in at.error)
+
+
+# --- GPU paths (run where a CUDA GPU is lent) ------------------------------------------------------------------------
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize(("token", "defect_possible"), [("eager-fp16", True), ("eager-bf16", True), ("compile", False)])
+def test_gpu_variants_run_and_are_measured_against_eager_fp32(tmp_path, token, defect_possible):
+    ckpt = _decisive_checkpoint(tmp_path / "decisive.pth")
+    images = [ImageSource.from_bytes(f"g{w}x{h}.png", _png(w, h, i)) for i, (w, h) in enumerate(SIZES)]
+    settings = RunSettings([SMALL], str(ckpt), device="cuda", warmup=1, default_runtimes=["eager", token])
+    out = run(images, settings)
+    assert (out.inferences["error"] == "").all() and set(out.inferences["device"]) == {"cuda:0"}
+    row = runtime_agreement(out.inferences, out.detections).iloc[0]
+    assert row["reference"] == SMALL and row["images"] == len(SIZES)
+    if not defect_possible:
+        assert not row["defect"], verdict(row)
