@@ -56,7 +56,7 @@ StepFn = Callable[[str], None]
 """Export progress: called with each step's name as it starts ("exporting to ONNX (opset 17)", ...)."""
 
 Outputs = list[dict[str, torch.Tensor]]
-ARTIFACT_FORMAT = 2  # bump when what is saved changes: older artifacts are then rebuilt
+ARTIFACT_FORMAT = 3  # bump when what is saved changes: older artifacts are then rebuilt
 ONNX_EXPORTER = f"torch.onnx.export (TorchScript exporter, dynamo=False), opset {ONNX_OPSET}, dynamic height/width"
 _OUTPUTS = ["boxes", "labels", "scores"]  # asked for by name: the graph's own order is the output dict's
 CPU_ONLY_RUNTIMES = frozenset({"onnxruntime", "openvino"})
@@ -295,6 +295,8 @@ def _size(path: Path) -> int:
 def export_onnx(module: nn.Module, path: Path) -> None:
     """The whole detector (its resize, normalisation and box scaling) as ONNX with dynamic height and width."""
     example = torch.rand(3, 320, 320)
+    with torch.inference_mode():  # the outputs are named in the order of the model's own dict, which differs by model
+        names = list(module([example])[0].keys())  # (SSD: boxes, scores, labels; R-CNNs: boxes, labels, scores)
     with warnings.catch_warnings():  # the TorchScript tracer warns about every shape-dependent branch
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -304,7 +306,7 @@ def export_onnx(module: nn.Module, path: Path) -> None:
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=["image"],
-            output_names=["boxes", "scores", "labels"],  # the order of torchvision's output dict
+            output_names=names,
             dynamic_axes={
                 "image": {1: "height", 2: "width"},
                 "boxes": {0: "n"},

@@ -363,3 +363,30 @@ def test_gpu_variants_run_and_are_measured_against_eager_fp32(tmp_path, token, d
     assert row["reference"] == SMALL and row["images"] == len(SIZES)
     if not defect_possible:
         assert not row["defect"], verdict(row)
+
+
+class _TinyDetector(torch.nn.Module):
+    """Two boxes scaled to the image, with the R-CNN output order (boxes, labels, scores) or SSD's."""
+
+    def __init__(self, order: tuple[str, ...]) -> None:
+        super().__init__()
+        self.order = order
+
+    def forward(self, images):
+        h, w = images[0].shape[-2:]
+        scale = torch.stack([w, h, w, h]).float() if isinstance(w, torch.Tensor) else torch.tensor([w, h, w, h]).float()
+        out = {
+            "boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.2, 0.3, 0.9, 0.8]]) * scale,
+            "labels": torch.tensor([3, 17]) + (images[0].mean() * 0).long(),
+            "scores": torch.tensor([0.9, 0.6]) + images[0].mean() * 0,
+        }
+        return [{k: out[k] for k in self.order}]
+
+
+@pytest.mark.parametrize("order", [("boxes", "labels", "scores"), ("boxes", "scores", "labels")])
+def test_onnx_outputs_are_read_by_name_whatever_the_model_order(tmp_path, order):
+    runtimes.export_onnx(_TinyDetector(order).eval(), tmp_path / "m.onnx")
+    out = runtimes.OnnxRuntimeModel(tmp_path / "m.onnx", threads=1)([torch.rand(3, 40, 60)])[0]
+    assert out["labels"].tolist() == [3, 17] and out["labels"].dtype == torch.int64
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.6])
+    assert out["boxes"][1].tolist() == pytest.approx([12.0, 12.0, 54.0, 32.0])  # scaled to the 60x40 input
