@@ -62,7 +62,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``needs_cuda`` tests without a CUDA GPU (torch is imported only when such a test was collected)."""
+    """Browser tests are ``slow`` as well as ``e2e``; skip ``needs_cuda`` tests without a CUDA GPU (torch is imported
+    only when such a test was collected)."""
+    for item in items:
+        if item.get_closest_marker("e2e") or "/tests/e2e/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.slow)
     cuda_items = [item for item in items if item.get_closest_marker("needs_cuda")]
     if not cuda_items:
         return

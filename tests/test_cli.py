@@ -40,6 +40,7 @@ def test_models_json_carries_the_metadata(capsys):
     assert frcnn["box_map"] == 37.0 and frcnn["classes"] == 91
 
 
+@pytest.mark.slow
 def test_detect_on_the_bundled_gallery_with_the_headline_pair(tmp_path):
     out = tmp_path / "out"
     proc = run_cli("detect", "--models", ",".join(HEADLINE_MODELS), "--weights", "untrained", "--warmup", "1",
@@ -59,6 +60,7 @@ def test_detect_on_the_bundled_gallery_with_the_headline_pair(tmp_path):
     assert UNTRAINED_MARK in proc.stdout
 
 
+@pytest.mark.slow
 def test_detect_goes_on_past_a_broken_image(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -83,6 +85,7 @@ def test_detect_goes_on_past_a_broken_image(tmp_path):
         (["--threshold", "3"], "--threshold must be between 0 and 1"),
     ],
 )
+@pytest.mark.slow
 def test_usage_errors_exit_non_zero_with_a_message(tmp_path, args, message):
     proc = run_cli("detect", str(GALLERY_DIR / "cat.jpg"), "--out", str(tmp_path / "o"), *args, tmp_path=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr
@@ -90,6 +93,7 @@ def test_usage_errors_exit_non_zero_with_a_message(tmp_path, args, message):
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU error")
+@pytest.mark.slow
 def test_cuda_without_a_gpu_is_a_usage_error(tmp_path):
     proc = run_cli("detect", "--device", "cuda", "--weights", "untrained", "--out", str(tmp_path), tmp_path=tmp_path)
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
@@ -141,6 +145,7 @@ def assert_whole_records(inf: pd.DataFrame, det: pd.DataFrame, threshold: float)
     assert set(det[keys].itertuples(index=False, name=None)) <= stored
 
 
+@pytest.mark.slow
 def test_detect_with_a_store_matches_the_csv_while_readers_read(tmp_path):
     folder = generated_images(tmp_path / "imgs", 20)
     store_dir, out = tmp_path / "store", tmp_path / "out"
@@ -173,6 +178,7 @@ def test_detect_with_a_store_matches_the_csv_while_readers_read(tmp_path):
     assert all(v.read() == (folder / v.name).read_bytes() for v in kept.values())
 
 
+@pytest.mark.slow
 def test_a_killed_detect_keeps_every_finished_record_whole(tmp_path):
     import signal
     import time
@@ -221,6 +227,7 @@ def sqlite3_integrity(db: Path) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_detect_usage_error_leaves_no_run_in_the_store(tmp_path):
     from core.store import Store
 

@@ -162,6 +162,7 @@ def test_every_gallery_file_is_credited(gallery_images):
 
 
 @pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+@pytest.mark.slow
 def test_importing_core_makes_torch_threads_wait_passively_unless_told_otherwise(preset, expected):
     """Set before torch loads OpenMP (spinning threads on a busy 2-core machine made a model call 15-40x slower)."""
     import subprocess

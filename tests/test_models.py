@@ -89,7 +89,13 @@ def test_unknown_models_are_refused_with_a_hint(text, phrase):
         parse_model_list(text)
 
 
-@pytest.mark.parametrize("spec", list_models(), ids=lambda s: s.name)
+FAST_BUILDS = {"ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [pytest.param(s, id=s.name, marks=() if s.name in FAST_BUILDS else (pytest.mark.slow,)) for s in list_models()],
+)
 def test_untrained_build_runs_on_a_small_input(spec):
     torch.manual_seed(0)
     model = spec.builder(weights=None, weights_backbone=None, num_classes=spec.num_classes).eval()

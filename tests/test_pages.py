@@ -68,6 +68,7 @@ def test_home_shows_the_gallery_and_every_model():
     assert len(at.get("image")) == len(list((Path(__file__).resolve().parent.parent / "gallery").glob("*.jpg")))
 
 
+@pytest.mark.slow
 def test_run_page_runs_untrained_models_and_rows_appear():
     at = open_page("pages/run.py")
     at.multiselect(key="run_gallery").set_value(["cat.jpg", "coffee.jpg"])

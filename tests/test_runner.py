@@ -136,3 +136,16 @@ def test_unreadable_files_are_each_their_own_error_record(tmp_path):
     assert sorted(inf["image_name"]) == ["cat.jpg", "gone0.jpg", "gone1.jpg"]
     assert (inf["error"] != "").sum() == 2 and store.list_runs().loc[0, "status"] == "finished"
     assert store.done_pairs(out.info.run_id) == {(out.results[-1].image_id, SMALL)}
+
+
+def test_the_same_photo_under_two_names_is_one_record_with_both_names(tmp_path):
+    """A folder with a copy of a photo: the run finishes; the store keeps one record per (image, model)."""
+    store = Store(tmp_path / "store")
+    data = (GALLERY_DIR / "cat.jpg").read_bytes()
+    for name in ("cat.jpg", "cat copy.jpg"):
+        (tmp_path / name).write_bytes(data)
+    srcs = [ImageSource.from_path(tmp_path / n) for n in ("cat.jpg", "cat copy.jpg")]
+    out = run(srcs, settings(), store=store)
+    inf, _, _ = store.load_run(out.info.run_id)
+    assert len(out.results) == 2 and len(inf) == 1 and store.list_runs().loc[0, "status"] == "finished"
+    assert [v.name for v in store.run_images(out.info.run_id).values()] == ["cat.jpg"]

@@ -391,6 +391,7 @@ for i in range(15):
 """
 
 
+@pytest.mark.slow
 def test_processes_writing_at_once_lose_nothing(store):
     store.start_run(run_info())
     procs = [

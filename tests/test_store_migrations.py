@@ -205,6 +205,7 @@ def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatch):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+@pytest.mark.slow
 def test_threads_and_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
     path = tmp_path / "fresh"
     code = "import sys; from core.store import Store; Store(sys.argv[1]).close(); print('ok')"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -261,7 +262,8 @@ def record_into(
 
     The run must exist (`store.start_run`) and be the one `runner.run(..., run_id=run_id)` makes. Every row gets
     `created_at` (default: now, once). With `sources` (the run's images), each image's bytes are kept in the store
-    and listed in the run the first time one of its results arrives.
+    and listed in the run (under each name it came with) the first time one of its results arrives. Two files with the
+    same content are one image: the first one's record is kept, the second name is linked to it.
     """
     stamp = created_at or now_iso()
     by_id = {s.image_id: s for s in sources if s.image_id}
@@ -282,12 +284,21 @@ def record_into(
                 return source
         return None
 
+    recorded: set[tuple[str, str]] = set()
+    named: set[tuple[str, str]] = set()
+
     def on_result(result: DetectionResult, done: int = 0, total: int = 0) -> None:
-        if sources and result.image_id and result.image_id not in kept:
+        image_id = result.image_id
+        if sources and image_id and (image_id, result.image_name) not in named:
             source = find(result)
-            if source is not None:
-                store.put_image(source, run_id=run_id)
-            kept.add(result.image_id)
+            if source is not None:  # the bytes once, and every name this content came under
+                store.put_image(replace(source, name=result.image_name), run_id=run_id)
+            kept.add(image_id)
+            named.add((image_id, result.image_name))
+        if image_id and (image_id, result.model) in recorded:
+            return  # the same content under another file name: one record per (image, model)
         store.add_result(run_id, result, threshold=threshold, created_at=stamp)
+        if image_id:
+            recorded.add((image_id, result.model))
 
     return on_result
