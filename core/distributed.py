@@ -456,9 +456,11 @@ def _new_rows(
     """
     inf, det = records
     keys = [(i or f"path:{n}", m) for i, n, m in zip(inf["image_id"], inf["image_name"], inf["model"], strict=True)]
-    fresh = [k not in seen for k in keys]
+    fresh = []
+    for k in keys:  # one at a time: the same content twice in one batch (a copied photo) is kept once
+        fresh.append(k not in seen)
+        seen.add(k)
     new_keys = {k for k, f in zip(keys, fresh, strict=True) if f}
-    seen.update(new_keys)
     inf = inf[fresh]
     det = det[[(i, m) in new_keys for i, m in zip(det["image_id"], det["model"], strict=True)]]
     return inf.reset_index(drop=True), det.reset_index(drop=True)
