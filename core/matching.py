@@ -87,6 +87,105 @@ def match_boxes(
     return pairs
 
 
+@dataclass(frozen=True)
+class GroupedMatches:
+    """Matched pairs of many images at once (`match_grouped`), in the order image by image matching lists them."""
+
+    a: np.ndarray  # int64: index of the A box
+    b: np.ndarray  # int64: index of the B box
+    iou: np.ndarray  # float64
+    group: np.ndarray  # int64: the image (group) of the pair
+
+
+def pair_ious(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
+    """IoU of row k of `boxes_a` with row k of `boxes_b`, with the very operations of torchvision's `box_iou`
+    (float64), so the values are bit for bit those of the image by image path; NaN (degenerate boxes) becomes 0."""
+    area_a = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
+    area_b = (boxes_b[:, 2] - boxes_b[:, 0]) * (boxes_b[:, 3] - boxes_b[:, 1])
+    w = np.clip(np.minimum(boxes_a[:, 2], boxes_b[:, 2]) - np.maximum(boxes_a[:, 0], boxes_b[:, 0]), 0, None)
+    h = np.clip(np.minimum(boxes_a[:, 3], boxes_b[:, 3]) - np.maximum(boxes_a[:, 1], boxes_b[:, 1]), 0, None)
+    inter = w * h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ious = inter / (area_a + area_b - inter)
+    return np.nan_to_num(ious, nan=0.0)
+
+
+def _candidates(key_a: np.ndarray, key_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with key_a[i] == key_b[j], i ascending then j ascending (keys: non-negative int64)."""
+    order_a = np.argsort(key_a, kind="stable")
+    order_b = np.argsort(key_b, kind="stable")
+    sorted_a, sorted_b = key_a[order_a], key_b[order_b]
+    keys, start_a, count_a = np.unique(sorted_a, return_index=True, return_counts=True)
+    start_b = np.searchsorted(sorted_b, keys, side="left")
+    count_b = np.searchsorted(sorted_b, keys, side="right") - start_b
+    # each A box (in key order) pairs with every B box of its key
+    per_a = np.repeat(count_b, count_a)
+    first_b = np.repeat(start_b, count_a)
+    keep = per_a > 0
+    rows_a, per_a, first_b = order_a[keep], per_a[keep], first_b[keep]
+    total = int(per_a.sum())
+    if not total:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    offsets = np.cumsum(per_a) - per_a
+    local = np.arange(total, dtype=np.int64) - np.repeat(offsets, per_a)
+    i = np.repeat(rows_a, per_a).astype(np.int64)
+    j = order_b[np.repeat(first_b, per_a) + local].astype(np.int64)
+    return i, j
+
+
+def match_grouped(
+    group_a: np.ndarray,
+    label_a: np.ndarray,
+    boxes_a: np.ndarray,
+    group_b: np.ndarray,
+    label_b: np.ndarray,
+    boxes_b: np.ndarray,
+    iou: float = AGREEMENT_IOU,
+) -> GroupedMatches:
+    """`match_boxes` on every group (image) at once, without a Python loop over groups; exactly its pairs.
+
+    Groups and labels are non-negative integer codes; within a group, box order is the order of the indices (what
+    `match_boxes` gets as positions). The greedy highest-IoU-first assignment is done in rounds: with edges totally
+    ordered by (IoU descending, index A, index B), an edge that comes first for both its boxes is one the greedy pass
+    takes; taking all such edges and dropping the other edges of their boxes, round after round, gives the greedy
+    matching (ties broken the same way). Pairs come back by group, then as `match_boxes` orders them.
+    """
+    group_a, group_b = np.asarray(group_a, np.int64), np.asarray(group_b, np.int64)
+    label_a, label_b = np.asarray(label_a, np.int64), np.asarray(label_b, np.int64)
+    boxes_a = np.asarray(boxes_a, np.float64).reshape(-1, 4)
+    boxes_b = np.asarray(boxes_b, np.float64).reshape(-1, 4)
+    empty = GroupedMatches(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
+    if not len(group_a) or not len(group_b):
+        return empty
+    n_labels = int(max(label_a.max(), label_b.max())) + 1
+    i, j = _candidates(group_a * n_labels + label_a, group_b * n_labels + label_b)
+    values = pair_ious(boxes_a[i], boxes_b[j])
+    hit = values >= iou
+    i, j, values = i[hit], j[hit], values[hit]
+    # the greedy order of each group; groups never share a box, so one global order serves them all
+    order = np.lexsort((j, i, -values, group_a[i]))
+    i, j, values = i[order], j[order], values[order]
+    chosen = np.zeros(len(i), dtype=bool)
+    alive = np.ones(len(i), dtype=bool)
+    used_a = np.zeros(len(boxes_a), dtype=bool)
+    used_b = np.zeros(len(boxes_b), dtype=bool)
+    while alive.any():
+        live = np.flatnonzero(alive)
+        # first live edge of each box (edges are in rank order, np.unique returns first occurrences)
+        _, first_a = np.unique(i[live], return_index=True)
+        _, first_b = np.unique(j[live], return_index=True)
+        best_a = np.zeros(len(live), dtype=bool)
+        best_b = np.zeros(len(live), dtype=bool)
+        best_a[first_a] = True
+        best_b[first_b] = True
+        take = live[best_a & best_b]
+        chosen[take] = True
+        used_a[i[take]] = True
+        used_b[j[take]] = True
+        alive[live] = ~(used_a[i[live]] | used_b[j[live]])
+    return GroupedMatches(i[chosen], j[chosen], values[chosen], group_a[i[chosen]])
+
+
 def _boxes(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return df[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64), df["label"].astype(object).to_numpy()
 
@@ -113,45 +212,53 @@ def compare_models(
         ids = list(dict.fromkeys(image_ids))
         dets = dets[dets["image_id"].isin(ids)]
     dets = dets[dets["score"] >= threshold]
-    # each model's boxes sorted by image (stable: stored order within an image), one slice per image: no per-image
-    # pandas work, which dominated at thousands of images
-    position = {image_id: k for k, image_id in enumerate(ids)}
-    sides = {}
+    index = pd.Index(ids, dtype=object)
+    codes, _ = pd.factorize(dets["label"].astype(object), use_na_sentinel=False)
+    sides = []
     for model in (model_a, model_b):
-        part = dets[dets["model"] == model]
-        keys = np.fromiter((position.get(i, -1) for i in part["image_id"]), dtype=np.int64, count=len(part))
-        order = np.argsort(keys, kind="stable")
-        boxes, labels = _boxes(part)
-        starts = np.searchsorted(keys[order], np.arange(len(ids) + 1), side="left")
-        sides[model] = (boxes[order], labels[order], starts)
+        mask = (dets["model"] == model).to_numpy()
+        part = dets[mask]
+        group = index.get_indexer(part["image_id"].astype(object))
+        keep = group >= 0
+        sides.append((group[keep], codes[mask][keep], _boxes(part)[0][keep]))
+    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides[0], *sides[1])
 
-    def side(model: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        boxes, labels, starts = sides[model]
-        return boxes[starts[k] : starts[k + 1]], labels[starts[k] : starts[k + 1]]
 
-    rows = []
-    all_ious: list[float] = []
-    for k, image_id in enumerate(ids):
-        boxes_a, labels_a = side(model_a, k)
-        boxes_b, labels_b = side(model_b, k)
-        if not len(boxes_a) or not len(boxes_b):
-            rows.append({"image_id": image_id, "both": 0, "only_a": len(boxes_a), "only_b": len(boxes_b),
-                         "mean_iou": math.nan})  # fmt: skip
-            continue
-        pairs = match_boxes(boxes_a, labels_a, boxes_b, labels_b, iou=iou)
-        ious = [p[2] for p in pairs]
-        all_ious.extend(ious)
-        rows.append(
-            {
-                "image_id": image_id,
-                "both": len(pairs),
-                "only_a": len(boxes_a) - len(pairs),
-                "only_b": len(boxes_b) - len(pairs),
-                "mean_iou": float(np.mean(ious)) if ious else math.nan,
-            }
-        )
-    per_image = pd.DataFrame(rows, columns=list(PER_IMAGE_COLUMNS)).astype(
-        {"image_id": "string", "both": "int64", "only_a": "int64", "only_b": "int64", "mean_iou": "float64"}
+def agreement_of_groups(
+    image_ids: Sequence[str] | pd.Index,
+    model_a: str,
+    model_b: str,
+    threshold: float,
+    iou: float,
+    group_a: np.ndarray,
+    label_a: np.ndarray,
+    boxes_a: np.ndarray,
+    group_b: np.ndarray,
+    label_b: np.ndarray,
+    boxes_b: np.ndarray,
+) -> Agreement:
+    """The Agreement of boxes already thresholded and coded: `group_x` is each box's position in `image_ids`,
+    `label_x` an integer label code shared by both sides; within an image, boxes in stored order."""
+    n = len(image_ids)
+    matches = match_grouped(group_a, label_a, boxes_a, group_b, label_b, boxes_b, iou=iou)
+    both = np.bincount(matches.group, minlength=n)
+    count_a = np.bincount(np.asarray(group_a, np.int64), minlength=n)
+    count_b = np.bincount(np.asarray(group_b, np.int64), minlength=n)
+    mean_iou = np.full(n, math.nan)
+    if len(matches.iou):
+        firsts = np.flatnonzero(np.r_[True, matches.group[1:] != matches.group[:-1]])
+        sums = np.add.reduceat(matches.iou, firsts)  # pairwise sums per image, as np.mean adds them
+        groups = matches.group[firsts]
+        mean_iou[groups] = sums / both[groups]
+    per_image = pd.DataFrame(
+        {
+            "image_id": pd.array(np.asarray(image_ids, dtype=object), dtype="string"),
+            "both": both.astype("int64"),
+            "only_a": (count_a - both).astype("int64"),
+            "only_b": (count_b - both).astype("int64"),
+            "mean_iou": mean_iou,
+        },
+        columns=list(PER_IMAGE_COLUMNS),
     )
     return Agreement(
         model_a=model_a,
@@ -159,10 +266,10 @@ def compare_models(
         threshold=float(threshold),
         iou=float(iou),
         per_image=per_image,
-        both=int(per_image["both"].sum()),
-        only_a=int(per_image["only_a"].sum()),
-        only_b=int(per_image["only_b"].sum()),
-        mean_iou=float(np.mean(all_ious)) if all_ious else math.nan,
+        both=int(both.sum()),
+        only_a=int((count_a - both).sum()),
+        only_b=int((count_b - both).sum()),
+        mean_iou=float(np.mean(matches.iou)) if len(matches.iou) else math.nan,
     )
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from core import agreement
 from core.analytics import RunFrame, queries
 from core.config import RUNTIME_SCORE_TOL
-from core.matching import Agreement, disagreement_per_image
+from core.matching import Agreement
 from core.records import coco_results
 from dashboard import views
 from dashboard.cache import memo
@@ -58,8 +58,8 @@ def _image_table(
     table = base.set_index("image_id").join([latency, errors])
     table.insert(1, "detections", np.sum(list(per_model.values()), axis=0).astype(int) if models else 0)
     if disagree:
-        shown = queries.boxes(rf, threshold, list(models), list(classes) or None)
-        table["disagreement"] = disagreement_per_image(shown, list(models), threshold, image_ids=base["image_id"])
+        ids = base["image_id"].astype(object).tolist()
+        table["disagreement"] = queries.disagreement(rf, list(models), threshold, ids, list(classes) or None)
     else:
         table["disagreement"] = 0
     table["per_model"] = [
@@ -75,8 +75,9 @@ def pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: float) -
 
 
 def _pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
-    shown = queries.boxes(rf, threshold, [model_a, model_b])
-    return views.pair_agreement(rf.inferences, shown, model_a, model_b, threshold)
+    ok = rf.inferences[rf.inferences["error"] == ""]  # as views.pair_agreement
+    ran = [set(ok.loc[ok["model"] == m, "image_id"].astype(object)) for m in (model_a, model_b)]
+    return queries.agreement(rf, model_a, model_b, threshold, sorted(ran[0] & ran[1]))
 
 
 def compare_data(rf: RunFrame, threshold: float) -> dict:

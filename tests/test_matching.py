@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.config import AGREEMENT_IOU, DETECTION_COLUMNS, DETECTION_DTYPES
-from core.matching import Agreement, compare_models, disagreement_per_image, match_boxes
+from core.matching import Agreement, compare_models, disagreement_per_image, match_boxes, match_grouped
 
 A, B, C = "model_a", "model_b", "model_c"
 
@@ -224,3 +224,82 @@ def test_disagreement_sorts_the_gallery():
 
 def test_disagreement_of_nothing_is_empty():
     assert disagreement_per_image(detections(), [A, B], 0.5).empty
+
+
+# --- the vectorised whole-run matching gives exactly the image by image result --------------------------------------
+
+
+def reference_agreement(dets: pd.DataFrame, threshold: float, image_ids: list[str]) -> tuple[pd.DataFrame, float]:
+    """The former implementation: `match_boxes` image by image, per-image rows, overall mean of every pair's IoU."""
+    dets = dets[dets["score"] >= threshold]
+    rows, all_ious = [], []
+    for image_id in image_ids:
+        a = dets[(dets["image_id"] == image_id) & (dets["model"] == A)]
+        b = dets[(dets["image_id"] == image_id) & (dets["model"] == B)]
+        boxes = [part[["x1", "y1", "x2", "y2"]].to_numpy(np.float64) for part in (a, b)]
+        pairs = match_boxes(boxes[0], a["label"].to_numpy(object), boxes[1], b["label"].to_numpy(object))
+        ious = [p[2] for p in pairs]
+        all_ious.extend(ious)
+        rows.append({"image_id": image_id, "both": len(pairs), "only_a": len(a) - len(pairs),
+                     "only_b": len(b) - len(pairs), "mean_iou": float(np.mean(ious)) if ious else math.nan})  # fmt: skip
+    per_image = pd.DataFrame(rows, columns=["image_id", "both", "only_a", "only_b", "mean_iou"]).astype(
+        {"image_id": "string", "both": "int64", "only_a": "int64", "only_b": "int64", "mean_iou": "float64"}
+    )
+    return per_image, float(np.mean(all_ious)) if all_ious else math.nan
+
+
+def random_detections(seed: int, n_images: int, per_image: int, grid: int, spread: int = 4) -> pd.DataFrame:
+    """Boxes snapped to a coarse grid (so equal IoUs and chains of competing overlaps are common), three labels, a
+    few images only one model has."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n_images):
+        for model in (A, B):
+            if rng.random() < 0.1:
+                continue
+            for _ in range(rng.integers(0, per_image + 1)):
+                x, y = rng.integers(0, grid, 2) * 4.0
+                w, h = (rng.integers(0, spread, 2) * 4.0 + 4.0) * (rng.random() > 0.05)  # a few zero-area boxes
+                label = str(rng.choice(["cat", "dog", "cup"]))
+                rows.append(det(f"img{k}", model, label, float(rng.random()), (x, y, x + w, y + h)))
+    return detections(*rows)
+
+
+@pytest.mark.parametrize(
+    ("seed", "n_images", "per_image", "grid", "spread", "threshold"),
+    [
+        pytest.param(0, 40, 6, 3, 4, 0.0, id="dense-overlaps"),
+        pytest.param(1, 40, 40, 5, 1, 0.0, id="many-matches-per-image"),
+        pytest.param(2, 60, 12, 6, 3, 0.3, id="thresholded"),
+        pytest.param(3, 30, 40, 2, 2, 0.5, id="crowded-ties"),
+        pytest.param(4, 5, 0, 3, 4, 0.0, id="no-boxes"),
+    ],
+)
+def test_compare_models_equals_image_by_image_matching(seed, n_images, per_image, grid, spread, threshold):
+    dets = random_detections(seed, n_images, per_image, grid, spread)
+    ids = [f"img{k}" for k in range(n_images)]
+    expected, mean_iou = reference_agreement(dets, threshold, ids)
+    agreement = compare_models(dets, A, B, threshold=threshold, image_ids=ids)
+    pd.testing.assert_frame_equal(agreement.per_image, expected, check_exact=True)
+    assert agreement.mean_iou == mean_iou or (math.isnan(mean_iou) and math.isnan(agreement.mean_iou))
+    assert (agreement.both, agreement.only_a, agreement.only_b) == tuple(
+        expected[c].sum() for c in ("both", "only_a", "only_b")
+    )
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_match_grouped_gives_the_pairs_of_match_boxes(seed):
+    rng = np.random.default_rng(seed)
+    n_a, n_b, n_groups = 300, 300, 7
+    group_a, group_b = np.sort(rng.integers(0, n_groups, n_a)), np.sort(rng.integers(0, n_groups, n_b))
+    label_a, label_b = rng.integers(0, 2, n_a), rng.integers(0, 2, n_b)
+    boxes_a, boxes_b = (np.hstack([xy := rng.integers(0, 3, (n, 2)) * 5.0, xy + rng.integers(1, 3, (n, 2)) * 5.0])
+                        for n in (n_a, n_b))  # fmt: skip
+    got = match_grouped(group_a, label_a, boxes_a, group_b, label_b, boxes_b)
+    expected = []
+    for g in range(n_groups):
+        ia, ib = np.flatnonzero(group_a == g), np.flatnonzero(group_b == g)
+        pairs = match_boxes(boxes_a[ia], label_a[ia], boxes_b[ib], label_b[ib])
+        expected += [(g, int(ia[i]), int(ib[j]), iou) for i, j, iou in pairs]
+    assert len(expected) > 50  # the case has real competition
+    assert list(zip(got.group.tolist(), got.a.tolist(), got.b.tolist(), got.iou.tolist(), strict=True)) == expected

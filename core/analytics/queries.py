@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from core.analytics.frame import BIN_EDGES, SCORE_BINS, RunFrame, threshold_bin
+from core.config import AGREEMENT_IOU
+from core.matching import Agreement, agreement_of_groups
 
 
 def box_mask(
@@ -151,3 +153,42 @@ def labels_above(rf: RunFrame, threshold: float) -> list[str]:
         present = np.zeros(len(rf.labels), dtype=bool)
         present[np.unique(rf.label[rf.score >= threshold])] = True
     return sorted(str(x) for x in rf.labels[present[: len(rf.labels)]])
+
+
+def agreement(
+    rf: RunFrame,
+    model_a: str,
+    model_b: str,
+    threshold: float,
+    image_ids: Sequence[str],
+    classes: Sequence[str] | None = None,
+    iou: float = AGREEMENT_IOU,
+) -> Agreement:
+    """matching.compare_models(boxes(rf, threshold, [a, b], classes), a, b, image_ids=image_ids) in one vectorised
+    pass over the frame's arrays: no detection rows built, no loop over images."""
+    index = pd.Index(list(image_ids), dtype=object)
+    position = index.get_indexer(rf.image_ids)  # image code -> position in image_ids, -1 when left out
+    sides = []
+    for model in (model_a, model_b):
+        keep = np.flatnonzero(box_mask(rf, threshold, [model], classes))
+        group = position[rf.img[keep]] if len(position) else np.empty(0, np.int64)
+        kept = group >= 0
+        keep = keep[kept]
+        sides.append((group[kept], rf.label[keep], rf.boxes[keep]))
+    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides[0], *sides[1])
+
+
+def disagreement(
+    rf: RunFrame,
+    models: Sequence[str],
+    threshold: float,
+    image_ids: Sequence[str],
+    classes: Sequence[str] | None = None,
+) -> pd.Series:
+    """matching.disagreement_per_image on the frame: image_id -> unmatched boxes over consecutive model pairs."""
+    ids = list(dict.fromkeys(image_ids))
+    total = np.zeros(len(ids), dtype=np.int64)
+    for model_a, model_b in zip(models, models[1:]):
+        per_image = agreement(rf, model_a, model_b, threshold, ids, classes).per_image
+        total += (per_image["only_a"] + per_image["only_b"]).to_numpy(np.int64)
+    return pd.Series(total, index=pd.Index(ids, dtype="string", name="image_id"), name="disagreement")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import plotly.graph_objects as go
 
 from core.matching import Agreement
@@ -13,7 +14,7 @@ from dashboard.figures.common import (
     empty_figure,
     mark_untrained,
     model_color,
-    plain,
+    plain_array,
 )
 
 
@@ -27,9 +28,10 @@ def agreement_figure(
     per_image = agreement.per_image
     if per_image.empty:
         return empty_figure("No images to compare.", untrained=untrained)
-    ids = [str(i) for i in per_image["image_id"]]
+    ids = per_image["image_id"].astype(str).to_numpy(dtype=object)
     names = names or {}
-    ticks = [plain(names.get(i, i[:12])) for i in ids]
+    ticks = plain_array(names.get(i, i[:12]) for i in ids)
+    custom = np.column_stack([ids, plain_array(names.get(i, i) for i in ids)])  # one array shared by the traces
     series = (
         ("both", "both", "#2CA02C"),
         ("only_a", f"only {display_name(agreement.model_a)}", model_color(agreement.model_a)),
@@ -43,7 +45,7 @@ def agreement_figure(
                 y=per_image[column].to_numpy(),
                 name=name,
                 marker={"color": color},
-                customdata=[[i, plain(names.get(i, i))] for i in ids],
+                customdata=custom,
                 hovertemplate="%{customdata[1]}<br>" + name + ": %{y}<extra></extra>",
             )
         )

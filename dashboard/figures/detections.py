@@ -16,6 +16,7 @@ from dashboard.figures.common import (
     model_color,
     models_in,
     plain,
+    plain_array,
     successful,
 )
 
@@ -100,6 +101,14 @@ def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: 
     return out
 
 
+def _point_data(part: pd.DataFrame) -> np.ndarray:
+    """[image_id, image name (escaped for Plotly), model, run_id] per point as one object array: Plotly takes a
+    numpy array as it is, where a list of lists is validated element by element (0.3 s at 20,000 points)."""
+    columns = [part["image_id"].astype(str), part["model"].astype(str), part["run_id"].astype(str)]
+    ids, models, runs = (c.to_numpy(dtype=object) for c in columns)
+    return np.column_stack([ids, plain_array(part["image_name"]), models, runs])
+
+
 def speed_vs_count(
     inferences: pd.DataFrame, detections: pd.DataFrame | None, threshold: float, *, table: pd.DataFrame | None = None
 ) -> go.Figure:
@@ -125,12 +134,7 @@ def speed_vs_count(
                 mode="markers",
                 name=display_name(model),
                 marker={"color": model_color(model), "size": 10, "opacity": 0.8},
-                customdata=[
-                    [i, plain(n), m, r]
-                    for i, n, m, r in zip(
-                        part["image_id"], part["image_name"], part["model"], part["run_id"], strict=True
-                    )
-                ],
+                customdata=_point_data(part),
                 hovertemplate="%{customdata[1]}<br>%{x} boxes<br>%{y:.1f} ms<extra>%{customdata[2]}</extra>",
             )
         )
