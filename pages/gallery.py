@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from core.analytics import queries
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
-from core.store import REVIEW_COLUMNS
-from dashboard import cache, evaluation, figures, pagelist, runviews, state, views, widgets
+from dashboard import cache, evaluation, figures, gallery, pagelist, runviews, state, views, widgets
+from dashboard.gallery import GT_SORT
 from dashboard.text import md
-
-GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
-
-
-def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
-    """Current reviews of the runs the shown images belong to."""
-    store = cache.store()
-    parts = [store.reviews(r) for r in sorted(set(run_ids.values())) if store.has_run(r)]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(REVIEW_COLUMNS))
-
 
 state.init()
 st.title("Gallery")
@@ -50,48 +39,21 @@ f1, f2 = st.columns([3, 2])
 name_filter = f1.text_input("Name contains", key="gallery_name")
 verdicts = f2.multiselect("Review verdict", [*REVIEW_VERDICTS, views.NOT_REVIEWED], key="gallery_verdicts")
 
-review_runs = views.review_runs(inf, state.viewed_run())
-reviews = reviews_of(review_runs)
-table = runviews.image_table(rf, models, threshold, classes or None, disagree=sort_by == "disagreement")
-table = views.with_verdicts(table, reviews)
-if sort_by == GT_SORT:
-    gt_info = evaluation.session_info()
-    gt_errors = evaluation.gt_errors(
-        gt_info["digest"], gt_info["data"], gt_info["name"], inf, state.detections(), tuple(models), threshold
-    )
-    table = table.assign(gt_errors=table["image_id"].map(gt_errors))
-    table = table.sort_values("gt_errors", ascending=not descending, na_position="last", kind="stable")
-else:
-    table = views.sort_images(table, sort_by, descending)
-if name_filter:
-    table = table[table["image_name"].str.contains(name_filter, case=False, regex=False)]
-if verdicts:
-    table = table[table["verdict"].isin(verdicts)]
+table = gallery.image_list(rf, models, threshold, classes, sort_by, descending, name_filter, verdicts)
 if table.empty:
     st.warning("No image matches these filters.")
     st.stop()
 
 ids = table["image_id"].tolist()
 names = dict(zip(table["image_id"], table["image_name"], strict=True))
-current = st.session_state.get(views.GALLERY_IMAGE_KEY)
-if current not in ids:
-    current = st.session_state[views.GALLERY_IMAGE_KEY] = ids[0]
+current = gallery.current_image(ids)
 index = ids.index(current)
 
-
-def step(delta: int) -> None:
-    """Previous/Next (a callback: it runs before the widgets are drawn again)."""
-    at = ids.index(st.session_state[views.GALLERY_IMAGE_KEY]) if st.session_state[views.GALLERY_IMAGE_KEY] in ids else 0
-    st.session_state[views.GALLERY_IMAGE_KEY] = ids[max(0, min(len(ids) - 1, at + delta))]
-
-
-def picked() -> None:
-    st.session_state[views.GALLERY_IMAGE_KEY] = st.session_state["gallery_pick"]
-
-
 nav1, nav2, nav3 = st.columns([1, 6, 1], vertical_alignment="bottom")
-nav1.button("Previous", disabled=index == 0, key="gallery_prev", width="stretch", on_click=step, args=(-1,))
-nav3.button("Next", disabled=index >= len(ids) - 1, key="gallery_next", width="stretch", on_click=step, args=(1,))
+nav1.button("Previous", disabled=index == 0, key="gallery_prev", width="stretch", on_click=gallery.step, args=(ids, -1))
+nav3.button(
+    "Next", disabled=index >= len(ids) - 1, key="gallery_next", width="stretch", on_click=gallery.step, args=(ids, 1)
+)
 st.session_state["gallery_pick"] = current
 st.query_params["image"] = current
 st.query_params["models"] = ",".join(models)
@@ -100,7 +62,7 @@ nav2.selectbox(
     ids,
     format_func=lambda i: f"{names[i]} ({i[:8]})",
     key="gallery_pick",
-    on_change=picked,
+    on_change=gallery.picked,
 )
 picked_id = current
 
@@ -119,15 +81,7 @@ errors = inf[(inf["image_id"] == picked_id) & (inf["error"] != "") & inf["model"
 for _, err in errors.drop_duplicates("model").iterrows():
     st.error(f"{err['model']}: {md(err['error'])}")
 
-image_gt = None  # the session's ground truth matched to this image (by file name and size), if it has one
-if session_gt is not None and image is not None and image.ok:
-    rows = inf[(inf["image_id"] == picked_id) & (inf["error"] == "")]
-    size = (
-        (int(rows["width"].iloc[-1]), int(rows["height"].iloc[-1]))
-        if len(rows) and rows[["width", "height"]].notna().all(axis=None)
-        else None
-    )
-    image_gt = evaluation.for_image(session_gt, picked_id, names[picked_id], size)
+image_gt, size = gallery.image_ground_truth(inf, picked_id, names[picked_id], image)
 show_gt = image_gt is not None and st.toggle(
     "Ground truth",
     key="gallery_gt",
@@ -168,17 +122,4 @@ st.page_link(
 )
 
 with st.expander(f"Thumbnails ({len(table)} images)", expanded=False):
-    page_size = 24
-    pages = max(1, -(-len(table) // page_size))
-    page = st.number_input("Page", 1, pages, 1, key="gallery_page") if pages > 1 else 1
-    chunk = table.iloc[(page - 1) * page_size : page * page_size]
-    cols = st.columns(6)
-    for i, r in enumerate(chunk.itertuples(index=False)):
-        col = cols[i % 6]
-        thumb = cache.thumbnail(r.image_id, refs[r.image_id]) if r.image_id in refs else None
-        if thumb:
-            col.image(thumb, width="stretch")
-        col.caption(f"{md(r.image_name)}: {views.summary(r)}")
-        if col.button("Open", key=f"gallery_open_{r.image_id}"):
-            st.session_state[views.GALLERY_IMAGE_KEY] = r.image_id
-            st.rerun()
+    gallery.thumbnail_grid(table, refs)

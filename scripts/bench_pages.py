@@ -130,6 +130,7 @@ def main() -> int:
     parser.add_argument("--store", type=Path, help="build into (or reuse) this folder")
     parser.add_argument("--keep", action="store_true", help="keep the store for the next call")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pages", nargs="+", choices=[p.split("/")[1][:-3] for p in BENCH_PAGES], help="only these")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     store_dir = args.store or Path(tempfile.mkdtemp(prefix="detlens-bench-"))
@@ -144,7 +145,7 @@ def main() -> int:
     os.environ["DETLENS_STORE"] = str(store_dir)
     results: dict[str, dict[str, float]] = {}
     try:
-        for page in BENCH_PAGES:
+        for page in [p for p in BENCH_PAGES if not args.pages or p.split("/")[1][:-3] in args.pages]:
             cold = time_page(page, clear=True, repeat=args.repeat)
             warm = time_page(page, clear=False, repeat=args.repeat)
             results[page.split("/")[1].removesuffix(".py")] = {
