@@ -247,9 +247,14 @@ def agreement_of_groups(
     mean_iou = np.full(n, math.nan)
     if len(matches.iou):
         firsts = np.flatnonzero(np.r_[True, matches.group[1:] != matches.group[:-1]])
-        sums = np.add.reduceat(matches.iou, firsts)  # pairwise sums per image, as np.mean adds them
         groups = matches.group[firsts]
-        mean_iou[groups] = sums / both[groups]
+        sizes = both[groups]
+        # np.mean of each image's IoUs, bit for bit: np.add.reduceat adds in another order (last-digit differences),
+        # a row reduction of an (images, n) block adds each row as np.mean adds a 1-D array of n; one block per n
+        for n in np.unique(sizes):
+            picked = np.flatnonzero(sizes == n)
+            block = matches.iou[firsts[picked][:, None] + np.arange(n)]
+            mean_iou[groups[picked]] = np.add.reduce(block, axis=1) / n
     per_image = pd.DataFrame(
         {
             "image_id": pd.array(np.asarray(image_ids, dtype=object), dtype="string"),

@@ -20,7 +20,7 @@ from core.analytics import RunFrame, queries
 from core.config import RUNTIME_SCORE_TOL
 from core.matching import Agreement
 from core.records import coco_results
-from dashboard import views
+from dashboard import cache, figures, views
 from dashboard.cache import memo
 
 
@@ -91,6 +91,27 @@ def _compare_data(rf: RunFrame, threshold: float) -> dict:
         "classes": queries.class_counts(rf, threshold),
         "scores": memo(rf, queries.score_histogram, 2),
         "curves": memo(rf, queries.mean_count_curve),
+    }
+
+
+def compare_static(rf: RunFrame) -> dict:
+    """What the Compare page shows that no widget changes, built once per frame: latency box and breakdown, the model
+    card and its accuracy chart, untrained models, image names. Figures are shared: st.plotly_chart copies them."""
+    return memo(rf, _compare_static)
+
+
+def _compare_static(rf: RunFrame) -> dict:
+    inf = rf.inferences
+    card = figures.model_card(inf, cache.model_table())
+    return {
+        "latency": figures.latency_box(inf),
+        "breakdown": figures.latency_breakdown(inf),
+        "latency_note": views.latency_caption(inf),
+        "card": card,
+        "accuracy": figures.accuracy_vs_speed(card),
+        "untrained": views.untrained_models(inf),
+        "names": views.image_names(inf),
+        "models": list(dict.fromkeys(inf["model"].astype(str))),
     }
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.agreement import verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
-from dashboard import cache, figures, runviews, state, views, widgets
+from dashboard import figures, runviews, state, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -16,16 +16,17 @@ rf = widgets.require_frame()  # the viewed records, aggregated where they are he
 inf = rf.inferences
 
 threshold = state.threshold()
-untrained = views.untrained_models(inf)
+static = runviews.compare_static(rf)  # latency charts, model card, names: built once per run
+untrained = static["untrained"]
 if untrained:
     st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}. Their accuracy-related charts are meaningless.")
 data = runviews.compare_data(rf, threshold)  # small frames: counts, class counts, score bins, count curves
 
 st.subheader("Latency")
 c1, c2 = st.columns(2)
-c1.plotly_chart(figures.latency_box(inf), key="cmp_latency")
-c2.plotly_chart(figures.latency_breakdown(inf), key="cmp_breakdown")
-if note := views.latency_caption(inf):
+c1.plotly_chart(static["latency"], key="cmp_latency")
+c2.plotly_chart(static["breakdown"], key="cmp_breakdown")
+if note := static["latency_note"]:
     st.caption(note)
 
 st.subheader("Speed versus detections")
@@ -49,7 +50,7 @@ c2.plotly_chart(figures.count_vs_threshold(None, inf, threshold=threshold, curve
 st.plotly_chart(figures.class_counts(None, threshold, untrained=flag, counts=data["classes"]), key="cmp_classes")
 
 st.subheader("Agreement without ground truth")
-models = list(dict.fromkeys(inf["model"]))
+models = static["models"]
 if len(models) < 2:
     st.info("Run at least two models to compare their boxes.")
 elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
@@ -60,7 +61,7 @@ elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
     st.caption(f"Same-label boxes with score >= {threshold:.2f} matched one to one at IoU >= {agreement.iou}.")
     pair_untrained = any(m in untrained for m in pair)
     st.plotly_chart(
-        figures.agreement_figure(agreement, names=views.image_names(inf), untrained=pair_untrained),
+        figures.agreement_figure(agreement, names=static["names"], untrained=pair_untrained),
         key="cmp_agreement",
     )
 
@@ -86,9 +87,8 @@ if len(runtime_rows):
         )
 
 st.subheader("Model cards")
-card = figures.model_card(inf, cache.model_table())
-st.dataframe(card, hide_index=True)
-st.plotly_chart(figures.accuracy_vs_speed(card), key="cmp_accuracy")
+st.dataframe(static["card"], hide_index=True)
+st.plotly_chart(static["accuracy"], key="cmp_accuracy")
 st.caption(
     "Published box mAP (COCO val2017, torchvision's weights metadata; shown for default weights only) against the "
     "median latency measured here."

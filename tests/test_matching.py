@@ -229,13 +229,15 @@ def test_disagreement_of_nothing_is_empty():
 # --- the vectorised whole-run matching gives exactly the image by image result --------------------------------------
 
 
-def reference_agreement(dets: pd.DataFrame, threshold: float, image_ids: list[str]) -> tuple[pd.DataFrame, float]:
+def reference_agreement(
+    dets: pd.DataFrame, threshold: float, image_ids: list[str], model_a: str = A, model_b: str = B
+) -> tuple[pd.DataFrame, float]:
     """The former implementation: `match_boxes` image by image, per-image rows, overall mean of every pair's IoU."""
     dets = dets[dets["score"] >= threshold]
     rows, all_ious = [], []
     for image_id in image_ids:
-        a = dets[(dets["image_id"] == image_id) & (dets["model"] == A)]
-        b = dets[(dets["image_id"] == image_id) & (dets["model"] == B)]
+        a = dets[(dets["image_id"] == image_id) & (dets["model"] == model_a)]
+        b = dets[(dets["image_id"] == image_id) & (dets["model"] == model_b)]
         boxes = [part[["x1", "y1", "x2", "y2"]].to_numpy(np.float64) for part in (a, b)]
         pairs = match_boxes(boxes[0], a["label"].to_numpy(object), boxes[1], b["label"].to_numpy(object))
         ious = [p[2] for p in pairs]

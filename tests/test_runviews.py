@@ -3,6 +3,7 @@ thousands of boxes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -10,10 +11,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.analytics import RunFrame
-from core.records import RunInfo
+from core.records import RunInfo, latest_run
 from core.store import Store
-from dashboard import runviews, views
+from dashboard import cache, figures, runviews, views
 from tests.test_analytics import MODELS, random_run
+from tests.test_matching import reference_agreement
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 
@@ -38,6 +40,33 @@ def test_pair_agreement_matches_the_pandas_view(threshold):
     got = runviews.pair_agreement(RunFrame.from_frames(inf, det), a, b, threshold)
     assert (got.both, got.only_a, got.only_b) == (expected.both, expected.only_a, expected.only_b)
     pd.testing.assert_frame_equal(got.per_image, expected.per_image)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.4])
+def test_pair_agreement_equals_image_by_image_matching(threshold):
+    """The vectorised whole-run matching on the frame's arrays gives the former per-image `match_boxes` loop's
+    numbers exactly (mean IoUs included)."""
+    inf, det = random_run(9, n_images=30, n_boxes=1500)
+    x1, y1 = (det["x1"] // 125) * 125, (det["y1"] // 125) * 125  # a coarse grid: many competing overlaps, ties
+    det = det.assign(x1=x1, y1=y1, x2=x1 + 100, y2=y1 + 100 - 20 * (det["score"] > 0.5))
+    a, b = MODELS[0], MODELS[1]
+    ok = inf[inf["error"] == ""]
+    ids = sorted(set(ok.loc[ok["model"] == a, "image_id"]) & set(ok.loc[ok["model"] == b, "image_id"]))
+    expected, mean_iou = reference_agreement(latest_run(det), threshold, ids, a, b)
+    got = runviews.pair_agreement(RunFrame.from_frames(inf, det), a, b, threshold)
+    pd.testing.assert_frame_equal(got.per_image, expected, check_exact=True)
+    assert got.both > 30  # real competition for boxes
+    assert got.mean_iou == mean_iou or (math.isnan(got.mean_iou) and math.isnan(mean_iou))
+
+
+def test_compare_static_is_built_once_per_frame():
+    inf, det = random_run(10, n_images=12, n_boxes=200)
+    rf = RunFrame.from_frames(inf, det)
+    static = runviews.compare_static(rf)
+    assert runviews.compare_static(rf) is static  # remembered with the frame: no rebuild on a rerun
+    assert static["models"] == list(dict.fromkeys(inf["model"]))
+    pd.testing.assert_frame_equal(static["card"], figures.model_card(inf, cache.model_table()))
+    assert static["names"] == views.image_names(inf)
 
 
 @pytest.mark.parametrize(
