@@ -35,15 +35,44 @@ def threshold_bin(threshold: float) -> int | None:
     return None
 
 
+def _chunks(values: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
+    return list(values.chunks) if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def _dictionary_chunk(chunk: pa.Array) -> bool:
+    """A dictionary-encoded chunk whose codes can be used as they are (no nulls in the indices)."""
+    return pa.types.is_dictionary(chunk.type) and chunk.indices.null_count == 0
+
+
 def _codes(values: pa.ChunkedArray | pa.Array, dictionary: pa.Array) -> np.ndarray:
-    """Positions of `values` in `dictionary` (every value must be there) as int32, computed in Arrow."""
-    idx = pc.index_in(values, value_set=dictionary)
-    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int32)
+    """Positions of `values` in `dictionary` (every value must be there) as int32, computed in Arrow. A dictionary-
+    encoded chunk (a Parquet segment's string columns) maps its small dictionary and takes by index: the millions
+    of strings are never materialised (that cast once cost hundreds of MB of peak memory at 2 million boxes)."""
+    parts = []
+    for chunk in _chunks(values):
+        if _dictionary_chunk(chunk):
+            mapping = _codes(chunk.dictionary.cast(pa.string()), dictionary)
+            parts.append(mapping[chunk.indices.to_numpy(zero_copy_only=False)])
+        else:
+            idx = pc.index_in(chunk.cast(pa.string()), value_set=dictionary).fill_null(-1)  # -1: unused entry
+            parts.append(np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int32))
+    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.empty(0, np.int32)
 
 
 def _unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Distinct values in order of first appearance (Arrow's `unique` keeps that order)."""
-    return pc.unique(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    """Distinct values in order of first appearance (Arrow's `unique` keeps that order); a dictionary chunk gives
+    its values in order of their first index, without decoding the column."""
+    firsts = []
+    for chunk in _chunks(values):
+        if _dictionary_chunk(chunk):
+            idx = chunk.indices.to_numpy(zero_copy_only=False)
+            present, first = np.unique(idx, return_index=True)
+            firsts.append(chunk.dictionary.cast(pa.string()).take(pa.array(present[np.argsort(first)])))
+        else:
+            firsts.append(pc.unique(chunk.cast(pa.string())))
+    if not firsts:
+        return pa.array([], type=pa.string())
+    return pc.unique(pa.concat_arrays(firsts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,32 +112,24 @@ class RunFrame:
     def from_arrow(cls, inferences: pd.DataFrame, detections: pa.Table) -> RunFrame:
         """From the inferences frame and an Arrow table with DETECTION_COLUMNS (one run per (image, model))."""
         inferences = coerce_inferences(inferences).reset_index(drop=True)
-        inf_ids = pa.array(inferences["image_id"].fillna("").astype(object).to_numpy(), type=pa.string())
-        det_ids = detections.column("image_id").cast(pa.string())
-        image_ids = _unique(pa.chunked_array([inf_ids, *det_ids.chunks], type=pa.string()))
-        model_names = pa.chunked_array(
-            [
-                pa.array(inferences["model"].astype(object).to_numpy(), type=pa.string()),
-                *detections.column("model").cast(pa.string()).chunks,
-            ],
-            type=pa.string(),
-        )
-        models = _unique(model_names)
-        labels = _unique(detections.column("label").cast(pa.string()).fill_null(""))
-        run_ids = _unique(
-            pa.chunked_array(
-                [
-                    pa.array(inferences["run_id"].astype(object).to_numpy(), type=pa.string()),
-                    *detections.column("run_id").cast(pa.string()).chunks,
-                ],
-                type=pa.string(),
-            )
-        )
-        img = _codes(det_ids, image_ids)
-        model = _codes(detections.column("model").cast(pa.string()), models).astype(np.int16)
-        label_col = detections.column("label").cast(pa.string()).fill_null("")
-        label = _codes(label_col, labels).astype(np.int16)
-        run = _codes(detections.column("run_id").cast(pa.string()), run_ids).astype(np.int16)
+
+        def column(name: str) -> list[pa.Array]:  # dictionary chunks stay encoded (see _codes)
+            return _chunks(detections.column(name))
+
+        def inf_column(name: str) -> pa.Array:
+            return pa.array(inferences[name].fillna("").astype(object).to_numpy(), type=pa.string())
+
+        det_ids = column("image_id")
+        image_ids = pc.unique(pa.concat_arrays([_unique(inf_column("image_id")), *map(_unique, det_ids)]))
+        models = pc.unique(pa.concat_arrays([_unique(inf_column("model")), *map(_unique, column("model"))]))
+        label_chunks = [c if _dictionary_chunk(c) else c.cast(pa.string()).fill_null("") for c in column("label")]
+        labels = pc.unique(pa.concat_arrays([pa.array([], pa.string()), *map(_unique, label_chunks)]))
+        run_ids = pc.unique(pa.concat_arrays([_unique(inf_column("run_id")), *map(_unique, column("run_id"))]))
+        img = _codes(pa.chunked_array(det_ids) if det_ids else pa.array([], pa.string()), image_ids)
+        model = _codes(detections.column("model"), models).astype(np.int16)
+        label = _codes(pa.chunked_array(label_chunks) if label_chunks else pa.array([], pa.string()), labels)
+        label = label.astype(np.int16)
+        run = _codes(detections.column("run_id"), run_ids).astype(np.int16)
         score = detections.column("score").to_numpy().astype(np.float64, copy=False)
         boxes = np.column_stack(
             [detections.column(c).to_numpy().astype(np.float64, copy=False) for c in ("x1", "y1", "x2", "y2")]
