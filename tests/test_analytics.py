@@ -198,3 +198,37 @@ def test_a_stale_or_broken_segment_is_rebuilt_and_deleting_the_run_drops_it(tmp_
     assert (path / "detections.parquet").read_bytes()[:4] == b"PAR1"  # rewritten
     store.delete_run("run-c")
     assert not path.exists()
+
+
+@pytest.mark.parametrize("with_null_label", [False, True])
+def test_dictionary_encoded_chunks_give_the_frame_of_plain_strings(with_null_label):
+    """Segments are read with dictionary-encoded string columns: chunks with different dictionaries (and a null
+    label, decoded like the plain path) give the very frame, order of codes included, of plain string columns."""
+    import pyarrow as pa
+
+    inf, det = random_run(11, n_images=20, n_boxes=400)
+    det = det.reset_index(drop=True)
+    table = pa.Table.from_pandas(det[list(DETECTION_COLUMNS)], preserve_index=False)
+    if with_null_label:
+        table = table.set_column(4, "label", pa.array([None, *det["label"].iloc[1:]], type=pa.string()))
+    half = len(det) // 2
+    chunks = [table.slice(half).combine_chunks(), table.slice(0, half).combine_chunks()]  # second half first
+    plain = pa.concat_tables(chunks)
+    encoded = pa.concat_tables(
+        [
+            pa.Table.from_arrays(
+                [
+                    c.dictionary_encode() if pa.types.is_string(c.type) or pa.types.is_large_string(c.type) else c
+                    for c in chunk.columns
+                ],
+                names=chunk.column_names,
+            )
+            for chunk in chunks
+        ]
+    )
+    assert encoded.column("image_id").num_chunks == 2 and pa.types.is_dictionary(encoded.column("image_id").type)
+    expected, got = RunFrame.from_arrow(inf, plain), RunFrame.from_arrow(inf, encoded)
+    _same(got, expected)
+    for name in ("image_ids", "labels", "run_ids", "label_ids"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    assert got.models == expected.models

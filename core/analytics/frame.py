@@ -35,7 +35,9 @@ def threshold_bin(threshold: float) -> int | None:
     return None
 
 
-def _chunks(values: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
+def _chunks(values: pa.ChunkedArray | pa.Array | list[pa.Array]) -> list[pa.Array]:
+    if isinstance(values, list):
+        return values
     return list(values.chunks) if isinstance(values, pa.ChunkedArray) else [values]
 
 
@@ -44,7 +46,7 @@ def _dictionary_chunk(chunk: pa.Array) -> bool:
     return pa.types.is_dictionary(chunk.type) and chunk.indices.null_count == 0
 
 
-def _codes(values: pa.ChunkedArray | pa.Array, dictionary: pa.Array) -> np.ndarray:
+def _codes(values: pa.ChunkedArray | pa.Array | list[pa.Array], dictionary: pa.Array) -> np.ndarray:
     """Positions of `values` in `dictionary` (every value must be there) as int32, computed in Arrow. A dictionary-
     encoded chunk (a Parquet segment's string columns) maps its small dictionary and takes by index: the millions
     of strings are never materialised (that cast once cost hundreds of MB of peak memory at 2 million boxes)."""
@@ -125,9 +127,9 @@ class RunFrame:
         label_chunks = [c if _dictionary_chunk(c) else c.cast(pa.string()).fill_null("") for c in column("label")]
         labels = pc.unique(pa.concat_arrays([pa.array([], pa.string()), *map(_unique, label_chunks)]))
         run_ids = pc.unique(pa.concat_arrays([_unique(inf_column("run_id")), *map(_unique, column("run_id"))]))
-        img = _codes(pa.chunked_array(det_ids) if det_ids else pa.array([], pa.string()), image_ids)
+        img = _codes(det_ids, image_ids)
         model = _codes(detections.column("model"), models).astype(np.int16)
-        label = _codes(pa.chunked_array(label_chunks) if label_chunks else pa.array([], pa.string()), labels)
+        label = _codes(label_chunks, labels)  # chunks may differ in type (dictionary or plain)
         label = label.astype(np.int16)
         run = _codes(detections.column("run_id"), run_ids).astype(np.int16)
         score = detections.column("score").to_numpy().astype(np.float64, copy=False)
