@@ -115,6 +115,7 @@ JOB_STALE_AFTER_S = float(
 )  # older heartbeat: job `interrupted`, worker dead
 WORKER_POLL_S = 0.5  # an idle worker looks for a queued job this often
 WORKER_IDLE_EXIT_S = 600.0  # an idle worker exits after this long (`--idle-exit`)
+WORKER_IDLE_EXIT_ENV = "DETLENS_WORKER_IDLE_EXIT_S"  # the idle exit of the worker the dashboard starts
 WORKER_NICE = 10  # the worker's niceness: the Streamlit server on the same cores answers first
 WORKER_AUTOSTART_ENV = (
     "DETLENS_WORKER_AUTOSTART"  # "0": the dashboard never starts a worker (tests run jobs in-process)

@@ -26,16 +26,18 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core import runner
 from core.config import (
     JOB_HEARTBEAT_S,
     JOB_STALE_AFTER_S,
     REPO_ROOT,
     WORKER_AUTOSTART_ENV,
+    WORKER_IDLE_EXIT_ENV,
     WORKER_IDLE_EXIT_S,
     WORKER_POLL_S,
 )
 from core.images import ImageSource
-from core.runner import PlannedRun, RunSettings, execute
+from core.runner import PlannedRun, RunSettings
 from core.store import JobRow, Store, StoreError
 from core.store.jobs import worker_name
 
@@ -144,7 +146,7 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
         return bool(stop and stop()) or store.cancel_requested(run_id)
 
     try:
-        output = execute(
+        output = runner.execute(
             planned,
             store=store,
             run_id=run_id,
@@ -305,6 +307,7 @@ def ensure_worker(store: Store, *, threads: int | None = None, nice: int | None 
     command = [
         sys.executable, "-m", "core", "worker", "--store", str(store.path),
         "--threads", str(threads), "--nice", str(WORKER_NICE if nice is None else nice),
+        "--idle-exit", os.environ.get(WORKER_IDLE_EXIT_ENV, "") or f"{WORKER_IDLE_EXIT_S:g}",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     with open(store.path / "worker.log", "ab") as log:
