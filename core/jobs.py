@@ -42,6 +42,7 @@ from core.store import JobRow, Store, StoreError
 from core.store.jobs import worker_name
 
 SPEC_VERSION = 1
+STARTED_PIDS = "worker.pids"  # the store folder's list of workers the dashboard started
 _START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) before it beats: do not start another
 
 
@@ -298,11 +299,10 @@ def ensure_worker(store: Store, *, threads: int | None = None, nice: int | None 
         return "alive"
     if not autostart_enabled():
         return "off"
-    marker = store.path / "worker.starting"
-    with contextlib.suppress(OSError):
-        if time.time() - marker.stat().st_mtime < _START_GRACE_S:
+    marker = store.path / "worker.starting"  # the pid of the worker started last, while it imports and registers
+    with contextlib.suppress(OSError, ValueError):
+        if time.time() - marker.stat().st_mtime < _START_GRACE_S and _running(int(marker.read_text())):
             return "starting"
-    marker.touch()
     threads = threads or max(1, physical_cores() - 1)  # leave a core to the server that submitted
     command = [
         sys.executable, "-m", "core", "worker", "--store", str(store.path),
@@ -311,10 +311,39 @@ def ensure_worker(store: Store, *, threads: int | None = None, nice: int | None 
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     with open(store.path / "worker.log", "ab") as log:
-        subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
+    marker.write_text(str(proc.pid), encoding="utf-8")
+    with open(store.path / STARTED_PIDS, "a", encoding="utf-8") as pids:  # who to stop when tests end
+        pids.write(f"{proc.pid}\n")
     return "started"
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a worker that exited but its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_started_workers(store_path: Path, sig: int = signal.SIGTERM) -> list[int]:
+    """Signal the workers `ensure_worker` started for this store that are still running (test clean-up)."""
+    stopped = []
+    with contextlib.suppress(OSError):
+        for line in (Path(store_path) / STARTED_PIDS).read_text(encoding="utf-8").split():
+            pid = int(line)
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"core\x00worker" in cmdline and _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                    stopped.append(pid)
+    return stopped
 
 
 def is_stale(job: JobRow, now: float | None = None) -> bool:

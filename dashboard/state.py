@@ -213,6 +213,8 @@ def adopt_ended_jobs() -> list[str]:
         add_images([ref for image_id, ref in images.items() if image_id not in st.session_state[_IMAGES]])
         add_run(info, inf.reset_index(drop=True), det.reset_index(drop=True))
         pending.remove(run_id)
+        if viewed_run() == run_id:  # its records are now in the session's own tables: show the whole session
+            view_run(None)
         st.session_state.setdefault(_ADOPTED, set()).add(run_id)
         adopted.append(run_id)
     return adopted

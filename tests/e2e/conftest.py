@@ -139,6 +139,8 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
         "--client.showErrorDetails", "full",  # config.toml says "type"; a failing test should say what went wrong
     ]  # fmt: skip
     env = {**os.environ, "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
+    # the dashboard starts its worker, as in production; it gives up quickly when idle and is stopped at the end
+    env |= {"DETLENS_WORKER_AUTOSTART": "1", "DETLENS_WORKER_IDLE_EXIT_S": "60", "DETLENS_JOB_STALE_S": "6"}
     log_path = artifacts_dir / "streamlit.log"
     with log_path.open("w", encoding="utf-8") as log:
         log.write(f"$ {' '.join(cmd)}\n")
@@ -164,6 +166,9 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
             yield base_url
         finally:
             _stop(proc)
+            from core.jobs import stop_started_workers
+
+            stop_started_workers(Path(env["DETLENS_STORE"]))
 
 
 @pytest.fixture(scope="session")
