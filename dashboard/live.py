@@ -113,7 +113,7 @@ def job_panel(run_id: str, *, key: str = "job") -> None:
     @st.fragment(run_every=LIVE_REFRESH_S if first.active else None)
     def panel() -> None:
         job = _job(run_id) or first
-        if first.active and not job.active:  # it just ended: rerun the page once (results, and polling stops)
+        if job.active != first.active:  # it ended (results; polling stops) or was resumed (polling starts)
             st.rerun()
         _progress(job)
         problem = st.session_state.pop("job_action_error", None)
