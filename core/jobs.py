@@ -50,15 +50,20 @@ _START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) bef
 
 
 def check_settings(settings: RunSettings, class_names: dict[str, Sequence[str]] | None = None) -> str:
-    """Raise now (UnknownModelError, DeviceError, WeightsError) for settings a worker could not run; returns the
-    resolved device. Nothing is loaded onto a device and nothing is stored."""
+    """Raise now (UnknownModelError, DeviceError, RuntimeRefusedError, WeightsError) for settings a worker could not
+    run; returns the resolved device. Nothing is loaded onto a device and nothing is stored."""
+    from core.config import RUNTIME_EAGER
     from core.devices import check_precision, resolve_device
     from core.models import get_model
+    from core.runtimes import check_runtime
     from core.weights import check_weights
 
     specs = [get_model(m) for m in settings.models]
     device = resolve_device(settings.device)
     check_precision(settings.precision, device)
+    for series in settings.series():
+        if series.runtime != RUNTIME_EAGER:
+            check_runtime(series.runtime, series.precision, device)
     for spec in specs:
         check_weights(spec, settings.weights_for(spec.name), class_names=(class_names or {}).get(spec.name))
     return str(device)
@@ -97,7 +102,8 @@ def submit(
         "todo": {m: [index[id(s)] for s in srcs] for m, srcs in pairs.items() if srcs},
         "class_names": {m: list(v) for m, v in (class_names or {}).items()},
     }
-    return store.submit_job(spec, settings=settings.record(user=user, models=list(spec["todo"])), user=user)
+    models = [m for m in settings.models if any(x.model == m and x.name in spec["todo"] for x in settings.series())]
+    return store.submit_job(spec, settings=settings.record(user=user, models=models), user=user)
 
 
 # --- running one job ------------------------------------------------------------------------------------------------
@@ -130,7 +136,6 @@ def plan_job(store: Store, job: JobRow) -> PlannedRun:
         planned.skipped += len(indices) - len(todo)
         if todo:
             planned.todo[model] = todo
-    settings.models = [m for m in settings.models if m in planned.todo]
     return planned
 
 

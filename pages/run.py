@@ -160,7 +160,7 @@ if chosen:
                 launch.submit(planned, user=state.reviewer() or current_user())
             except WeightsUnavailableError as exc:
                 st.session_state["run_weights_problem"] = (list(settings.models), str(exc))
-            except (WeightsError, DeviceError, UnknownModelError, StoreError, OSError) as exc:
+            except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:
                 st.session_state["run_refused"] = str(exc)
 
     refused = st.session_state.get("run_refused")
