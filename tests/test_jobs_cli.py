@@ -76,6 +76,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "DETLENS_OFFLINE": "1", "DETLENS_JOB_STALE_S": "2", "DETLENS_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_an_interrupted_job_that_resumes_every_pair_exactly_once(capsys, tmp_path):
     store_dir = tmp_path / "store"
     models = f"{SMALL},fasterrcnn_mobilenet_v3_large_320_fpn"
