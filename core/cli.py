@@ -1,5 +1,6 @@
-"""Command line: `python -m core models`, `detect [PATHS...] [--runtime ...] [--store DIR]`, and the run store's `runs`, `export`,
-`import` (see core.store)."""
+"""Command line: `python -m core models`, `detect [PATHS...] [--runtime ...] [--store DIR]`, the run store's `runs`,
+`export`, `import` (see core.store), and the job queue's `submit`, `jobs`, `cancel`, `resume` and `worker`
+(see core.jobs)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from core.config import (
     UNTRAINED_MARK,
     WEIGHTS_DEFAULT,
     WEIGHTS_UNTRAINED,
+    WORKER_IDLE_EXIT_S,
 )
 from core.devices import DeviceError
 from core.models import UnknownModelError, list_models, parse_model_list
@@ -209,6 +211,123 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings_from(args: argparse.Namespace):
+    from core.runner import RunSettings
+
+    return RunSettings(
+        models=parse_model_list(args.models),
+        default_weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        threshold=args.threshold,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        default_runtimes=[v.token for v in parse_variants(args.runtime)],
+    )
+
+
+def _job_sources(store, items: Sequence[str]):
+    """Paths (files or folders), or `id:IMAGE_ID` for an image already in the store; the same content once."""
+    from core.images import ImageSource, sources_from_paths
+    from core.store import StoreError
+
+    kept = None
+    out: dict[str, ImageSource] = {}
+    for item in items:
+        if item.startswith("id:"):
+            if kept is None:
+                kept = store.stored_images()
+            image_id = item[3:]
+            if image_id not in kept:
+                raise StoreError(f"image {image_id} is not in the run store {store.path}")
+            out.setdefault(image_id, kept[image_id])
+            continue
+        for source in sources_from_paths([Path(item)]):
+            source = source.hashed()
+            out.setdefault(source.image_id, source)
+    return list(out.values())
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from core.images import gallery_paths
+    from core.jobs import check_settings, submit
+    from core.store import current_user
+
+    settings = _settings_from(args)
+    check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
+    store = _open_store(args.store)
+    sources = _job_sources(store, args.images or [str(p) for p in gallery_paths()])
+    if not sources:
+        print("error: no images found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    run_id = submit(store, settings, sources, user=current_user(), check=False)
+    print(run_id)
+    return EXIT_OK
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from core.config import STORE_DB_NAME
+
+    path = _store_path(args.store)
+    store = _open_store(args.store) if (path / STORE_DB_NAME).is_file() else None
+    if store is not None:
+        store.reap_stale()
+    jobs = store.jobs() if store is not None else []
+    if args.json:
+        print(json.dumps([j.as_dict() for j in jobs], indent=2, default=str))
+        return EXIT_OK
+    if not jobs:
+        print(f"no jobs in {path}")
+        return EXIT_OK
+    workers = store.live_workers() if store is not None else []
+    print(f"workers alive: {', '.join(workers) or 'none'}")
+    header = f"{'run_id':24} {'status':11} {'done':>11} {'errors':>6} {'img/s':>6} {'left':>7}  {'by':10} models"
+    print(header)
+    print("-" * len(header))
+    for j in jobs:
+        models = ", ".join(f"{m} {p.done}/{p.total}" for m, p in j.models.items())
+        print(
+            f"{j.run_id:24} {j.status:11} {f'{j.done}/{j.total}':>11} {j.errors:>6} {j.rate():>6.2f} "
+            f"{_duration(j.eta_s()):>7}  {j.submitted_by[:10]:10} {models}"
+        )
+        if j.message:
+            print(f"{'':24} {j.message}")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    status = _open_store(args.store, create=False).cancel_job(args.run_id)
+    print(f"run {args.run_id}: " + ("cancelled" if status == "cancelled" else "stops after the image in flight"))
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    store = _open_store(args.store, create=False)
+    store.resume_job(args.run_id)
+    job = store.job(args.run_id)
+    print(f"run {args.run_id}: queued again, {job.total - job.done} missing pair(s) to run")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from core.jobs import serve, tune_process
+
+    threads = tune_process(args.threads, args.nice)
+    store = _open_store(args.store)
+    print(f"torch threads: {threads}, niceness +{args.nice}", flush=True)
+    serve(store, idle_exit=args.idle_exit, log=lambda line: print(line, flush=True))
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     path = _open_store(args.store, create=False).export_run(args.run_id, Path(args.zip))
     print(f"exported run {args.run_id} to {path}")
@@ -271,6 +390,23 @@ def cmd_reviews(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The options `detect` and `submit` share."""
+    p.add_argument("--models", default=",".join(HEADLINE_MODELS), help="comma-separated model names")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument(
+        "--runtime",
+        default=RUNTIME_EAGER,
+        help=f"comma-separated runtimes per model ({'|'.join(RUNTIMES)}), each optionally -fp32|-fp16|-bf16, "
+        "e.g. eager,onnxruntime,openvino,openvino-bf16; each is its own series, compared with eager",
+    )
+    p.add_argument("--weights", default=WEIGHTS_DEFAULT, help="default | untrained | FILE (.pth/.safetensors)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold for counts")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up calls per model, not recorded")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="DetLens: compare torchvision detectors.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,19 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_det = sub.add_parser("detect", help="run detectors on images (the bundled gallery when no path is given)")
     p_det.add_argument("paths", nargs="*", help="image files or folders")
-    p_det.add_argument("--models", default=",".join(HEADLINE_MODELS), help="comma-separated model names")
-    p_det.add_argument("--device", default="auto", choices=DEVICES)
-    p_det.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p_det.add_argument(
-        "--runtime",
-        default=RUNTIME_EAGER,
-        help=f"comma-separated runtimes per model ({'|'.join(RUNTIMES)}), each optionally -fp32|-fp16|-bf16, "
-        "e.g. eager,onnxruntime,openvino,openvino-bf16; each is its own series, compared with eager",
-    )
-    p_det.add_argument("--weights", default=WEIGHTS_DEFAULT, help="default | untrained | FILE (.pth/.safetensors)")
-    p_det.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold for counts")
-    p_det.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up calls per model, not recorded")
-    p_det.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    _run_options(p_det)
     p_det.add_argument("--out", default="out", help="output folder for inferences.csv and detections.csv")
     p_det.add_argument("--parquet", action="store_true", help="write Parquet beside the CSV files")
     p_det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -311,6 +435,36 @@ def build_parser() -> argparse.ArgumentParser:
     p_runs.add_argument("--store", metavar="DIR", help=store_help)
     p_runs.add_argument("--json", action="store_true", help="print JSON")
     p_runs.set_defaults(func=cmd_runs)
+
+    p_sub = sub.add_parser("submit", help="queue a run for a worker; prints its run id at once")
+    p_sub.add_argument("images", nargs="*", help="image files or folders, or id:IMAGE_ID of a stored image")
+    _run_options(p_sub)
+    p_sub.add_argument("--store", metavar="DIR", help=store_help)
+    p_sub.set_defaults(func=cmd_submit)
+
+    p_jobs = sub.add_parser("jobs", help="queued, running and recent jobs with their progress")
+    p_jobs.add_argument("--store", metavar="DIR", help=store_help)
+    p_jobs.add_argument("--json", action="store_true", help="print JSON")
+    p_jobs.set_defaults(func=cmd_jobs)
+
+    for name, func, text in (
+        ("cancel", cmd_cancel, "stop a job after the image in flight (its records are kept)"),
+        ("resume", cmd_resume, "queue an interrupted, cancelled or failed job again: only missing pairs run"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_id")
+        p.add_argument("--store", metavar="DIR", help=store_help)
+        p.set_defaults(func=func)
+
+    p_work = sub.add_parser("worker", help="run queued jobs one at a time (the dashboard starts one when needed)")
+    p_work.add_argument("--store", metavar="DIR", help=store_help)
+    p_work.add_argument(
+        "--idle-exit", type=float, default=WORKER_IDLE_EXIT_S, metavar="SECONDS",
+        help="exit after this long with no job (0: when the queue is empty)",
+    )  # fmt: skip
+    p_work.add_argument("--threads", type=int, default=None, help="torch threads (default: physical cores)")
+    p_work.add_argument("--nice", type=int, default=0, help="lower the worker's CPU priority by this much")
+    p_work.set_defaults(func=cmd_worker)
 
     p_exp = sub.add_parser("export", help="write one run (tables, reviews, images) to a zip")
     p_exp.add_argument("run_id")
@@ -340,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "detect":
+    if args.command in ("detect", "submit"):
         if not 0.0 <= args.threshold <= 1.0:
             parser.error("--threshold must be between 0 and 1")
         if args.warmup < 0 or args.batch_size < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -106,3 +107,17 @@ RAY_MAX_RETRIES = 3  # a decode task whose worker process died is run again this
 RAY_MAX_RESTARTS = 3  # a detector actor that died is restarted this many times...
 RAY_MAX_TASK_RETRIES = 3  # ...and the batches it held are run again on it
 RAY_CONNECT_TIMEOUT_S = 5.0  # `--ray-address HOST:PORT` that accepts no connection in this time: one line, exit 2
+
+# Jobs (core.jobs, core.store.jobs): a worker process runs the queued runs of a store.
+JOB_HEARTBEAT_S = 2.0  # a worker beats this often (its own row, and its job's)
+JOB_STALE_AFTER_S = float(
+    os.environ.get("DETLENS_JOB_STALE_S", "") or 20.0
+)  # older heartbeat: job `interrupted`, worker dead
+WORKER_POLL_S = 0.5  # an idle worker looks for a queued job this often
+WORKER_IDLE_EXIT_S = 600.0  # an idle worker exits after this long (`--idle-exit`)
+WORKER_IDLE_EXIT_ENV = "DETLENS_WORKER_IDLE_EXIT_S"  # the idle exit of the worker the dashboard starts
+WORKER_NICE = 10  # the worker's niceness: the Streamlit server on the same cores answers first
+WORKER_AUTOSTART_ENV = (
+    "DETLENS_WORKER_AUTOSTART"  # "0": the dashboard never starts a worker (tests run jobs in-process)
+)
+LIVE_REFRESH_S = 1.0  # how often a page showing a live run polls the store

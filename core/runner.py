@@ -167,6 +167,7 @@ def execute(
     store: object | None = None,
     store_required: bool = True,
     run_id: str | None = None,
+    existing: bool = False,
     user: str = "",
     on_result: ResultFn | None = None,
     on_download: Callable[[str], ProgressFn] | None = None,
@@ -191,6 +192,8 @@ def execute(
     Runtimes: a series whose export fails (ExportError, naming the step) does not stop the run: each of its images
     gets that one-line error and the other series go on; `on_export(series, step)` reports each export step. How each
     variant was made (exporter, export time, artifact size, cache hit) is kept in the settings under `variants`.
+    `existing`: `run_id` is a run already in the store (a job a worker claimed, or resumes): it is not started again,
+    it gets the resolved settings and environment, and the records join it.
     """
     from core.store import StoreError, record_into  # the store imports records/images; keep this module light
 
@@ -248,7 +251,10 @@ def execute(
     store_problem = ""
     if store is not None and planned.total:
         try:
-            store.start_run(info, user=user)  # type: ignore[attr-defined]
+            if existing:
+                store.reopen_run(info)  # type: ignore[attr-defined]
+            else:
+                store.start_run(info, user=user)  # type: ignore[attr-defined]
         except (StoreError, OSError) as exc:
             if store_required:
                 raise

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -497,3 +498,43 @@ def build_model(
     for p in module.parameters():
         p.requires_grad_(False)
     return BuiltModel(module=module, categories=tuple(categories), weights=choice.label, weights_build=how)
+    return BuiltModel(module=module, categories=tuple(categories), weights=choice.label)
+
+
+# --- checks before a job is queued ----------------------------------------------------------------------------------
+
+
+def check_weights(
+    spec: ModelSpec, weights: str, *, class_names: Sequence[str] | None = None, timeout: float = 3.0
+) -> None:
+    """Raise WeightsError now for weights a worker could not use, without building the model on a device.
+
+    - default: the file is in the hub cache, or the download host answers (a HEAD request; `DETLENS_OFFLINE` or no
+      network: WeightsUnavailableError naming the file, the folder and the ways out);
+    - a file: it loads as data (weights_only / safetensors) and fits the model (shapes and keys, checked against the
+      model built on the `meta` device: no memory for parameters, no computation);
+    - untrained: always usable.
+    """
+    choice = parse_weights(weights)
+    if choice.kind == WEIGHTS_DEFAULT:
+        if cached_weights_path(spec).is_file():
+            return
+        url = spec.default_weights.url
+        if os.environ.get("DETLENS_OFFLINE"):
+            raise WeightsUnavailableError(_missing_weights_message(url, "DETLENS_OFFLINE is set"))
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # noqa: S310
+                return
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise WeightsUnavailableError(_missing_weights_message(url, f"{type(exc).__name__}: {reason}")) from exc
+    if choice.kind == WEIGHTS_UNTRAINED:
+        return
+    assert choice.path is not None
+    categories = read_categories(choice.path, class_names) or spec.categories
+    state = load_state_dict_file(choice.path)
+    with torch.device("meta"):
+        module = spec.builder(weights=None, weights_backbone=None, num_classes=len(categories))
+    with warnings.catch_warnings():  # copying into meta parameters is a no-op, and torch says so per tensor
+        warnings.simplefilter("ignore", UserWarning)
+        _load_into(module, state, choice.path.name)

@@ -1,24 +1,23 @@
 """The Run page's logic without widgets: gather images (gallery, uploads, allowed server folders), keep uploaded
-checkpoints, tell which weights need a download, plan what this session has not done yet, and hand the run to
-`core.runner` (which stores it); the finished run joins the session tables."""
+checkpoints, tell which weights need a download, plan what this session has not done yet, and submit it as a job
+(`core.jobs`): a worker process runs it into the run store, and the ended job joins the session tables
+(`state.adopt_ended_jobs`). No model runs in the Streamlit process."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import runner
+from core import jobs, runner
 from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
-from core.engine import DetectionResult
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
-from core.runner import PlannedRun, RunOutput, RunSettings
+from core.runner import PlannedRun, RunSettings
 from core.runtimes import split_series
-from core.store import StoreError
-from core.weights import ProgressFn, WeightsChoice, cached_weights_path, parse_weights
+from core.weights import WeightsChoice, cached_weights_path, parse_weights
 from dashboard import cache, state
 
 
@@ -110,33 +109,13 @@ def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> 
     return runner.plan(settings, sources, done=already)
 
 
-def execute(
-    planned: PlannedRun,
-    *,
-    on_result: Callable[[DetectionResult, int, int], None] | None = None,
-    on_download: Callable[[str], ProgressFn] | None = None,
-    on_export: Callable[[str, str], None] | None = None,
-    user: str = "",
-) -> RunOutput | None:
-    """Run the plan as one stored run (`core.runner`); the run joins the session tables at the end. A store that
-    cannot be written to is reported in the run's settings, not fatal."""
-    if not planned.todo:
-        return None
-    try:
-        store, problem = cache.store(), ""
-    except (StoreError, OSError) as exc:
-        store, problem = None, str(exc)
-    output = runner.execute(
-        planned,
-        store=store,
-        store_required=False,
-        user=user,
-        on_result=on_result,
-        on_download=on_download,
-        on_export=on_export,
-    )
-    problem = problem or output.store_problem
-    if problem:
-        output.info.settings["store"] = f"not saved: {problem}"
-    state.add_run(output.info, output.inferences, output.detections)
-    return output
+def submit(planned: PlannedRun, *, user: str = "") -> str:
+    """Queue the plan as one job in this server's run store and make sure a worker serves it; returns the run id.
+    Settings a worker could not run (unknown model, no CUDA, weights missing offline, a checkpoint that does not
+    load) raise here, before anything is stored. The job is tracked by this session and viewed at once."""
+    store = cache.store()
+    run_id = jobs.submit(store, planned.settings, planned.sources, todo=planned.todo, user=user)
+    state.track_job(run_id)
+    state.view_run(run_id)
+    jobs.ensure_worker(store)
+    return run_id

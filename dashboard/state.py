@@ -25,6 +25,9 @@ THRESHOLD_KEY = "detlens_threshold"
 RUN_KEY = "detlens_run"  # the stored run being viewed; absent: this session
 REVIEWER_KEY = "detlens_reviewer"
 RUN_PARAM, THRESHOLD_PARAM = "run", "t"
+_JOBS, _ADOPTED = "detlens_jobs", "detlens_adopted_jobs"  # jobs this session submitted: pending, and joined
+LAST_JOB_KEY = "detlens_last_job"  # the job the Run page shows
+_ENDED = ("finished", "failed", "cancelled")
 
 
 def init() -> None:
@@ -161,6 +164,62 @@ def add_run(info: RunInfo, inferences_df: pd.DataFrame, detections_df: pd.DataFr
     ss[_RUNS].append(info)
 
 
+def track_job(run_id: str) -> None:
+    """A job this session submitted (or resumed): its records join the session tables when it ends."""
+    init()
+    pending = st.session_state.setdefault(_JOBS, [])
+    if run_id not in pending:
+        pending.append(run_id)
+    st.session_state[LAST_JOB_KEY] = run_id
+    st.session_state.setdefault(_ADOPTED, set()).discard(run_id)
+
+
+def adopted_jobs() -> set[str]:
+    return set(st.session_state.get(_ADOPTED, set()))
+
+
+def adopt_ended_jobs() -> list[str]:
+    """Join the records of this session's jobs that ended (finished, failed, cancelled) to the session tables, once
+    each; returns their run ids. One cheap status query per pending job, nothing when there is none."""
+    pending = st.session_state.get(_JOBS) or []
+    if not pending:
+        return []
+    from dashboard import cache
+
+    store = cache.store()
+    adopted = []
+    for run_id in list(pending):
+        try:
+            status, _ = store.run_version(run_id)
+            if status not in _ENDED:
+                continue
+            inf, det, info = store.load_run(run_id)
+            images = store.run_images(run_id)
+        except StoreError:
+            pending.remove(run_id)
+            continue
+        session = st.session_state[_INF]
+        if len(session):  # a resumed job joins again: only the pairs the session does not have from it
+            seen = set(
+                zip(
+                    session.loc[session["run_id"] == run_id, "image_id"],
+                    session.loc[session["run_id"] == run_id, "model"],
+                    strict=True,
+                )
+            )
+            keep = [(i, m) not in seen for i, m in zip(inf["image_id"], inf["model"], strict=True)]
+            inf = inf[keep]
+            det = det[[(i, m) not in seen for i, m in zip(det["image_id"], det["model"], strict=True)]]
+        add_images([ref for image_id, ref in images.items() if image_id not in st.session_state[_IMAGES]])
+        add_run(info, inf.reset_index(drop=True), det.reset_index(drop=True))
+        pending.remove(run_id)
+        if viewed_run() == run_id:  # its records are now in the session's own tables: show the whole session
+            view_run(None)
+        st.session_state.setdefault(_ADOPTED, set()).add(run_id)
+        adopted.append(run_id)
+    return adopted
+
+
 def done_keys() -> set[tuple[str, str, str, str, str]]:
     """(image_id, model, weights, device, precision) already processed without error in this session."""
     inf = session_inferences()
@@ -171,14 +230,16 @@ def done_keys() -> set[tuple[str, str, str, str, str]]:
 
 def clear() -> None:
     """Forget the session's results and images (stored runs stay in the store)."""
-    for key in (_INF, _DET, _IMAGES, _RUNS, RUN_KEY, _FRAME):
+    for key in (_INF, _DET, _IMAGES, _RUNS, RUN_KEY, _FRAME, _JOBS, _ADOPTED, LAST_JOB_KEY):
         st.session_state.pop(key, None)
     init()
 
 
 def sidebar_settings() -> None:
-    """Settings every page shares, drawn once by the frame; the URL follows them."""
+    """Settings every page shares, drawn once by the frame; the URL follows them. Jobs of this session that ended
+    join the session tables here, whatever page is open."""
     init()
+    adopt_ended_jobs()
     st.sidebar.slider(
         "Confidence threshold",
         min_value=0.0,

@@ -10,8 +10,15 @@ from dashboard import state, views
 from dashboard.pagelist import page
 
 
-def require_results(message: str = "No results yet: run some models first.") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The session's (inferences, detections); on an empty session, say so, link to Run and stop the page."""
+def require_results(
+    message: str = "No results yet: run some models first.", *, live_run: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The session's (inferences, detections); on an empty session, say so, link to Run and stop the page.
+    `live_run`: when the viewed run is still queued or running, show the live mark and redraw as records land."""
+    if live_run:
+        from dashboard import live
+
+        live.banner(state.viewed_run())
     inf, det = state.inferences(), state.detections()
     if inf.empty:
         st.info(message)
@@ -20,8 +27,13 @@ def require_results(message: str = "No results yet: run some models first.") -> 
     return inf, det
 
 
-def require_frame(message: str = "No results yet: run some models first.") -> RunFrame:
-    """The viewed records as a RunFrame; on an empty view, say so, link to Run and stop the page."""
+def require_frame(message: str = "No results yet: run some models first.", *, live_run: bool = False) -> RunFrame:
+    """The viewed records as a RunFrame; on an empty view, say so, link to Run and stop the page.
+    `live_run`: when the viewed run is still queued or running, show the live mark and redraw as records land."""
+    if live_run:
+        from dashboard import live
+
+        live.banner(state.viewed_run())
     rf = state.frame()
     if rf.inferences.empty:
         st.info(message)

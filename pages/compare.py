@@ -12,7 +12,7 @@ from dashboard.text import md
 
 state.init()
 st.title("Compare")
-rf = widgets.require_frame()  # the viewed records, aggregated where they are held (core.analytics)
+rf = widgets.require_frame(live_run=True)  # the viewed records, aggregated where they are held (core.analytics)
 inf = rf.inferences
 
 threshold = state.threshold()

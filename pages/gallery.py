@@ -12,7 +12,7 @@ from dashboard.text import md
 
 state.init()
 st.title("Gallery")
-rf = widgets.require_frame()  # the viewed records; aggregated in core.analytics, never whole in pandas
+rf = widgets.require_frame(live_run=True)  # the viewed records; aggregated in core.analytics, never whole in pandas
 inf = rf.inferences
 
 threshold = state.threshold()

@@ -1,4 +1,5 @@
-"""Run: choose models, weights, device and images; run them with progress; results join the session."""
+"""Run: choose models, weights, device and images; submit them as a job (a worker runs it) and follow its progress
+live; the ended job's results join the session."""
 
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ from core.config import (
 )
 from core.devices import DeviceError, check_precision, resolve_device
 from core.images import ImageSource, gallery_paths
-from core.models import model_names
-from core.records import failed_rows, succeeded
+from core.models import UnknownModelError, model_names
 from core.runner import RunSettings
 from core.runtimes import RuntimeRefusedError, check_runtime
-from core.store import current_user
-from core.weights import WeightsError
-from dashboard import launch, state
+from core.store import StoreError, current_user
+from core.weights import WeightsError, WeightsUnavailableError
+from dashboard import cache, launch, live, state
 from dashboard.text import md
 
 state.init()
@@ -147,6 +147,8 @@ if chosen:
         st.warning(f"Untrained models selected: {UNTRAINED_MARK}. Use them for smoke tests and latency only.")
 
     if st.button("Run", type="primary", disabled=not refs, key="run_go"):
+        st.session_state.pop("run_refused", None)
+        st.session_state.pop("run_weights_problem", None)
         state.add_images(refs)
         planned = launch.plan(settings, refs, device)
         if planned.skipped:
@@ -154,50 +156,31 @@ if chosen:
         if not planned.todo:
             st.success("Everything chosen is already in the session.")
         else:
-            with st.status("Running...", expanded=True) as status:
-                bar = st.progress(0.0, text="starting")
+            try:
+                launch.submit(planned, user=state.reviewer() or current_user())
+            except WeightsUnavailableError as exc:
+                st.session_state["run_weights_problem"] = (list(settings.models), str(exc))
+            except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:
+                st.session_state["run_refused"] = str(exc)
 
-                def on_result(result, done, total):
-                    bar.progress(done / total, text=f"{done}/{total}: {result.model} on {md(result.image_name)}")
-
-                def on_download(model):
-                    dl = st.progress(0.0, text=f"downloading weights for {model}")
-
-                    def update(done, total):
-                        frac = done / total if total else 0.0
-                        dl.progress(min(frac, 1.0), text=f"{model} weights: {done / 1e6:.1f} MB")
-
-                    return update
-
-                def on_export(series, step):
-                    st.write(f"{md(series)}: {md(step)} ...")
-
-                try:
-                    output = launch.execute(
-                        planned,
-                        on_result=on_result,
-                        on_download=on_download,
-                        on_export=on_export,
-                        user=state.reviewer() or current_user(),
-                    )
-                except WeightsError as exc:
-                    status.update(label="Weights unavailable", state="error")
-                    st.error(md(exc))
-                    st.session_state["run_weights_problem"] = [m for m in settings.models]
-                    output = None
-                else:
-                    status.update(label="Done", state="complete", expanded=False)
-            if output is not None:
-                inf = output.inferences
-                failed = failed_rows(inf).drop_duplicates("image_id")
-                st.success(f"{len(succeeded(inf))} inference(s) added to the session (run {output.info.run_id}).")
-                if len(failed):
-                    st.warning(f"{len(failed)} image(s) could not be used:")
-                    st.dataframe(failed[["image_name", "error"]], hide_index=True)
+    refused = st.session_state.get("run_refused")
+    if refused:
+        st.error(f"The run was not started: {md(refused)}")
 
     problem = st.session_state.get("run_weights_problem")
     if problem:
-        st.caption("Default weights cannot be had here. Untrained weights are an explicit choice for latency studies.")
-        st.button(
-            "Use untrained weights for these models", key="run_use_untrained", on_click=use_untrained, args=(problem,)
+        models, message = problem
+        st.error(f"The run was not started: {md(message)}")
+        st.markdown(
+            "Ways out: set **Weights** to `file` and upload that file as the model's checkpoint, or run the models "
+            "with untrained weights (random: for smoke tests and latency only)."
         )
+        st.button(
+            "Use untrained weights for these models", key="run_use_untrained", on_click=use_untrained, args=(models,)
+        )
+
+live.worker_caption()
+shown = st.session_state.get(state.LAST_JOB_KEY) or state.viewed_run()
+if shown and cache.store().has_run(shown) and cache.store().is_job(shown):
+    st.subheader("Job")
+    live.job_panel(shown, key="run_job")

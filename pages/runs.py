@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.store import StoreError
-from dashboard import cache, state, views, widgets
+from dashboard import cache, live, state, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -17,6 +17,22 @@ st.title("Runs")
 store = cache.store()
 st.caption(f"Store: `{store.path}` (set `DETLENS_STORE` to share one folder between the dashboard and the CLI).")
 
+st.subheader("Jobs")
+live.worker_caption()
+jobs = store.jobs(recent=10)
+if not jobs:
+    st.caption("No job yet: runs started on the Run page or with `python -m core submit` are jobs.")
+else:
+    st.dataframe(
+        [{"run_id": j.run_id, "status": j.status, "done": f"{j.done}/{j.total}", "errors": j.errors,
+          "by": j.submitted_by, "submitted_at": j.submitted_at} for j in jobs],
+        hide_index=True,
+    )  # fmt: skip
+    watched = [j.run_id for j in jobs if j.active or j.status == "interrupted"]
+    if watched:
+        live.job_panel(watched[0], key="runs_job")
+
+st.subheader("Stored runs")
 runs = store.list_runs()
 if runs.empty:
     st.info("No stored run yet: runs started on the Run page or with `python -m core detect --store` appear here.")

@@ -46,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TORCH_HOME"] = _torch_home_dir
     # the run store too: never the user's ~/.local/share/detlens (subprocesses such as the e2e server inherit it)
     os.environ["DETLENS_STORE"] = os.path.join(_torch_home_dir, "detlens-store")
+    # jobs: AppTest tests run the submitted jobs in-process (tests.factories.finish_jobs); the e2e server turns it on
+    os.environ["DETLENS_WORKER_AUTOSTART"] = "0"
 
     from streamlit import config as st_config
 

@@ -75,3 +75,14 @@ def seeded(weights: str = "default") -> tuple[pd.DataFrame, pd.DataFrame, dict[s
     ]
     inf_df, det_df = tables(inf, det)
     return inf_df, det_df, {cat.image_id: cat, coffee.image_id: coffee}
+
+
+def finish_jobs(at, *, timeout: float = 600):
+    """What the dashboard's worker does, in this process: run every queued job of the store, then rerun the page (the
+    ended jobs join the session tables). Returns the AppTest."""
+    from core.jobs import run_pending
+    from core.store import Store, default_store_dir
+
+    with Store(default_store_dir()) as store:
+        run_pending(store)
+    return at.run(timeout=timeout)

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import GALLERY_DIR
 from core.images import ImageSource
 from core.runner import RunSettings, run
+from tests.factories import finish_jobs
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -132,7 +133,7 @@ def test_run_page_lists_bad_uploads_with_their_reason_and_keeps_the_good_ones():
     at.radio(key="run_source").set_value("Upload").run()
     files = [("cat.jpg", CAT, "image/jpeg")] + [(n, d, "image/png") for n, d, _ in HOSTILE[:4]]
     at.file_uploader(key="run_upload").set_value(files).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     assert not at.exception
     inf = at.session_state["detlens_inferences"]
     assert len(inf) == 5 and (inf.set_index("image_name").loc["cat.jpg", "error"] == "")
@@ -143,7 +144,7 @@ def test_run_page_lists_bad_uploads_with_their_reason_and_keeps_the_good_ones():
     at.file_uploader(key="run_upload").set_value(
         files + [("coffee.jpg", (GALLERY_DIR / "coffee.jpg").read_bytes(), "image/jpeg")]
     ).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     inf = at.session_state["detlens_inferences"]
     assert (inf["image_name"] == "cat.jpg").sum() == 1 and (inf["image_name"] == "coffee.jpg").sum() == 1
 
@@ -160,7 +161,7 @@ def test_run_page_counts_inferences_when_one_image_fails_on_several_models():
     at.radio(key="run_source").set_value("Upload").run()
     bad_name, bad, _ = HOSTILE[0]
     at.file_uploader(key="run_upload").set_value([("cat.jpg", CAT, "image/jpeg"), (bad_name, bad, "image/jpeg")]).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     assert not at.exception
     inf = at.session_state["detlens_inferences"]
     assert len(inf) == 4 and (inf["error"] != "").sum() == 2

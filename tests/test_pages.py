@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from core.config import UNTRAINED_MARK
 from dashboard.pagelist import PAGES
 from tests import factories
+from tests.factories import finish_jobs
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 TIMEOUT = 120
@@ -75,15 +76,19 @@ def test_run_page_runs_untrained_models_and_rows_appear():
     for model in ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"):
         at.selectbox(key=f"run_weights_{model}").set_value("untrained")
     at.run()
-    at.button(key="run_go").click().run(timeout=600)
+    finish_jobs(at.button(key="run_go").click().run(timeout=600))
     assert not at.exception
     inf = at.session_state["detlens_inferences"]
     assert len(inf) == 4 and set(inf["weights"]) == {"untrained"} and (inf["error"] == "").all()
     assert any("4 inference(s) added" in s.value for s in at.success)
-    # the same images and settings again: nothing is recomputed
+    # the same images and settings again: nothing is recomputed (no second job is even queued)
     at.button(key="run_go").click().run(timeout=600)
-    assert len(at.session_state["detlens_inferences"]) == 4
     assert any("already" in c.value for c in [*at.caption, *at.success])
+    finish_jobs(at)
+    assert len(at.session_state["detlens_inferences"]) == 4
+    from core.store import Store, default_store_dir
+
+    assert len(Store(default_store_dir()).jobs()) == 1
 
 
 def test_run_page_says_why_default_weights_are_missing_and_offers_untrained(monkeypatch, tmp_path):
@@ -93,7 +98,7 @@ def test_run_page_says_why_default_weights_are_missing_and_offers_untrained(monk
     at.multiselect(key="run_models").set_value(["ssdlite320_mobilenet_v3_large"]).run()
     at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
     assert "will be downloaded once" in texts(at)
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     assert any("ssdlite320_mobilenet_v3_large_coco-a79551df.pth" in e.value.replace("\\", "") for e in at.error)
     at.button(key="run_use_untrained").click().run()
     assert at.selectbox(key="run_weights_ssdlite320_mobilenet_v3_large").value == "untrained"
@@ -176,7 +181,7 @@ def _run_with_checkpoint(files: dict[str, tuple[str, bytes, str]]) -> AppTest:
     for key, upload in files.items():
         at.file_uploader(key=f"{key}_{model}").set_value(upload).run()
     at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
-    at.button(key="run_go").click().run(timeout=600)
+    finish_jobs(at.button(key="run_go").click().run(timeout=600))
     assert not at.exception
     return at
 
@@ -235,7 +240,7 @@ def test_run_page_reads_a_server_folder_under_an_allowed_root(monkeypatch, tmp_p
     assert any("outside the folders" in e.value.replace("\\", "") for e in at.error)
     at.text_input(key="run_folder").set_value(str(root / "shots")).run()
     assert any("2 image(s) chosen" in c.value for c in at.caption)
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     assert sorted(at.session_state["detlens_inferences"]["image_name"]) == ["cat.jpg", "coffee.jpg"]
 
 
@@ -245,7 +250,7 @@ def test_run_page_runs_a_camera_snapshot():
     at.radio(key="run_source").set_value("Camera").run()
     shot = (Path(APP).parent.parent / "gallery" / "astronaut.jpg").read_bytes()
     at.camera_input(key="run_camera").set_value(("snapshot.jpg", shot, "image/jpeg")).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     assert not at.exception
     inf = at.session_state["detlens_inferences"]
     assert inf["image_name"].tolist() == ["camera_1.jpg"] and inf["error"].tolist() == [""]

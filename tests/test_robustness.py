@@ -18,6 +18,7 @@ from core import runner
 from core.engine import DetectionResult, Detector, load_detector, run_detector
 from core.images import ImageSource, load_image
 from core.runner import RunSettings
+from tests.factories import finish_jobs
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -299,9 +300,9 @@ def test_the_run_page_passes_the_cpu_retry_setting_to_the_run(monkeypatch):
     at.selectbox(key=f"run_weights_{SMALL}").set_value("untrained").run()
     assert at.checkbox(key="run_oom_cpu_retry").value is True
     at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     at.checkbox(key="run_oom_cpu_retry").uncheck().run()
     at.multiselect(key="run_gallery").set_value(["coffee.jpg"]).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())
     assert not at.exception and seen == [True, False]
     assert len(at.session_state["detlens_inferences"]) == 2

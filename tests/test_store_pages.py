@@ -16,6 +16,7 @@ from core.images import ImageSource
 from core.runner import RunSettings, run
 from core.store import Store, record_into
 from dashboard import views
+from tests.factories import finish_jobs
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 ROOT = Path(APP).parent.parent
@@ -34,7 +35,7 @@ def run_in_ui(images: list[str]) -> AppTest:
     at.multiselect(key="run_models").set_value([SMALL]).run()
     at.selectbox(key=f"run_weights_{SMALL}").set_value("untrained").run()
     at.multiselect(key="run_gallery").set_value(images).run()
-    at.button(key="run_go").click().run()
+    finish_jobs(at.button(key="run_go").click().run())  # the dashboard's worker, in this process
     assert not at.exception
     return at
 

@@ -22,7 +22,7 @@ The `inferences` and `detections` tables have exactly the columns of `core.confi
 
 The parts, one reason to change each: `connection` (folder, connections, transactions), `schema` (tables and
 migrations), `runs` (runs and their records, `record_into`), `images` (image bytes and run images), `reviews`,
-`archive` (export/import zips); `common` holds the error, constants and value helpers they share.
+`archive` (export/import zips), `jobs` (the job queue: submit, claim, heartbeat, cancel, resume); `common` holds the error, constants and value helpers they share.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from core.store.common import (
     default_store_dir,
 )
 from core.store.connection import RunRow
+from core.store.jobs import JobRow, JobsMixin, ModelProgress
 from core.store.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS
 from core.store.runs import record_into
 from core.store.schema import SCHEMA_VERSION
@@ -51,6 +52,8 @@ __all__ = [
     "RUN_LIST_COLUMNS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "JobRow",
+    "ModelProgress",
     "RunRow",
     "Store",
     "StoreError",
@@ -60,10 +63,10 @@ __all__ = [
 ]
 
 
-class Store(ArchiveMixin):
+class Store(ArchiveMixin, JobsMixin):
     """A data folder of runs. Safe to share between threads (one SQLite connection each) and processes.
 
     `Store(path)` creates the folder and the database when missing (`create=False`: a missing store is a
     StoreError instead) and brings its schema up to date. Every method that names a run raises StoreError for an
-    unknown one. Composed of the parts' mixins: runs and records, images, reviews, export/import.
+    unknown one. Composed of the parts' mixins: runs and records, images, reviews, export/import, jobs.
     """

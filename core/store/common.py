@@ -16,7 +16,9 @@ import pandas as pd
 
 from core.config import DEFAULT_STORE_DIR, STORE_ENV
 
-RUN_STATUSES: tuple[str, ...] = ("running", "finished", "failed")
+RUN_STATUSES: tuple[str, ...] = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")  # a job not ended yet
+RESUMABLE_STATUSES: tuple[str, ...] = ("interrupted", "cancelled", "failed")
 REVIEW_COLUMNS: tuple[str, ...] = (
     "run_id", "image_id", "model_a", "model_b", "reviewer", "verdict", "note", "created_at", "identity", "run_b",
 )  # fmt: skip

@@ -92,3 +92,11 @@ class ImagesMixin(StoreBase):
             if image_id not in out and (self.path / rel).is_file():
                 out[image_id] = ImageSource(name, path=self.path / rel, image_id=image_id)
         return out
+
+    def stored_images(self) -> dict[str, ImageSource]:
+        """image_id -> source of every image kept in the store (named as first kept)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT image_id, name, path FROM images ORDER BY rowid").fetchall()
+        return {
+            i: ImageSource(n, path=self.path / rel, image_id=i) for i, n, rel in rows if (self.path / rel).is_file()
+        }

@@ -13,6 +13,7 @@ Adding a schema change: write `_name(conn)` (idempotent where cheap: `IF NOT EXI
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,10 +96,16 @@ _MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRI
 
 @dataclass(frozen=True)
 class Migration:
-    """A named schema change, applied once per store inside a write transaction (no COMMIT of its own)."""
+    """A named schema change, applied once per store inside a write transaction (no COMMIT of its own).
+
+    `rebuilds` marks a migration that rebuilds a parent table (SQLite changes a CHECK only by a table rebuild): it runs
+    with foreign keys off (a DROP would otherwise cascade into the child rows), then `PRAGMA foreign_key_check` must
+    find nothing before the transaction commits (SQLite's documented 12-step procedure).
+    """
 
     name: str
     apply: Callable[[sqlite3.Connection], None]
+    rebuilds: bool = False
 
 
 def _unique_records(conn: sqlite3.Connection) -> None:
@@ -167,11 +174,56 @@ def _records_runtime(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE inferences ADD COLUMN runtime TEXT NOT NULL DEFAULT '{RUNTIME_EAGER}'")
 
 
+JOB_STATUSES_SQL = "'queued', 'running', 'finished', 'failed', 'cancelled', 'interrupted'"
+_OLD_STATUS_CHECK = re.compile(r"CHECK\s*\(\s*status\s+IN\s*\([^)]*\)\s*\)", re.IGNORECASE)
+_JOBS_TABLE = """CREATE TABLE IF NOT EXISTS jobs (
+        run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        submitted_by TEXT NOT NULL DEFAULT '',
+        submitted_at TEXT NOT NULL,
+        worker TEXT NOT NULL DEFAULT '',
+        started_at REAL,
+        heartbeat_at REAL,
+        done_at_start INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT ''
+    )"""
+_WORKERS_TABLE = """CREATE TABLE IF NOT EXISTS workers (
+        worker_id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        job TEXT NOT NULL DEFAULT ''
+    )"""
+
+
+def _jobs(conn: sqlite3.Connection) -> None:
+    """Runs become jobs: the runs table's status CHECK allows queued, cancelled and interrupted (a table rebuild,
+    every row and column kept), and the `jobs` table (spec, submitter, order, heartbeat, cancel flag) and `workers`
+    table (who is alive) are added. Runs made before keep their status; none of them is a job."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+    rebuilt, n = _OLD_STATUS_CHECK.subn(f"CHECK (status IN ({JOB_STATUSES_SQL}))", sql)
+    if n != 1:
+        raise StoreError(f"the runs table has no status CHECK this migration knows: {sql}")
+    conn.execute("DROP TABLE IF EXISTS runs_rebuild")
+    conn.execute(re.sub(r"^CREATE TABLE (IF NOT EXISTS )?\"?runs\"?", "CREATE TABLE runs_rebuild", rebuilt.strip()))
+    columns = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(runs)"))  # every column, added ones too
+    conn.execute(f"INSERT INTO runs_rebuild ({columns}) SELECT {columns} FROM runs")
+    conn.execute("DROP TABLE runs")
+    conn.execute("ALTER TABLE runs_rebuild RENAME TO runs")
+    conn.execute(_JOBS_TABLE)
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq)")
+    conn.execute(_WORKERS_TABLE)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("unique_records", _unique_records),
     Migration("reviews_pairs", _reviews_pairs),
     Migration("reviews_cross_run", _reviews_cross_run),
     Migration("records_runtime", _records_runtime),
+    Migration("jobs", _jobs, rebuilds=True),
 )
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 
@@ -206,14 +258,22 @@ def open_schema(store: StoreBase) -> None:
     for migration in MIGRATIONS:
         if migration.name in _applied(conn):
             continue
-        with store._write() as w:
-            if migration.name in _applied(w):  # another process applied it meanwhile
-                continue
-            w.execute(_MIGRATIONS_TABLE)
-            migration.apply(w)
-            w.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (migration.name, now_iso()))
-            (count,) = w.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
-            w.execute(f"PRAGMA user_version = {BASE_VERSION + count}")
+        if migration.rebuilds:
+            conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: set before BEGIN
+        try:
+            with store._write() as w:
+                if migration.name in _applied(w):  # another process applied it meanwhile
+                    continue
+                w.execute(_MIGRATIONS_TABLE)
+                migration.apply(w)
+                if migration.rebuilds and w.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise StoreError(f"migration {migration.name} of {store.path} broke a foreign key: not applied")
+                w.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (migration.name, now_iso()))
+                (count,) = w.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
+                w.execute(f"PRAGMA user_version = {BASE_VERSION + count}")
+        finally:
+            if migration.rebuilds:
+                conn.execute("PRAGMA foreign_keys = ON")
     for table, columns in _EXPECTED_COLUMNS.items():
         found = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
         if found != columns:

@@ -120,7 +120,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
+def server_store(torch_home: Path) -> Path:
+    """The run store folder of the e2e server (tests read the jobs and records it writes)."""
+    return torch_home / "e2e-store"
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(artifacts_dir: Path, torch_home: Path, server_store: Path) -> Iterator[str]:
     """Start ``streamlit run`` on a free local port; yield its base URL; stop it and keep its log."""
     app = Path(os.environ.get("DETLENS_E2E_APP") or "dashboard/app.py")
     app_path = app if app.is_absolute() else REPO_ROOT / app
@@ -139,6 +145,13 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
         "--client.showErrorDetails", "full",  # config.toml says "type"; a failing test should say what went wrong
     ]  # fmt: skip
     env = {**os.environ, "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
+    # the dashboard starts its worker, as in production; it gives up quickly when idle and is stopped at the end
+    env |= {
+        "DETLENS_STORE": str(server_store),
+        "DETLENS_WORKER_AUTOSTART": "1",
+        "DETLENS_WORKER_IDLE_EXIT_S": "60",
+        "DETLENS_JOB_STALE_S": "6",
+    }
     log_path = artifacts_dir / "streamlit.log"
     with log_path.open("w", encoding="utf-8") as log:
         log.write(f"$ {' '.join(cmd)}\n")
@@ -164,6 +177,9 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path) -> Iterator[str]:
             yield base_url
         finally:
             _stop(proc)
+            from core.jobs import stop_started_workers
+
+            stop_started_workers(server_store)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,356 @@
+"""Jobs: runs that outlive the page. Submit (checked up front), the worker loop, and the detached worker start.
+
+`submit` checks everything a run needs before anything is stored (models, device and precision, weights: see
+`check_settings`), keeps the images in the store by content id and queues one job (`core.store.jobs`). A worker
+process (`python -m core worker`, or `serve`) claims jobs one at a time and runs each through `core.runner`, into
+the job's own run: same records, same timing rules, each (image, model) committed as it finishes. A background thread
+beats the heartbeat; a cancel is seen before the next image; SIGTERM stops after the image in flight and leaves the
+job `interrupted` (resumable). The dashboard never runs a model for a run: it submits, and `ensure_worker` starts one
+detached worker for its store when none is alive.
+
+One worker per store and host: a worker holds an exclusive lock file (`worker-<host>.lock` in the store folder) for
+its life, so two workers on one machine never time their model calls against each other; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from core import runner
+from core.config import (
+    JOB_HEARTBEAT_S,
+    JOB_STALE_AFTER_S,
+    REPO_ROOT,
+    WORKER_AUTOSTART_ENV,
+    WORKER_IDLE_EXIT_ENV,
+    WORKER_IDLE_EXIT_S,
+    WORKER_POLL_S,
+)
+from core.images import ImageSource
+from core.runner import PlannedRun, RunSettings
+from core.store import JobRow, Store, StoreError
+from core.store.jobs import worker_name
+
+SPEC_VERSION = 1
+STARTED_PIDS = "worker.pids"  # the store folder's list of workers the dashboard started
+_START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) before it beats: do not start another
+
+
+# --- submit ---------------------------------------------------------------------------------------------------------
+
+
+def check_settings(settings: RunSettings, class_names: dict[str, Sequence[str]] | None = None) -> str:
+    """Raise now (UnknownModelError, DeviceError, RuntimeRefusedError, WeightsError) for settings a worker could not
+    run; returns the resolved device. Nothing is loaded onto a device and nothing is stored."""
+    from core.config import RUNTIME_EAGER
+    from core.devices import check_precision, resolve_device
+    from core.models import get_model
+    from core.runtimes import check_runtime
+    from core.weights import check_weights
+
+    specs = [get_model(m) for m in settings.models]
+    device = resolve_device(settings.device)
+    check_precision(settings.precision, device)
+    for series in settings.series():
+        if series.runtime != RUNTIME_EAGER:
+            check_runtime(series.runtime, series.precision, device)
+    for spec in specs:
+        check_weights(spec, settings.weights_for(spec.name), class_names=(class_names or {}).get(spec.name))
+    return str(device)
+
+
+def submit(
+    store: Store,
+    settings: RunSettings,
+    sources: Sequence[ImageSource],
+    *,
+    todo: dict[str, Sequence[ImageSource]] | None = None,
+    user: str = "",
+    class_names: dict[str, Sequence[str]] | None = None,
+    check: bool = True,
+) -> str:
+    """Queue a run of `sources` x `settings.models` (or only the pairs of `todo`: model -> sources) and return its
+    run id at once. Unusable settings raise before anything is stored; the images' bytes are kept in the store."""
+    if check:
+        check_settings(settings, class_names)
+    if not sources:
+        raise StoreError("no images to run")
+    images: list[dict[str, str]] = []
+    index: dict[int, int] = {}
+    for i, source in enumerate(sources):
+        image_id = store.put_image(source)
+        entry = {"image_id": image_id, "name": source.name}
+        if not image_id:  # empty or over the size limit: the worker records why, as `detect` would
+            entry["path"] = str(source.path) if source.path is not None else ""
+        index[id(source)] = i
+        images.append(entry)
+    pairs = todo if todo is not None else {m: sources for m in settings.models}
+    spec = {
+        "version": SPEC_VERSION,
+        "settings": dataclasses.asdict(settings),
+        "images": images,
+        "todo": {m: [index[id(s)] for s in srcs] for m, srcs in pairs.items() if srcs},
+        "class_names": {m: list(v) for m, v in (class_names or {}).items()},
+    }
+    models = [m for m in settings.models if any(x.model == m and x.name in spec["todo"] for x in settings.series())]
+    return store.submit_job(spec, settings=settings.record(user=user, models=models), user=user)
+
+
+# --- running one job ------------------------------------------------------------------------------------------------
+
+
+def job_sources(store: Store, run_id: str, spec: dict) -> list[ImageSource]:
+    """The spec's images, read back from the store by content id (named as submitted)."""
+    kept = store.run_images(run_id)
+    out = []
+    for entry in spec.get("images", []):
+        image_id, name = str(entry.get("image_id", "")), str(entry.get("name", ""))
+        if image_id in kept:
+            out.append(ImageSource(name, path=kept[image_id].path, image_id=image_id))
+        elif entry.get("path"):
+            out.append(ImageSource(name, path=Path(entry["path"])))
+        else:
+            out.append(ImageSource(name, data=b""))
+    return out
+
+
+def plan_job(store: Store, job: JobRow) -> PlannedRun:
+    """The job's (image, model) pairs that have no record in its run yet (all of them on a first claim)."""
+    spec = job.spec
+    settings = RunSettings(**spec["settings"])
+    sources = job_sources(store, job.run_id, spec)
+    done = store.done_pairs(job.run_id)
+    planned = PlannedRun(settings)
+    for model, indices in spec.get("todo", {}).items():
+        todo = [sources[i] for i in indices if (sources[i].image_id, model) not in done]
+        planned.skipped += len(indices) - len(todo)
+        if todo:
+            planned.todo[model] = todo
+    return planned
+
+
+def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None) -> str:
+    """Run a claimed job into its run and end it; returns its final status. `stop` (a worker shutting down) ends it
+    after the image in flight as `interrupted`; a cancel as `cancelled`; an error escaping the runner as `failed`."""
+    run_id = job.run_id
+    planned = plan_job(store, job)
+    if not planned.todo:
+        store.end_job(run_id, "finished")
+        return "finished"
+
+    def should_stop() -> bool:
+        return bool(stop and stop()) or store.cancel_requested(run_id)
+
+    try:
+        output = runner.execute(
+            planned,
+            store=store,
+            run_id=run_id,
+            existing=True,
+            user=job.submitted_by,
+            should_stop=should_stop,
+            class_names=job.spec.get("class_names") or None,
+        )
+    except Exception as exc:  # the runner marked the run failed; keep why with the job
+        store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
+        return "failed"
+    if not output.stopped:
+        return "finished"
+    if store.cancel_requested(run_id):
+        store.end_job(run_id, "cancelled", info=output.info)
+        return "cancelled"
+    store.interrupt_job(run_id, "the worker was stopped: resume it")
+    return "interrupted"
+
+
+def run_pending(store: Store, *, limit: int | None = None) -> list[str]:
+    """Run queued jobs in this process, in submission order, until none is left (tests, benchmarks); returns their
+    run ids. No heartbeat thread: use `serve` for long runs."""
+    ran: list[str] = []
+    while limit is None or len(ran) < limit:
+        job = store.claim_job(worker_name())
+        if job is None:
+            break
+        run_job(store, job)
+        ran.append(job.run_id)
+    return ran
+
+
+# --- the worker process ---------------------------------------------------------------------------------------------
+
+
+class _Heart(threading.Thread):
+    """Beats the worker's heartbeat (and its current job's) every JOB_HEARTBEAT_S, from its own thread, so a long
+    model load or a slow image never looks like a dead worker."""
+
+    def __init__(self, store: Store, worker: str) -> None:
+        super().__init__(name="detlens-heartbeat", daemon=True)
+        self.store, self.worker, self.job = store, worker, ""
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(JOB_HEARTBEAT_S):
+            with contextlib.suppress(StoreError, OSError, Exception):
+                self.store.beat(self.job or None, self.worker)
+
+
+def _host_lock(store: Store):  # noqa: ANN202 (an open file, or None)
+    """The store's worker lock for this host, held while the file stays open; None when another worker has it."""
+    import fcntl
+
+    path = store.path / f"worker-{socket.gethostname()}.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held for the worker's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def tune_process(threads: int | None = None, nice: int = 0) -> int:
+    """Lower this process's priority by `nice` and set torch's threads (default: DETLENS_THREADS, else the physical
+    cores); returns the threads."""
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    if threads:
+        os.environ["DETLENS_THREADS"] = str(threads)
+    from core.devices import configure_threads
+
+    return configure_threads(threads)
+
+
+def serve(
+    store: Store,
+    *,
+    idle_exit: float = WORKER_IDLE_EXIT_S,
+    poll: float = WORKER_POLL_S,
+    log: Callable[[str], None] = print,
+) -> int:
+    """The worker loop: mark stale jobs interrupted, claim the oldest queued job, run it, repeat; exit after
+    `idle_exit` seconds with nothing to do (0: as soon as the queue is empty). Returns the number of jobs run."""
+    lock = _host_lock(store)
+    if lock is None:
+        log(f"a worker already serves {store.path} on this host: exiting")
+        return 0
+    worker = worker_name()
+    stopping = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    store.register_worker(worker)
+    heart = _Heart(store, worker)
+    heart.start()
+    ran = 0
+    idle_since = time.monotonic()
+    log(f"worker {worker} serving {store.path} (idle exit after {idle_exit:g} s)")
+    try:
+        while not stopping.is_set():
+            for run_id in store.reap_stale():
+                log(f"job {run_id}: interrupted (stale heartbeat)")
+            job = store.claim_job(worker)
+            if job is None:
+                if time.monotonic() - idle_since >= idle_exit:
+                    break
+                stopping.wait(poll)
+                continue
+            heart.job = job.run_id
+            log(f"job {job.run_id}: running {job.total - job.done} pair(s)")
+            status = run_job(store, job, stop=stopping.is_set)
+            log(f"job {job.run_id}: {status}")
+            heart.job = ""
+            ran += 1
+            idle_since = time.monotonic()
+    finally:
+        heart.halt.set()
+        with contextlib.suppress(StoreError, OSError):
+            store.unregister_worker(worker)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+        lock.close()
+    return ran
+
+
+# --- the dashboard's worker -----------------------------------------------------------------------------------------
+
+
+def autostart_enabled() -> bool:
+    return os.environ.get(WORKER_AUTOSTART_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def worker_alive(store: Store) -> bool:
+    return bool(store.live_workers())
+
+
+def ensure_worker(store: Store, *, threads: int | None = None, nice: int | None = None) -> str:
+    """Start one detached worker for `store` unless one is alive (or was started moments ago); returns "alive",
+    "started", "starting" or "off" (autostart disabled). The worker outlives this process: it is in a new session,
+    its output goes to `worker.log` in the store folder, and it exits by itself when idle."""
+    from core.config import WORKER_NICE
+    from core.devices import physical_cores
+
+    if worker_alive(store):
+        return "alive"
+    if not autostart_enabled():
+        return "off"
+    marker = store.path / "worker.starting"  # the pid of the worker started last, while it imports and registers
+    with contextlib.suppress(OSError, ValueError):
+        if time.time() - marker.stat().st_mtime < _START_GRACE_S and _running(int(marker.read_text())):
+            return "starting"
+    threads = threads or max(1, physical_cores() - 1)  # leave a core to the server that submitted
+    command = [
+        sys.executable, "-m", "core", "worker", "--store", str(store.path),
+        "--threads", str(threads), "--nice", str(WORKER_NICE if nice is None else nice),
+        "--idle-exit", os.environ.get(WORKER_IDLE_EXIT_ENV, "") or f"{WORKER_IDLE_EXIT_S:g}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(store.path / "worker.log", "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    marker.write_text(str(proc.pid), encoding="utf-8")
+    with open(store.path / STARTED_PIDS, "a", encoding="utf-8") as pids:  # who to stop when tests end
+        pids.write(f"{proc.pid}\n")
+    return "started"
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a worker that exited but its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_started_workers(store_path: Path, sig: int = signal.SIGTERM) -> list[int]:
+    """Signal the workers `ensure_worker` started for this store that are still running (test clean-up)."""
+    stopped = []
+    with contextlib.suppress(OSError):
+        for line in (Path(store_path) / STARTED_PIDS).read_text(encoding="utf-8").split():
+            pid = int(line)
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"core\x00worker" in cmdline and _running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                    stopped.append(pid)
+    return stopped
+
+
+def is_stale(job: JobRow, now: float | None = None) -> bool:
+    """A running job whose heartbeat is older than JOB_STALE_AFTER_S (about to be marked interrupted)."""
+    return job.status == "running" and (now or time.time()) - (job.heartbeat_at or 0) > JOB_STALE_AFTER_S
