@@ -16,32 +16,16 @@ from core.config import (
     WEIGHTS_UNTRAINED,
 )
 from core.devices import DeviceError, check_precision, resolve_device
-from core.images import ImageSource, gallery_paths
 from core.models import UnknownModelError, model_names
 from core.runner import RunSettings
 from core.runtimes import RuntimeRefusedError, check_runtime
 from core.store import StoreError, current_user
 from core.weights import WeightsError, WeightsUnavailableError
-from dashboard import cache, launch, live, state
+from dashboard import cache, launch, live, run_widgets, state
 from dashboard.text import md
 
 state.init()
 st.title("Run detectors")
-
-
-WEIGHTS_FILE = "file"
-
-
-def weights_file_ui(col, model: str) -> str:
-    """Uploader for one model's checkpoint (and optional class names); returns its saved path, or "" until uploaded."""
-    ckpt = col.file_uploader(f"Checkpoint for {model}", type=["pth", "pt", "safetensors"], key=f"run_ckpt_{model}")
-    names = col.file_uploader(
-        "Class names (JSON, optional)", type=["json"], key=f"run_names_{model}",
-        help='A list of names in label-id order, {"categories": [...]}, or COCO-style [{"id": 1, "name": ...}].',
-    )  # fmt: skip
-    if ckpt is None:
-        return ""
-    return str(launch.save_checkpoint(ckpt.name, ckpt.getvalue(), names.getvalue() if names else None))
 
 
 def settings_ui() -> tuple[RunSettings, str] | None:
@@ -54,11 +38,11 @@ def settings_ui() -> tuple[RunSettings, str] | None:
         for i, m in enumerate(models):
             col = cols[i % len(cols)]
             choice = col.selectbox(
-                f"Weights: {m}", [WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED, WEIGHTS_FILE], key=f"run_weights_{m}",
+                f"Weights: {m}", [WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED, run_widgets.WEIGHTS_FILE], key=f"run_weights_{m}",
                 help="default: torchvision's COCO weights (downloaded once). untrained: random, for latency only. "
                 "file: your checkpoint (.pth state dict or .safetensors), with its class names for a fine-tuned one.",
             )  # fmt: skip
-            weights[m] = weights_file_ui(col, m) if choice == WEIGHTS_FILE else choice
+            weights[m] = run_widgets.weights_file_ui(col, m) if choice == run_widgets.WEIGHTS_FILE else choice
             runtimes[m] = col.multiselect(
                 f"Runtimes: {m}", RUNTIME_TOKENS, default=[RUNTIME_EAGER], key=f"run_runtimes_{m}",
                 help="Each runtime is its own series, compared with eager (same weights) in Compare. ONNX Runtime and "
@@ -99,42 +83,8 @@ def settings_ui() -> tuple[RunSettings, str] | None:
     return settings, str(device)
 
 
-def images_ui() -> list[ImageSource]:
-    """Image source widgets; returns the chosen images."""
-    source = st.radio(
-        "Images", ["Bundled gallery", "Upload", "Server folder", "Camera"], horizontal=True, key="run_source"
-    )
-    if source == "Bundled gallery":
-        names = [p.name for p in gallery_paths()]
-        chosen = st.multiselect("Gallery photos", names, default=names, key="run_gallery")
-        return launch.refs_from_paths([p for p in gallery_paths() if p.name in chosen])
-    if source == "Upload":
-        files = st.file_uploader("Images", accept_multiple_files=True, key="run_upload")
-        return launch.refs_from_uploads([(f.name, f.getvalue()) for f in files or []])
-    if source == "Server folder":
-        roots = launch.folder_roots()
-        st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in roots))
-        text = st.text_input("Folder on the server", key="run_folder")
-        if not text:
-            return []
-        try:
-            return launch.refs_from_paths([launch.resolve_folder(text, roots)])
-        except launch.FolderNotAllowedError as exc:
-            st.error(md(exc))
-            return []
-    shot = st.camera_input("Snapshot", key="run_camera")
-    return launch.refs_from_uploads([(f"camera_{len(state.images()) + 1}.jpg", shot.getvalue())]) if shot else []
-
-
-def use_untrained(models: list[str]) -> None:
-    """Switch the given models to untrained weights (a callback: widget state may change only before drawing)."""
-    for m in models:
-        st.session_state[f"run_weights_{m}"] = WEIGHTS_UNTRAINED
-    st.session_state.pop("run_weights_problem", None)
-
-
 chosen = settings_ui()
-refs = images_ui()
+refs = run_widgets.images_ui()
 st.caption(f"{len(refs)} image(s) chosen.")
 
 if chosen:
@@ -176,7 +126,10 @@ if chosen:
             "with untrained weights (random: for smoke tests and latency only)."
         )
         st.button(
-            "Use untrained weights for these models", key="run_use_untrained", on_click=use_untrained, args=(models,)
+            "Use untrained weights for these models",
+            key="run_use_untrained",
+            on_click=run_widgets.use_untrained,
+            args=(models,),
         )
 
 live.worker_caption()
