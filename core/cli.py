@@ -92,21 +92,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
         return cli_detect(args)
     from core.images import gallery_paths, sources_from_paths
     from core.records import write_run
-    from core.runner import RunSettings, run
+    from core.runner import run
     from core.store import current_user
 
-    models = parse_model_list(args.models)
     paths = [Path(p) for p in args.paths] if args.paths else gallery_paths()
-    settings = RunSettings(
-        models=models,
-        default_weights=args.weights,
-        device=args.device,
-        precision=args.precision,
-        threshold=args.threshold,
-        warmup=args.warmup,
-        batch_size=args.batch_size,
-        default_runtimes=[v.token for v in parse_variants(args.runtime)],
-    )
+    settings = _settings_from(args)
     n_series = len(settings.series())
     images = sources_from_paths(paths)
     if not images:
@@ -212,6 +202,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _settings_from(args: argparse.Namespace):
+    """The RunSettings that `detect`'s and `submit`'s options ask for (the Ray path's too)."""
     from core.runner import RunSettings
 
     return RunSettings(

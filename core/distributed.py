@@ -526,8 +526,8 @@ def _environment(opts: RayOptions, settings: RunSettings) -> dict[str, object]:
 def cli_detect(args) -> int:
     """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
     and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
-    from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar
-    from core.config import UNTRAINED_MARK
+    from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar, _settings_from
+    from core.config import RUNTIME_EAGER, UNTRAINED_MARK
     from core.images import gallery_paths
     from core.models import parse_model_list
     from core.store import current_user
@@ -542,15 +542,10 @@ def cli_detect(args) -> int:
     if args.workers < 1 or args.gpus_per_worker < 0:
         print("error: --workers must be >= 1 and --gpus-per-worker >= 0", file=sys.stderr)
         return EXIT_USAGE
-    settings = RunSettings(
-        models=models,
-        default_weights=args.weights,
-        device=args.device,
-        precision=args.precision,
-        threshold=args.threshold,
-        warmup=args.warmup,
-        batch_size=args.batch_size,
-    )
+    settings = _settings_from(args)
+    if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
+        print("error: the Ray path runs the eager runtime only (drop --runtime)", file=sys.stderr)
+        return EXIT_USAGE
     opts = RayOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
     store = _open_store(args.store)
     bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
