@@ -45,7 +45,7 @@ from core.config import (
 )
 from core.images import LoadedImage, expand_paths, load_image
 from core.records import RunInfo, coerce_detections, coerce_inferences, new_run_id, now_iso
-from core.runner import RunSettings
+from core.runner import RunSettings, stored_run
 from core.text import exception_line
 
 # Ray must not phone home (usage stats) from the driver or from the processes it starts.
@@ -388,46 +388,54 @@ def run_ray(
     created_at = now_iso()
     started = connect(opts.address)
     _quiet_ray_data()
-    store.start_run(RunInfo(run_id, created_at, settings=_settings(settings, opts, user=user)), user=user)
     parts_dir = Path(out_dir) / run_id if out_dir is not None else None
     seen: set[tuple[str, str]] = set()
     kept_images: set[str] = set()
     frames: list[tuple[pd.DataFrame, pd.DataFrame]] = []
     total = len(paths) * len(settings.models)
     t0 = time.perf_counter()
+    opening = RunInfo(run_id, created_at, settings=_settings(settings, opts, user=user))
     try:
-        for model in settings.models:
-            ds = detect_dataset(paths, model, settings, opts, run_id=run_id, created_at=created_at, worker=worker)
-            for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                inf, det = _new_rows(split_records(table), seen)
-                if inf.empty:
-                    continue
-                store.add_records(run_id, inf, det)
-                _keep_images(store, run_id, table, kept_images)
-                if parts_dir is not None:
-                    _write_part(parts_dir, len(frames), inf, det)
-                frames.append((inf, det))
-                if on_progress:
-                    on_progress(len(seen), total)
-        wall_s = time.perf_counter() - t0
-        environment = _environment(opts, settings)
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
+        with stored_run(store, opening, user=user) as opened:  # finished with opened.info, or failed
+            for model in settings.models:
+                ds = detect_dataset(paths, model, settings, opts, run_id=run_id, created_at=created_at, worker=worker)
+                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    inf, det = _new_rows(split_records(table), seen)
+                    if inf.empty:
+                        continue
+                    store.add_records(run_id, inf, det)
+                    _keep_images(store, run_id, table, kept_images)
+                    if parts_dir is not None:
+                        _write_part(parts_dir, len(frames), inf, det)
+                    frames.append((inf, det))
+                    if on_progress:
+                        on_progress(len(seen), total)
+            wall_s = time.perf_counter() - t0
+            inferences, detections = _joined(frames)
+            opened.info = _final_info(
+                opening, inferences, settings, opts, user=user, wall_s=wall_s, n_images=len(paths)
+            )
     finally:
         if started:
             ray.shutdown()
-    inferences = (
-        pd.concat([f[0] for f in frames])
-        if frames
-        else coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))
-    )
-    detections = (
-        pd.concat([f[1] for f in frames])
-        if frames
-        else coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS)))
-    )
-    n_images = len(paths)
+    info = opened.info
+    n_errors = int((inferences["error"] != "").sum())
+    return RayRunOutput(info, len(inferences), n_errors, wall_s, parts_dir, inferences.reset_index(drop=True),
+                        detections.reset_index(drop=True))  # fmt: skip
+
+
+def _joined(frames: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's kept rows, in arrival order (typed empty tables when nothing came back)."""
+    if not frames:
+        return (coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS))),
+                coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS))))  # fmt: skip
+    return pd.concat([f[0] for f in frames]), pd.concat([f[1] for f in frames])
+
+
+def _final_info(opening: RunInfo, inferences: pd.DataFrame, settings: RunSettings, opts: RayOptions, *, user: str,
+                wall_s: float, n_images: int) -> RunInfo:  # fmt: skip
+    """The run's settings and environment once it ran: the actors' devices, weights, wall time and images per second."""
+    environment = _environment(opts, settings)
     environment["ray"].update(
         wall_s=round(wall_s, 3), images_per_s=round(n_images * len(settings.models) / wall_s, 3) if wall_s else None
     )
@@ -435,16 +443,8 @@ def run_ray(
     devices = sorted(set(inferences["device"].dropna()))
     environment["device"] = ",".join(devices) or environment["device"]
     weights = {m: w for m, w in zip(inferences["model"], inferences["weights"], strict=True)}
-    info = RunInfo(
-        run_id,
-        created_at,
-        settings=_settings(settings, opts, user=user, device=",".join(devices) or None, weights=weights or None),
-        environment=environment,
-    )
-    store.finish_run(run_id, "finished", info=info)
-    n_errors = int((inferences["error"] != "").sum())
-    return RayRunOutput(info, len(inferences), n_errors, wall_s, parts_dir, inferences.reset_index(drop=True),
-                        detections.reset_index(drop=True))  # fmt: skip
+    settings_record = _settings(settings, opts, user=user, device=",".join(devices) or None, weights=weights or None)
+    return RunInfo(opening.run_id, opening.created_at, settings=settings_record, environment=environment)
 
 
 def _new_rows(

@@ -7,8 +7,9 @@ the Ray path. Nothing here knows about Streamlit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -249,23 +250,6 @@ def execute(
     }
     recorder: ResultFn | None = None
     store_problem = ""
-    if store is not None and planned.total:
-        try:
-            if existing:
-                store.reopen_run(info)  # type: ignore[attr-defined]
-            else:
-                store.start_run(info, user=user)  # type: ignore[attr-defined]
-        except (StoreError, OSError) as exc:
-            if store_required:
-                raise
-            store, store_problem = None, str(exc)
-        else:
-            recorder = record_into(store, run_id, settings.threshold, created_at=created_at, sources=planned.sources)  # type: ignore[arg-type]
-    elif store is not None:
-        store = None  # nothing to run: nothing (empty) is stored
-    if on_started is not None:
-        on_started(info)
-
     total = planned.total
     results: list[DetectionResult] = []
     stop = _Stop(should_stop)
@@ -277,7 +261,21 @@ def execute(
         if on_result:
             on_result(result, len(results), total)
 
-    try:
+    with contextlib.ExitStack() as stack:  # the stored run (if any) finishes or fails with this block
+        handle = OpenRun(info)
+        if store is not None and total:  # nothing to run: nothing (empty) is stored
+            try:
+                handle = stack.enter_context(stored_run(store, info, user=user, existing=existing))
+            except (StoreError, OSError) as exc:
+                if store_required:
+                    raise
+                store_problem = str(exc)
+            else:
+                recorder = record_into(
+                    store, run_id, settings.threshold, created_at=created_at, sources=planned.sources
+                )  # type: ignore[arg-type]
+        if on_started is not None:
+            on_started(info)
         for name, s in series.items():
             if stop():
                 break
@@ -299,13 +297,8 @@ def execute(
                 on_result=done,
                 fallback=fallback,
             )
-    except BaseException:
-        if store is not None:
-            store.finish_run(run_id, "failed")  # type: ignore[attr-defined]
-        raise
-    info.environment["images"] = {r.image_id: r.image_name for r in results if r.image_id}
-    if store is not None and not stop.stopped:
-        store.finish_run(run_id, "finished", info=info)  # type: ignore[attr-defined]
+        info.environment["images"] = {r.image_id: r.image_name for r in results if r.image_id}
+        handle.stopped = stop.stopped
     return RunOutput(
         info=info,
         results=results,
@@ -315,6 +308,34 @@ def execute(
         store_problem=store_problem,
         stopped=stop.stopped,
     )
+
+
+@dataclass
+class OpenRun:
+    """A run open in the store (see `stored_run`): `info` is what it is finished with; `stopped` leaves it open."""
+
+    info: RunInfo
+    stopped: bool = False
+
+
+@contextlib.contextmanager
+def stored_run(store: object, info: RunInfo, *, user: str = "", existing: bool = False) -> Iterator[OpenRun]:
+    """A run's life in the store, for every path that runs one (this module's `execute`, the Ray path): opened on
+    entry (`existing`: a claimed or resumed job's run, joined with `info`'s settings); on exit `finished` with
+    `handle.info` as it is then, left as it is when `handle.stopped` (the caller decides what a stop means), or
+    `failed` when an exception escapes (re-raised)."""
+    if existing:
+        store.reopen_run(info)  # type: ignore[attr-defined]
+    else:
+        store.start_run(info, user=user)  # type: ignore[attr-defined]
+    handle = OpenRun(info)
+    try:
+        yield handle
+    except BaseException:
+        store.finish_run(info.run_id, "failed")  # type: ignore[attr-defined]
+        raise
+    if not handle.stopped:
+        store.finish_run(info.run_id, "finished", info=handle.info)  # type: ignore[attr-defined]
 
 
 class _Stop:
