@@ -61,6 +61,11 @@ def score_histograms(
                 hovertemplate="score %{x}<br>%{y} boxes<extra>" + model + "</extra>",
             )
         )
+    return _score_layout(fig, threshold, untrained)
+
+
+def _score_layout(fig: go.Figure, threshold: float, untrained: bool) -> go.Figure:
+    """The score distribution's frame, whether its bars came from raw scores or a pre-binned histogram."""
     _threshold_line(fig, threshold)
     fig.update_layout(barmode="overlay", title={"text": "Score distribution"}, xaxis_title="score", yaxis_title="boxes")
     fig.update_xaxes(range=[0, 1])
@@ -85,10 +90,7 @@ def _score_bars(binned: pd.DataFrame, threshold: float, untrained: bool) -> go.F
                 hovertemplate="score %{x:.2f}<br>%{y} boxes<extra>" + model + "</extra>",
             )
         )
-    _threshold_line(fig, threshold)
-    fig.update_layout(barmode="overlay", title={"text": "Score distribution"}, xaxis_title="score", yaxis_title="boxes")
-    fig.update_xaxes(range=[0, 1])
-    return mark_untrained(fig, untrained)
+    return _score_layout(fig, threshold, untrained)
 
 
 def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
