@@ -205,6 +205,24 @@ def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatch):
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_opening_a_fresh_store_waits_for_another_connections_lock_before_switching_to_wal(tmp_path):
+    # SQLite answers "database is locked" at once (no busy handler) when WAL mode is set while another connection
+    # holds a lock: the store must wait for it like any other writer, not call the store broken.
+    path = tmp_path / "fresh"
+    path.mkdir()
+    holder = sqlite3.connect(path / STORE_DB_NAME, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_writer (x)")
+    timer = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    timer.start()
+    try:
+        with Store(path) as store:
+            assert store._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        timer.join()
+        holder.close()
+
+
 @pytest.mark.slow
 def test_threads_and_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path):
     path = tmp_path / "fresh"

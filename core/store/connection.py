@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,22 @@ class RunRow:
 
     def info(self) -> RunInfo:
         return RunInfo(self.run_id, self.created_at, _loads(self.settings), _loads(self.environment))
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (it stays so: later connections find it set). Switching takes an exclusive
+    lock and SQLite answers "database is locked" at once, without its busy handler, while another connection of a
+    fresh store holds a lock, so retry until the busy timeout."""
+    deadline = time.monotonic() + STORE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class StoreBase:
@@ -67,7 +84,7 @@ class StoreBase:
             conn = sqlite3.connect(self.db_path, timeout=STORE_BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(STORE_BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.db_path} is not a DetLens run store: {exc}") from exc
