@@ -12,8 +12,9 @@ is timed too, for reference.
 prints one row per model x runtime x precision on the bundled gallery (each photo at its own size, the model's own
 resize): p50/p95 model-call ms per image over `--rounds` passes, export time (0 when the artifact was cached),
 artifact size, and agreement with eager (share of images with match F1 >= 0.99 at `--threshold`, mean IoU, largest
-score difference, and how many eager boxes took part: with untrained weights there may be none). Combinations a
-runtime or this CPU cannot run are listed with the reason.
+score difference, and how many eager boxes took part: with untrained weights there may be none), and COCO AP
+against the gallery's hand-drawn ground truth with its difference to eager (ΔAP). Combinations a runtime or this CPU
+cannot run are listed with the reason.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from core.config import DEFAULT_THRESHOLD, HEADLINE_MODELS, REPO_ROOT
+from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, HEADLINE_MODELS, REPO_ROOT
 from core.devices import device_name
 from core.engine import load_detector
 from core.images import gallery_paths, sources_from_paths
@@ -96,8 +97,9 @@ def runtimes_table(
     """One row per (model, runtime, precision) series over the gallery; eager fp32 always runs as the reference."""
     import math
 
-    from core.agreement import runtime_agreement
+    from core.agreement import ap_against_eager, runtime_agreement
     from core.devices import resolve_device
+    from core.evaluate import load_ground_truth
     from core.runtimes import RuntimeRefusedError, check_runtime, parse_variants
 
     variants = parse_variants(["eager", *tokens])
@@ -115,6 +117,7 @@ def runtimes_table(
     inf = pd.concat([o.inferences for o in outputs], ignore_index=True)
     agree = runtime_agreement(outputs[0].inferences, outputs[0].detections, threshold=threshold).set_index("series")
     det0 = outputs[0].detections
+    ap = ap_against_eager(load_ground_truth(GALLERY_ANNOTATIONS), outputs[0].inferences, det0)
     variants_info = outputs[0].info.settings["variants"]
     for series, info in variants_info.items():
         ok = inf[(inf["model"] == series) & (inf["error"] == "")]
@@ -137,11 +140,14 @@ def runtimes_table(
                 share_f1_ok=a["share_f1_ok"], mean_iou=a["mean_iou"], max_score_diff=a["max_score_diff"],
                 eager_boxes=len(ref), defect=bool(a["defect"]),
             )  # fmt: skip
+            row["ap"], row["ap_eager"] = ap.get(series, (math.nan, math.nan))
         rows.append(row)
     return rows
 
 
 def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
+    from core.agreement import ap_text
+
     head = f"{'series':52} {'p50 ms':>8} {'p95 ms':>8} {'export s':>9} {'MB':>6}  agreement with eager (F1>=0.99 share, mean IoU, max score diff, eager boxes >= {threshold})"
     print(head)
     for r in rows:
@@ -155,6 +161,7 @@ def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
         agreement = (
             f"{r['share_f1_ok']:.0%}, IoU {r['mean_iou']:.3f}, {r['max_score_diff']:.3f}, {r['eager_boxes']} boxes"
             + (" DEFECT" if r.get("defect") else "")
+            + f"; {ap_text(r)}"
             if "share_f1_ok" in r
             else "reference"
         )
