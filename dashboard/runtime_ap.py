@@ -48,12 +48,14 @@ def compare_ground_truth() -> CompareGT | None:
         return None
 
 
-def runtime_table(rf: RunFrame, threshold: float, gt: CompareGT | None) -> pd.DataFrame:
-    """runviews.runtime_rows with AP, eager AP and ΔAP (NaN where the series' images have no ground truth)."""
+def runtime_table(rf: RunFrame, threshold: float) -> tuple[pd.DataFrame, CompareGT | None]:
+    """runviews.runtime_rows with AP, eager AP and ΔAP (NaN where the series' images have no ground truth), and the
+    ground truth used (None without runtime series or a usable ground truth)."""
     rows = runviews.runtime_rows(rf, threshold)
-    if not len(rows) or gt is None:
-        return rows
-    return agreement.with_ap(rows, memo(rf, _runtime_ap, gt))
+    gt = compare_ground_truth() if len(rows) else None
+    if gt is None:
+        return rows, None
+    return agreement.with_ap(rows, memo(rf, _runtime_ap, gt)), gt
 
 
 def _runtime_ap(rf: RunFrame, gt: CompareGT) -> dict[str, tuple[float, float]]:

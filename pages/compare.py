@@ -65,8 +65,7 @@ elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
         key="cmp_agreement",
     )
 
-compare_gt = runtime_ap.compare_ground_truth()
-runtime_rows = runtime_ap.runtime_table(rf, threshold, compare_gt)
+runtime_rows, compare_gt = runtime_ap.runtime_table(rf, threshold)
 with_gt = has_ap(runtime_rows)
 if len(runtime_rows):
     st.subheader("Runtimes against eager")
