@@ -8,7 +8,10 @@ one side (within `RUNTIME_SCORE_TOL`) still matches its twin above it, so a scor
 threshold does not count as a missing box (the score difference is reported on its own). Per image: match F1, mean
 IoU of the matches, largest score difference of a match. Per series: the share of images with F1 >= `RUNTIME_F1_OK`;
 an fp32 series below that share is a defect (the same computation should give the same boxes); bf16/fp16 series show
-their measured loss. With ground truth, each series' AP and its difference to the eager AP can be added (`with_ap`).
+their measured loss. With ground truth, `ap_against_eager` gives each series' COCO AP (core.evaluate) and its eager
+reference's on the same images (those both processed that the ground truth has), and `with_ap` adds them and their
+difference (series - eager) to the summary; without ground truth for those images they stay NaN ("no ground truth",
+never 0).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +28,9 @@ from core.config import AGREEMENT_IOU, DEFAULT_THRESHOLD, RUNTIME_EAGER, RUNTIME
 from core.matching import latest_run, match_boxes
 from core.records import succeeded
 from core.runtimes import split_series
+
+if TYPE_CHECKING:
+    from core.evaluate import GroundTruth
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "f1", "mean_iou", "max_score_diff", "n_series", "n_reference")
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -165,13 +172,78 @@ def runtime_agreement(
     )
 
 
-def with_ap(summary: pd.DataFrame, ap: Mapping[str, float]) -> pd.DataFrame:
-    """`summary` with each series' AP (from ground truth), its reference's, and the difference (series - eager)."""
+def _latest_ok(inferences: pd.DataFrame, series: str) -> pd.DataFrame:
+    """A series' successful rows, the latest run per image."""
+    ok = succeeded(inferences)
+    rows = ok[ok["model"] == series]
+    last = rows.groupby("image_id")["run_id"].transform("max")
+    return rows[rows["run_id"] == last].drop_duplicates("image_id", keep="last")
+
+
+def series_ap(gt: GroundTruth, inferences: pd.DataFrame, detections: pd.DataFrame, series: str, image_ids) -> float:
+    """COCO AP (core.evaluate) of one series on `image_ids` (its latest successful row each) matched to `gt` by file
+    name and size; NaN when none of them has ground truth."""
+    from core.evaluate import evaluate, image_names_from, image_sizes_from, with_images
+
+    keep = set(image_ids)
+    rows = _latest_ok(inferences, series)
+    rows = rows[rows["image_id"].astype(str).isin(keep)]
+    matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
+    if not matched.image_id_map:
+        return math.nan
+    dets = latest_run(detections[detections["model"] == series])
+    pairs = pd.MultiIndex.from_arrays([rows["run_id"].astype(str), rows["image_id"].astype(str)])
+    dets = dets[pd.MultiIndex.from_arrays([dets["run_id"].astype(str), dets["image_id"].astype(str)]).isin(pairs)]
+    return float(evaluate(matched, dets, model=series).AP)
+
+
+def ap_against_eager(
+    gt: GroundTruth, inferences: pd.DataFrame, detections: pd.DataFrame
+) -> dict[str, tuple[float, float]]:
+    """series -> (its AP, its eager reference's AP), both on the images both processed without error (every box,
+    COCO's protocol: no threshold), for every non-eager series with a reference; NaNs where no image has ground truth.
+    `detections` must hold every box of those series (not only those above a threshold)."""
+    out = {}
+    for series, reference in references(inferences).items():
+        ids_a = set(_latest_ok(inferences, series)["image_id"].astype(str))
+        ids = ids_a & set(_latest_ok(inferences, reference)["image_id"].astype(str))
+        out[series] = (
+            series_ap(gt, inferences, detections, series, ids),
+            series_ap(gt, inferences, detections, reference, ids),
+        )
+    return out
+
+
+def with_ap(summary: pd.DataFrame, ap: Mapping[str, float | tuple[float, float]]) -> pd.DataFrame:
+    """`summary` with each series' AP (from ground truth), its reference's, and the difference (series - eager).
+
+    `ap` maps a series either to its AP (the reference's AP is then looked up by its own name) or to the pair
+    (series AP, eager AP on the same images) that `ap_against_eager` gives."""
+
+    def pick(row: pd.Series, which: int) -> float:
+        got = ap.get(str(row["series"]), math.nan)
+        if isinstance(got, tuple):
+            return float(got[which])
+        return float(got) if which == 0 else float(ap.get(str(row["reference"]), math.nan))  # type: ignore[arg-type]
+
     out = summary.copy()
-    out["ap"] = out["series"].map(lambda s: ap.get(str(s), math.nan)).astype("float64")
-    out["ap_eager"] = out["reference"].map(lambda s: ap.get(str(s), math.nan)).astype("float64")
+    out["ap"] = pd.Series([pick(r, 0) for _, r in out.iterrows()], index=out.index, dtype="float64")
+    out["ap_eager"] = pd.Series([pick(r, 1) for _, r in out.iterrows()], index=out.index, dtype="float64")
     out["ap_diff"] = out["ap"] - out["ap_eager"]
     return out
+
+
+def has_ap(summary: pd.DataFrame) -> bool:
+    """Whether any series of the summary was measured against ground truth."""
+    return bool(len(summary)) and "ap" in summary and bool(summary["ap"].notna().any())
+
+
+def ap_text(row: Mapping[str, object]) -> str:
+    """`AP 0.412 (eager 0.415, ΔAP -0.003)`, or "AP: no ground truth" (never a 0 for a missing figure)."""
+    ap, eager = float(row.get("ap", math.nan)), float(row.get("ap_eager", math.nan))  # type: ignore[arg-type]
+    if math.isnan(ap) or math.isnan(eager):
+        return "AP: no ground truth"
+    return f"AP {ap:.3f} (eager {eager:.3f}, ΔAP {ap - eager:+.3f})"
 
 
 def verdict(row: Mapping[str, object]) -> str:

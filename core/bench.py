@@ -12,8 +12,18 @@ is timed too, for reference.
 prints one row per model x runtime x precision on the bundled gallery (each photo at its own size, the model's own
 resize): p50/p95 model-call ms per image over `--rounds` passes, export time (0 when the artifact was cached),
 artifact size, and agreement with eager (share of images with match F1 >= 0.99 at `--threshold`, mean IoU, largest
-score difference, and how many eager boxes took part: with untrained weights there may be none). Combinations a
-runtime or this CPU cannot run are listed with the reason.
+score difference, and how many eager boxes took part: with untrained weights there may be none), and COCO AP
+against the gallery's hand-drawn ground truth with its difference to eager (ΔAP). Combinations a runtime or this CPU
+cannot run are listed with the reason.
+
+    python -m core.bench --gpu-batch 1,4,8 [--precision fp32,fp16,bf16] [--channels-last] [--compile] [--device cuda]
+
+measures the GPU paths (core.engine.infer_batch) on `--images` same-size crops: every batch size x precision (AMP
+autocast) x memory format (contiguous, and channels_last with the flag) x eager (and torch.compile with the flag),
+in images per second against the seed's loop (one image per call, fp32, contiguous, eager), all on tensors already
+on the device so that the ratio is the model path's alone. Per-image ms is the batch time / batch size. Each
+configuration's boxes are matched with the seed loop's (core.agreement, same label, IoU >= 0.5, score >=
+`--threshold`): mean match F1 per image. It runs on the CPU too (fp32 only: autocast needs CUDA there).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from core.config import DEFAULT_THRESHOLD, HEADLINE_MODELS, REPO_ROOT
+from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, HEADLINE_MODELS, REPO_ROOT
 from core.devices import device_name
 from core.engine import load_detector
 from core.images import gallery_paths, sources_from_paths
@@ -96,8 +106,9 @@ def runtimes_table(
     """One row per (model, runtime, precision) series over the gallery; eager fp32 always runs as the reference."""
     import math
 
-    from core.agreement import runtime_agreement
+    from core.agreement import ap_against_eager, runtime_agreement
     from core.devices import resolve_device
+    from core.evaluate import load_ground_truth
     from core.runtimes import RuntimeRefusedError, check_runtime, parse_variants
 
     variants = parse_variants(["eager", *tokens])
@@ -115,6 +126,7 @@ def runtimes_table(
     inf = pd.concat([o.inferences for o in outputs], ignore_index=True)
     agree = runtime_agreement(outputs[0].inferences, outputs[0].detections, threshold=threshold).set_index("series")
     det0 = outputs[0].detections
+    ap = ap_against_eager(load_ground_truth(GALLERY_ANNOTATIONS), outputs[0].inferences, det0)
     variants_info = outputs[0].info.settings["variants"]
     for series, info in variants_info.items():
         ok = inf[(inf["model"] == series) & (inf["error"] == "")]
@@ -137,11 +149,14 @@ def runtimes_table(
                 share_f1_ok=a["share_f1_ok"], mean_iou=a["mean_iou"], max_score_diff=a["max_score_diff"],
                 eager_boxes=len(ref), defect=bool(a["defect"]),
             )  # fmt: skip
+            row["ap"], row["ap_eager"] = ap.get(series, (math.nan, math.nan))
         rows.append(row)
     return rows
 
 
 def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
+    from core.agreement import ap_text
+
     head = f"{'series':52} {'p50 ms':>8} {'p95 ms':>8} {'export s':>9} {'MB':>6}  agreement with eager (F1>=0.99 share, mean IoU, max score diff, eager boxes >= {threshold})"
     print(head)
     for r in rows:
@@ -155,6 +170,7 @@ def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
         agreement = (
             f"{r['share_f1_ok']:.0%}, IoU {r['mean_iou']:.3f}, {r['max_score_diff']:.3f}, {r['eager_boxes']} boxes"
             + (" DEFECT" if r.get("defect") else "")
+            + f"; {ap_text(r)}"
             if "share_f1_ok" in r
             else "reference"
         )
@@ -163,10 +179,125 @@ def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
         )
 
 
+def _boxes_frame(out: dict[str, torch.Tensor]) -> pd.DataFrame:
+    xyxy = out["boxes"].float().cpu().numpy().reshape(-1, 4)
+    return pd.DataFrame(
+        {"label_id": out["labels"].cpu().numpy(), "score": out["scores"].float().cpu().numpy(), "x1": xyxy[:, 0],
+         "y1": xyxy[:, 1], "x2": xyxy[:, 2], "y2": xyxy[:, 3]}
+    )  # fmt: skip
+
+
+def gpu_batch_table(
+    model: str,
+    weights: str,
+    device: str,
+    batches: list[int],
+    precisions: list[str],
+    *,
+    channels_last: bool = False,
+    compile_: bool = False,
+    images: int = 40,
+    size: int = 512,
+    warmup: int = 2,
+    rounds: int = 3,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """The seed loop's figures and one row per configuration (see the module docstring); refused ones say why."""
+    import copy
+
+    from core.agreement import image_agreement
+    from core.devices import DeviceError, check_precision, resolve_device
+    from core.engine import infer_batch, use_channels_last
+    from core.models import get_model
+    from core.weights import build_model, parse_weights
+
+    dev = resolve_device(device)
+    base = build_model(get_model(model), parse_weights(weights)).module.eval().to(dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_images(Path(tmp), images, size)
+        tensors = [pil_to_tensor(Image.open(p).convert("RGB")).to(dev).float() / 255.0 for p in paths]
+
+    def timed(module: torch.nn.Module, batch: int, precision: str, cl: bool) -> tuple[float, list[dict]]:
+        """Median seconds over `rounds` passes of the first whole batches, and the last pass's outputs."""
+        used = tensors[: len(tensors) // batch * batch]
+        chunks = [used[i : i + batch] for i in range(0, len(used), batch)]
+        for _ in range(warmup):
+            infer_batch(module, chunks[0], precision=precision, channels_last=cl)
+        seconds, outputs = [], []
+        for _ in range(rounds):
+            runs = [infer_batch(module, chunk, precision=precision, channels_last=cl) for chunk in chunks]
+            seconds.append(sum(t.batch_ms for _, t in runs) / 1e3)
+            outputs = [o for outs, _ in runs for o in outs]
+        return statistics.median(seconds), outputs
+
+    seed_s, seed_out = timed(base, 1, "fp32", False)
+    reference = [_boxes_frame(o) for o in seed_out]
+    seed = {"images_per_s": len(tensors) / seed_s, "ms_per_image": seed_s * 1e3 / len(tensors),
+            "boxes": int(sum((r["score"] >= threshold).sum() for r in reference))}  # fmt: skip
+    rows: list[dict[str, object]] = []
+    runnable = []
+    for precision in precisions:
+        try:
+            runnable.append(check_precision(precision, dev))
+        except DeviceError as exc:
+            rows.append({"config": f"{precision} (every batch)", "refused": str(exc)})
+    for precision, cl, compiled, batch in itertools.product(
+        runnable, [False, True] if channels_last else [False], [False, True] if compile_ else [False], batches
+    ):
+        name = (
+            f"batch {batch} {precision} {'channels_last' if cl else 'contiguous'} {'compile' if compiled else 'eager'}"
+        )
+        if batch < 1 or batch > len(tensors):
+            rows.append({"config": name, "refused": f"batch {batch} needs 1 to {len(tensors)} images (--images)"})
+            continue
+        module = copy.deepcopy(base)
+        if cl:
+            use_channels_last(module)
+        if compiled:
+            module = torch.compile(module)
+        seconds, outputs = timed(module, batch, precision, cl)
+        n = len(outputs)
+        f1 = [image_agreement(_boxes_frame(o), r, threshold=threshold).f1 for o, r in zip(outputs, reference)]
+        rows.append(
+            {
+                "config": name, "batch": batch, "precision": precision, "channels_last": cl, "compile": compiled,
+                "images": n, "images_per_s": n / seconds, "ms_per_image": seconds * 1e3 / n,
+                "speedup": (n / seconds) / seed["images_per_s"], "mean_f1": statistics.fmean(f1),
+            }
+        )  # fmt: skip
+    return seed, rows
+
+
+def _print_gpu_batch(seed: dict[str, object], rows: list[dict[str, object]], threshold: float) -> None:
+    print(
+        f"seed loop (1 image per call, fp32, contiguous, eager): {seed['images_per_s']:8.1f} images/s "
+        f"({seed['ms_per_image']:.1f} ms/image), {seed['boxes']} boxes >= {threshold}"
+    )
+    print(f"{'configuration':44} {'images/s':>9} {'ms/image':>9} {'vs seed':>8}  boxes vs seed (mean F1)")
+    for r in rows:
+        if "refused" in r:
+            print(f"{r['config']:44} refused: {r['refused']}")
+            continue
+        print(
+            f"{r['config']:44} {r['images_per_s']:9.1f} {r['ms_per_image']:9.1f} {r['speedup']:7.2f}x  "
+            f"{r['mean_f1']:.3f}"
+        )
+    print("ms/image: batch time / batch size (a share of the batch, not one image's own latency)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runtimes", help="compare runtimes instead (e.g. eager,onnxruntime,openvino)")
-    parser.add_argument("--precision", default="fp32", help="with --runtimes: comma-separated precisions")
+    parser.add_argument(
+        "--gpu-batch", metavar="SIZES", help="measure the GPU paths instead: comma-separated batch sizes (e.g. 1,4,8)"
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="with --gpu-batch: channels_last configurations too"
+    )
+    parser.add_argument("--compile", action="store_true", help="with --gpu-batch: torch.compile configurations too")
+    parser.add_argument(
+        "--precision", default="fp32", help="with --runtimes or --gpu-batch: comma-separated precisions"
+    )
     parser.add_argument("--models", default=",".join(HEADLINE_MODELS), help="with --runtimes: models")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="with --runtimes: agreement")
     parser.add_argument("--model", default="ssdlite320_mobilenet_v3_large")
@@ -193,6 +324,24 @@ def main(argv: list[str] | None = None) -> int:
             f"machine: {device_name(torch.device('cpu'))}, torch threads {torch.get_num_threads()}, weights {args.weights}"
         )
         _print_runtimes(rows, args.threshold)
+        return 0
+
+    if args.gpu_batch:
+        batches = [int(b) for b in args.gpu_batch.split(",") if b.strip()]
+        precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+        seed, rows = gpu_batch_table(
+            args.model, args.weights, args.device, batches, precisions, channels_last=args.channels_last,
+            compile_=args.compile, images=args.images, size=args.size, warmup=args.warmup, rounds=args.rounds,
+            threshold=args.threshold,
+        )  # fmt: skip
+        from core.devices import resolve_device
+
+        dev = resolve_device(args.device)
+        print(
+            f"machine: {device_name(dev)} ({dev}), torch {torch.__version__}, threads {torch.get_num_threads()}; "
+            f"model {args.model} ({args.weights}), {args.images} images {args.size}x{args.size}, {args.rounds} rounds"
+        )
+        _print_gpu_batch(seed, rows, args.threshold)
         return 0
 
     detector = load_detector(args.model, args.weights, args.device)

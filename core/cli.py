@@ -16,6 +16,7 @@ from core.config import (
     DEFAULT_THRESHOLD,
     DEFAULT_WARMUP,
     DEVICES,
+    GALLERY_ANNOTATIONS,
     HEADLINE_MODELS,
     PRECISIONS,
     RUNTIME_EAGER,
@@ -123,16 +124,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     written = write_run(Path(args.out), output.inferences, output.detections, output.info, parquet=args.parquet)
-    _print_summary(output, len(images), args.threshold)
+    _print_summary(output, len(images), args.threshold, gt_path=args.gt)
     print("wrote " + ", ".join(str(p) for p in written))
     if store is not None:
         print(f"stored run {output.info.run_id} in {store.path}")
     return EXIT_OK
 
 
-def _print_summary(output, n_images: int, threshold: float) -> None:
-    """Per model: median and p95 latency and detections at the threshold; the untrained mark; failed images."""
-    from core.agreement import runtime_agreement, verdict
+def _runtime_ap(summary, output, gt_path: str | None):
+    """The agreement summary with AP against the ground truth at `gt_path` (AP columns NaN without one); a line
+    saying why the ground truth is not used when it is unreadable."""
+    from core.agreement import ap_against_eager, with_ap
+    from core.evaluate import GroundTruthError, load_ground_truth
+
+    if not gt_path or gt_path == "none" or not len(summary):
+        return summary, ""
+    try:
+        gt = load_ground_truth(Path(gt_path))
+    except (GroundTruthError, OSError) as exc:
+        return summary, f"  AP: ground truth {gt_path} not used: {str(exc).splitlines()[0]}"
+    return with_ap(summary, ap_against_eager(gt, output.inferences, output.detections)), ""
+
+
+def _print_summary(output, n_images: int, threshold: float, gt_path: str | None = None) -> None:
+    """Per model: median and p95 latency and detections at the threshold; the untrained mark; failed images; each
+    runtime's agreement with eager, with its AP and ΔAP where the images have ground truth at `gt_path`."""
+    from core.agreement import ap_text, runtime_agreement, verdict
     from core.records import failed_rows, succeeded
 
     inf = output.inferences
@@ -156,11 +173,16 @@ def _print_summary(output, n_images: int, threshold: float) -> None:
             print(
                 f"  {name}: {made}, loaded in {variant.get('load_s', 0):.1f} s" + (f", {size:.1f} MB" if size else "")
             )
-    summary = runtime_agreement(inf, output.detections, threshold=threshold)
+    summary, gt_note = _runtime_ap(runtime_agreement(inf, output.detections, threshold=threshold), output, gt_path)
     if len(summary):
-        print(f"agreement with eager (same label, IoU >= {AGREEMENT_IOU}, score >= {threshold}):")
+        print(f"agreement with eager (same label, IoU >= {AGREEMENT_IOU}, score >= {threshold}; AP: COCO, every box):")
         for row in summary.to_dict("records"):
-            print(f"  {row['series']:40} vs {row['reference']}: {verdict(row)}, mean IoU {row['mean_iou']:.3f}")
+            print(
+                f"  {row['series']:40} vs {row['reference']}: {verdict(row)}, mean IoU {row['mean_iou']:.3f}, "
+                + ap_text(row)
+            )
+        if gt_note:
+            print(gt_note)
     for _, row in failed_rows(inf).drop_duplicates("image_id").iterrows():
         print(f"  failed: {row['image_name']}: {row['error']}")
 
@@ -413,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_det.add_argument("--parquet", action="store_true", help="write Parquet beside the CSV files")
     p_det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p_det.add_argument("--store", metavar="DIR", help=f"also keep the run in this run store ('default': {_STORE_HELP})")
+    p_det.add_argument(
+        "--gt",
+        default=str(GALLERY_ANNOTATIONS),
+        metavar="FILE",
+        help="COCO instances JSON for the runtimes' AP against eager ('none': skip; default: the gallery's)",
+    )
     p_det.add_argument(
         "--engine", default="local", choices=("local", "ray"), help="ray: on a Ray cluster (core.distributed)"
     )

@@ -3,6 +3,10 @@
 Timing (DESIGN.md): `preprocess_ms` = decode (LoadedImage.decode_ms) + to tensor on the device; `inference_ms` = the
 model call, the device synchronized before the clock is read (a batch's time is split evenly over its images);
 `postprocess_ms` = outputs to CPU, floor filter and label names. Warm-up calls are not recorded.
+
+`infer_batch` is the GPU paths' building block (core.bench --gpu-batch): same-size images through a bare torchvision
+module in one forward, optionally under autocast and with the module's weights in channels_last, timed as a whole;
+its per-image figure is the batch time divided by the batch size, and says so.
 """
 
 from __future__ import annotations
@@ -76,6 +80,74 @@ class Detector:
         assert self.module is not None
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.module(batch)
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """One forward over a batch of same-size images, the device synchronized around it.
+
+    `per_image_ms` is `batch_ms / batch_size`: the batch's time shared evenly over its images (`per_image` says so),
+    not a latency measured for any one image (an image alone is usually slower per image, never faster)."""
+
+    batch_size: int
+    batch_ms: float
+    precision: str
+    channels_last: bool
+    per_image: str = "batch_ms / batch_size"
+
+    @property
+    def per_image_ms(self) -> float:
+        return self.batch_ms / self.batch_size
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.batch_ms * 1e3 if self.batch_ms > 0 else math.inf
+
+
+def use_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` with its 4-D weights in channels_last (NHWC) memory format, converted in place (returned for
+    chaining): convolutions then run NHWC kernels (cuDNN / oneDNN), which tensor cores prefer under fp16/bf16."""
+    return module.to(memory_format=torch.channels_last)
+
+
+def is_channels_last(module: torch.nn.Module) -> bool:
+    """Whether every 4-D weight of `module` is in channels_last memory format (False without any 4-D weight)."""
+    weights = [p for p in module.parameters() if p.dim() == 4]
+    return bool(weights) and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+
+
+def infer_batch(
+    module: torch.nn.Module,
+    images: Sequence[torch.Tensor],
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> tuple[list[dict[str, torch.Tensor]], BatchTiming]:
+    """Same-size 3xHxW images (floats in [0, 1], on the module's device) through an eval-mode torchvision detector in
+    one forward (its transform stacks them into one tensor), under autocast at `precision` (fp16/bf16: CUDA only,
+    as everywhere in DetLens). `channels_last` converts the module's weights in place first (`use_channels_last`).
+
+    Returns the module's outputs (one dict per image, in order) and the batch's timing: a batch time, with its
+    per-image share `batch_ms / batch_size` (BatchTiming). ValueError for an empty batch or images of several sizes.
+    """
+    if not images:
+        raise ValueError("a batch needs at least one image")
+    shapes = sorted({tuple(t.shape) for t in images})
+    if len(shapes) > 1:
+        raise ValueError(f"a batch holds images of one size; got {', '.join('x'.join(map(str, s)) for s in shapes)}")
+    param = next(module.parameters(), None)
+    device = param.device if param is not None else images[0].device
+    check_precision(precision, device)
+    if channels_last:
+        use_channels_last(module)
+    batch = list(images)
+    with torch.inference_mode(), autocast(device, precision):
+        synchronize(device)
+        t0 = time.perf_counter()
+        outputs = module(batch)
+        synchronize(device)
+        batch_ms = (time.perf_counter() - t0) * 1e3
+    return outputs, BatchTiming(len(batch), batch_ms, precision, is_channels_last(module))
 
 
 _detectors: OrderedDict[DetectorKey, Detector] = OrderedDict()  # least recently used first

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.agreement import verdict
+from core.agreement import has_ap, verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
-from dashboard import figures, runviews, state, views, widgets
+from dashboard import figures, runtime_ap, runviews, state, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -65,20 +65,25 @@ elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
         key="cmp_agreement",
     )
 
-runtime_rows = runviews.runtime_rows(rf, threshold)
+runtime_rows, compare_gt = runtime_ap.runtime_table(rf, threshold)
+with_gt = has_ap(runtime_rows)
 if len(runtime_rows):
     st.subheader("Runtimes against eager")
     table = runtime_rows.assign(verdict=[verdict(r) for r in runtime_rows.to_dict("records")])
     st.dataframe(
         table[["series", "reference", "runtime", "precision", "images", "share_f1_ok", "mean_iou", "max_score_diff",
-               "defect", "verdict"]],
+               "defect", *(runtime_ap.AP_COLUMNS if with_gt else ()), "verdict"]],
         hide_index=True,
     )  # fmt: skip
     st.caption(
         f"Per image, same-label boxes matched one to one at IoU >= {AGREEMENT_IOU} against the eager series of the same "
         f"weights (score >= {threshold:.2f}); share_f1_ok: images with match F1 >= {RUNTIME_F1_OK}. An fp32 variant "
-        "below that is a defect; bf16/fp16 show their measured loss. With ground truth, the Evaluate page gives each "
-        "series' AP."
+        "below that is a defect; bf16/fp16 show their measured loss. "
+        + (
+            f"ap, ap_eager: COCO AP against {md(compare_gt.name)} on the images both processed; ap_diff = ap - ap_eager."
+            if with_gt
+            else "No ground truth for these images, so no AP: load one on the Evaluate page."
+        )
     )
     if table["defect"].any():
         st.error(
@@ -87,7 +92,7 @@ if len(runtime_rows):
         )
 
 st.subheader("Model cards")
-st.dataframe(static["card"], hide_index=True)
+st.dataframe(runtime_ap.card_with_ap(static["card"], runtime_rows), hide_index=True)
 st.plotly_chart(static["accuracy"], key="cmp_accuracy")
 st.caption(
     "Published box mAP (COCO val2017, torchvision's weights metadata; shown for default weights only) against the "

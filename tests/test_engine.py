@@ -249,3 +249,167 @@ def test_images_are_decoded_one_batch_at_a_time(small, batch_size):
     for k in range(4):
         done_before = events[: events.index(f"decode {k}")].count("result")
         assert done_before == (k // batch_size) * batch_size
+
+
+# --- GPU paths: batches of same-size images, autocast, channels_last (core.engine.infer_batch, core.bench) -----------
+
+FRCNN_SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def _decisive(name: str) -> torch.nn.Module:
+    """An untrained, seeded detector whose class scores are decisive (a few boxes far above 0.5), so that a tie among
+    near-uniform untrained scores cannot pick different boxes in two equally correct computations."""
+    from core.models import get_model
+    from core.weights import build_model, parse_weights
+
+    torch.manual_seed(0)
+    module = build_model(get_model(name), parse_weights("untrained")).module.eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        if hasattr(module, "roi_heads"):
+            layer = module.roi_heads.box_predictor.cls_score
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.5)
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 2.0 - 2.0)
+        else:
+            for seq in module.head.classification_head.module_list:
+                conv = seq[-1]
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 2.0)
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 2.0 - 4.0)
+    return module
+
+
+def _same_size(n: int, device: str = "cpu", size: tuple[int, int] = (96, 128)) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    return [torch.rand(3, *size, generator=gen).to(device) for _ in range(n)]
+
+
+def _frame(out: dict[str, torch.Tensor]):
+    import pandas as pd
+
+    xyxy = out["boxes"].float().cpu().numpy()
+    return pd.DataFrame({"label_id": out["labels"].cpu().numpy(), "score": out["scores"].float().cpu().numpy(),
+                         "x1": xyxy[:, 0], "y1": xyxy[:, 1], "x2": xyxy[:, 2], "y2": xyxy[:, 3]})  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [SMALL, FRCNN_SMALL])
+def test_a_batch_gives_the_boxes_of_one_image_at_a_time(name):
+    module, images = _decisive(name), _same_size(3)
+    batched, timing = engine.infer_batch(module, images)
+    assert timing.batch_size == 3 and len(batched) == 3
+    for image, got in zip(images, batched, strict=True):
+        (alone,), _ = engine.infer_batch(module, [image])
+        assert (alone["scores"] >= 0.5).sum() > 0  # decisive boxes to compare, not two empty lists
+        assert torch.equal(got["labels"], alone["labels"])
+        torch.testing.assert_close(got["boxes"], alone["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(got["scores"], alone["scores"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [([], "at least one image"), ([torch.rand(3, 64, 64), torch.rand(3, 64, 80)], "one size; got 3x64x64, 3x64x80")],
+)
+def test_a_batch_holds_images_of_one_size(small, images, message):
+    with pytest.raises(ValueError, match=message):
+        engine.infer_batch(small.module, images)
+
+
+def test_the_per_image_time_of_a_batch_is_its_share_and_says_so(small):
+    _, timing = engine.infer_batch(small.module, _same_size(2))
+    assert timing.batch_ms > 0 and timing.per_image_ms == timing.batch_ms / 2
+    assert timing.per_image == "batch_ms / batch_size" and timing.images_per_s == pytest.approx(2e3 / timing.batch_ms)
+    assert (timing.precision, timing.channels_last) == ("fp32", False)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_autocast_batches_are_refused_on_the_cpu(small, precision):
+    with pytest.raises(DeviceError, match="needs a CUDA device"):
+        engine.infer_batch(small.module, _same_size(2), precision=precision)
+
+
+def _channels_last_agrees(device: str, precision: str = "fp32") -> None:
+    import copy
+
+    from core.agreement import image_agreement
+
+    module = _decisive(SMALL).to(device)
+    twin = copy.deepcopy(module)
+    images = _same_size(4, device)
+    contiguous, t1 = engine.infer_batch(module, images, precision=precision)
+    nhwc, t2 = engine.infer_batch(twin, images, precision=precision, channels_last=True)
+    assert not t1.channels_last and t2.channels_last and engine.is_channels_last(twin)
+    assert not engine.is_channels_last(module)
+    agreements = [image_agreement(_frame(a), _frame(b), threshold=0.5) for a, b in zip(nhwc, contiguous, strict=True)]
+    assert all(a.n_reference > 0 for a in agreements)
+    if precision == "fp32":  # the same computation in another memory layout: the same boxes
+        assert all(a.f1 == 1.0 and a.mean_iou >= 0.99 and a.max_score_diff <= 0.01 for a in agreements)
+    else:  # fp16 kernels of either layout round differently: the criterion of the other autocast tests
+        assert np.mean([a.f1 for a in agreements]) >= 0.9
+
+
+def test_channels_last_keeps_the_boxes_on_the_cpu():
+    _channels_last_agrees("cpu")
+
+
+def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(tmp_path):
+    from core import bench
+
+    ckpt = tmp_path / "decisive.pth"
+    torch.save(_decisive(SMALL).state_dict(), ckpt)
+    seed, rows = bench.gpu_batch_table(
+        SMALL, str(ckpt), "cpu", [1, 2], ["fp32", "fp16"], channels_last=True, images=4, size=64, warmup=0, rounds=1
+    )
+    assert seed["boxes"] > 0 and seed["images_per_s"] == pytest.approx(1e3 / seed["ms_per_image"])
+    refused = [r for r in rows if "refused" in r]
+    assert [r["config"] for r in refused] == ["fp16 (every batch)"] and "needs a CUDA device" in refused[0]["refused"]
+    measured = [r for r in rows if "refused" not in r]
+    assert [(r["batch"], r["channels_last"]) for r in measured] == [(1, False), (2, False), (1, True), (2, True)]
+    for r in measured:
+        assert r["images"] == 4 and r["speedup"] == pytest.approx(r["images_per_s"] / seed["images_per_s"])
+        assert r["ms_per_image"] == pytest.approx(1e3 / r["images_per_s"])
+        assert r["mean_f1"] == 1.0  # fp32 batches and channels_last give the seed loop's boxes
+
+
+def test_gpu_batch_bench_prints_a_row_per_configuration(capsys):
+    from core import bench
+
+    argv = ["--gpu-batch", "1,2", "--images", "2", "--size", "48", "--rounds", "1", "--warmup", "0", "--device", "cpu",
+            "--precision", "fp32,bf16"]  # fmt: skip
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seed loop (1 image per call, fp32, contiguous, eager)" in out
+    assert "batch 1 fp32 contiguous eager" in out and "batch 2 fp32 contiguous eager" in out
+    assert "bf16 (every batch)" in out and "ms/image: batch time / batch size" in out
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_autocast_batches_agree_with_fp32(precision):
+    from core.agreement import image_agreement
+
+    module, images = _decisive(SMALL).cuda(), _same_size(4, "cuda")
+    reference, _ = engine.infer_batch(module, images)
+    half, timing = engine.infer_batch(module, images, precision=precision)
+    assert timing.precision == precision and timing.batch_size == 4
+    agreements = [image_agreement(_frame(a), _frame(b), threshold=0.5) for a, b in zip(half, reference, strict=True)]
+    assert all(a.n_reference > 0 for a in agreements)
+    assert np.mean([a.f1 for a in agreements]) >= 0.9
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_channels_last_equals_contiguous(precision):
+    _channels_last_agrees("cuda", precision)
+
+
+@pytest.mark.needs_cuda
+def test_cuda_gpu_batch_bench_with_amp_channels_last_and_compile(tmp_path):
+    from core import bench
+
+    ckpt = tmp_path / "decisive.pth"
+    torch.save(_decisive(SMALL).state_dict(), ckpt)
+    seed, rows = bench.gpu_batch_table(SMALL, str(ckpt), "cuda", [1, 4], ["fp32", "fp16", "bf16"], channels_last=True,
+                                       compile_=True, images=8, size=256, warmup=1, rounds=1)  # fmt: skip
+    assert seed["boxes"] > 0 and not [r for r in rows if "refused" in r]
+    assert len(rows) == 3 * 2 * 2 * 2
+    for r in rows:
+        assert r["images_per_s"] > 0 and r["mean_f1"] >= 0.9, r
