@@ -147,6 +147,15 @@ def openvino_capabilities() -> frozenset[str]:
         return frozenset()
 
 
+TORCH_RUNTIMES = (RUNTIME_EAGER, "compile")  # run by torch on the run's device; the others on the CPU
+
+
+def runs_on(runtime: str, device: str) -> str:
+    """The device a `runtime` series runs on, and is recorded with, when the run asks for `device`: the run's for
+    eager and compile, the CPU for ONNX Runtime and OpenVINO (their CPU builds are the ones installed)."""
+    return device if runtime in TORCH_RUNTIMES else "cpu"
+
+
 def check_runtime(runtime: str, precision: str, device: torch.device) -> torch.device:
     """The device `runtime` runs on at `precision`, or RuntimeRefusedError saying why not.
 
@@ -159,7 +168,7 @@ def check_runtime(runtime: str, precision: str, device: torch.device) -> torch.d
         raise RuntimeRefusedError(f"unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise RuntimeRefusedError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
-    if runtime in (RUNTIME_EAGER, "compile"):
+    if runtime in TORCH_RUNTIMES:
         try:
             check_precision(precision, device)
         except DeviceError as exc:

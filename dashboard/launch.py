@@ -16,7 +16,7 @@ from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.runner import PlannedRun, RunSettings
-from core.runtimes import split_series
+from core.runtimes import runs_on, split_series
 from core.weights import WeightsChoice, cached_weights_path, parse_weights
 from dashboard import cache, state
 
@@ -102,9 +102,9 @@ def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> 
     done = state.done_keys()
 
     def already(src: ImageSource, series: str) -> bool:
-        model, _, precision = split_series(series)
+        model, runtime, precision = split_series(series)
         label = parse_weights(settings.weights_for(model)).label
-        return (src.image_id, series, label, device, precision or settings.precision) in done
+        return (src.image_id, series, label, runs_on(runtime, device), precision or settings.precision) in done
 
     return runner.plan(settings, sources, done=already)
 

@@ -63,3 +63,30 @@ def test_the_same_upload_twice_is_one_image():
     data = (GALLERY_DIR / "cat.jpg").read_bytes()
     refs = refs_from_uploads([("a.jpg", data), ("b.jpg", data), ("c.jpg", b"other")])
     assert [r.name for r in refs] == ["a.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("runtime_token", "recorded_device", "left_out"),
+    [
+        ("eager", "cuda", True),
+        ("eager", "cpu", False),  # the same image on the CPU is not what a CUDA run asks for
+        ("onnxruntime", "cpu", True),  # ONNX Runtime and OpenVINO run on the CPU whatever the run's device
+        ("openvino", "cpu", True),
+        ("openvino", "cuda", False),
+    ],
+)
+def test_a_pair_done_in_this_session_is_left_out_on_the_device_its_runtime_runs_on(
+    monkeypatch, runtime_token, recorded_device, left_out
+):
+    from core.images import ImageSource
+    from core.runner import RunSettings
+    from dashboard import launch
+
+    model = "ssdlite320_mobilenet_v3_large"
+    settings = RunSettings([model], "untrained", device="cuda", runtimes={model: [runtime_token]})
+    (series,) = settings.series()
+    src = ImageSource.from_path(GALLERY_DIR / "cat.jpg").hashed()
+    done = {(src.image_id, series.name, "untrained", recorded_device, "fp32")}
+    monkeypatch.setattr(launch.state, "done_keys", lambda: done)
+    planned = launch.plan(settings, [src], "cuda")
+    assert (planned.total, planned.skipped) == ((0, 1) if left_out else (1, 0))
