@@ -133,8 +133,9 @@ def failures(inf: pd.DataFrame, image_ids: list[str], models: list[str]) -> dict
 
 
 def caption(row: object, failed: list[str]) -> str:
-    """A thumbnail's caption: name, boxes per model at the threshold (short names), the models that failed."""
-    counts = " · ".join(f"{md(short_name(m))} {n}" for m, n in row.per_model.items())
+    """A thumbnail's caption: name, boxes per model at the threshold (a line each, short names), the models that
+    failed."""
+    counts = "  \n".join(f"{md(short_name(m))}: {n}" for m, n in row.per_model.items())
     text = f"**{md(row.image_name)}**  \n{counts}"
     if failed:
         text += f"  \n{FAILED_MARK} failed: {md(', '.join(short_name(m) for m in failed))}"

@@ -78,6 +78,7 @@ nav2.selectbox(
     on_change=gallery.picked,
 )
 picked_id = current
+st.subheader(md(names[picked_id]), anchor=False)
 
 ref = refs.get(picked_id)
 image = cache.full_image(picked_id, ref) if ref else None

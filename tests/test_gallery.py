@@ -132,7 +132,7 @@ def test_captions_count_boxes_per_model_at_the_threshold_and_classes(threshold, 
     if classes:
         at.multiselect(key="gallery_classes").set_value(classes).run()
     third = captions(at)[3]  # img_003: A has 3 cats at 0.9
-    assert "Faster R-CNN R50-FPN 3" in third and f"SSDLite320 MNv3-L {b_count}" in third
+    assert "Faster R-CNN R50-FPN: 3" in third and f"SSDLite320 MNv3-L: {b_count}" in third
 
 
 def test_a_failed_image_shows_its_mark_and_an_unreadable_one_a_placeholder():
