@@ -121,3 +121,11 @@ WORKER_AUTOSTART_ENV = (
     "DETLENS_WORKER_AUTOSTART"  # "0": the dashboard never starts a worker (tests run jobs in-process)
 )
 LIVE_REFRESH_S = 1.0  # how often a page showing a live run polls the store
+
+# Gallery thumbnails (core.thumbs): made once per image, kept in the store under thumbs/<image_id>.jpg.
+THUMBS_DIR = "thumbs"
+THUMB_SIDE = 160  # longest side in pixels
+THUMB_QUALITY = 80  # JPEG quality (a 160 px photo is 4-8 KB)
+THUMB_ON_PUT_MAX_BYTES = 8 * 1024 * 1024  # Store.put_image makes the thumbnail at once for files up to this size
+GALLERY_PAGE_ROWS = 4  # the Gallery grid: rows x columns thumbnails per page
+GALLERY_PAGE_COLUMNS = 6

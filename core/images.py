@@ -106,8 +106,14 @@ def load_image(
     *,
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_bytes: int = MAX_IMAGE_BYTES,
+    draft_side: int = 0,
 ) -> LoadedImage:
-    """Read and decode one image from a path or raw bytes. Never raises for bad content or an unreadable file."""
+    """Read and decode one image from a path or raw bytes. Never raises for bad content or an unreadable file.
+
+    `draft_side` > 0 (thumbnails only): a JPEG is decoded at a reduced DCT scale that keeps both sides at least this
+    many pixels (Pillow's `Image.draft`); the guards, EXIF orientation and mode conversion are the same, and
+    `width`/`height` are then the reduced size. Other formats decode at full size.
+    """
     t0 = time.perf_counter()
     path: Path | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -133,7 +139,7 @@ def load_image(
         return result(err=error)
     assert data is not None
     try:
-        image, fmt, notes, err = _decode(data, max_pixels)
+        image, fmt, notes, err = _decode(data, max_pixels, draft_side)
     except MemoryError:
         image, fmt, notes, err = None, "", (), "out of memory while decoding the image"
     except Exception as exc:  # the contract is "never raise": every failure becomes a message
@@ -383,7 +389,7 @@ def _header_size(data: bytes, formats: list[str]) -> tuple[str, int, int] | None
     return None
 
 
-def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str, tuple[str, ...], str]:
+def _decode(data: bytes, max_pixels: int, draft_side: int = 0) -> tuple[Image.Image | None, str, tuple[str, ...], str]:
     """(rgb image, format, notes, error) from raw bytes; the size is checked before any pixel is decoded."""
     fmt, problem = _container_problem(data)
     if problem:
@@ -422,6 +428,8 @@ def _decode(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str, tupl
                 notes.append(f"first of {n_frames} frames")
         except Exception:  # a broken later frame does not spoil the first
             pass
+        if draft_side > 0 and fmt in ("JPEG", "MPO"):
+            im.draft(im.mode, (draft_side, draft_side))  # DCT scaling: 1/2..1/8, both sides stay >= draft_side
         try:
             im.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import weakref
 from collections.abc import Callable
@@ -12,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from core.analytics import RunFrame, load_run_frame
-from core.images import ImageSource, LoadedImage, downscale_for_display, gallery_paths
+from core.images import ImageSource, LoadedImage, gallery_paths
 from core.models import list_models
 from core.store import Store, default_store_dir
 from core.weights import cached_weights_path
@@ -28,18 +27,6 @@ def model_table() -> pd.DataFrame:
 def gallery() -> list[tuple[str, bytes]]:
     """The bundled photos as (name, bytes)."""
     return [(p.name, p.read_bytes()) for p in gallery_paths()]
-
-
-@st.cache_data(show_spinner=False, max_entries=4096)
-def thumbnail(image_id: str, _ref: ImageSource, side: int = 192) -> bytes | None:
-    """A small JPEG of a session image, keyed by its content hash (the ref itself is not hashed)."""
-    loaded = _ref.load()
-    if not loaded.ok:
-        return None
-    small, _ = downscale_for_display(loaded.image, side)
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -1,20 +1,29 @@
-"""The Gallery page's logic: the filtered, sorted image list, navigation callbacks, per-image ground truth and the
-thumbnail grid. The page reads widgets and renders; what it shows is decided here."""
+"""The Gallery page's logic: the filtered, sorted image list, the paginated thumbnail grid, the open image and its
+navigation callbacks, per-image ground truth. The page reads widgets and renders; what it shows is decided here.
+
+The grid shows one page of GALLERY_PAGE_ROWS x GALLERY_PAGE_COLUMNS images: their thumbnails are files kept in the
+store (core.thumbs, made once), so a page sends about 24 small JPEGs to the browser whatever the run's size. Opening an
+image (its Open button, a link with `?image=`, a point picked on Compare) sets GALLERY_IMAGE_KEY and shows the detail
+view; "Back to grid" clears it and shows the grid page holding that image."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from core import thumbs
 from core.analytics import RunFrame
+from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
 from core.images import ImageSource, LoadedImage
+from core.models import short_name
 from core.store import REVIEW_COLUMNS
 from dashboard import cache, evaluation, runviews, state, views
 from dashboard.text import md
 
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
-GRID_SIZE = 24  # thumbnails per grid page
-GRID_COLUMNS = 6
+PAGE_SIZE = GALLERY_PAGE_ROWS * GALLERY_PAGE_COLUMNS  # thumbnails per grid page
+PAGE_KEY = "gallery_page"
+FAILED_MARK = "⚠️"  # before the caption of an image some model failed on
 
 
 def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
@@ -54,12 +63,26 @@ def image_list(
     return table
 
 
-def current_image(ids: list[str]) -> str:
-    """The shown image: the session's, else the first of `ids` (remembered)."""
+def opened_image(ids: list[str]) -> str | None:
+    """The open image (detail view), or None for the grid; an open image the filters no longer list is closed."""
     current = st.session_state.get(views.GALLERY_IMAGE_KEY)
-    if current not in ids:
-        current = st.session_state[views.GALLERY_IMAGE_KEY] = ids[0]
+    if current is not None and current not in ids:
+        st.session_state.pop(views.GALLERY_IMAGE_KEY, None)
+        return None
     return current
+
+
+def open_image(image_id: str) -> None:
+    """A thumbnail's Open button (a callback)."""
+    st.session_state[views.GALLERY_IMAGE_KEY] = image_id
+
+
+def back_to_grid(ids: list[str]) -> None:
+    """Close the open image and show the grid page that holds it (a callback)."""
+    current = st.session_state.pop(views.GALLERY_IMAGE_KEY, None)
+    st.query_params.pop("image", None)  # else the URL would open it again (widgets.adopt_gallery_params)
+    if current in ids:
+        st.session_state[PAGE_KEY] = ids.index(current) // PAGE_SIZE + 1
 
 
 def step(ids: list[str], delta: int) -> None:
@@ -93,18 +116,54 @@ def image_ground_truth(
     return evaluation.for_image(session_gt, image_id, name, size), size
 
 
-def thumbnail_grid(table: pd.DataFrame, refs: dict[str, ImageSource]) -> None:
-    """A page of GRID_SIZE thumbnails (with captions and Open buttons) of the listed images."""
-    pages = max(1, -(-len(table) // GRID_SIZE))
-    page = st.number_input("Page", 1, pages, 1, key="gallery_page") if pages > 1 else 1
-    chunk = table.iloc[(page - 1) * GRID_SIZE : page * GRID_SIZE]
-    cols = st.columns(GRID_COLUMNS)
-    for i, r in enumerate(chunk.itertuples(index=False)):
-        col = cols[i % GRID_COLUMNS]
-        thumb = cache.thumbnail(r.image_id, refs[r.image_id]) if r.image_id in refs else None
-        if thumb:
-            col.image(thumb, width="stretch")
-        col.caption(f"{md(r.image_name)}: {views.summary(r)}")
-        if col.button("Open", key=f"gallery_open_{r.image_id}"):
-            st.session_state[views.GALLERY_IMAGE_KEY] = r.image_id
-            st.rerun()
+def page_count(n_images: int) -> int:
+    return max(1, -(-n_images // PAGE_SIZE))
+
+
+def page_rows(table: pd.DataFrame, page: int) -> pd.DataFrame:
+    """Rows of grid page `page` (1-based, clamped to the pages there are)."""
+    page = min(max(1, page), page_count(len(table)))
+    return table.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+
+
+def failures(inf: pd.DataFrame, image_ids: list[str], models: list[str]) -> dict[str, list[str]]:
+    """image_id -> the models that failed on it, for the few images of one grid page."""
+    bad = inf[(inf["error"] != "") & inf["image_id"].isin(image_ids) & inf["model"].isin(models)]
+    return {str(i): list(dict.fromkeys(g["model"].astype(str))) for i, g in bad.groupby("image_id", sort=False)}
+
+
+def caption(row: object, failed: list[str]) -> str:
+    """A thumbnail's caption: name, boxes per model at the threshold (a line each, short names), the models that
+    failed."""
+    counts = "  \n".join(f"{md(short_name(m))}: {n}" for m, n in row.per_model.items())
+    text = f"**{md(row.image_name)}**  \n{counts}"
+    if failed:
+        text += f"  \n{FAILED_MARK} failed: {md(', '.join(short_name(m) for m in failed))}"
+    return text
+
+
+def thumbnail_image(image_id: str, refs: dict[str, ImageSource]) -> tuple[str | bytes, str]:
+    """(what st.image shows: the kept thumbnail's path, else the placeholder's bytes; why there is no thumbnail)."""
+    thumb = cache.store().thumbnail(image_id, refs.get(image_id))
+    return (str(thumb.path), "") if thumb.ok else (thumbs.placeholder(), thumb.error)
+
+
+def grid(table: pd.DataFrame, inf: pd.DataFrame, models: list[str], refs: dict[str, ImageSource]) -> None:
+    """The page chooser and one page of thumbnails, each with its caption and Open button."""
+    pages = page_count(len(table))
+    st.session_state[PAGE_KEY] = min(max(1, int(st.session_state.get(PAGE_KEY, 1))), pages)
+    c1, c2 = st.columns([1, 5], vertical_alignment="bottom")
+    page = int(c1.number_input(f"Page (of {pages})", 1, pages, key=PAGE_KEY))
+    rows = page_rows(table, page)
+    first = (page - 1) * PAGE_SIZE
+    c2.caption(f"Images {first + 1}–{first + len(rows)} of {len(table)}, {PAGE_SIZE} per page.")
+    failed = failures(inf, rows["image_id"].astype(str).tolist(), models)
+    cols: list = []
+    for i, r in enumerate(rows.itertuples(index=False)):
+        if i % GALLERY_PAGE_COLUMNS == 0:  # one row of columns per grid row: the rows line up whatever the shapes
+            cols = st.columns(GALLERY_PAGE_COLUMNS)
+        col = cols[i % GALLERY_PAGE_COLUMNS]
+        shown, why = thumbnail_image(r.image_id, refs)
+        col.image(shown, width="stretch")
+        col.caption(caption(r, failed.get(r.image_id, [])) + (f"  \n_{md(why)}_" if why else ""))
+        col.button("Open", key=f"gallery_open_{i}", on_click=open_image, args=(r.image_id,), width="stretch")

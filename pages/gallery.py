@@ -1,4 +1,5 @@
-"""Gallery: the session's images, filterable and sortable; one image side by side across models."""
+"""Gallery: the session's images as a paginated thumbnail grid, filterable and sortable; an opened image side by side
+across models, with previous/next."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
 from dashboard import cache, evaluation, figures, gallery, pagelist, runviews, state, views, widgets
 from dashboard.gallery import GT_SORT
 from dashboard.text import md
+
+REVIEW_ICON = ":material/rate_review:"
 
 state.init()
 st.title("Gallery")
@@ -46,17 +49,27 @@ if table.empty:
 
 ids = table["image_id"].tolist()
 names = dict(zip(table["image_id"], table["image_name"], strict=True))
-current = gallery.current_image(ids)
-index = ids.index(current)
+refs = state.images()
+untrained = views.untrained_models(inf, models)
+if untrained:
+    st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}.")
+st.query_params["models"] = ",".join(models)
+current = gallery.opened_image(ids)
+if current is None:  # the grid: one page of thumbnails kept in the store
+    st.query_params.pop("image", None)
+    gallery.grid(table, inf, models, refs)
+    st.page_link(pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=REVIEW_ICON)
+    st.stop()
 
-nav1, nav2, nav3 = st.columns([1, 6, 1], vertical_alignment="bottom")
+index = ids.index(current)
+nav0, nav1, nav2, nav3 = st.columns([1, 1, 5, 1], vertical_alignment="bottom")
+nav0.button("Back to grid", key="gallery_back", width="stretch", on_click=gallery.back_to_grid, args=(ids,))
 nav1.button("Previous", disabled=index == 0, key="gallery_prev", width="stretch", on_click=gallery.step, args=(ids, -1))
 nav3.button(
     "Next", disabled=index >= len(ids) - 1, key="gallery_next", width="stretch", on_click=gallery.step, args=(ids, 1)
 )
 st.session_state["gallery_pick"] = current
 st.query_params["image"] = current
-st.query_params["models"] = ",".join(models)
 nav2.selectbox(
     f"Image {index + 1} of {len(ids)}",
     ids,
@@ -65,8 +78,8 @@ nav2.selectbox(
     on_change=gallery.picked,
 )
 picked_id = current
+st.subheader(md(names[picked_id]), anchor=False)
 
-refs = state.images()
 ref = refs.get(picked_id)
 image = cache.full_image(picked_id, ref) if ref else None
 image_det = queries.image_boxes(rf, picked_id)  # this image's boxes: a slice of the frame
@@ -74,9 +87,6 @@ counts = views.counts_for_image(image_det, picked_id, models, threshold, classes
 metric_cols = st.columns(max(len(models), 1))
 for col, model in zip(metric_cols, models, strict=False):
     col.metric(model, f"{counts.get(model, 0)} boxes", help=f"score >= {threshold:.2f}")
-untrained = views.untrained_models(inf, models)
-if untrained:
-    st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}.")
 errors = inf[(inf["image_id"] == picked_id) & (inf["error"] != "") & inf["model"].isin(models)]
 for _, err in errors.drop_duplicates("model").iterrows():
     st.error(f"{err['model']}: {md(err['error'])}")
@@ -117,9 +127,4 @@ else:
     )
     st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
 
-st.page_link(
-    pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=":material/rate_review:"
-)
-
-with st.expander(f"Thumbnails ({len(table)} images)", expanded=False):
-    gallery.thumbnail_grid(table, refs)
+st.page_link(pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=REVIEW_ICON)

@@ -204,6 +204,7 @@ def test_the_category_mapping_and_notes_are_shown():
 def test_gallery_ground_truth_toggle_colours_true_and_false_positives():
     at = open_page(session({A: with_fp()}), threshold=0.5)  # Evaluate loads the gallery's ground truth
     at.switch_page("../pages/gallery.py").run()
+    at.button(key="gallery_open_0").click().run()
     assert not at.exception
     at.toggle(key="gallery_gt").set_value(True).run()
     assert not at.exception
@@ -220,7 +221,8 @@ def test_gallery_ground_truth_toggle_colours_true_and_false_positives():
 
 def test_gallery_without_ground_truth_has_no_toggle():
     at = open_page(session({A: with_fp()}), page="pages/gallery.py")
-    assert not at.exception
+    at.button(key="gallery_open_0").click().run()
+    assert not at.exception and at.get("plotly_chart")
     assert not [t for t in at.toggle if t.key == "gallery_gt"]
 
 

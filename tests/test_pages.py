@@ -111,6 +111,7 @@ def test_run_page_says_why_default_weights_are_missing_and_offers_untrained(monk
 def test_gallery_threshold_changes_the_counts_without_running_a_model(threshold, expected):
     at = open_page("pages/gallery.py", factories.seeded(), threshold=threshold)
     at.selectbox(key="gallery_sort").set_value("name").run()
+    at.button(key="gallery_open_0").click().run()  # the grid first; its first thumbnail opens the overlay
     assert not at.exception
     shown = metrics(at)
     assert [shown["fasterrcnn_resnet50_fpn"], shown["ssdlite320_mobilenet_v3_large"]] == expected
@@ -121,6 +122,7 @@ def test_gallery_next_and_previous():
     at = open_page("pages/gallery.py", factories.seeded())
     at.selectbox(key="gallery_sort").set_value("name").run()
     at.toggle(key="gallery_desc").set_value(False).run()
+    at.button(key="gallery_open_0").click().run()
     first = at.session_state["gallery_image"]
     at.button(key="gallery_next").click().run()
     second = at.session_state["gallery_image"]

@@ -101,6 +101,7 @@ def test_stored_reviews_filter_the_gallery(private_run_store):
     at.run()
     at.selectbox(key="gallery_sort").set_value("name").run()
     at.toggle(key="gallery_desc").set_value(False).run()
+    at.button(key="gallery_open_0").click().run()
     image = at.session_state["gallery_image"]
     Store(private_run_store).add_review(run_id, image, "ana", "both wrong", "missed the <b>cup</b>")
     at.run()
@@ -108,7 +109,8 @@ def test_stored_reviews_filter_the_gallery(private_run_store):
     at.multiselect(key="gallery_verdicts").set_value(["both wrong"]).run()
     assert at.selectbox(key="gallery_pick").options == [at.selectbox(key="gallery_pick").format_func(image)]
     at.multiselect(key="gallery_verdicts").set_value([views.NOT_REVIEWED]).run()
-    assert len(at.selectbox(key="gallery_pick").options) == 1 and at.session_state["gallery_image"] != image
+    assert "gallery_image" not in at.session_state, "the open image is filtered out: back to the grid"
+    assert len(at.get("image")) == 1 and any("**coffee.jpg**" in c.value.replace("\\", "") for c in at.caption)
 
 
 def test_run_against_run_on_the_runs_page(private_run_store):

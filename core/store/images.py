@@ -1,11 +1,12 @@
-"""Image bytes kept by content hash under images/, and which images each run lists."""
+"""Image bytes kept by content hash under images/, their thumbnails under thumbs/, and which images each run lists."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
 
-from core.config import MAX_IMAGE_BYTES
+from core import thumbs
+from core.config import MAX_IMAGE_BYTES, THUMB_ON_PUT_MAX_BYTES, THUMBS_DIR
 from core.images import ImageSource, content_id
 from core.records import now_iso
 from core.store.common import _write_atomic
@@ -42,13 +43,20 @@ def _suffix_for(data: bytes, name: str) -> tuple[str, str]:
 
 
 class ImagesMixin(StoreBase):
-    """The `images` and `run_images` tables and the files under images/."""
+    """The `images` and `run_images` tables, the files under images/ and their thumbnails under thumbs/."""
+
+    @property
+    def thumbs_dir(self) -> Path:
+        """`<store>/thumbs/`: one `<image_id>.jpg` per image (core.thumbs), made on first request or when kept."""
+        return self.path / THUMBS_DIR
 
     def put_image(self, source: ImageSource, *, run_id: str | None = None) -> str:
         """Keep a copy of the source's bytes under images/ by content hash (idempotent) and return its image_id.
 
         With `run_id`, the image is also listed in that run under the source's name. Unreadable or empty sources
         and files over MAX_IMAGE_BYTES are not kept: the result is "" (their records still say why they failed).
+        The thumbnail is made now when the file is at most THUMB_ON_PUT_MAX_BYTES (a JPEG decoded at 1/8 scale costs
+        a few ms); larger ones get theirs on first request.
         """
         data = source.read()
         if not data or len(data) > MAX_IMAGE_BYTES:
@@ -56,7 +64,19 @@ class ImagesMixin(StoreBase):
         image_id = content_id(data)
         fmt, suffix = _suffix_for(data, source.name)
         self._put_bytes(image_id, data, source.name, fmt, suffix, run_id)
+        if len(data) <= THUMB_ON_PUT_MAX_BYTES:
+            thumbs.ensure(self.thumbs_dir, image_id, ImageSource(source.name, data=data, image_id=image_id))
         return image_id
+
+    def thumbnail(self, image_id: str, source: ImageSource | None = None) -> thumbs.Thumbnail:
+        """The image's kept thumbnail, made now from `source` (else the stored copy) when missing. Never raises for
+        an unknown, gone or corrupt image: the result then has `error` (show `core.thumbs.placeholder()`)."""
+        if source is None:
+            with self._read() as conn:
+                row = conn.execute("SELECT name, path FROM images WHERE image_id = ?", (image_id,)).fetchone()
+            if row and (self.path / row[1]).is_file():
+                source = ImageSource(row[0], path=self.path / row[1], image_id=image_id)
+        return thumbs.ensure(self.thumbs_dir, image_id, source)
 
     def _put_bytes(self, image_id: str, data: bytes, name: str, fmt: str, suffix: str, run_id: str | None) -> None:
         with self._read() as conn:

@@ -55,6 +55,11 @@ def test_run_then_gallery_and_compare_in_a_real_browser(streamlit_server, browse
     page.screenshot(path=str(artifacts_dir / "e2e_run.png"), full_page=True)
 
     open_page(page, "Gallery", wait_for_app)
+    thumbnail = page.locator('[data-testid="stImage"] img').first  # the grid: a thumbnail kept in the store
+    thumbnail.wait_for(state="visible", timeout=60_000)
+    assert page.evaluate("(img) => img.naturalWidth", thumbnail.element_handle()) > 0, "the thumbnail loaded"
+    page.locator('[data-testid="stButton"]').get_by_role("button", name="Open", exact=True).first.click()
+    wait_for_app(page)
     assert_charts_render(page, 1)
     assert page.get_by_text(UNTRAINED_MARK, exact=False).count() >= 1
     assert page.get_by_text("cat.jpg").count() >= 1
