@@ -479,6 +479,7 @@ def run_ray(
                         stopped = True
                         getattr(batches, "close", lambda: None)()  # Ray Data stops the dataset's execution
                         break
+            stopped = stopped and len(seen) < total  # asked after the last batch: nothing was left out
             wall_s = time.perf_counter() - t0
             inferences, detections = _joined(frames)
             opened.info = _final_info(opening, inferences, settings, opts, user=user, wall_s=wall_s, n_pairs=total)
@@ -597,8 +598,15 @@ def options_from(args) -> RayOptions:
 
 
 def check_ray_settings(settings: RunSettings, opts: RayOptions) -> None:
-    """What the Ray path refuses before any cluster work, in one line (ClusterError): a runtime other than eager, and
-    options that cannot work (`check_options`). Nothing is contacted: a cluster that is down is found when it runs."""
+    """What the Ray path refuses before any cluster work, in one line: an unknown model (UnknownModelError), a weights
+    file that is not there (WeightsError), a runtime other than eager and options that cannot work (ClusterError, see
+    `check_options`). Nothing is contacted: a cluster that is down is found when the run starts."""
+    from core.models import get_model
+    from core.weights import parse_weights
+
+    for model in settings.models:
+        get_model(model)
+        parse_weights(settings.weights_for(model))
     if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
         raise ClusterError("the Ray path runs the eager runtime only (drop --runtime)")
     check_options(opts)
