@@ -18,13 +18,16 @@ Faults: decode tasks are retried (`max_retries`), a dead actor is restarted and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +168,26 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         check_reachable(address)
     if ray.is_initialized():
         return False
+    with _own_sigterm():
+        _init(ray, address, num_cpus)
+    return True
+
+
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep this process's own SIGTERM handler through `ray.init`, which replaces it (its handler exits the process):
+    a job worker must still see SIGTERM as "stop after the batch in flight" and leave its job `interrupted`, and it
+    shuts the Ray it started down itself. A process with no handler of its own keeps Ray's."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(ray, address: str | None, num_cpus: int | None) -> None:  # noqa: ANN001 (the ray module)
     if address:
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -178,7 +201,6 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
             log_to_driver=False,
             configure_logging=False,
         )
-    return True
 
 
 def cluster_environment() -> dict[str, object]:

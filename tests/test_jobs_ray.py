@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from core.store import Store
 SMALL = "ssdlite320_mobilenet_v3_large"
 UNTRAINED = ("--models", SMALL, "--weights", "untrained", "--device", "cpu", "--warmup", "0")
 CPUS = os.cpu_count() or 1
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -104,3 +109,34 @@ def test_a_local_job_says_local(capsys, tmp_path: Path) -> None:
     rc, out, _ = cli(capsys, "submit", str(GALLERY_DIR / "cat.jpg"), *UNTRAINED, "--store", str(store_dir))
     job = Store(store_dir).job(out.strip())
     assert rc == 0 and job.engine == "local" and job.spec["engine"] == "local" and "ray" not in job.spec
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_worker_on_a_ray_job_leaves_it_interrupted_after_the_batch_in_flight(capsys, tmp_path: Path):
+    """`ray.init` replaces the process's SIGTERM handler with one that exits: the worker keeps its own, so the job
+    ends `interrupted` (resumable), the worker exits 0 and shuts its Ray down, rather than the job ending `failed`."""
+    pytest.importorskip("ray")
+    from core.bench import make_images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    make_images(folder, 40, 320)  # 3 batches: the stop comes between them
+    store_dir = tmp_path / "store"
+    rc, out, _ = cli(capsys, "submit", str(folder), *UNTRAINED, "--engine", "ray", "--store", str(store_dir))
+    run_id = out.strip()
+    store = Store(store_dir)
+    env = {**os.environ, "DETLENS_OFFLINE": "1", "DETLENS_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    worker = subprocess.Popen([sys.executable, "-m", "core", "worker", "--store", str(store_dir), "--idle-exit", "0"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while store.job(run_id).done == 0 and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    job = store.job(run_id)
+    assert (rc, code, job.status) == (0, 0, "interrupted")
+    assert 0 < job.done < job.total and job.message == "the worker was stopped: resume it"
