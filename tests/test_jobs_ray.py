@@ -68,9 +68,11 @@ def test_check_options_refuses_what_cannot_work_and_actors_that_starve_the_decod
         (("--weights", "missing.pth"), "weights file not found: missing.pth"),
     ],
 )
-def test_submit_engine_ray_refuses_in_one_line_and_stores_nothing(capsys, tmp_path: Path, args, phrase) -> None:
+@pytest.mark.parametrize("command", ["submit", "detect"])
+def test_engine_ray_refuses_in_one_line_and_stores_nothing(capsys, tmp_path: Path, command, args, phrase) -> None:
+    """`submit --engine ray` and `detect --engine ray` refuse the same things before any cluster work."""
     store = tmp_path / "store"
-    rc, out, err = cli(capsys, "submit", str(GALLERY_DIR / "cat.jpg"), *UNTRAINED, *args, "--engine", "ray",
+    rc, out, err = cli(capsys, command, str(GALLERY_DIR / "cat.jpg"), *UNTRAINED, *args, "--engine", "ray",
                        "--store", str(store))  # fmt: skip
     assert (rc, out) == (EXIT_USAGE, "")
     assert phrase in err and len(err.strip().splitlines()) == 1
