@@ -8,6 +8,9 @@ beats the heartbeat; a cancel is seen before the next image; SIGTERM stops after
 job `interrupted` (resumable). The dashboard never runs a model for a run: it submits, and `ensure_worker` starts one
 detached worker for its store when none is alive.
 
+A job submitted with `engine: ray` (`submit --engine ray`) is run by the worker through `core.distributed.run_ray`
+instead: the same run, records, progress, cancel (after the batch in flight), resume and errors.
+
 One worker per store and host: a worker holds an exclusive lock file (`worker-<host>.lock` in the store folder) for
 its life, so two workers on one machine never time their model calls against each other; a second one exits at once.
 """
@@ -91,8 +94,9 @@ def submit(
 
     `ray`: the worker runs the job on a Ray cluster (`core.distributed.run_ray`) with these options, kept in the spec
     (`engine`, `ray`) with each image's absolute path: Ray's tasks read the images where they were, on storage every
-    node sees. Refused up front (ClusterError, one line): a runtime other than eager, options that cannot work; a
-    cluster that is down is found by the worker (the job fails with that line)."""
+    node sees. Refused up front, in one line (`core.distributed.check_ray_settings`): an unknown model, a missing weights
+    file, a runtime other than eager, options that cannot work; a cluster that is down is found by the worker (the job
+    fails with that line)."""
     if ray is not None:
         from core.distributed import check_ray_settings
 

@@ -116,7 +116,8 @@ def test_a_local_job_says_local(capsys, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigterm_to_a_worker_on_a_ray_job_leaves_it_interrupted_after_the_batch_in_flight(capsys, tmp_path: Path):
     """`ray.init` replaces the process's SIGTERM handler with one that exits: the worker keeps its own, so the job
-    ends `interrupted` (resumable), the worker exits 0 and shuts its Ray down, rather than the job ending `failed`."""
+    ends `interrupted` (resumable), the worker exits 0 and shuts its Ray down, rather than the job ending `failed`.
+    (Stopping after the batch in flight, deterministically: tests/test_distributed.py.)"""
     pytest.importorskip("ray")
     from core.bench import make_images
 
@@ -140,5 +141,8 @@ def test_sigterm_to_a_worker_on_a_ray_job_leaves_it_interrupted_after_the_batch_
         if worker.poll() is None:
             worker.kill()
     job = store.job(run_id)
-    assert (rc, code, job.status) == (0, 0, "interrupted")
-    assert 0 < job.done < job.total and job.message == "the worker was stopped: resume it"
+    assert (rc, code) == (0, 0)  # Ray's handler would have exited with 15, or aborted the worker (-6)
+    # `finished` when the last batches were stored before the stop was seen (a busy machine); never `failed`
+    assert job.status in ("interrupted", "finished")
+    if job.status == "interrupted":
+        assert 0 < job.done < job.total and job.message == "the worker was stopped: resume it"
