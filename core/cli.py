@@ -239,8 +239,9 @@ def _settings_from(args: argparse.Namespace):
     )
 
 
-def _job_sources(store, items: Sequence[str]):
-    """Paths (files or folders), or `id:IMAGE_ID` for an image already in the store; the same content once."""
+def _job_sources(store, items: Sequence[str], *, lists: bool = False):
+    """Paths (files or folders), or `id:IMAGE_ID` for an image already in the store; the same content once.
+    `lists`: a text file lists image paths, one a line, as `detect --engine ray` reads it."""
     from core.images import ImageSource, sources_from_paths
     from core.store import StoreError
 
@@ -255,7 +256,13 @@ def _job_sources(store, items: Sequence[str]):
                 raise StoreError(f"image {image_id} is not in the run store {store.path}")
             out.setdefault(image_id, kept[image_id])
             continue
-        for source in sources_from_paths([Path(item)]):
+        if lists:
+            from core.distributed import list_images
+
+            found = [ImageSource.from_path(p) for p in list_images([item])]
+        else:
+            found = sources_from_paths([Path(item)])
+        for source in found:
             source = source.hashed()
             out.setdefault(source.image_id, source)
     return list(out.values())
@@ -267,13 +274,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from core.store import current_user
 
     settings = _settings_from(args)
-    check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
+    ray = None
+    if args.engine == "ray":  # refused here in one line: non-eager runtimes, options that cannot work
+        from core.distributed import ClusterError, check_ray_settings, options_from
+
+        ray = options_from(args)
+        try:
+            check_ray_settings(settings, ray)
+        except ClusterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
     store = _open_store(args.store)
-    sources = _job_sources(store, args.images or [str(p) for p in gallery_paths()])
+    sources = _job_sources(store, args.images or [str(p) for p in gallery_paths()], lists=ray is not None)
     if not sources:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
-    run_id = submit(store, settings, sources, user=current_user(), check=False)
+    run_id = submit(store, settings, sources, user=current_user(), check=False, ray=ray)
     print(run_id)
     return EXIT_OK
 
@@ -303,14 +321,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return EXIT_OK
     workers = store.live_workers() if store is not None else []
     print(f"workers alive: {', '.join(workers) or 'none'}")
-    header = f"{'run_id':24} {'status':11} {'done':>11} {'errors':>6} {'img/s':>6} {'left':>7}  {'by':10} models"
+    header = (
+        f"{'run_id':24} {'status':11} {'done':>11} {'errors':>6} {'img/s':>6} {'left':>7}  {'by':10} {'engine':18} "
+        "models"
+    )
     print(header)
     print("-" * len(header))
     for j in jobs:
         models = ", ".join(f"{m} {p.done}/{p.total}" for m, p in j.models.items())
         print(
             f"{j.run_id:24} {j.status:11} {f'{j.done}/{j.total}':>11} {j.errors:>6} {j.rate():>6.2f} "
-            f"{_duration(j.eta_s()):>7}  {j.submitted_by[:10]:10} {models}"
+            f"{_duration(j.eta_s()):>7}  {j.submitted_by[:10]:10} {j.engine:18} {models}"
         )
         if j.message:
             print(f"{'':24} {j.message}")
@@ -420,6 +441,16 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
 
 
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    """Where `detect` runs, and where `submit`'s worker runs the job: here, or on Ray (core.distributed)."""
+    p.add_argument(
+        "--engine", default="local", choices=("local", "ray"), help="ray: on a Ray cluster (core.distributed)"
+    )
+    p.add_argument("--ray-address", metavar="HOST:PORT", help="Ray cluster to join (default: start Ray here)")
+    p.add_argument("--workers", type=int, default=1, help="Ray: detector actors per model (< this machine's CPUs here)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per actor (fractions share one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="DetLens: compare torchvision detectors.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -441,12 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="COCO instances JSON for the runtimes' AP against eager ('none': skip; default: the gallery's)",
     )
-    p_det.add_argument(
-        "--engine", default="local", choices=("local", "ray"), help="ray: on a Ray cluster (core.distributed)"
-    )
-    p_det.add_argument("--ray-address", metavar="HOST:PORT", help="Ray cluster to join (default: start Ray here)")
-    p_det.add_argument("--workers", type=int, default=1, help="Ray: detector actors per model")
-    p_det.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per actor (fractions share one)")
+    _engine_options(p_det)
     p_det.set_defaults(func=cmd_detect)
 
     store_help = f"run store folder (default: {_STORE_HELP})"
@@ -459,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sub.add_argument("images", nargs="*", help="image files or folders, or id:IMAGE_ID of a stored image")
     _run_options(p_sub)
     p_sub.add_argument("--store", metavar="DIR", help=store_help)
+    _engine_options(p_sub)
     p_sub.set_defaults(func=cmd_submit)
 
     p_jobs = sub.add_parser("jobs", help="queued, running and recent jobs with their progress")

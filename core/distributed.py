@@ -18,13 +18,16 @@ Faults: decode tasks are retried (`max_retries`), a dead actor is restarted and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +44,7 @@ from core.config import (
     RAY_MAX_RESTARTS,
     RAY_MAX_RETRIES,
     RAY_MAX_TASK_RETRIES,
+    RUNTIME_EAGER,
     SCORE_FLOOR,
 )
 from core.images import LoadedImage, expand_paths, load_image
@@ -92,23 +96,67 @@ def _is_text_list(path: Path) -> bool:
 # --- cluster ---------------------------------------------------------------------------------------------------------
 
 
+LOCAL_ADDRESSES = ("", "local")  # no cluster named: Ray starts on this machine
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of `HOST:PORT` or `ray://HOST:PORT`; None for `auto` and empty addresses (left to Ray);
+    ClusterError (one line) for anything else. Nothing is contacted."""
+    if address in ("", "auto", "local"):
+        return None
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ClusterError(f"cannot use Ray address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379)")
+    return host.strip("[]"), int(port)
+
+
 def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
     """Fail fast with one line when `host:port` (or `ray://host:port`) does not accept a connection.
 
     Ray's own client retries for a long while before giving up; this probe answers in `timeout_s` at most.
     `auto` and empty addresses are left to Ray.
     """
-    if address in ("", "auto", "local"):
+    target = parse_address(address)
+    if target is None:
         return
-    host_port = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = host_port.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ClusterError(f"cannot use Ray address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379)")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+        with socket.create_connection(target, timeout=timeout_s):
             pass
     except OSError as exc:
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def local_cpus() -> float:
+    """The CPUs a Ray started here has: the running local Ray's, else this machine's (what `ray.init` would take)."""
+    ray = sys.modules.get("ray")  # not imported: no Ray session in this process
+    if ray is not None and ray.is_initialized():
+        return float(ray.cluster_resources().get("CPU", 0.0))
+    return float(os.cpu_count() or 1)
+
+
+def check_options(opts: RayOptions, *, cpus: float | None = None) -> None:
+    """Refuse, in one line (ClusterError), Ray options that cannot work: workers < 1, negative GPUs, a malformed
+    address, and on a Ray started here (no address) actors that would hold every CPU: the decode tasks feeding them
+    need a CPU too and would wait forever. `cpus`: the local Ray's CPUs (default `local_cpus()`)."""
+    if opts.workers < 1 or opts.gpus_per_worker < 0:
+        raise ClusterError("--workers must be >= 1 and --gpus-per-worker >= 0")
+    parse_address(opts.address or "")
+    if (opts.address or "") not in LOCAL_ADDRESSES:
+        return
+    cpus = local_cpus() if cpus is None else cpus
+    held = opts.workers * opts.cpus_per_worker
+    if held >= cpus:
+        most = max(0, int((cpus - 1) // opts.cpus_per_worker))
+        raise ClusterError(
+            f"--workers {opts.workers} would hold all {cpus:g} CPUs of the Ray started on this machine (one per "
+            f"worker) and leave none to decode images: use --workers {most} or less here"
+            + (
+                ", or --ray-address of a cluster"
+                if most
+                else " (a single-CPU machine: give --ray-address of a cluster)"
+            )
+        )
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
@@ -120,6 +168,26 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         check_reachable(address)
     if ray.is_initialized():
         return False
+    with _own_sigterm():
+        _init(ray, address, num_cpus)
+    return True
+
+
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep this process's own SIGTERM handler through `ray.init`, which replaces it (its handler exits the process):
+    a job worker must still see SIGTERM as "stop after the batch in flight" and leave its job `interrupted`, and it
+    shuts the Ray it started down itself. A process with no handler of its own keeps Ray's."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(ray, address: str | None, num_cpus: int | None) -> None:  # noqa: ANN001 (the ray module)
     if address:
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -133,7 +201,6 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
             log_to_driver=False,
             configure_logging=False,
         )
-    return True
 
 
 def cluster_environment() -> dict[str, object]:
@@ -297,6 +364,7 @@ class RayRunOutput:
     parts_dir: Path | None
     inferences: pd.DataFrame = field(repr=False)  # every kept row (small runs; the store holds them too)
     detections: pd.DataFrame = field(repr=False)
+    stopped: bool = False  # `should_stop` ended the run before every pair ran
 
 
 def detect_dataset(paths: Sequence[Path], model: str, settings: RunSettings, opts: RayOptions, *, run_id: str,
@@ -377,51 +445,74 @@ def run_ray(
     out_dir: Path | None = None,
     on_progress: ProgressFn | None = None,
     worker: type = DetectWorker,
+    todo: Mapping[str, Sequence[Path]] | None = None,
+    existing: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RayRunOutput:
     """Run every model over `paths` on Ray; parts under `out_dir/<run_id>/` and the records in `store` (one run).
 
-    The run is started in the store before any image runs and finished (or marked failed) at the end.
+    The run is started in the store before any image runs and finished (or marked failed) at the end. `todo` (model ->
+    paths, in settings order) runs only those pairs (a resumed job); `existing`: `run_id` is already in the store (a
+    claimed job's run). `should_stop`, asked before each model and after each batch is stored, ends the run there
+    (`stopped`: the run's status is left to the caller, as `core.runner.execute` does).
     """
     import ray
 
     run_id = run_id or new_run_id()
     created_at = now_iso()
+    check_options(opts)  # before anything starts: one line (a worker's job fails with it)
     started = connect(opts.address)
-    _quiet_ray_data()
     parts_dir = Path(out_dir) / run_id if out_dir is not None else None
     seen: set[tuple[str, str]] = set()
     kept_images: set[str] = set()
     frames: list[tuple[pd.DataFrame, pd.DataFrame]] = []
-    total = len(paths) * len(settings.models)
+    todo = (
+        {m: list(todo.get(m, ())) for m in settings.models}
+        if todo is not None
+        else dict.fromkeys(settings.models, paths)
+    )
+    total = sum(len(v) for v in todo.values())
+    stopped = False
     t0 = time.perf_counter()
-    opening = RunInfo(run_id, created_at, settings=_settings(settings, opts, user=user))
+    opening = RunInfo(run_id, created_at, settings=ray_settings_record(settings, opts, user=user))
     try:
-        with stored_run(store, opening, user=user) as opened:  # finished with opened.info, or failed
-            for model in settings.models:
-                ds = detect_dataset(paths, model, settings, opts, run_id=run_id, created_at=created_at, worker=worker)
-                for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if started:
+            check_options(opts)  # again, with the CPUs the Ray just started here really has
+        _quiet_ray_data()
+        with stored_run(store, opening, user=user, existing=existing) as opened:  # finished, failed, or left open
+            for model, model_paths in todo.items():
+                stopped = stopped or bool(should_stop and should_stop())
+                if stopped or not model_paths:
+                    continue
+                ds = detect_dataset(model_paths, model, settings, opts, run_id=run_id, created_at=created_at,
+                                    worker=worker)  # fmt: skip
+                batches = iter(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+                for table in batches:
                     inf, det = _new_rows(split_records(table), seen)
-                    if inf.empty:
-                        continue
-                    store.add_records(run_id, inf, det)
-                    _keep_images(store, run_id, table, kept_images)
-                    if parts_dir is not None:
-                        _write_part(parts_dir, len(frames), inf, det)
-                    frames.append((inf, det))
-                    if on_progress:
-                        on_progress(len(seen), total)
+                    if not inf.empty:
+                        store.add_records(run_id, inf, det)
+                        _keep_images(store, run_id, table, kept_images)
+                        if parts_dir is not None:
+                            _write_part(parts_dir, len(frames), inf, det)
+                        frames.append((inf, det))
+                        if on_progress:
+                            on_progress(len(seen), total)
+                    if should_stop and should_stop():
+                        stopped = True
+                        getattr(batches, "close", lambda: None)()  # Ray Data stops the dataset's execution
+                        break
+            stopped = stopped and len(seen) < total  # asked after the last batch: nothing was left out
             wall_s = time.perf_counter() - t0
             inferences, detections = _joined(frames)
-            opened.info = _final_info(
-                opening, inferences, settings, opts, user=user, wall_s=wall_s, n_images=len(paths)
-            )
+            opened.info = _final_info(opening, inferences, settings, opts, user=user, wall_s=wall_s, n_pairs=total)
+            opened.stopped = stopped
     finally:
         if started:
             ray.shutdown()
     info = opened.info
     n_errors = int((inferences["error"] != "").sum())
     return RayRunOutput(info, len(inferences), n_errors, wall_s, parts_dir, inferences.reset_index(drop=True),
-                        detections.reset_index(drop=True))  # fmt: skip
+                        detections.reset_index(drop=True), stopped=stopped)  # fmt: skip
 
 
 def _joined(frames: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -433,17 +524,17 @@ def _joined(frames: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFra
 
 
 def _final_info(opening: RunInfo, inferences: pd.DataFrame, settings: RunSettings, opts: RayOptions, *, user: str,
-                wall_s: float, n_images: int) -> RunInfo:  # fmt: skip
+                wall_s: float, n_pairs: int) -> RunInfo:  # fmt: skip
     """The run's settings and environment once it ran: the actors' devices, weights, wall time and images per second."""
     environment = _environment(opts, settings)
-    environment["ray"].update(
-        wall_s=round(wall_s, 3), images_per_s=round(n_images * len(settings.models) / wall_s, 3) if wall_s else None
-    )
+    environment["ray"].update(wall_s=round(wall_s, 3), images_per_s=round(n_pairs / wall_s, 3) if wall_s else None)
     environment["images"] = dict(zip(inferences["image_id"], inferences["image_name"], strict=True))
     devices = sorted(set(inferences["device"].dropna()))
     environment["device"] = ",".join(devices) or environment["device"]
     weights = {m: w for m, w in zip(inferences["model"], inferences["weights"], strict=True)}
-    settings_record = _settings(settings, opts, user=user, device=",".join(devices) or None, weights=weights or None)
+    settings_record = ray_settings_record(
+        settings, opts, user=user, device=",".join(devices) or None, weights=weights or None
+    )
     return RunInfo(opening.run_id, opening.created_at, settings=settings_record, environment=environment)
 
 
@@ -501,8 +592,8 @@ def read_parts(parts_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return inf, det
 
 
-def _settings(settings: RunSettings, opts: RayOptions, *, user: str, device: str | None = None,
-              weights: dict[str, str] | None = None) -> dict[str, object]:  # fmt: skip
+def ray_settings_record(settings: RunSettings, opts: RayOptions, *, user: str, device: str | None = None,
+                        weights: dict[str, str] | None = None) -> dict[str, object]:  # fmt: skip
     record = settings.record(user=user, device=device, weights=weights)
     record.update(engine="ray", ray_address=opts.address or "local", workers=opts.workers,
                   gpus_per_worker=opts.gpus_per_worker)  # fmt: skip
@@ -523,11 +614,31 @@ def _environment(opts: RayOptions, settings: RunSettings) -> dict[str, object]:
 # --- command line ------------------------------------------------------------------------------------------------------
 
 
+def options_from(args) -> RayOptions:
+    """The Ray options `detect` and `submit` take (`--ray-address`, `--workers`, `--gpus-per-worker`)."""
+    return RayOptions(address=args.ray_address or None, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+
+
+def check_ray_settings(settings: RunSettings, opts: RayOptions) -> None:
+    """What the Ray path refuses before any cluster work, in one line: an unknown model (UnknownModelError), a weights
+    file that is not there (WeightsError), a runtime other than eager and options that cannot work (ClusterError, see
+    `check_options`). Nothing is contacted: a cluster that is down is found when the run starts."""
+    from core.models import get_model
+    from core.weights import parse_weights
+
+    for model in settings.models:
+        get_model(model)
+        parse_weights(settings.weights_for(model))
+    if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
+        raise ClusterError("the Ray path runs the eager runtime only (drop --runtime)")
+    check_options(opts)
+
+
 def cli_detect(args) -> int:
     """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
     and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
     from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar, _settings_from
-    from core.config import RUNTIME_EAGER, UNTRAINED_MARK
+    from core.config import UNTRAINED_MARK
     from core.images import gallery_paths
     from core.models import parse_model_list
     from core.store import current_user
@@ -539,14 +650,13 @@ def cli_detect(args) -> int:
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
-    if args.workers < 1 or args.gpus_per_worker < 0:
-        print("error: --workers must be >= 1 and --gpus-per-worker >= 0", file=sys.stderr)
-        return EXIT_USAGE
     settings = _settings_from(args)
-    if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
-        print("error: the Ray path runs the eager runtime only (drop --runtime)", file=sys.stderr)
+    opts = options_from(args)
+    try:
+        check_ray_settings(settings, opts)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    opts = RayOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
     store = _open_store(args.store)
     bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
 

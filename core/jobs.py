@@ -8,6 +8,9 @@ beats the heartbeat; a cancel is seen before the next image; SIGTERM stops after
 job `interrupted` (resumable). The dashboard never runs a model for a run: it submits, and `ensure_worker` starts one
 detached worker for its store when none is alive.
 
+A job submitted with `engine: ray` (`submit --engine ray`) is run by the worker through `core.distributed.run_ray`
+instead: the same run, records, progress, cancel (after the batch in flight), resume and errors.
+
 One worker per store and host: a worker holds an exclusive lock file (`worker-<host>.lock` in the store folder) for
 its life, so two workers on one machine never time their model calls against each other; a second one exits at once.
 """
@@ -25,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import runner
 from core.config import (
@@ -37,11 +41,16 @@ from core.config import (
     WORKER_POLL_S,
 )
 from core.images import ImageSource
+from core.records import RunInfo
 from core.runner import PlannedRun, RunSettings
 from core.store import JobRow, Store, StoreError
 from core.store.jobs import worker_name
 
-SPEC_VERSION = 1
+if TYPE_CHECKING:
+    from core.distributed import RayOptions
+
+SPEC_VERSION = 1  # a spec without `engine` (older ones) is a local job
+ENGINE_LOCAL, ENGINE_RAY = "local", "ray"
 STARTED_PIDS = "worker.pids"  # the store folder's list of workers the dashboard started
 _START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) before it beats: do not start another
 
@@ -78,20 +87,33 @@ def submit(
     user: str = "",
     class_names: dict[str, Sequence[str]] | None = None,
     check: bool = True,
+    ray: RayOptions | None = None,
 ) -> str:
     """Queue a run of `sources` x `settings.models` (or only the pairs of `todo`: model -> sources) and return its
-    run id at once. Unusable settings raise before anything is stored; the images' bytes are kept in the store."""
-    if check:
+    run id at once. Unusable settings raise before anything is stored; the images' bytes are kept in the store.
+
+    `ray`: the worker runs the job on a Ray cluster (`core.distributed.run_ray`) with these options, kept in the spec
+    (`engine`, `ray`) with each image's absolute path: Ray's tasks read the images where they were, on storage every
+    node sees. Refused up front, in one line (`core.distributed.check_ray_settings`): an unknown model, a missing weights
+    file, a runtime other than eager, options that cannot work; a cluster that is down is found by the worker (the job
+    fails with that line)."""
+    if ray is not None:
+        from core.distributed import check_ray_settings
+
+        check_ray_settings(settings, ray)
+    elif check:
         check_settings(settings, class_names)
     if not sources:
         raise StoreError("no images to run")
+    if ray is not None and any(s.path is None for s in sources):
+        raise StoreError("a Ray job reads its images from files every node sees: give paths, not uploads")
     images: list[dict[str, str]] = []
     index: dict[int, int] = {}
     for i, source in enumerate(sources):
         image_id = store.put_image(source)
         entry = {"image_id": image_id, "name": source.name}
-        if not image_id:  # empty or over the size limit: the worker records why, as `detect` would
-            entry["path"] = str(source.path) if source.path is not None else ""
+        if not image_id or ray is not None:  # unreadable (the worker records why, as `detect` would), or for Ray
+            entry["path"] = str(Path(source.path).absolute()) if source.path is not None else ""
         index[id(source)] = i
         images.append(entry)
     pairs = todo if todo is not None else {m: sources for m in settings.models}
@@ -101,9 +123,16 @@ def submit(
         "images": images,
         "todo": {m: [index[id(s)] for s in srcs] for m, srcs in pairs.items() if srcs},
         "class_names": {m: list(v) for m, v in (class_names or {}).items()},
+        "engine": ENGINE_RAY if ray is not None else ENGINE_LOCAL,
     }
     models = [m for m in settings.models if any(x.model == m and x.name in spec["todo"] for x in settings.series())]
-    return store.submit_job(spec, settings=settings.record(user=user, models=models), user=user)
+    record = settings.record(user=user, models=models)
+    if ray is not None:
+        from core.distributed import ray_settings_record
+
+        spec["ray"] = dataclasses.asdict(ray)
+        record = ray_settings_record(settings, ray, user=user) | {"models": models}
+    return store.submit_job(spec, settings=record, user=user)
 
 
 # --- running one job ------------------------------------------------------------------------------------------------
@@ -143,6 +172,8 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
     """Run a claimed job into its run and end it; returns its final status. `stop` (a worker shutting down) ends it
     after the image in flight as `interrupted`; a cancel as `cancelled`; an error escaping the runner as `failed`."""
     run_id = job.run_id
+    if job.spec.get("engine") == ENGINE_RAY:
+        return _run_ray_job(store, job, stop=stop)
     planned = plan_job(store, job)
     if not planned.todo:
         store.end_job(run_id, "finished")
@@ -164,10 +195,53 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
     except Exception as exc:  # the runner marked the run failed; keep why with the job
         store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
         return "failed"
-    if not output.stopped:
+    return _ended(store, run_id, output.stopped, output.info)
+
+
+def ray_todo(store: Store, job: JobRow) -> dict[str, list[Path]]:
+    """A Ray job's pairs with no record in its run yet (all of them on a first claim): model -> image paths."""
+    images = job.spec.get("images", [])
+    done = store.done_pairs(job.run_id)
+    todo: dict[str, list[Path]] = {}
+    for model, indices in job.spec.get("todo", {}).items():
+        paths = [Path(images[i]["path"]) for i in indices if (images[i].get("image_id", ""), model) not in done]
+        if paths:
+            todo[model] = paths
+    return todo
+
+
+def _run_ray_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None) -> str:
+    """`run_job` for a job submitted with `engine: ray`: the missing pairs through `core.distributed.run_ray` into the
+    job's run; stops after the batch in flight (Ray Data hands back a batch at a time), ends like a local job."""
+    from core.distributed import RayOptions, run_ray
+
+    run_id = job.run_id
+    todo = ray_todo(store, job)
+    if not todo:
+        store.end_job(run_id, "finished")
+        return "finished"
+    settings = RunSettings(**job.spec["settings"])
+    opts = RayOptions(**job.spec.get("ray", {}))
+    paths = list({p: None for ps in todo.values() for p in ps})
+
+    def should_stop() -> bool:
+        return bool(stop and stop()) or store.cancel_requested(run_id)
+
+    try:
+        output = run_ray(paths, settings, opts, store=store, run_id=run_id, user=job.submitted_by, todo=todo,
+                         existing=True, should_stop=should_stop)  # fmt: skip
+    except Exception as exc:  # a cluster that cannot be reached or used, a model that does not load...
+        store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
+        return "failed"
+    return _ended(store, run_id, output.stopped, output.info)
+
+
+def _ended(store: Store, run_id: str, stopped: bool, info: RunInfo) -> str:
+    """A run that returned: finished (the runner closed it), or stopped: `cancelled` when asked, else `interrupted`."""
+    if not stopped:
         return "finished"
     if store.cancel_requested(run_id):
-        store.end_job(run_id, "cancelled", info=output.info)
+        store.end_job(run_id, "cancelled", info=info)
         return "cancelled"
     store.interrupt_job(run_id, "the worker was stopped: resume it")
     return "interrupted"

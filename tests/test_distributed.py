@@ -6,6 +6,7 @@ One Ray session serves the whole module (Ray starts in seconds, not milliseconds
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported:
 
 ray = pytest.importorskip("ray")
 
+from core import jobs  # noqa: E402
 from core.cli import EXIT_USAGE, main  # noqa: E402
 from core.config import GALLERY_DIR  # noqa: E402
 from core.distributed import (  # noqa: E402
@@ -50,6 +52,12 @@ def ray_session() -> Iterator[None]:
         ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def local_gallery():
+    """The local engine's run of the gallery (what every Ray run of it must give back)."""
+    return run(sources_from_paths(list_images([GALLERY_DIR])), settings())
+
+
 def settings(**kw) -> RunSettings:
     return RunSettings(models=[MODEL], default_weights="untrained", device="cpu", warmup=0, **kw)
 
@@ -58,12 +66,12 @@ def sorted_boxes(df):
     return df[BOX_COLUMNS].sort_values(BOX_COLUMNS).reset_index(drop=True)
 
 
-def test_ray_records_equal_the_local_engine(ray_session, tmp_path: Path) -> None:
+def test_ray_records_equal_the_local_engine(ray_session, local_gallery, tmp_path: Path) -> None:
     """Same images, same seeded untrained weights: the same boxes, labels, scores and counts; timings measured."""
     paths = list_images([GALLERY_DIR])
     store = Store(tmp_path / "store")
     out = run_ray(paths, settings(), RayOptions(batch_rows=4), store=store, out_dir=tmp_path / "out")
-    local = run(sources_from_paths(paths), settings())
+    local = local_gallery
 
     key = ["image_id", "model"]
     ray_inf = out.inferences.sort_values(key).reset_index(drop=True)
@@ -183,3 +191,85 @@ def test_list_images_reads_a_text_file_of_paths(tmp_path: Path, lines: list[str]
 
 def test_list_images_expands_folders_like_the_local_engine() -> None:
     assert list_images([GALLERY_DIR]) == [p.absolute() for p in gallery_paths()]
+
+
+# --- jobs submitted with --engine ray ---------------------------------------------------------------------------------
+
+UNTRAINED = ("--models", MODEL, "--weights", "untrained", "--device", "cpu", "--warmup", "0")
+
+
+def jobs_json(capsys, store: Path) -> list[dict]:
+    assert main(["jobs", "--store", str(store), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_job_submitted_with_engine_ray_gives_the_records_of_local_detect(ray_session, local_gallery, tmp_path: Path,
+                                                                          capsys) -> None:  # fmt: skip
+    store_dir = tmp_path / "store"
+    assert main(["submit", str(GALLERY_DIR), *UNTRAINED, "--engine", "ray", "--store", str(store_dir)]) == 0
+    run_id = capsys.readouterr().out.strip()
+    assert main(["worker", "--store", str(store_dir), "--idle-exit", "0"]) == 0
+    capsys.readouterr()
+
+    (job,) = jobs_json(capsys, store_dir)
+    assert (job["run_id"], job["status"], job["engine"], job["done"], job["total"], job["errors"]) == (
+        run_id, "finished", "ray", len(gallery_paths()), len(gallery_paths()), 0
+    )  # fmt: skip
+    inf, det, info = Store(store_dir).load_run(run_id)
+    assert sorted_boxes(det).equals(sorted_boxes(local_gallery.detections))
+    same = ["image_id", "image_name", "width", "height", "model", "weights", "n_detections", "error"]
+    key = ["image_id", "model"]
+    assert (
+        inf[same]
+        .sort_values(key)
+        .reset_index(drop=True)
+        .equals(local_gallery.inferences[same].sort_values(key).reset_index(drop=True))
+    )
+    assert info.settings["engine"] == "ray" and info.environment["ray"]["cpus"] == 2.0
+
+
+def test_a_stopped_or_cancelled_ray_job_ends_so_and_resumes_only_its_missing_pairs(ray_session, tmp_path: Path) -> None:
+    """Stopped after its first batch (a worker shutting down): `interrupted`, never `running`; resumed and cancelled
+    while running: `cancelled`; resumed again: only the missing pairs run, and each pair is there once."""
+    store = Store(tmp_path / "store")
+    sources = [s.hashed() for s in sources_from_paths(gallery_paths())]
+    run_id = jobs.submit(store, settings(), sources, ray=RayOptions(batch_rows=2))
+
+    status = jobs.run_job(store, store.claim_job(), stop=lambda: store.job(run_id).done > 0)
+    first = store.job(run_id)
+    assert (status, first.status) == ("interrupted", "interrupted") and 0 < first.done < first.total
+
+    store.resume_job(run_id)
+    job = store.claim_job()
+    assert store.cancel_job(run_id) == "running"  # asked while it runs: seen before the next batch
+    assert jobs.run_job(store, job) == "cancelled" and store.job(run_id).status == "cancelled"
+
+    store.resume_job(run_id)
+    job = store.claim_job()
+    todo = jobs.ray_todo(store, job)
+    assert sum(map(len, todo.values())) == first.total - first.done  # the missing pairs only
+    assert jobs.run_job(store, job) == "finished"
+    inf, det, _ = store.load_run(run_id)
+    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
+    assert len(pairs) == len(set(pairs)) == first.total and store.job(run_id).status == "finished"
+    assert not det.duplicated(BOX_COLUMNS).any()
+
+
+def test_a_ray_job_whose_cluster_cannot_be_reached_fails_with_one_line(tmp_path: Path, capsys) -> None:
+    store_dir = tmp_path / "store"
+    argv = ["submit", str(GALLERY_DIR / "cat.jpg"), *UNTRAINED, "--engine", "ray", "--ray-address", "127.0.0.1:9"]
+    assert main([*argv, "--store", str(store_dir)]) == 0  # the address is checked when the job runs
+    run_id = capsys.readouterr().out.strip()
+    assert main(["worker", "--store", str(store_dir), "--idle-exit", "0"]) == 0
+    capsys.readouterr()
+
+    (job,) = jobs_json(capsys, store_dir)
+    assert (job["run_id"], job["status"], job["done"]) == (run_id, "failed", 0)
+    assert job["message"].startswith("cannot reach the Ray cluster at 127.0.0.1:9") and "\n" not in job["message"]
+
+
+def test_workers_holding_every_cpu_of_the_local_ray_are_refused_before_a_run_starts(ray_session, tmp_path) -> None:
+    store = Store(tmp_path / "store")
+    with pytest.raises(ClusterError, match="--workers 2 would hold all 2 CPUs"):
+        run_ray(gallery_paths()[:1], settings(), RayOptions(workers=2), store=store)
+    assert store.list_runs().empty

@@ -66,6 +66,15 @@ class JobRow:
         return sum(p.errors for p in self.models.values())
 
     @property
+    def engine(self) -> str:
+        """Where the job runs: `local` (the worker's own process), `ray` (a Ray started by the worker) or
+        `ray@HOST:PORT` (a cluster)."""
+        if self.spec.get("engine") != "ray":
+            return "local"
+        address = (self.spec.get("ray") or {}).get("address")
+        return f"ray@{address}" if address else "ray"
+
+    @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
@@ -90,7 +99,7 @@ class JobRow:
             "done": self.done, "total": self.total, "errors": self.errors,
             "models": {m: vars(p) for m, p in self.models.items()},
             "images_per_s": round(self.rate(now), 3), "eta_s": self.eta_s(now), "message": self.message,
-            "cancel_requested": self.cancel_requested,
+            "cancel_requested": self.cancel_requested, "engine": self.engine, "ray": self.spec.get("ray"),
         }  # fmt: skip
 
 
