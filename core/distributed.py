@@ -362,8 +362,7 @@ class RayRunOutput:
     n_errors: int
     wall_s: float
     parts_dir: Path | None
-    inferences: pd.DataFrame = field(repr=False)  # every kept row (small runs; the store holds them too)
-    detections: pd.DataFrame = field(repr=False)
+    inferences: pd.DataFrame = field(repr=False)  # one row per kept pair; the boxes are in the store and the parts
     stopped: bool = False  # `should_stop` ended the run before every pair ran
 
 
@@ -465,7 +464,7 @@ def run_ray(
     parts_dir = Path(out_dir) / run_id if out_dir is not None else None
     seen: set[tuple[str, str]] = set()
     kept_images: set[str] = set()
-    frames: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    frames: list[pd.DataFrame] = []  # inference rows only: a run's boxes (100 an image) stay out of memory
     todo = (
         {m: list(todo.get(m, ())) for m in settings.models}
         if todo is not None
@@ -494,7 +493,7 @@ def run_ray(
                         _keep_images(store, run_id, table, kept_images)
                         if parts_dir is not None:
                             _write_part(parts_dir, len(frames), inf, det)
-                        frames.append((inf, det))
+                        frames.append(inf)
                         if on_progress:
                             on_progress(len(seen), total)
                     if should_stop and should_stop():
@@ -503,7 +502,7 @@ def run_ray(
                         break
             stopped = stopped and len(seen) < total  # asked after the last batch: nothing was left out
             wall_s = time.perf_counter() - t0
-            inferences, detections = _joined(frames)
+            inferences = _joined(frames)
             opened.info = _final_info(opening, inferences, settings, opts, user=user, wall_s=wall_s, n_pairs=total)
             opened.stopped = stopped
     finally:
@@ -512,15 +511,14 @@ def run_ray(
     info = opened.info
     n_errors = int((inferences["error"] != "").sum())
     return RayRunOutput(info, len(inferences), n_errors, wall_s, parts_dir, inferences.reset_index(drop=True),
-                        detections.reset_index(drop=True), stopped=stopped)  # fmt: skip
+                        stopped=stopped)  # fmt: skip
 
 
-def _joined(frames: list[tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run's kept rows, in arrival order (typed empty tables when nothing came back)."""
+def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The run's kept inference rows, in arrival order (a typed empty table when nothing came back)."""
     if not frames:
-        return (coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS))),
-                coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS))))  # fmt: skip
-    return pd.concat([f[0] for f in frames]), pd.concat([f[1] for f in frames])
+        return coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))
+    return pd.concat(frames)
 
 
 def _final_info(opening: RunInfo, inferences: pd.DataFrame, settings: RunSettings, opts: RayOptions, *, user: str,

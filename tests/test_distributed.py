@@ -79,11 +79,10 @@ def test_ray_records_equal_the_local_engine(ray_session, local_gallery, tmp_path
     same = ["image_id", "image_name", "width", "height", "model", "weights", "device", "n_detections", "error"]
     assert ray_inf[same].equals(loc_inf[same])
     assert (ray_inf[TIMINGS] > 0).all().all()  # run_detector's timing, inside the actor
-    assert len(out.detections) > 0
-    assert sorted_boxes(out.detections).equals(sorted_boxes(local.detections))
 
     # the store holds the same rows as one finished run with the cluster's environment; the parts hold them too
     stored_inf, stored_det, info = store.load_run(out.info.run_id)
+    assert len(stored_det) > 0
     assert sorted_boxes(stored_det).equals(sorted_boxes(local.detections))
     assert sorted(stored_inf["image_id"]) == sorted(loc_inf["image_id"])
     runs = store.list_runs()
