@@ -15,8 +15,10 @@ by later calls (the 2-million-box build takes minutes).
 above 0.3, moved a pixel, a few per image) and times the Evaluate page with it as the session's ground truth (cold: the
 COCO evaluation of both models; then cached). `--payload` starts `streamlit run dashboard/app.py` on a free local port
 with the store, opens each page with `?run=` in headless Chromium (Playwright, /usr/bin/chromium, a new browser
-context per page) and sums the bytes of the websocket frames the page receives until it is idle (`payload_mb`), then
-reads the server's peak RSS (`server_peak_rss_mb`, VmHWM). The AppTest timings come first, in this process.
+context per page) and sums the bytes of the websocket frames the page receives until it is idle (`payload_mb`; with
+`--gt` the Evaluate page's ground truth is uploaded through its file uploader, and the frames up to its metrics are
+counted too), then reads the server's peak RSS (`server_peak_rss_mb`, VmHWM: the server process alone, not the
+evaluation workers it starts). The AppTest timings come first, in this process.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run"]  # fmt: skip
 IDLE_S = 2.0  # a page is done when the script has stopped and no frame came for this long
 PAGE_TIMEOUT_S = 180.0
+EVAL_TIMEOUT_S = 900.0  # a cold evaluation of 2 million boxes, on a loaded machine
 
 
 def build(store_dir: Path, n_images: int, n_boxes: int, seed: int = 0) -> None:
@@ -208,7 +211,7 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure_payload(store_dir: Path, pages: list[str]) -> tuple[dict[str, float], float]:
+def measure_payload(store_dir: Path, pages: list[str], gt_path: Path | None = None) -> tuple[dict[str, float], float]:
     """({page: MB received over the websocket}, the server's peak RSS in MB): one `streamlit run` server, one fresh
     headless Chromium context per page opened with `?run=`, in the order given (the first opens the run)."""
     import os
@@ -245,7 +248,8 @@ def measure_payload(store_dir: Path, pages: list[str]) -> tuple[dict[str, float]
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
                 for page_path in pages:
-                    out[page_path.split("/")[1].removesuffix(".py")] = _page_bytes(browser, base, page_path) / 1e6
+                    size = _page_bytes(browser, base, page_path, gt_path)
+                    out[page_path.split("/")[1].removesuffix(".py")] = size / 1e6
             finally:
                 browser.close()
         peak = _peak_rss_mb(proc.pid)
@@ -259,8 +263,9 @@ def measure_payload(store_dir: Path, pages: list[str]) -> tuple[dict[str, float]
     return out, peak
 
 
-def _page_bytes(browser, base: str, page_path: str) -> int:
-    """Bytes of every websocket frame a fresh session of `page_path` (with `?run=`) receives until it is idle."""
+def _page_bytes(browser, base: str, page_path: str, gt_path: Path | None = None) -> int:
+    """Bytes of every websocket frame a fresh session of `page_path` (with `?run=`) receives until it is idle (the
+    Evaluate page: after `gt_path` is uploaded and its metrics are shown)."""
     slug = "" if page_path == "pages/home.py" else page_path.split("/")[1].removesuffix(".py")
     received = {"bytes": 0, "last": time.monotonic()}
 
@@ -274,10 +279,21 @@ def _page_bytes(browser, base: str, page_path: str) -> int:
         page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
         page.goto(f"{base}/{slug}?run={RUN_ID}", wait_until="domcontentloaded")
         deadline = time.monotonic() + PAGE_TIMEOUT_S
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
-                               timeout=PAGE_TIMEOUT_S * 1000)  # fmt: skip
+        idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+        page.wait_for_selector(idle, timeout=PAGE_TIMEOUT_S * 1000)
         while time.monotonic() - received["last"] < IDLE_S and time.monotonic() < deadline:
             page.wait_for_timeout(250)
+        if gt_path is not None and page_path == "pages/evaluate.py":
+            page.get_by_text("Upload a COCO instances JSON").click()
+            uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="COCO instances JSON")
+            uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(gt_path))
+            page.get_by_text("Precision-recall and AP per class").wait_for(
+                timeout=EVAL_TIMEOUT_S * 1000
+            )  # metrics shown
+            page.wait_for_selector(idle, timeout=EVAL_TIMEOUT_S * 1000)
+            received["last"] = time.monotonic()
+            while time.monotonic() - received["last"] < IDLE_S:
+                page.wait_for_timeout(250)
         return received["bytes"]
     finally:
         context.close()
@@ -321,7 +337,7 @@ def main() -> int:
             }
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if args.payload:
-            payload, server_peak = measure_payload(store_dir, pages)
+            payload, server_peak = measure_payload(store_dir, pages, store_dir / GT_FILE if args.gt else None)
             for page, mb in payload.items():
                 results[page]["payload_mb"] = round(mb, 3)
     finally:
