@@ -211,9 +211,12 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure_payload(store_dir: Path, pages: list[str], gt_path: Path | None = None) -> tuple[dict[str, float], float]:
-    """({page: MB received over the websocket}, the server's peak RSS in MB): one `streamlit run` server, one fresh
-    headless Chromium context per page opened with `?run=`, in the order given (the first opens the run)."""
+def measure_payload(
+    store_dir: Path, pages: list[str], gt_path: Path | None = None
+) -> tuple[dict[str, tuple[float, float]], float]:
+    """({page: (MB received over the websocket, server peak RSS in MB after it)}, the server's peak RSS in MB): one
+    `streamlit run` server, one fresh headless Chromium context per page opened with `?run=`, in the order given (the
+    first opens the run)."""
     import os
     import signal
     import urllib.request
@@ -230,7 +233,7 @@ def measure_payload(store_dir: Path, pages: list[str], gt_path: Path | None = No
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -249,7 +252,7 @@ def measure_payload(store_dir: Path, pages: list[str], gt_path: Path | None = No
             try:
                 for page_path in pages:
                     size = _page_bytes(browser, base, page_path, gt_path)
-                    out[page_path.split("/")[1].removesuffix(".py")] = size / 1e6
+                    out[page_path.split("/")[1].removesuffix(".py")] = (size / 1e6, _peak_rss_mb(proc.pid))
             finally:
                 browser.close()
         peak = _peak_rss_mb(proc.pid)
@@ -338,8 +341,9 @@ def main() -> int:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if args.payload:
             payload, server_peak = measure_payload(store_dir, pages, store_dir / GT_FILE if args.gt else None)
-            for page, mb in payload.items():
+            for page, (mb, rss) in payload.items():
                 results[page]["payload_mb"] = round(mb, 3)
+                results[page]["server_peak_rss_mb"] = round(rss, 1)
     finally:
         if not args.keep and args.store is None:
             shutil.rmtree(store_dir, ignore_errors=True)
