@@ -302,3 +302,14 @@ def test_evaluation_in_a_worker_process_gives_the_same_results():
         )  # fmt: skip
         np.testing.assert_array_equal(a.metrics.precision, b.metrics.precision)
         pd.testing.assert_frame_equal(a.matched, b.matched)
+
+
+def test_a_failing_evaluation_worker_says_why():
+    from core.analytics.evaluation import evaluate_all
+    from core.evaluate import load_ground_truth
+
+    inf, det = random_run(4)
+    rf = RunFrame.from_frames(inf, det)
+    columns = rf.columns(slice(None)) | {"boxes": np.zeros(3)}  # one-dimensional boxes: the worker cannot make rows
+    with pytest.raises(RuntimeError, match="evaluation worker failed: IndexError"):
+        evaluate_all([(load_ground_truth(random_gt(det, 4)), MODELS[0], columns)], workers=1)

@@ -13,10 +13,12 @@ outcome, score and matched score (what the precision/recall/F1 at a threshold ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,20 +79,28 @@ def evaluate_columns(gt: GroundTruth, model: str, columns: dict[str, np.ndarray]
 
 
 def _evaluate_job(job: tuple[GroundTruth, str, dict[str, np.ndarray]]) -> BoxEval:
-    """`evaluate_columns(*job)` in a worker process; RuntimeError (its last error line) when the worker fails."""
+    """`evaluate_columns(*job)` in a worker process; RuntimeError (its last error line) when the worker fails. The
+    job is pickled straight into the worker's stdin (no second copy of its arrays in this process)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(
-        [sys.executable, "-m", "core.analytics.evaluation"],
-        input=pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL),
-        capture_output=True,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"]
-        raise RuntimeError(f"evaluation worker failed: {lines[-1]}")
-    return pickle.loads(done.stdout)  # noqa: S301 (our own child's output)
+    with tempfile.TemporaryFile() as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "core.analytics.evaluation"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=ROOT,
+            env=env,
+        )
+        with contextlib.suppress(BrokenPipeError):  # a worker that died early: its exit status says why
+            pickle.dump(job, worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            worker.stdin.close()
+        result = worker.stdout.read()
+        worker.stdout.close()
+        if worker.wait() != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines() or [f"exit status {worker.returncode}"]
+            raise RuntimeError(f"evaluation worker failed: {lines[-1]}")
+    return pickle.loads(result)  # noqa: S301 (our own child's output)
 
 
 def evaluate_all(jobs: list[tuple[GroundTruth, str, dict[str, np.ndarray]]], *, workers: int | None = None) -> list:
