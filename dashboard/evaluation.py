@@ -323,7 +323,9 @@ def _frame_evaluation(rf: RunFrame, key: str, name: str, data: bytes) -> FrameEv
     gt = ground_truth(key, data, name)
     groups = variant_rows(rf.inferences)
     matched = [matched_gt(gt, v) for v in groups]
-    jobs = [(m, v.model, rf.columns(variant_index(rf, v.model, v.inferences))) for v, m in zip(groups, matched, strict=True)]
+    jobs = [
+        (m, v.model, rf.columns(variant_index(rf, v.model, v.inferences))) for v, m in zip(groups, matched, strict=True)
+    ]
     results = evaluate_all(jobs)
     return FrameEvaluation(
         evals=[_model_eval(v, m, r.metrics, r.error) for v, m, r in zip(groups, matched, results, strict=True)],
