@@ -8,24 +8,30 @@ What is evaluated is a *variant*: one model with one (weights, device, precision
 error (the latest run per image, as elsewhere), matched to the ground truth by file name and size. A model run with two
 precisions gives two variants (two rows, two points on the frontier), each named `model (fp16, cuda)` by what differs.
 Metrics and outcomes are `st.cache_data` entries keyed by the ground truth's hash and the viewed tables (hashed by
-Streamlit), so a rerun that changes neither (a threshold move) reuses COCOeval's work.
+Streamlit), so a rerun that changes neither (a threshold move) reuses COCOeval's work. A stored run is evaluated from
+its RunFrame instead (`frame_evaluation`): no table of every box is built or hashed, each variant's boxes are cut out
+as arrays and evaluated (in worker processes when they are many: core.analytics.evaluation), and the result lives with
+the frame (cache.memo) under the ground truth's hash.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import streamlit as st
 
+from core.analytics import RunFrame
+from core.analytics.evaluation import evaluate_all, prf_matched, variant_index
 from core.config import EVAL_IOU, GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
 from core.evaluate import (
     FN,
     FP,
     OUTCOME_COLUMNS,
     OUTCOME_DTYPES,
+    PRF,
     GroundTruth,
     GroundTruthError,
     Metrics,
@@ -45,6 +51,7 @@ from core.images import content_id
 from core.records import latest_run
 from core.text import fmt_ids
 from dashboard import cache, state
+from dashboard.cache import memo
 from dashboard.text import md
 
 GT_KEY = "detlens_gt"  # session: {"digest", "name", "source", "data"} of the ground truth in use
@@ -82,9 +89,10 @@ FRONTIER_NOTE = (
 # --- the session's ground truth ----------------------------------------------------------------------------------------
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def ground_truth(key: str, _data: bytes, name: str = "") -> GroundTruth:
-    """The validated ground truth (not yet matched to images), parsed once per content hash `key`.
+    """The validated ground truth (not yet matched to images), parsed once per content hash `key`; shared, not copied
+    per call (tens of thousands of boxes take a second to unpickle): never mutate it (`with_images` copies).
 
     Raises GroundTruthError (one line; errors are not cached, so a fixed file is read again).
     """
@@ -184,7 +192,7 @@ class Variant:
     device: str
     precision: str
     inferences: pd.DataFrame
-    detections: pd.DataFrame
+    detections: pd.DataFrame | None  # None: not cut out (a RunFrame's variant: core.analytics.evaluation)
 
     @property
     def untrained(self) -> bool:
@@ -198,6 +206,18 @@ class Variant:
 
 def variants(inferences: pd.DataFrame, detections: pd.DataFrame) -> list[Variant]:
     """The viewed tables split into variants, in the order the models first appear."""
+    out = []
+    for v in variant_rows(inferences):
+        rows = v.inferences
+        pairs = pd.MultiIndex.from_arrays([rows["run_id"].astype(str), rows["image_id"].astype(str)])
+        mine = detections[detections["model"] == v.model]
+        keep = pd.MultiIndex.from_arrays([mine["run_id"].astype(str), mine["image_id"].astype(str)]).isin(pairs)
+        out.append(replace(v, detections=latest_run(mine[keep])))
+    return out
+
+
+def variant_rows(inferences: pd.DataFrame) -> list[Variant]:
+    """The variants of the viewed inferences, each with its latest successful row per image (no boxes yet)."""
     ok = inferences[inferences["error"].fillna("").astype(str).str.strip() == ""]
     if ok.empty:
         return []
@@ -214,10 +234,7 @@ def variants(inferences: pd.DataFrame, detections: pd.DataFrame) -> list[Variant
         label = f"{model} ({', '.join(differing)})" if differing else model
         last = rows["run_id"].astype(str) == rows.groupby("image_id")["run_id"].transform("max").astype(str)
         rows = rows[last].drop_duplicates("image_id", keep="last")
-        pairs = pd.MultiIndex.from_arrays([rows["run_id"].astype(str), rows["image_id"].astype(str)])
-        mine = detections[detections["model"] == model]
-        keep = pd.MultiIndex.from_arrays([mine["run_id"].astype(str), mine["image_id"].astype(str)]).isin(pairs)
-        out.append(Variant(label, model, weights, device, precision, rows, latest_run(mine[keep])))
+        out.append(Variant(label, model, weights, device, precision, rows, None))
     return out
 
 
@@ -258,28 +275,73 @@ def evaluate_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, d
     out = []
     for v in variants(inferences, detections):
         matched = matched_gt(gt, v)
-        names = dict(zip(v.inferences["image_id"].astype(str), v.inferences["image_name"].astype(str), strict=True))
         metrics, error = None, ""
         try:
             metrics = evaluate(matched, v.detections, model=v.model)
         except (GroundTruthError, ValueError) as exc:
             error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        out.append(
-            ModelEval(
-                label=v.label,
-                model=v.model,
-                weights=v.weights,
-                device=v.device,
-                precision=v.precision,
-                metrics=metrics,
-                median_total_ms=v.median_total_ms,
-                images=len(matched.image_id_map),
-                unmatched=[names[i] for i in matched.unmatched_images],
-                size_mismatches=[names[i] for i in matched.size_mismatches],
-                error=error,
-            )
-        )
+        out.append(_model_eval(v, matched, metrics, error))
     return out
+
+
+def _model_eval(v: Variant, matched: GroundTruth, metrics: Metrics | None, error: str) -> ModelEval:
+    names = dict(zip(v.inferences["image_id"].astype(str), v.inferences["image_name"].astype(str), strict=True))
+    return ModelEval(
+        label=v.label,
+        model=v.model,
+        weights=v.weights,
+        device=v.device,
+        precision=v.precision,
+        metrics=metrics,
+        median_total_ms=v.median_total_ms,
+        images=len(matched.image_id_map),
+        unmatched=[names[i] for i in matched.unmatched_images],
+        size_mismatches=[names[i] for i in matched.size_mismatches],
+        error=error,
+    )
+
+
+# --- a stored run: evaluated from its RunFrame ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameEvaluation:
+    """`evaluate_view` and `matched_view` of a RunFrame: the evaluations, and per variant label its `match_all` rows
+    cut to what a threshold's precision/recall needs (None: no image matched)."""
+
+    evals: list[ModelEval]
+    matched: dict[str, pd.DataFrame | None]
+
+
+def frame_evaluation(key: str, data: bytes, name: str, rf: RunFrame) -> FrameEvaluation:
+    """Every variant of the frame against the ground truth of content hash `key`, computed once per frame and ground
+    truth (cache.memo: it lives as long as the frame; nothing is hashed but the key)."""
+    return memo(rf, _frame_evaluation, key, name, data)
+
+
+def _frame_evaluation(rf: RunFrame, key: str, name: str, data: bytes) -> FrameEvaluation:
+    gt = ground_truth(key, data, name)
+    groups = variant_rows(rf.inferences)
+    matched = [matched_gt(gt, v) for v in groups]
+    jobs = [
+        (m, v.model, rf.columns(variant_index(rf, v.model, v.inferences))) for v, m in zip(groups, matched, strict=True)
+    ]
+    results = evaluate_all(jobs)
+    return FrameEvaluation(
+        evals=[_model_eval(v, m, r.metrics, r.error) for v, m, r in zip(groups, matched, results, strict=True)],
+        matched={v.label: r.matched for v, r in zip(groups, results, strict=True)},
+    )
+
+
+def frame_prf_table(evaluation: FrameEvaluation, threshold: float) -> pd.DataFrame:
+    """`prf_table(outcomes_view(...))` of a FrameEvaluation: the evaluated variants at `threshold`."""
+    rows = {}
+    for e in evaluation.evals:
+        if e.metrics is None or e.label not in evaluation.matched:
+            continue
+        frame = evaluation.matched[e.label]
+        rows[e.label] = prf_matched(frame, threshold) if frame is not None else prf_at(_empty_outcomes())
+    return _prf_frame(rows)
 
 
 def metrics_table(evals: list[ModelEval]) -> pd.DataFrame:
@@ -383,9 +445,12 @@ def outcomes_view(
 
 def prf_table(outcomes: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per variant: true/false positives, misses, precision, recall and F1 (NaN where undefined)."""
+    return _prf_frame({label: prf_at(frame) for label, frame in outcomes.items()})
+
+
+def _prf_frame(prfs: dict[str, PRF]) -> pd.DataFrame:
     rows = []
-    for label, frame in outcomes.items():
-        r = prf_at(frame)
+    for label, r in prfs.items():
         rows.append(
             {
                 "model": label,

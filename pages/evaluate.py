@@ -91,7 +91,6 @@ if inf.empty:
     st.stop()
 if gt is None:
     st.stop()
-det = state.detections()  # every row, as pandas: only once there is ground truth to evaluate against
 
 threshold = state.threshold()
 untrained = views.untrained_models(inf)
@@ -99,7 +98,13 @@ if untrained:
     st.warning(f"{md(', '.join(untrained))}: {UNTRAINED_MARK}. Their metrics say nothing about the architecture.")
 info = evaluation.session_info()
 key, data, gt_name = info["digest"], info["data"], info["name"]
-evals = evaluation.evaluate_view(key, data, gt_name, inf, det)
+if state.viewed_run():  # a stored run: evaluated from its RunFrame, once per ground truth
+    with st.spinner("Evaluating every model against the ground truth..."):
+        frame_eval = evaluation.frame_evaluation(key, data, gt_name, state.frame())
+    evals = frame_eval.evals
+else:
+    det = state.detections()  # this session's rows
+    evals = evaluation.evaluate_view(key, data, gt_name, inf, det)
 evaluated = [e for e in evals if e.metrics is not None]
 untrained_labels = [e.label for e in evals if e.untrained]
 
@@ -125,8 +130,11 @@ c2.plotly_chart(figures.per_class_ap({e.label: e.metrics.per_class for e in eval
                 key="eval_per_class")  # fmt: skip
 
 st.subheader(f"At the threshold (score ≥ {threshold:.2f})")
-outcomes = evaluation.outcomes_view(key, data, gt_name, inf, det, threshold)
-prf = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
+if state.viewed_run():
+    prf = evaluation.frame_prf_table(frame_eval, threshold)
+else:
+    outcomes = evaluation.outcomes_view(key, data, gt_name, inf, det, threshold)
+    prf = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
 st.dataframe(prf, hide_index=True, column_config=RATES)
 st.caption(evaluation.PRF_NOTE)
 

@@ -1,6 +1,7 @@
 """Page responsiveness on a stored run, opened as a user would (`?run=`): server time per page run.
 
-    .venv/bin/python scripts/bench_pages.py [--images 500] [--boxes 20000] [--store DIR --keep] [--json]
+    .venv/bin/python scripts/bench_pages.py [--images 500] [--boxes 20000] [--store DIR --keep] [--gt] [--payload]
+        [--json]
 
 Builds a run of N images (small generated PNGs, kept in the store) x 2 models with B boxes (most low-score, a few per
 image above 0.5, 91 COCO classes) in a temporary store through the store's own API (`add_records`, `finish_run`), in
@@ -8,8 +9,16 @@ a child process so that the measured process holds only what the dashboard holds
 (AppTest runs the page script as the server would): `cold_s` (first page after the caches are cleared: the run is
 opened), `first_s` (a new session, run already open), `threshold_s` (median rerun after moving the threshold),
 `next_s` (Gallery: median of Next), plus the process's peak RSS. With `--store DIR --keep` the built store is reused
-by later calls (the 2-million-box build takes minutes). Not measured here: the bytes the browser receives (the e2e
-test's Chromium is needed for that).
+by later calls (the 2-million-box build takes minutes).
+
+`--gt` writes a COCO ground truth for every image of the run (`bench_gt.json` in the store: the first model's boxes
+above 0.3, moved a pixel, a few per image) and times the Evaluate page with it as the session's ground truth (cold: the
+COCO evaluation of both models; then cached). `--payload` starts `streamlit run dashboard/app.py` on a free local port
+with the store, opens each page with `?run=` in headless Chromium (Playwright, /usr/bin/chromium, a new browser
+context per page) and sums the bytes of the websocket frames the page receives until it is idle (`payload_mb`; with
+`--gt` the Evaluate page's ground truth is uploaded through its file uploader, and the frames up to its metrics are
+counted too), then reads the server's peak RSS (`server_peak_rss_mb`, VmHWM: the server process alone, not the
+evaluation workers it starts). The AppTest timings come first, in this process.
 """
 
 from __future__ import annotations
@@ -31,6 +40,15 @@ sys.path.insert(0, str(ROOT))
 
 RUN_ID = "20260101-000000-bench0"
 BENCH_PAGES = ("pages/home.py", "pages/gallery.py", "pages/compare.py", "pages/data.py", "pages/evaluate.py")
+GT_FILE = "bench_gt.json"
+GT_MIN_SCORE = 0.3  # the first model's boxes at or above this score become ground truth (a few per image)
+GT_MAX_PER_IMAGE = 6
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]  # fmt: skip
+IDLE_S = 2.0  # a page is done when the script has stopped and no frame came for this long
+PAGE_TIMEOUT_S = 180.0
+EVAL_TIMEOUT_S = 900.0  # a cold evaluation of 2 million boxes, on a loaded machine
 
 
 def build(store_dir: Path, n_images: int, n_boxes: int, seed: int = 0) -> None:
@@ -84,15 +102,70 @@ def build(store_dir: Path, n_images: int, n_boxes: int, seed: int = 0) -> None:
     print(f"built {n_images} images, segment written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
-def time_page(page: str, *, clear: bool, repeat: int) -> dict[str, float]:
+def write_ground_truth(store_dir: Path, seed: int = 0) -> Path:
+    """A COCO instances file for every image of the stored run (kept in the store; written once): per image, up to
+    GT_MAX_PER_IMAGE of the first model's boxes with score >= GT_MIN_SCORE, moved by up to a pixel, else one box."""
+    path = store_dir / GT_FILE
+    if path.is_file():
+        return path
+    import numpy as np
+
+    from core.analytics import load_run_frame
+    from core.store import Store
+
+    rng = np.random.default_rng(seed)
+    rf = load_run_frame(Store(store_dir), RUN_ID)
+    names = dict(zip(rf.inferences["image_id"].astype(str), rf.inferences["image_name"].astype(str), strict=True))
+    sizes = rf.inferences.drop_duplicates("image_id").set_index("image_id")[["width", "height"]]
+    first = rf.models.index(rf.models[0])
+    categories = {int(i): str(n) for i, n in zip(rf.label_ids, rf.labels, strict=True)}
+    images, annotations = [], []
+    for k, image_id in enumerate(rf.image_ids):
+        width, height = (int(v) for v in sizes.loc[image_id])
+        images.append({"id": k + 1, "file_name": names[image_id], "width": width, "height": height})
+        part = rf.image_slice(image_id)
+        keep = np.flatnonzero((rf.model[part] == first) & (rf.score[part] >= GT_MIN_SCORE))[:GT_MAX_PER_IMAGE]
+        picked = [(int(rf.label_ids[rf.label[part][j]]), rf.boxes[part][j]) for j in keep]
+        if not picked:
+            picked = [(next(iter(categories)), np.array([5.0, 5.0, 25.0, 20.0]))]
+        for label_id, (x1, y1, x2, y2) in picked:
+            x, y = max(0.0, x1 + rng.uniform(-1, 1)), max(0.0, y1 + rng.uniform(-1, 1))
+            w, h = min(x2 - x1, width - x), min(y2 - y1, height - y)
+            annotations.append({"id": len(annotations) + 1, "image_id": k + 1, "category_id": label_id,
+                                "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
+                                "area": round(w * h, 2), "iscrowd": 0})  # fmt: skip
+    used = sorted({a["category_id"] for a in annotations})
+    doc = {"info": {"description": "bench_pages ground truth"}, "images": images, "annotations": annotations,
+           "categories": [{"id": i, "name": categories[i], "supercategory": ""} for i in used]}  # fmt: skip
+    path.write_text(json.dumps(doc))
+    print(f"ground truth: {len(images)} images, {len(annotations)} boxes -> {path}", file=sys.stderr)
+    return path
+
+
+def gt_session(gt_path: Path | None) -> dict | None:
+    """What dashboard.evaluation keeps in session state for an uploaded ground truth."""
+    if gt_path is None:
+        return None
+    from core.images import content_id
+    from dashboard import evaluation
+
+    data = gt_path.read_bytes()
+    return {"digest": content_id(data), "name": gt_path.name, "source": evaluation.UPLOAD, "data": data}
+
+
+def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) -> dict[str, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
+
+    from dashboard import evaluation
 
     if clear:
         st.cache_resource.clear()
         st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
     at.query_params["run"] = RUN_ID
+    if gt is not None and page == "pages/evaluate.py":
+        at.session_state[evaluation.GT_KEY] = gt
     out: dict[str, float] = {}
     t0 = time.perf_counter()
     at.run()
@@ -122,6 +195,113 @@ def time_page(page: str, *, clear: bool, repeat: int) -> dict[str, float]:
     return out
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM of a process (and of its children still running is not counted), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_payload(
+    store_dir: Path, pages: list[str], gt_path: Path | None = None
+) -> tuple[dict[str, tuple[float, float]], float]:
+    """({page: (MB received over the websocket, server peak RSS in MB after it)}, the server's peak RSS in MB): one
+    `streamlit run` server, one fresh headless Chromium context per page opened with `?run=`, in the order given (the
+    first opens the run)."""
+    import os
+    import signal
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    env = {**os.environ, "DETLENS_STORE": str(store_dir), "DETLENS_WORKER_AUTOSTART": "0", "PYTHONUNBUFFERED": "1"}
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    out: dict[str, tuple[float, float]] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with opener.open(f"{base}/_stcore/health", timeout=2) as response:
+                    if response.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise SystemExit(f"streamlit did not start:\n{log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.25)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                for page_path in pages:
+                    size = _page_bytes(browser, base, page_path, gt_path)
+                    out[page_path.split("/")[1].removesuffix(".py")] = (size / 1e6, _peak_rss_mb(proc.pid))
+            finally:
+                browser.close()
+        peak = _peak_rss_mb(proc.pid)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+    return out, peak
+
+
+def _page_bytes(browser, base: str, page_path: str, gt_path: Path | None = None) -> int:
+    """Bytes of every websocket frame a fresh session of `page_path` (with `?run=`) receives until it is idle (the
+    Evaluate page: after `gt_path` is uploaded and its metrics are shown)."""
+    slug = "" if page_path == "pages/home.py" else page_path.split("/")[1].removesuffix(".py")
+    received = {"bytes": 0, "last": time.monotonic()}
+
+    def on_frame(payload: str | bytes) -> None:
+        received["bytes"] += len(payload.encode() if isinstance(payload, str) else payload)
+        received["last"] = time.monotonic()
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+        page.goto(f"{base}/{slug}?run={RUN_ID}", wait_until="domcontentloaded")
+        deadline = time.monotonic() + PAGE_TIMEOUT_S
+        idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+        page.wait_for_selector(idle, timeout=PAGE_TIMEOUT_S * 1000)
+        while time.monotonic() - received["last"] < IDLE_S and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        if gt_path is not None and page_path == "pages/evaluate.py":
+            page.get_by_text("Upload a COCO instances JSON").click()
+            uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="COCO instances JSON")
+            uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(gt_path))
+            page.get_by_text("Precision-recall and AP per class").wait_for(
+                timeout=EVAL_TIMEOUT_S * 1000
+            )  # metrics shown
+            page.wait_for_selector(idle, timeout=EVAL_TIMEOUT_S * 1000)
+            received["last"] = time.monotonic()
+            while time.monotonic() - received["last"] < IDLE_S:
+                page.wait_for_timeout(250)
+        return received["bytes"]
+    finally:
+        context.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=500)
@@ -131,6 +311,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the store for the next call")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--pages", nargs="+", choices=[p.split("/")[1][:-3] for p in BENCH_PAGES], help="only these")
+    parser.add_argument("--gt", action="store_true", help="time Evaluate with ground truth for every image")
+    parser.add_argument("--payload", action="store_true", help="bytes each page sends to headless Chromium")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     store_dir = args.store or Path(tempfile.mkdtemp(prefix="detlens-bench-"))
@@ -143,31 +325,56 @@ def main() -> int:
     import os
 
     os.environ["DETLENS_STORE"] = str(store_dir)
+    pages = [p for p in BENCH_PAGES if not args.pages or p.split("/")[1][:-3] in args.pages]
     results: dict[str, dict[str, float]] = {}
+    server_peak = None
     try:
-        for page in [p for p in BENCH_PAGES if not args.pages or p.split("/")[1][:-3] in args.pages]:
-            cold = time_page(page, clear=True, repeat=args.repeat)
-            warm = time_page(page, clear=False, repeat=args.repeat)
+        gt = gt_session(write_ground_truth(store_dir) if args.gt else None)
+        for page in pages:
+            cold = time_page(page, clear=True, repeat=args.repeat, gt=gt)
+            warm = time_page(page, clear=False, repeat=args.repeat, gt=gt)
             results[page.split("/")[1].removesuffix(".py")] = {
                 "cold_s": round(cold["total_s"], 3),
                 "first_s": round(warm.get("page_s", warm["total_s"]), 3),
                 **{k: round(v, 3) for k, v in warm.items() if k not in ("page_s", "total_s")},
             }
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if args.payload:
+            payload, server_peak = measure_payload(store_dir, pages, store_dir / GT_FILE if args.gt else None)
+            for page, (mb, rss) in payload.items():
+                results[page]["payload_mb"] = round(mb, 3)
+                results[page]["server_peak_rss_mb"] = round(rss, 1)
     finally:
         if not args.keep and args.store is None:
             shutil.rmtree(store_dir, ignore_errors=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report = {"images": args.images, "boxes": args.boxes, "pages": results, "peak_rss_mb": round(peak_mb, 1)}
+    n_images, n_boxes = run_size(store_dir) if store_dir.exists() else (args.images, args.boxes)
+    report = {"images": n_images, "boxes": n_boxes, "gt": bool(args.gt), "pages": results,
+              "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
+    if server_peak is not None:
+        report["server_peak_rss_mb"] = round(server_peak, 1)
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"run: {args.images} images x 2 models, {args.boxes} boxes (store {store_dir})")
-    print(f"{'page':10} {'cold s':>8} {'first s':>8} {'threshold s':>12} {'next s':>8}")
+    print(f"run: {n_images} images x 2 models, {n_boxes} boxes (store {store_dir})")
+    print(f"{'page':10} {'cold s':>8} {'first s':>8} {'threshold s':>12} {'next s':>8} {'payload MB':>11}")
     for page, r in results.items():
         nxt = f"{r['next_s']:8.2f}" if "next_s" in r else f"{'':8}"
-        print(f"{page:10} {r['cold_s']:8.2f} {r['first_s']:8.2f} {r.get('threshold_s', 0):12.2f} {nxt}")
-    print(f"peak RSS: {peak_mb:.0f} MB")
+        mb = f"{r['payload_mb']:11.2f}" if "payload_mb" in r else ""
+        print(f"{page:10} {r['cold_s']:8.2f} {r['first_s']:8.2f} {r.get('threshold_s', 0):12.2f} {nxt} {mb}")
+    print(f"peak RSS: {peak_mb:.0f} MB (AppTest process)")
+    if server_peak is not None:
+        print(f"server peak RSS: {server_peak:.0f} MB (streamlit run, after the payload pages)")
     return 0
+
+
+def run_size(store_dir: Path) -> tuple[int, int]:
+    """(images, detection rows) of the benchmark run as stored."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{store_dir / 'detlens.sqlite'}?mode=ro", uri=True) as db:
+        n_images = db.execute("SELECT COUNT(DISTINCT image_id) FROM inferences WHERE run_id = ?", (RUN_ID,)).fetchone()
+        n_boxes = db.execute("SELECT COUNT(*) FROM detections WHERE run_id = ?", (RUN_ID,)).fetchone()
+    return int(n_images[0]), int(n_boxes[0])
 
 
 if __name__ == "__main__":

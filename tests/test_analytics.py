@@ -232,3 +232,84 @@ def test_dictionary_encoded_chunks_give_the_frame_of_plain_strings(with_null_lab
     for name in ("image_ids", "labels", "run_ids", "label_ids"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
     assert got.models == expected.models
+
+
+# --- COCO evaluation from a RunFrame (dashboard.evaluation.frame_evaluation) ------------------------------------------
+
+GT_NAMES = ("person", "bicycle", "car", "motorcycle", "airplane")  # COCO ids 1-5: the random run's label ids
+
+
+def random_gt(det: pd.DataFrame, seed: int) -> bytes:
+    """A COCO instances file for the random run's images (every 7th left out): the first model's boxes above 0.3,
+    moved a few pixels, as ground truth of their label id."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for i in range(30):
+        if i % 7 == 3:
+            continue
+        images.append({"id": 100 + i, "file_name": f"photo_{i}.jpg", "width": 640, "height": 480})
+        mine = det[(det["image_id"] == f"img{i:03d}") & (det["model"] == MODELS[0]) & (det["score"] >= 0.3)]
+        for row in mine.itertuples():
+            x, y = max(0.0, row.x1 + rng.uniform(-4, 4)), max(0.0, row.y1 + rng.uniform(-4, 4))
+            w, h = min(row.x2 - row.x1, 640 - x), min(row.y2 - row.y1, 480 - y)
+            if w < 1 or h < 1:  # the random box lies (mostly) outside the image
+                continue
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": int(row.label_id),
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+    categories = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(GT_NAMES)]
+    return json.dumps({"images": images, "annotations": annotations, "categories": categories}).encode()
+
+
+@pytest.mark.parametrize(("seed", "runs"), [(0, ("r1",)), (1, ("r1",)), (2, ("r1", "r2"))])
+def test_frame_evaluation_gives_the_pandas_paths_metrics_and_prf(seed, runs):
+    from core.images import content_id
+    from dashboard import evaluation
+
+    inf, det = random_run(seed, runs=runs)
+    data = random_gt(det, seed)
+    key = content_id(data)
+    expected = evaluation.evaluate_view(key, data, "gt.json", inf, det)
+    got = evaluation.frame_evaluation(key, data, "gt.json", RunFrame.from_frames(inf, det))
+    assert evaluation.metrics_table(expected)["AP"].notna().all()  # something was measured
+    pd.testing.assert_frame_equal(evaluation.metrics_table(got.evals), evaluation.metrics_table(expected))
+    assert evaluation.notes(got.evals) == evaluation.notes(expected)
+    assert [e.metrics.per_class for e in got.evals] == [e.metrics.per_class for e in expected]
+    evaluated = [e for e in expected if e.metrics is not None]
+    for threshold in THRESHOLDS:
+        outcomes = evaluation.outcomes_view(key, data, "gt.json", inf, det, threshold)
+        want = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
+        pd.testing.assert_frame_equal(evaluation.frame_prf_table(got, threshold), want)
+
+
+def test_evaluation_in_a_worker_process_gives_the_same_results():
+    from core.analytics.evaluation import evaluate_all, variant_index
+    from core.evaluate import load_ground_truth, with_images
+
+    inf, det = random_run(3)
+    rf = RunFrame.from_frames(inf, det)
+    gt = load_ground_truth(random_gt(det, 3))
+    jobs = []
+    for model in MODELS[:2]:  # two workers at once: one process start each
+        rows = inf[(inf["model"] == model) & (inf["error"] == "")]
+        names = dict(zip(rows["image_id"], rows["image_name"], strict=True))
+        jobs.append((with_images(gt, names), model, rf.columns(variant_index(rf, model, rows))))
+    here, there = evaluate_all(jobs, workers=0), evaluate_all(jobs, workers=2)
+    for a, b in zip(here, there, strict=True):
+        assert (a.metrics.AP, a.metrics.AP50, a.metrics.per_class, a.error) == (
+            b.metrics.AP, b.metrics.AP50, b.metrics.per_class, b.error,
+        )  # fmt: skip
+        np.testing.assert_array_equal(a.metrics.precision, b.metrics.precision)
+        pd.testing.assert_frame_equal(a.matched, b.matched)
+
+
+def test_a_failing_evaluation_worker_says_why():
+    from core.analytics.evaluation import evaluate_all
+    from core.evaluate import load_ground_truth
+
+    inf, det = random_run(4)
+    rf = RunFrame.from_frames(inf, det)
+    columns = rf.columns(slice(None)) | {"boxes": np.zeros(3)}  # one-dimensional boxes: the worker cannot make rows
+    with pytest.raises(RuntimeError, match="evaluation worker failed: IndexError"):
+        evaluate_all([(load_ground_truth(random_gt(det, 4)), MODELS[0], columns)], workers=1)

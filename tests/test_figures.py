@@ -499,3 +499,34 @@ def test_overlay_grid_links_the_panels_and_shares_one_legend_entry_per_class():
     assert [im.xref for im in fig.layout.images] == ["x", "x2"]
     assert any("m2" in a.text and "untrained" in a.text for a in fig.layout.annotations)
     assert not any("untrained" in a.text for a in F.overlay_grid(image, dets, ["m1"], threshold=0.5).layout.annotations)
+
+
+def many_images_detections(n: int) -> pd.DataFrame:
+    """n images; image k: A finds k % 4 cups B does not, B one it shares with A, and image 7 also one only B finds."""
+    rows = []
+    for k in range(n):
+        rows.append(det(f"i{k:03d}", A, "cup", 0.9, (0, 0, 10, 10)))
+        rows.append(det(f"i{k:03d}", B, "cup", 0.9, (0, 0, 10, 10)))
+        rows += [det(f"i{k:03d}", A, "cup", 0.9, (20 * j + 20, 0, 20 * j + 30, 10)) for j in range(k % 4)]
+    rows.append(det("i007", B, "dog", 0.9))
+    return detections(*rows)
+
+
+@pytest.mark.parametrize("n", [5, F.AGREEMENT_MAX_BARS, F.AGREEMENT_MAX_BARS + 1, 200])
+def test_agreement_figure_bars_are_the_most_disagreeing_images_with_their_exact_counts(n):
+    ids = [f"i{k:03d}" for k in range(n)]
+    agreement = compare_models(many_images_detections(n), A, B, threshold=0.5, image_ids=ids)
+    fig = F.agreement_figure(agreement)
+    per_image = agreement.per_image.set_index("image_id")
+    shown = list(fig.data[0].x)
+    assert len(shown) == min(n, F.AGREEMENT_MAX_BARS)
+    if n <= F.AGREEMENT_MAX_BARS:
+        assert shown == ids  # every image, in order
+        assert "images with the most" not in fig.layout.title.text
+    else:
+        diff = per_image["only_a"] + per_image["only_b"]
+        assert diff[shown].min() >= diff.drop(shown).max()  # no left-out image disagrees more than a shown one
+        assert shown[0] == "i007"  # 3 only A + 1 only B
+        assert f"the {F.AGREEMENT_MAX_BARS} of {n} images" in fig.layout.title.text
+    for trace, column in zip(fig.data, ("both", "only_a", "only_b"), strict=True):
+        assert list(trace.y) == per_image.loc[shown, column].tolist()  # the exact per-image counts

@@ -208,20 +208,35 @@ class RunFrame:
 
     def rows(self, index: np.ndarray | slice) -> pd.DataFrame:
         """Detection rows (DETECTION_COLUMNS, schema dtypes) of the boxes at `index`, in stored order."""
-        boxes = self.boxes[index]
-        label = self.label[index]
-        frame = pd.DataFrame(
-            {
-                "run_id": self.run_ids[self.run[index]] if self.run_ids.size else np.array([], dtype=object),
-                "image_id": self.image_ids[self.img[index]],
-                "model": np.asarray(self.models, dtype=object)[self.model[index]] if self.models else [],
-                "label_id": self.label_ids[label] if self.label_ids.size else np.array([], dtype=np.int64),
-                "label": self.labels[label] if self.labels.size else np.array([], dtype=object),
-                "score": self.score[index],
-                "x1": boxes[:, 0],
-                "y1": boxes[:, 1],
-                "x2": boxes[:, 2],
-                "y2": boxes[:, 3],
-            }
-        )
-        return coerce_detections(frame)
+        return rows_of(self.columns(index))
+
+    def columns(self, index: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """The boxes at `index` as the arrays `rows_of` turns into rows: codes, scores and boxes, with the (small)
+        dictionaries they index. Cheap to pickle (no string per box): what a worker process is sent."""
+        return {
+            "run_ids": self.run_ids, "image_ids": self.image_ids, "models": np.asarray(self.models, dtype=object),
+            "label_ids": self.label_ids, "labels": self.labels, "run": self.run[index], "img": self.img[index],
+            "model": self.model[index], "label": self.label[index], "score": self.score[index],
+            "boxes": self.boxes[index],
+        }  # fmt: skip
+
+
+def rows_of(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Detection rows (DETECTION_COLUMNS, schema dtypes) from `RunFrame.columns`."""
+    c = columns
+    boxes = c["boxes"]
+    frame = pd.DataFrame(
+        {
+            "run_id": c["run_ids"][c["run"]] if c["run_ids"].size else np.array([], dtype=object),
+            "image_id": c["image_ids"][c["img"]],
+            "model": c["models"][c["model"]] if c["models"].size else [],
+            "label_id": c["label_ids"][c["label"]] if c["label_ids"].size else np.array([], dtype=np.int64),
+            "label": c["labels"][c["label"]] if c["labels"].size else np.array([], dtype=object),
+            "score": c["score"],
+            "x1": boxes[:, 0],
+            "y1": boxes[:, 1],
+            "x2": boxes[:, 2],
+            "y2": boxes[:, 3],
+        }
+    )
+    return coerce_detections(frame)

@@ -14,7 +14,7 @@ Conventions every builder keeps:
 
 from __future__ import annotations
 
-from dashboard.figures.agreement import agreement_figure
+from dashboard.figures.agreement import AGREEMENT_MAX_BARS, agreement_figure, most_disagreeing
 from dashboard.figures.cards import MODEL_CARD_COLUMNS, accuracy_vs_speed, model_card
 from dashboard.figures.common import (
     CLASS_PALETTE,
@@ -72,5 +72,6 @@ __all__ = [
     "latency_medians", "mark_untrained", "mean_count_curve", "model_card", "model_color", "outcome_overlay_grid",
     "overlay_figure", "overlay_grid", "pareto_front", "per_class_ap", "plain", "pr_curves", "score_histograms",
     "speed_vs_count", "successful", "untrained_models", "LATENCY_STATS_COLUMNS", "OUTLIERS_PER_MODEL",
-    "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks",
+    "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks", "AGREEMENT_MAX_BARS",
+    "most_disagreeing",
 ]  # fmt: skip

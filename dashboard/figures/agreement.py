@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 from core.matching import Agreement
@@ -17,15 +18,29 @@ from dashboard.figures.common import (
     plain_array,
 )
 
+AGREEMENT_MAX_BARS = 60  # past this many images, the bars are the images the models disagree on most
+
+
+def most_disagreeing(per_image: pd.DataFrame, n: int = AGREEMENT_MAX_BARS) -> pd.DataFrame:
+    """The `n` rows of `per_image` with the most boxes only one model found (only_a + only_b), then the most boxes
+    both found; ties keep the table's order. All rows, in their order, when there are at most `n`."""
+    if len(per_image) <= n:
+        return per_image
+    key = pd.DataFrame({"diff": per_image["only_a"] + per_image["only_b"], "both": per_image["both"]})
+    order = key.sort_values(["diff", "both"], ascending=False, kind="stable").index[:n]
+    return per_image.loc[order]
+
 
 def agreement_figure(
     agreement: Agreement, *, names: Mapping[str, str] | None = None, untrained: bool = False
 ) -> go.Figure:
     """Stacked bars per image: boxes both models found, found only by A, only by B.
 
+    Past AGREEMENT_MAX_BARS images only the images with the most disagreement get a bar (`most_disagreeing`; ten
+    thousand bars of a few pixels say nothing, and weigh megabytes in the browser); the title says how many of how many.
     `names` maps image ids to display names for the x tick labels; bars carry the image id in customdata.
     """
-    per_image = agreement.per_image
+    per_image = most_disagreeing(agreement.per_image)
     if per_image.empty:
         return empty_figure("No images to compare.", untrained=untrained)
     ids = per_image["image_id"].astype(str).to_numpy(dtype=object)
@@ -50,13 +65,17 @@ def agreement_figure(
             )
         )
     share = "n/a" if math.isnan(agreement.agreement) else f"{agreement.agreement:.0%}"
+    shown = len(agreement.per_image)
+    subset = f"<br>the {len(per_image)} of {shown} images with the most boxes only one model found" * (
+        len(per_image) < shown
+    )
     fig.update_layout(
         barmode="stack",
         title={
             "text": f"Agreement {display_name(agreement.model_a)} vs {display_name(agreement.model_b)}: {share} "
-            f"(score ≥ {agreement.threshold:.2f}, IoU ≥ {agreement.iou:.2f})"
+            f"(score ≥ {agreement.threshold:.2f}, IoU ≥ {agreement.iou:.2f}){subset}"
         },
         yaxis_title="boxes",
+        xaxis={"type": "category", "tickmode": "array", "tickvals": ids, "ticktext": ticks},
     )
-    fig.update_xaxes(type="category", tickmode="array", tickvals=ids, ticktext=ticks)
     return mark_untrained(fig, untrained)
