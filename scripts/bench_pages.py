@@ -8,7 +8,8 @@ image above 0.5, 91 COCO classes) in a temporary store through the store's own A
 a child process so that the measured process holds only what the dashboard holds. Then, per page, in one process
 (AppTest runs the page script as the server would): `cold_s` (first page after the caches are cleared: the run is
 opened), `first_s` (a new session, run already open), `threshold_s` (median rerun after moving the threshold),
-`next_s` (Gallery: median of Next), plus the process's peak RSS. With `--store DIR --keep` the built store is reused
+and for the Gallery `page_change_s` (the grid's next page), `open_s` (an image opened from the grid) and `next_s`
+(median of Next in the opened image), plus the process's peak RSS. With `--store DIR --keep` the built store is reused
 by later calls (the 2-million-box build takes minutes).
 
 `--gt` writes a COCO ground truth for every image of the run (`bench_gt.json` in the store: the first model's boxes
@@ -186,13 +187,22 @@ def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) ->
         reruns.append(time.perf_counter() - t0)
     out["threshold_s"] = statistics.median(reruns)
     if page == "pages/gallery.py":
-        steps = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            at.button(key="gallery_next").click().run()
-            steps.append(time.perf_counter() - t0)
-        out["next_s"] = statistics.median(steps)
+        out.update(_time_gallery_steps(at, repeat))
     return out
+
+
+def _time_gallery_steps(at, repeat: int) -> dict[str, float]:  # noqa: ANN001 (an AppTest on the Gallery's grid)
+    """The grid's page change, opening an image from it, then next image (medians over `repeat`)."""
+
+    def timed(step) -> float:  # noqa: ANN001
+        t0 = time.perf_counter()
+        step().run()
+        return time.perf_counter() - t0
+
+    pages = [timed(lambda i=i: at.number_input(key="gallery_page").set_value(2 + i % 2)) for i in range(repeat)]
+    opened = timed(lambda: at.button(key="gallery_open_0").click())
+    nexts = [timed(lambda: at.button(key="gallery_next").click()) for _ in range(repeat)]
+    return {"page_change_s": statistics.median(pages), "open_s": opened, "next_s": statistics.median(nexts)}
 
 
 def _free_port() -> int:
@@ -356,11 +366,13 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     print(f"run: {n_images} images x 2 models, {n_boxes} boxes (store {store_dir})")
-    print(f"{'page':10} {'cold s':>8} {'first s':>8} {'threshold s':>12} {'next s':>8} {'payload MB':>11}")
+    steps = ("page_change_s", "open_s", "next_s")
+    print(f"{'page':10} {'cold s':>8} {'first s':>8} {'threshold s':>12} {'page s':>8} {'open s':>8} {'next s':>8} "
+          f"{'payload MB':>11}")  # fmt: skip
     for page, r in results.items():
-        nxt = f"{r['next_s']:8.2f}" if "next_s" in r else f"{'':8}"
+        gallery = "".join(f" {r[k]:8.2f}" if k in r else f" {'':8}" for k in steps)
         mb = f"{r['payload_mb']:11.2f}" if "payload_mb" in r else ""
-        print(f"{page:10} {r['cold_s']:8.2f} {r['first_s']:8.2f} {r.get('threshold_s', 0):12.2f} {nxt} {mb}")
+        print(f"{page:10} {r['cold_s']:8.2f} {r['first_s']:8.2f} {r.get('threshold_s', 0):12.2f}{gallery} {mb}")
     print(f"peak RSS: {peak_mb:.0f} MB (AppTest process)")
     if server_peak is not None:
         print(f"server peak RSS: {server_peak:.0f} MB (streamlit run, after the payload pages)")
