@@ -138,11 +138,14 @@ def _run_cocoeval(
     img_ids: list[int],
     max_dets: tuple[int, int, int],
     backend: str | None = None,
+    *,
+    owned: bool = False,
 ):
     """COCOeval (bbox) on dicts; prints swallowed. Results need image_id, category_id, bbox, score.
 
     The results are indexed the way `COCO.loadRes` does it (area = w*h, id = position + 1, iscrowd 0), without its
-    failure on an empty list. Copies go in: COCOeval writes flags into the dicts it is given.
+    failure on an empty list. Copies go in, as COCOeval writes flags into the dicts it is given; `owned`: the caller
+    made `results` for this call alone, so they are indexed in place (a million boxes: seconds and a GB saved).
     """
     backend = backend or evaluator_backend()
     coco_class, eval_class = _coco_classes(backend)
@@ -151,18 +154,23 @@ def _run_cocoeval(
         "annotations": [dict(a) for a in gt_dict["annotations"]],
         "categories": [dict(c) for c in gt_dict["categories"]],
     }
-    dts = [
-        {
-            "id": i + 1,
-            "image_id": r["image_id"],
-            "category_id": r["category_id"],
-            "bbox": list(r["bbox"]),
-            "score": r["score"],
-            "area": r["bbox"][2] * r["bbox"][3],
-            "iscrowd": 0,
-        }
-        for i, r in enumerate(results)
-    ]
+    if owned:
+        dts = results
+        for i, r in enumerate(dts):
+            r["id"], r["area"], r["iscrowd"] = i + 1, r["bbox"][2] * r["bbox"][3], 0
+    else:
+        dts = [
+            {
+                "id": i + 1,
+                "image_id": r["image_id"],
+                "category_id": r["category_id"],
+                "bbox": list(r["bbox"]),
+                "score": r["score"],
+                "area": r["bbox"][2] * r["bbox"][3],
+                "iscrowd": 0,
+            }
+            for i, r in enumerate(results)
+        ]
     with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _coco_api(coco_class, gt_copy)
         coco_dt = _coco_api(
@@ -221,17 +229,13 @@ def detections_to_results(detections: pd.DataFrame, image_id_map: Mapping[str, i
         return []
     x1, y1 = rows["x1"].to_numpy(np.float64), rows["y1"].to_numpy(np.float64)
     w, h = rows["x2"].to_numpy(np.float64) - x1, rows["y2"].to_numpy(np.float64) - y1
-    img = [image_id_map[i] for i in rows["image_id"].astype(str)]
-    labels = rows["label_id"].to_numpy(np.int64)
-    scores = rows["score"].to_numpy(np.float64)
+    img = [int(image_id_map[i]) for i in rows["image_id"].astype(str)]
+    boxes = np.column_stack([x1, y1, w, h]).tolist()  # Python floats, as float() of each value gives
+    labels = rows["label_id"].to_numpy(np.int64).tolist()
+    scores = rows["score"].to_numpy(np.float64).tolist()
     return [
-        {
-            "image_id": int(img[i]),
-            "category_id": int(labels[i]),
-            "bbox": [float(x1[i]), float(y1[i]), float(w[i]), float(h[i])],
-            "score": float(scores[i]),
-        }
-        for i in range(len(rows))
+        {"image_id": i, "category_id": c, "bbox": b, "score": s}
+        for i, c, b, s in zip(img, labels, boxes, scores, strict=True)
     ]
 
 
@@ -258,7 +262,7 @@ def evaluate(
     dets = dets[dets["score"] >= score_floor]
     results = detections_to_results(dets, gt.image_id_map)
     backend = evaluator_backend()
-    ev = _run_cocoeval(gt.coco, results, sorted(set(gt.image_id_map.values())), md, backend)
+    ev = _run_cocoeval(gt.coco, results, sorted(set(gt.image_id_map.values())), md, backend, owned=True)
     return _metrics_from(ev, gt.coco, md, score_floor, len(results), backend)
 
 
