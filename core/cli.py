@@ -111,16 +111,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{result.model} {result.image_name}"[:60], refresh=False)
         bar.update(1)
 
+    options = {
+        "user": current_user(),
+        "on_result": on_result,
+        "on_download": _download_progress if show else None,
+        "on_export": _export_progress if not args.quiet else None,
+    }
     try:
-        output = run(
-            images,
-            settings,
-            store=store,
-            user=current_user(),
-            on_result=on_result,
-            on_download=_download_progress if show else None,
-            on_export=_export_progress if not args.quiet else None,
-        )
+        if store is None:
+            output = run(images, settings, **options)
+        else:  # the run is a job this process holds (core.jobs.run_here): a killed detect leaves it resumable
+            from core.jobs import run_here
+            from core.runner import plan
+
+            output = run_here(store, plan(settings, images), images, **options)
     finally:
         bar.close()
     written = write_run(Path(args.out), output.inferences, output.detections, output.info, parquet=args.parquet)

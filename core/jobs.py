@@ -88,6 +88,7 @@ def submit(
     class_names: dict[str, Sequence[str]] | None = None,
     check: bool = True,
     ray: RayOptions | None = None,
+    worker: str | None = None,
 ) -> str:
     """Queue a run of `sources` x `settings.models` (or only the pairs of `todo`: model -> sources) and return its
     run id at once. Unusable settings raise before anything is stored; the images' bytes are kept in the store.
@@ -96,7 +97,9 @@ def submit(
     (`engine`, `ray`) with each image's absolute path: Ray's tasks read the images where they were, on storage every
     node sees. Refused up front, in one line (`core.distributed.check_ray_settings`): an unknown model, a missing weights
     file, a runtime other than eager, options that cannot work; a cluster that is down is found by the worker (the job
-    fails with that line)."""
+    fails with that line).
+
+    `worker`: the job is claimed by that worker as it is stored (see `run_here`), never queued for another."""
     if ray is not None:
         from core.distributed import check_ray_settings
 
@@ -132,7 +135,7 @@ def submit(
 
         spec["ray"] = dataclasses.asdict(ray)
         record = ray_settings_record(settings, ray, user=user) | {"models": models}
-    return store.submit_job(spec, settings=record, user=user)
+    return store.submit_job(spec, settings=record, user=user, worker=worker)
 
 
 # --- running one job ------------------------------------------------------------------------------------------------
@@ -354,6 +357,73 @@ def serve(
             signal.signal(signal.SIGTERM, previous)
         lock.close()
     return ran
+
+
+# --- a run owned by the process that runs it: `detect --store` -----------------------------------------------------
+
+
+def run_here(
+    store: Store,
+    planned: PlannedRun,
+    sources: Sequence[ImageSource],
+    *,
+    user: str = "",
+    **kwargs: object,
+) -> runner.RunOutput:
+    """`runner.execute` of `planned` into the store as a job that this process submits already claimed (the spec a
+    `submit` of the same images and settings stores) and runs as its own worker, with the heartbeat thread: `core jobs`
+    lists it running, held by this process; it ends finished or failed as a worker's job; killed (kill -9, a restart),
+    its heartbeat goes stale and it reads `interrupted`, so `resume` and a worker run only its missing pairs. Ctrl-C or
+    SIGTERM leave it `interrupted` (the exception goes on). Nothing is kept when it stops before its run opened (a model
+    that does not load: the error goes on, as with no job). This process is not a `workers` row: it never takes
+    queued jobs, so the dashboard does not count it as a worker alive. `kwargs` go to `runner.execute`."""
+    worker = worker_name()
+    run_id = submit(store, planned.settings, sources, todo=planned.todo, user=user, check=False, worker=worker)
+    heart = _Heart(store, worker)
+    heart.job = run_id
+    heart.start()
+    opened: list[RunInfo] = []
+    on_started = kwargs.pop("on_started", None)
+
+    def started(info: RunInfo) -> None:
+        opened.append(info)
+        if callable(on_started):
+            on_started(info)
+
+    try:
+        with _sigterm_interrupts():
+            output = runner.execute(planned, store=store, run_id=run_id, existing=True, user=user,
+                                    created_at=store.job(run_id).submitted_at, on_started=started, **kwargs)  # fmt: skip
+    except BaseException as exc:
+        heart.halt.set()
+        with contextlib.suppress(StoreError, OSError):
+            if not opened:
+                store.delete_run(run_id)
+            elif isinstance(exc, KeyboardInterrupt):
+                store.interrupt_job(run_id, "detect was stopped: resume it")
+            else:
+                store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
+        raise
+    finally:
+        heart.halt.set()
+    return output
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():  # noqa: ANN202 (a context manager)
+    """Within: SIGTERM raises KeyboardInterrupt, as Ctrl-C does (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the dashboard's worker -----------------------------------------------------------------------------------------

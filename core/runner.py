@@ -176,6 +176,7 @@ def execute(
     class_names: Mapping[str, Sequence[str]] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_export: Callable[[str, str], None] | None = None,
+    created_at: str | None = None,
 ) -> RunOutput:
     """Run a plan as one run.
 
@@ -194,7 +195,8 @@ def execute(
     gets that one-line error and the other series go on; `on_export(series, step)` reports each export step. How each
     variant was made (exporter, export time, artifact size, cache hit) is kept in the settings under `variants`.
     `existing`: `run_id` is a run already in the store (a job a worker claimed, or resumes): it is not started again,
-    it gets the resolved settings and environment, and the records join it.
+    it gets the resolved settings and environment, and the records join it. `created_at`: the run's and its records'
+    time (default: now; `detect --store` passes its job's, so the stored run and the written files agree).
     """
     from core.store import StoreError, record_into  # the store imports records/images; keep this module light
 
@@ -223,7 +225,7 @@ def execute(
         except ExportError as exc:  # this series fails, the others go on
             export_failures[name] = str(exc)
     run_id = run_id or new_run_id()
-    created_at = now_iso()
+    created_at = created_at or now_iso()
     models = list(dict.fromkeys(s.model for s in series.values()))
     info = RunInfo(
         run_id=run_id,

@@ -265,3 +265,70 @@ def test_an_image_that_is_not_in_the_store_is_refused(store):
     with pytest.raises(StoreError, match="ghost.jpg"):
         store.submit_job(spec, settings={})
     assert store.list_runs().empty
+
+
+# --- a run its own process holds: `detect --store` (jobs.run_here) --------------------------------------------------
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _raise_after(n: int, exc: type[BaseException]):
+    def on_result(result, done, total):
+        if done == n:
+            raise exc("stop here")
+
+    return on_result
+
+
+@pytest.mark.parametrize(
+    ("exc", "ended", "message"),
+    [
+        (KeyboardInterrupt, "interrupted", "detect was stopped: resume it"),
+        (Boom, "failed", "stop here"),
+    ],
+)
+def test_a_run_held_by_its_process_ends_interrupted_on_ctrl_c_or_failed_and_resumes_the_missing_pairs(
+    store, exc, ended, message
+):
+    from core.runner import plan
+
+    images = sources("cat.jpg", "coffee.jpg", "astronaut.jpg")
+    planned = plan(settings(), images)
+    with pytest.raises(exc):
+        jobs.run_here(store, planned, images, user="ana", on_result=_raise_after(2, exc))
+    (job,) = store.jobs()
+    assert (job.status, job.message, job.worker, job.submitted_by) == (ended, message, jobs.worker_name(), "ana")
+    done = job.done
+    assert 1 <= done < 3
+    store.resume_job(job.run_id)
+    assert jobs.run_pending(store) == [job.run_id]
+    inf = store.load_run(job.run_id)[0]
+    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
+    assert len(pairs) == len(set(pairs)) == 3 and status(store, job.run_id) == "finished"
+
+
+def test_a_run_held_by_its_process_is_a_claimed_job_no_worker_can_take(store):
+    from core.runner import plan
+
+    images = sources("cat.jpg")
+    seen: list[tuple[str, str, object]] = []
+
+    def on_result(result, done, total):  # mid-run: what `core jobs` and another worker see
+        (job,) = store.jobs()
+        seen.append((job.status, job.worker, store.claim_job("other:1")))
+
+    out = jobs.run_here(store, plan(settings(), images), images, on_result=on_result)
+    assert seen == [("running", jobs.worker_name(), None)]
+    assert status(store, out.info.run_id) == "finished" and store.live_workers() == []
+
+
+def test_a_run_held_by_its_process_whose_model_does_not_load_keeps_nothing(store, tmp_path, monkeypatch):
+    from core.runner import plan
+
+    monkeypatch.setenv("DETLENS_OFFLINE", "1")
+    images = sources("cat.jpg")
+    with pytest.raises(WeightsError, match="broken.pth"):
+        jobs.run_here(store, plan(settings(default_weights=_bad_checkpoint(tmp_path)), images), images)
+    assert store.list_runs().empty and store.jobs() == []

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from core.cli import main
 from core.config import GALLERY_DIR
 from core.store import Store
+from core.store.jobs import worker_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "ssdlite320_mobilenet_v3_large"
@@ -103,6 +106,72 @@ def test_a_worker_killed_mid_run_leaves_an_interrupted_job_that_resumes_every_pa
                             env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
     (job,) = json.loads(listed.stdout)
     assert job["status"] == "interrupted" and job["done"] == done
+    rc, out, _ = cli(capsys, "resume", run_id, "--store", str(store_dir))
+    assert rc == 0 and f"{total - done} missing" in out
+    assert cli(capsys, "worker", "--store", str(store_dir), "--idle-exit", "0")[0] == 0
+    inf = store.load_run(run_id)[0]
+    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
+    assert len(pairs) == len(set(pairs)) == total and store.job(run_id).status == "finished"
+
+
+# --- detect --store: its run is a job its own process holds ---------------------------------------------------------
+
+
+def test_a_detect_with_a_store_is_a_finished_job_with_the_records_of_its_files_and_the_spec_submit_stores(
+    capsys, tmp_path
+):
+    from tests import factories
+
+    images = [str(GALLERY_DIR / "cat.jpg"), str(GALLERY_DIR / "coffee.jpg")]
+    store_dir, out = tmp_path / "store", tmp_path / "out"
+    rc, stdout, _ = cli(capsys, "detect", *images, *UNTRAINED, "--store", str(store_dir), "--out", str(out), "-q")
+    assert rc == 0
+    (job,) = jobs_json(capsys, store_dir)
+    assert (job["status"], job["done"], job["total"], job["errors"]) == ("finished", 2, 2, 0)
+    assert job["worker"] == worker_name() and f"stored run {job['run_id']} in" in stdout
+    inf, det, info = Store(store_dir).load_run(job["run_id"])
+    csv_inf, csv_det, csv_info = factories.read_written_run(out)
+    pd.testing.assert_frame_equal(inf, csv_inf)
+    pd.testing.assert_frame_equal(det, csv_det)
+    assert info == csv_info
+    submitted = cli(capsys, "submit", *images, *UNTRAINED, "--store", str(store_dir))[1].strip()
+    assert Store(store_dir).job(submitted).spec == Store(store_dir).job(job["run_id"]).spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "wait_stale"), [(signal.SIGKILL, True), (signal.SIGTERM, False)])
+def test_a_detect_killed_mid_run_leaves_an_interrupted_job_that_resumes_every_pair_exactly_once(
+    capsys, tmp_path, sig, wait_stale
+):
+    store_dir = tmp_path / "store"
+    models = f"{SMALL},fasterrcnn_mobilenet_v3_large_320_fpn"
+    detect = subprocess.Popen([sys.executable, "-m", "core", "detect", str(GALLERY_DIR), "--models", models,
+                               "--weights", "untrained", "--device", "cpu", "--warmup", "0", "-q",
+                               "--store", str(store_dir), "--out", str(tmp_path / "out")], cwd=ROOT,
+                              env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while detect.poll() is None and time.monotonic() < deadline:
+            if (store_dir / "detlens.sqlite").is_file() and (jobs := Store(store_dir).jobs()) and jobs[0].done >= 2:
+                break
+            time.sleep(0.05)
+        (job,) = Store(store_dir).jobs()
+        assert (job.status, job.worker) == ("running", f"{socket.gethostname()}:{detect.pid}")  # this process holds it
+        os.kill(detect.pid, sig)
+        detect.wait(60)
+    finally:
+        if detect.poll() is None:
+            detect.kill()
+    store = Store(store_dir)
+    run_id, total, done = job.run_id, job.total, store.job(job.run_id).done
+    assert 2 <= done < total
+    if wait_stale:
+        assert store.job(run_id).status == "running"  # nobody said otherwise yet
+        time.sleep(2.5)
+    listed = subprocess.run([sys.executable, "-m", "core", "jobs", "--store", str(store_dir), "--json"], cwd=ROOT,
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
+    (listed_job,) = json.loads(listed.stdout)
+    assert listed_job["status"] == "interrupted" and listed_job["done"] == done
     rc, out, _ = cli(capsys, "resume", run_id, "--store", str(store_dir))
     assert rc == 0 and f"{total - done} missing" in out
     assert cli(capsys, "worker", "--store", str(store_dir), "--idle-exit", "0")[0] == 0

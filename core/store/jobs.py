@@ -120,11 +120,17 @@ class JobsMixin(StoreBase):
 
     # -- submit ---------------------------------------------------------------------------------------------------
 
-    def submit_job(self, spec: dict, *, settings: dict, user: str = "", run_id: str | None = None) -> str:
+    def submit_job(
+        self, spec: dict, *, settings: dict, user: str = "", run_id: str | None = None, worker: str | None = None
+    ) -> str:
         """Queue a job: its run (status `queued`, `settings` as asked), its images listed in the run, its spec; one
         transaction. `spec["images"]` lists {"image_id", "name"}; each id must be in the store's images already
-        (`put_image`), else StoreError and nothing is written. Returns the run id."""
+        (`put_image`), else StoreError and nothing is written. Returns the run id.
+
+        `worker`: the job is claimed by that worker in the same transaction (`running`, its heartbeat now), so no
+        other worker can take it: `detect --store` runs its own job in its own process this way."""
         run_id = _check_run_id(run_id or new_run_id())
+        status = "running" if worker else "queued"
         images = [i for i in spec.get("images", []) if i.get("image_id")]
         try:
             with self._write() as conn:
@@ -136,16 +142,18 @@ class JobsMixin(StoreBase):
                 created = now_iso()
                 conn.execute(
                     "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
-                    "VALUES (?, ?, ?, ?, '{}', 'queued')",
-                    (run_id, created, user, _dumps(settings)),
+                    "VALUES (?, ?, ?, ?, '{}', ?)",
+                    (run_id, created, user, _dumps(settings), status),
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
                     [(run_id, i["image_id"], i["name"]) for i in images],
                 )
+                now = time.time() if worker else None
                 conn.execute(
-                    "INSERT INTO jobs (run_id, seq, spec, submitted_by, submitted_at) VALUES (?, ?, ?, ?, ?)",
-                    (run_id, seq, _dumps(spec), user, created),
+                    "INSERT INTO jobs (run_id, seq, spec, submitted_by, submitted_at, worker, started_at, heartbeat_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, seq, _dumps(spec), user, created, worker or "", now, now),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run {run_id!r} already exists in {self.path}") from exc
