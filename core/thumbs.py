@@ -11,18 +11,16 @@ may come back). Nothing here raises for a bad image: the caller gets a `Thumbnai
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from core.config import THUMB_QUALITY, THUMB_SIDE
+from core.files import write_atomic
 from core.images import ImageSource, LoadedImage, downscale_for_display, load_image
 from core.text import one_line
 
@@ -47,19 +45,6 @@ class Thumbnail:
     @property
     def ok(self) -> bool:
         return not self.error
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """A fresh temporary file beside `path`, renamed onto it: readers see the whole file or none."""
-    tmp = path.parent / f".tmp-{secrets.token_hex(8)}{path.suffix}"
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def thumbnail_path(thumbs_dir: Path, image_id: str) -> Path:
@@ -103,9 +88,9 @@ def ensure(thumbs_dir: Path, image_id: str, source: ImageSource | None, side: in
     try:
         thumbs_dir.mkdir(parents=True, exist_ok=True)
         if not loaded.ok:
-            _write_atomic(failed, (loaded.error + "\n").encode())
+            write_atomic(failed, (loaded.error + "\n").encode())
             return Thumbnail(image_id, None, loaded.error)
-        _write_atomic(path, render(loaded, side))
+        write_atomic(path, render(loaded, side))
     except OSError as exc:  # a read-only or full store: the page still shows a placeholder
         return Thumbnail(image_id, None, one_line(f"thumbnail not written: {exc}", _ERROR_MAX_CHARS))
     return Thumbnail(image_id, path)

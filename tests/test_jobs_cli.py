@@ -79,6 +79,23 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "DETLENS_OFFLINE": "1", "DETLENS_JOB_STALE_S": "2", "DETLENS_THREADS": "1"}
 
 
+def _interrupted_then_resumed_every_pair_once(capsys, tmp_path: Path, store_dir: Path, run_id: str, total: int,
+                                              done: int) -> None:  # fmt: skip
+    """`jobs` (a new process) reads the job interrupted with its `done` pairs; `resume` and a worker run the missing
+    ones: every (image, model) pair exactly once, the job finished."""
+    listed = subprocess.run([sys.executable, "-m", "core", "jobs", "--store", str(store_dir), "--json"], cwd=ROOT,
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
+    (job,) = json.loads(listed.stdout)
+    assert job["status"] == "interrupted" and job["done"] == done
+    rc, out, _ = cli(capsys, "resume", run_id, "--store", str(store_dir))
+    assert rc == 0 and f"{total - done} missing" in out
+    assert cli(capsys, "worker", "--store", str(store_dir), "--idle-exit", "0")[0] == 0
+    store = Store(store_dir)
+    inf = store.load_run(run_id)[0]
+    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
+    assert len(pairs) == len(set(pairs)) == total and store.job(run_id).status == "finished"
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_an_interrupted_job_that_resumes_every_pair_exactly_once(capsys, tmp_path):
     store_dir = tmp_path / "store"
@@ -102,16 +119,7 @@ def test_a_worker_killed_mid_run_leaves_an_interrupted_job_that_resumes_every_pa
     done = store.job(run_id).done
     assert 2 <= done < total and store.job(run_id).status == "running"  # nobody said otherwise yet
     time.sleep(2.5)
-    listed = subprocess.run([sys.executable, "-m", "core", "jobs", "--store", str(store_dir), "--json"], cwd=ROOT,
-                            env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
-    (job,) = json.loads(listed.stdout)
-    assert job["status"] == "interrupted" and job["done"] == done
-    rc, out, _ = cli(capsys, "resume", run_id, "--store", str(store_dir))
-    assert rc == 0 and f"{total - done} missing" in out
-    assert cli(capsys, "worker", "--store", str(store_dir), "--idle-exit", "0")[0] == 0
-    inf = store.load_run(run_id)[0]
-    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
-    assert len(pairs) == len(set(pairs)) == total and store.job(run_id).status == "finished"
+    _interrupted_then_resumed_every_pair_once(capsys, tmp_path, store_dir, run_id, total, done)
 
 
 # --- detect --store: its run is a job its own process holds ---------------------------------------------------------
@@ -168,13 +176,4 @@ def test_a_detect_killed_mid_run_leaves_an_interrupted_job_that_resumes_every_pa
     if wait_stale:
         assert store.job(run_id).status == "running"  # nobody said otherwise yet
         time.sleep(2.5)
-    listed = subprocess.run([sys.executable, "-m", "core", "jobs", "--store", str(store_dir), "--json"], cwd=ROOT,
-                            env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
-    (listed_job,) = json.loads(listed.stdout)
-    assert listed_job["status"] == "interrupted" and listed_job["done"] == done
-    rc, out, _ = cli(capsys, "resume", run_id, "--store", str(store_dir))
-    assert rc == 0 and f"{total - done} missing" in out
-    assert cli(capsys, "worker", "--store", str(store_dir), "--idle-exit", "0")[0] == 0
-    inf = store.load_run(run_id)[0]
-    pairs = list(zip(inf["image_id"], inf["model"], strict=True))
-    assert len(pairs) == len(set(pairs)) == total and store.job(run_id).status == "finished"
+    _interrupted_then_resumed_every_pair_once(capsys, tmp_path, store_dir, run_id, total, done)

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, MAX_IMPORT_BYTES, RUNTIME_EAGER
+from core.files import temp_beside, write_atomic
 from core.images import content_id
 from core.records import RunInfo, coerce_detections, coerce_inferences, now_iso
 from core.store.common import (
@@ -24,8 +25,6 @@ from core.store.common import (
     _check_run_id,
     _dumps,
     _rows,
-    _temp_beside,
-    _write_atomic,
 )
 from core.store.images import ImagesMixin, _image_format
 from core.store.reviews import ReviewsMixin, canonicalise_reviews
@@ -71,7 +70,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
             "run_images": [{"image_id": i, "name": n} for i, n in links],
         }
         zip_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_beside(zip_path)
+        tmp = temp_beside(zip_path)
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 for name, df in (("inferences", inf), ("detections", det), ("reviews", reviews)):
@@ -137,7 +136,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
         for image_id, suffix, data in images:
             path = self.images_dir / f"{image_id}{suffix}"
             if not path.is_file() or path.stat().st_size != len(data):
-                _write_atomic(path, data)
+                write_atomic(path, data)
         kept = {image_id for image_id, _, _ in images}
         if "run_images" in manifest:
             linked = [m for m in manifest.get("run_images") or [] if isinstance(m, dict)]

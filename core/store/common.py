@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,25 +89,3 @@ def _loads(text: str | None) -> dict:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _temp_beside(path: Path) -> Path:
-    """A fresh name in `path`'s folder for a file that is renamed to `path` once complete."""
-    return path.parent / f".tmp-{secrets.token_hex(8)}{path.suffix}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers see the whole file or none.
-
-    Created with `open(..., "xb")`, so the file gets the usual permissions (umask), readable by a team sharing the
-    store folder.
-    """
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

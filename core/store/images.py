@@ -7,9 +7,9 @@ from pathlib import Path
 
 from core import thumbs
 from core.config import MAX_IMAGE_BYTES, THUMB_ON_PUT_MAX_BYTES, THUMBS_DIR
+from core.files import write_atomic
 from core.images import ImageSource, content_id
 from core.records import now_iso
-from core.store.common import _write_atomic
 from core.store.connection import StoreBase
 
 # Pillow format -> the suffix a stored copy gets (the format is decided by content, never by the file name).
@@ -83,7 +83,7 @@ class ImagesMixin(StoreBase):
             row = conn.execute("SELECT path FROM images WHERE image_id = ?", (image_id,)).fetchone()
         path = self.path / row[0] if row else self.images_dir / f"{image_id}{suffix}"
         if not path.is_file() or path.stat().st_size != len(data):
-            _write_atomic(path, data)
+            write_atomic(path, data)
         with self._write() as conn:
             if run_id is not None:
                 self._require_run(conn, run_id)
