@@ -146,16 +146,22 @@ def test_a_zip_from_before_pairs_is_imported_in_pair_terms(store, tmp_path):
     ]
 
 
-def test_a_store_of_the_previous_schema_gets_reviews_pairs(tmp_path, monkeypatch):
-    """Made by the schema before reviews_pairs (the other migrations applied, so that today's record rows fit), with
-    reviews in shown order."""
-    previous = tuple(m for m in MIGRATIONS if m.name not in ("reviews_pairs", "reviews_cross_run"))
+def store_without(tmp_path, monkeypatch, *skipped: str) -> tuple[Path, sqlite3.Connection]:
+    """A store made by a DetLens before the `skipped` migrations (the others applied, so today's record rows fit), with
+    one image of two models; and a raw connection to it, to write rows as that version did."""
+    previous = tuple(m for m in MIGRATIONS if m.name not in skipped)
     monkeypatch.setattr(schema_module, "MIGRATIONS", previous)
     monkeypatch.setattr(schema_module, "SCHEMA_VERSION", schema_module.BASE_VERSION + len(previous))
     path = tmp_path / "s"
     with Store(path) as old:
         filled(old, [make_result(0, m) for m in ("model_a", "model_b")])
-    conn = sqlite3.connect(path / STORE_DB_NAME, isolation_level=None)
+    return path, sqlite3.connect(path / STORE_DB_NAME, isolation_level=None)
+
+
+def test_a_store_of_the_previous_schema_gets_reviews_pairs(tmp_path, monkeypatch):
+    """Made by the schema before reviews_pairs (the other migrations applied, so that today's record rows fit), with
+    reviews in shown order."""
+    path, conn = store_without(tmp_path, monkeypatch, "reviews_pairs", "reviews_cross_run")
     assert "identity" not in {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
     conn.executemany(
         "INSERT INTO reviews (run_id, image_id, model_a, model_b, reviewer, verdict, note, created_at) "
@@ -396,13 +402,7 @@ def test_cross_run_reviews_go_with_run_a_zip_and_survive_an_import_without_run_b
 
 
 def test_a_store_made_before_cross_run_pairs_gets_run_b(tmp_path, monkeypatch):
-    previous = tuple(m for m in MIGRATIONS if m.name != "reviews_cross_run")
-    monkeypatch.setattr(schema_module, "MIGRATIONS", previous)
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", schema_module.BASE_VERSION + len(previous))
-    path = tmp_path / "s"
-    with Store(path) as old:
-        filled(old, [make_result(0, m) for m in ("model_a", "model_b")])
-    conn = sqlite3.connect(path / STORE_DB_NAME, isolation_level=None)
+    path, conn = store_without(tmp_path, monkeypatch, "reviews_cross_run")
     assert "run_b" not in {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
     conn.executemany(
         "INSERT INTO reviews (run_id, image_id, model_a, model_b, reviewer, verdict, note, created_at, identity) "
