@@ -99,8 +99,10 @@ def test_a_worker_killed_mid_run_is_resumed_with_every_pair_exactly_once(streaml
     from core.jobs import submit
     from core.runner import RunSettings
 
-    # two small models, submitted as `core submit` would: the Run page starts (or finds) the worker for it
-    models = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+    # submitted as `core submit` would: the Run page starts (or finds) the worker for it. The Faster R-CNN ResNet50
+    # pairs take about a second each on a CPU, so the kill lands mid-run even on a fast, quiet machine (two small
+    # models finished all 12 pairs within one 0.2 s poll on CI).
+    models = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_resnet50_fpn"]
     images = [ImageSource.from_path(p).hashed() for p in gallery_paths()]
     run_id = submit(_store(), RunSettings(models, "untrained", device="cpu"), images, user="e2e")
     total = _store().job(run_id).total
