@@ -1,0 +1,394 @@
+"""Array-level COCO evaluation and greedy matching: numpy in, numpy out, no pandas, no torch.
+
+What core.evaluate (metrics, outcomes) and the evaluation worker (`python -m core.evalcore`, started by
+core.analytics.evaluation) share:
+
+- `coco_pair_ious`: pycocotools' box IoU (`maskApi.c` `bbIou`, the one COCOeval uses) of given (detection, GT) pairs, the
+  same float operations in the same order, so the values are bit for bit pycocotools'.
+- `greedy_match`: `core.evaluate.match_all`'s matching of every detection of many images at once: every same-image
+  (detection, GT) pair's IoU in one numpy pass, and a Python step only over the candidate pairs (same class, not crowd,
+  IoU >= the threshold), in score order: the detection takes its best free candidate.
+- `coco_results` and `run_cocoeval`: COCOeval (faster-coco-eval's or pycocotools') on result dicts made in one pass
+  from arrays, with the fields `COCO.loadRes` would add; `coco_summary` keeps what `Metrics` needs of the COCOeval.
+
+This module imports only numpy and core.config (and, when evaluating, the COCOeval package): the worker process that
+runs it starts in a fraction of a second, where importing core.evaluate would import torch (core.models) for seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import pickle
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
+
+# Outcome and reason codes of `greedy_match` (core.evaluate.outcomes names them).
+OUT_TP, OUT_FP, OUT_IGNORED, OUT_FN = 0, 1, 2, 3
+WHY_NONE, WHY_CROWD, WHY_DUPLICATE, WHY_WRONG_CLASS, WHY_LOW_IOU = 0, 1, 2, 3, 4
+PAIR_CHUNK = 4_000_000  # (detection, GT) pairs held at once by greedy_match (a few hundred MB at most)
+
+# pycocotools prints as it goes; its output is swallowed by swapping sys.stdout, which is process-wide: one evaluation
+# at a time, so that two threads (two dashboard sessions) never restore each other's stdout.
+_COCO_LOCK = threading.Lock()
+
+
+# --- IoU and greedy matching ------------------------------------------------------------------------------------------
+
+
+def coco_pair_ious(d_xywh: np.ndarray, g_xywh: np.ndarray, g_crowd: np.ndarray) -> np.ndarray:
+    """IoU of each (detection, GT) pair (rows of `d_xywh` and `g_xywh`, [x, y, w, h]); for a crowd GT the
+    intersection over the detection's area. pycocotools' `bbIou` operation by operation (0 where they do not meet)."""
+    dx, dy, dw, dh = (d_xywh[:, k] for k in range(4))
+    gx, gy, gw, gh = (g_xywh[:, k] for k in range(4))
+    w = np.minimum(dw + dx, gw + gx) - np.maximum(dx, gx)
+    h = np.minimum(dh + dy, gh + gy) - np.maximum(dy, gy)
+    meet = (w > 0) & (h > 0)
+    inter = w * h
+    da = dw * dh
+    union = np.where(g_crowd, da, da + gw * gh - inter)
+    out = np.zeros(len(d_xywh))
+    np.divide(inter, union, out=out, where=meet)
+    return out
+
+
+@dataclass(frozen=True)
+class Matching:
+    """`greedy_match`'s per-detection outcome (OUT_*), reason (WHY_*), IoU (matched GT, else best same-class, NaN when
+    no same-class GT), GT index (the matched or crowd GT, -1 none), and per GT box the matched detection's score."""
+
+    outcome: np.ndarray
+    reason: np.ndarray
+    iou: np.ndarray
+    gt_index: np.ndarray
+    matched_score: np.ndarray
+
+
+def greedy_match(
+    d_img: np.ndarray,
+    d_score: np.ndarray,
+    d_lab: np.ndarray,
+    d_xywh: np.ndarray,
+    g_img: np.ndarray,
+    g_lab: np.ndarray,
+    g_xywh: np.ndarray,
+    g_crowd: np.ndarray,
+    iou: float,
+) -> Matching:
+    """COCO-style greedy matching, image by image, of detections sorted by (image, decreasing score) against GT boxes
+    (any order; ties between equal IoUs go to the GT listed first). See `core.evaluate.match_outcomes`."""
+    n, n_gt = len(d_img), len(g_img)
+    outcome = np.full(n, OUT_FP, dtype=np.int8)
+    reason = np.full(n, WHY_LOW_IOU, dtype=np.int8)
+    best = np.full(n, math.nan)
+    gt_index = np.full(n, -1, dtype=np.int64)
+    matched_score = np.full(n_gt, math.nan)
+    if not n or not n_gt:
+        return Matching(outcome, reason, best, gt_index, matched_score)
+    g_crowd = np.asarray(g_crowd, dtype=bool)
+    n_img = int(max(d_img.max(), g_img.max())) + 1
+    g_order = np.argsort(g_img, kind="stable")  # by image, annotation order within
+    g_start = np.searchsorted(g_img[g_order], np.arange(n_img + 1))
+    per_det = (g_start[1:] - g_start[:-1])[d_img]  # GT boxes on each detection's image
+    # Chunks of whole images, about PAIR_CHUNK pairs each (images are independent).
+    d_start = np.searchsorted(d_img, np.arange(n_img + 1))
+    pairs = np.concatenate([[0], np.cumsum((d_start[1:] - d_start[:-1]) * (g_start[1:] - g_start[:-1]))])
+    inner = np.searchsorted(pairs, np.arange(PAIR_CHUNK, pairs[-1], PAIR_CHUNK))
+    cuts = d_start[np.unique(np.concatenate([[0], inner, [n_img]]))].tolist()
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        _match_chunk(a, b, d_img, d_score, d_lab, d_xywh, g_order, g_start, per_det, g_lab, g_xywh, g_crowd, iou,
+                     outcome, reason, best, gt_index, matched_score)  # fmt: skip
+    return Matching(outcome, reason, best, gt_index, matched_score)
+
+
+def _match_chunk(a, b, d_img, d_score, d_lab, d_xywh, g_order, g_start, per_det, g_lab, g_xywh, g_crowd, iou,
+                 outcome, reason, best, gt_index, matched_score) -> None:  # fmt: skip
+    """`greedy_match` of detections a..b (whole images), writing into the output arrays."""
+    counts = per_det[a:b]
+    total = int(counts.sum())
+    if not total:
+        return
+    pd_ = np.repeat(np.arange(a, b), counts)  # each detection once per GT box of its image
+    first = np.cumsum(counts) - counts
+    within = np.arange(total) - np.repeat(first, counts)
+    pg = g_order[np.repeat(g_start[d_img[a:b]], counts) + within]  # GT index, annotation order within the image
+    ious = coco_pair_ious(d_xywh[pd_], g_xywh[pg], g_crowd[pg])
+    same = d_lab[pd_] == g_lab[pg]
+    crowd = g_crowd[pg]
+    over = ious >= iou
+    plain = same & ~crowd
+    cand = plain & over
+    crowd_over = same & crowd & over
+    wrong_over = ~same & ~crowd & over
+    # Per detection with at least one pair: segment reductions over its contiguous pairs.
+    has = np.flatnonzero(counts) + a
+    starts = first[has - a]
+    any_plain = np.logical_or.reduceat(plain, starts)
+    best_plain = np.maximum.reduceat(np.where(plain, ious, -np.inf), starts)
+    best[has] = np.where(any_plain, best_plain, math.nan)
+    any_cand = np.logical_or.reduceat(cand, starts)
+    any_crowd = np.logical_or.reduceat(crowd_over, starts)
+    any_wrong = np.logical_or.reduceat(wrong_over, starts)
+    first_crowd = np.minimum.reduceat(np.where(crowd_over, np.arange(total), total), starts)
+    # The sequential part: candidate pairs by detection (score order), then decreasing IoU, then GT order.
+    c = np.flatnonzero(cand)
+    c = c[np.lexsort((within[c], -ious[c], pd_[c]))]
+    matched: dict[int, int] = {}  # detection -> pair
+    taken: set[int] = set()
+    for k, d, g in zip(c.tolist(), pd_[c].tolist(), pg[c].tolist(), strict=True):
+        if d not in matched and g not in taken:
+            matched[d] = k
+            taken.add(g)
+    tp_det = np.fromiter(matched.keys(), dtype=np.int64, count=len(matched))
+    tp_pair = np.fromiter(matched.values(), dtype=np.int64, count=len(matched))
+    tp = np.zeros(b - a, dtype=bool)
+    tp[tp_det - a] = True
+    tp_h = tp[has - a]
+    crowd_hit = any_crowd & ~tp_h
+    duplicate = any_cand & ~tp_h & ~crowd_hit
+    wrong = any_wrong & ~tp_h & ~crowd_hit & ~duplicate
+    outcome[has] = np.where(crowd_hit, OUT_IGNORED, OUT_FP)
+    reason[has] = np.select([crowd_hit, duplicate, wrong], [WHY_CROWD, WHY_DUPLICATE, WHY_WRONG_CLASS], WHY_LOW_IOU)
+    gt_index[has[crowd_hit]] = pg[first_crowd[crowd_hit]]
+    outcome[tp_det], reason[tp_det] = OUT_TP, WHY_NONE
+    best[tp_det] = ious[tp_pair]
+    gt_index[tp_det] = pg[tp_pair]
+    matched_score[pg[tp_pair]] = d_score[tp_det]
+
+
+def match_order(d_img: np.ndarray, d_score: np.ndarray) -> np.ndarray:
+    """Detection order for `greedy_match`: by image, then decreasing score, ties in the given order."""
+    return np.lexsort((-d_score, d_img))
+
+
+def matched_rows(m: Matching, d_img: np.ndarray, g_img: np.ndarray, g_crowd: np.ndarray) -> np.ndarray:
+    """Row order of `match_all`'s frame (image by image: its detections, then its non-crowd GT boxes) as indices into
+    the concatenation [detections (matching order), non-crowd GT boxes (annotation order)]."""
+    missed = ~np.asarray(g_crowd, dtype=bool)
+    keys = np.concatenate([d_img, g_img[missed]])
+    section = np.concatenate([np.zeros(len(d_img), np.int64), np.ones(int(missed.sum()), np.int64)])
+    return np.lexsort((section, keys))
+
+
+# --- COCOeval from arrays ---------------------------------------------------------------------------------------------
+
+
+def coco_results(
+    image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, boxes: np.ndarray
+) -> list[dict[str, Any]]:
+    """COCO result dicts ([x, y, w, h] from x1, y1, x2, y2; full precision) with the fields `COCO.loadRes` adds
+    (id = position + 1, area = w * h, iscrowd 0), made in one pass, for `run_cocoeval(..., owned=True)`."""
+    x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
+    w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
+    return [
+        {"image_id": i, "category_id": c, "bbox": bb, "score": s, "id": k, "area": ar, "iscrowd": 0}
+        for k, i, c, bb, s, ar in zip(
+            range(1, len(score) + 1),
+            np.asarray(image_id, dtype=np.int64).tolist(),
+            np.asarray(category_id, dtype=np.int64).tolist(),
+            np.column_stack([x1, y1, w, h]).tolist(),
+            np.asarray(score, dtype=np.float64).tolist(),
+            (w * h).tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """faster-coco-eval's print_function: nothing printed."""
+
+
+def coco_classes(backend: str) -> tuple[type, type]:
+    """(COCO, COCOeval) of a backend; the same API (faster-coco-eval is a drop-in for pycocotools)."""
+    if backend == FASTER:
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
+
+
+def _coco_api(coco_class: type, dataset: dict[str, Any]):
+    api = coco_class()
+    api.dataset = dataset
+    api.createIndex()
+    return api
+
+
+def run_cocoeval(
+    gt_dict: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    backend: str,
+    *,
+    owned: bool = False,
+):
+    """COCOeval (bbox) on dicts; prints swallowed. Results need image_id, category_id, bbox, score.
+
+    The results are indexed the way `COCO.loadRes` does it (area = w*h, id = position + 1, iscrowd 0), without its
+    failure on an empty list. Copies go in, as COCOeval writes flags into the dicts it is given; `owned`: the caller
+    made `results` for this call alone with those fields (`coco_results`), so they are used as they are.
+    """
+    coco_class, eval_class = coco_classes(backend)
+    gt_copy = {
+        "images": [dict(im) for im in gt_dict["images"]],
+        "annotations": [dict(a) for a in gt_dict["annotations"]],
+        "categories": [dict(c) for c in gt_dict["categories"]],
+    }
+    if owned:
+        dts = results
+    else:
+        dts = [
+            {
+                "id": i + 1,
+                "image_id": r["image_id"],
+                "category_id": r["category_id"],
+                "bbox": list(r["bbox"]),
+                "score": r["score"],
+                "area": r["bbox"][2] * r["bbox"][3],
+                "iscrowd": 0,
+            }
+            for i, r in enumerate(results)
+        ]
+    with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = _coco_api(coco_class, gt_copy)
+        coco_dt = _coco_api(
+            coco_class, {"images": gt_copy["images"], "categories": gt_copy["categories"], "annotations": dts}
+        )
+        extra = {"print_function": _silent} if backend == FASTER else {}
+        ev = eval_class(coco_gt, coco_dt, iouType="bbox", **extra)
+        ev.params.imgIds = sorted(img_ids)
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    if max_dets[2] != 100:
+        # summarize() reads AP@[.5:.95] at maxDets=100 whatever the settings; take it at the last max_dets instead.
+        p = ev.eval["precision"][:, :, :, 0, -1]
+        ev.stats[0] = np.mean(p[p > -1]) if (p > -1).any() else -1
+    return ev
+
+
+@dataclass(frozen=True)
+class CocoSummary:
+    """What `Metrics` needs of a finished COCOeval (small, picklable): its stats, settings and the precision and
+    score arrays at area "all" and the last maxDets (T, R, K)."""
+
+    stats: np.ndarray
+    cat_ids: tuple[int, ...]
+    img_ids: tuple[int, ...]
+    iou_thresholds: np.ndarray
+    recall_thresholds: np.ndarray
+    precision: np.ndarray
+    scores: np.ndarray
+
+
+def coco_summary(ev) -> CocoSummary:
+    """The CocoSummary of a COCOeval after summarize()."""
+    return CocoSummary(
+        stats=np.asarray(ev.stats, dtype=np.float64).copy(),
+        cat_ids=tuple(int(c) for c in ev.params.catIds),
+        img_ids=tuple(int(i) for i in ev.params.imgIds),
+        iou_thresholds=np.asarray(ev.params.iouThrs, dtype=np.float64),
+        recall_thresholds=np.asarray(ev.params.recThrs, dtype=np.float64),
+        precision=np.array(np.asarray(ev.eval["precision"])[:, :, :, 0, -1]),
+        scores=np.array(np.asarray(ev.eval["scores"])[:, :, :, 0, -1]),
+    )
+
+
+# --- one variant's evaluation (what the worker process runs) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArrayJob:
+    """One variant's boxes against its matched ground truth, as arrays.
+
+    Boxes (stored order): `gt_image` (GT image id, -1: no GT image), `position` (index of the image in the ground
+    truth's image_id_map, -1: none), `label_id`, `score`, `boxes` (x1, y1, x2, y2). GT boxes of the matched images
+    (annotation order): `g_position`, `g_label`, `g_xywh`, `g_crowd`. `coco`: the ground truth's COCOeval dict;
+    `img_ids`: the matched GT image ids. `metrics`: False skips COCOeval (nothing to measure)."""
+
+    coco: dict[str, Any]
+    img_ids: list[int]
+    max_dets: tuple[int, int, int]
+    backend: str
+    iou: float
+    gt_image: np.ndarray
+    position: np.ndarray
+    label_id: np.ndarray
+    score: np.ndarray
+    boxes: np.ndarray
+    g_position: np.ndarray
+    g_label: np.ndarray
+    g_xywh: np.ndarray
+    g_crowd: np.ndarray
+    metrics: bool = True
+
+
+@dataclass(frozen=True)
+class ArrayEval:
+    """An ArrayJob's result: the COCOeval summary (None with `error` when COCOeval refused, or not asked), the number
+    of boxes evaluated, and `match_all`'s rows in its order as outcome codes (OUT_*), score and matched score."""
+
+    summary: CocoSummary | None
+    error: str
+    n_results: int
+    outcome: np.ndarray
+    score: np.ndarray
+    matched_score: np.ndarray
+
+
+def evaluate_job(job: ArrayJob) -> ArrayEval:
+    """COCOeval and the threshold-free matching of one ArrayJob."""
+    summary, error, n_results = None, "", 0
+    if job.metrics:
+        on_gt = job.gt_image >= 0
+        results = coco_results(job.gt_image[on_gt], job.label_id[on_gt], job.score[on_gt], job.boxes[on_gt])
+        n_results = len(results)
+        try:
+            summary = coco_summary(run_cocoeval(job.coco, results, job.img_ids, job.max_dets, job.backend, owned=True))
+        except ValueError as exc:
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        del results
+    keep = np.flatnonzero((job.position >= 0) & ~np.isnan(job.score))
+    d_img, score = job.position[keep], job.score[keep].astype(np.float64)
+    order = match_order(d_img, score)
+    d_img, score = d_img[order], score[order]
+    b = job.boxes[keep[order]].astype(np.float64)
+    d_xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    m = greedy_match(d_img, score, job.label_id[keep[order]], d_xywh, job.g_position, job.g_label, job.g_xywh,
+                     job.g_crowd, job.iou)  # fmt: skip
+    missed = ~np.asarray(job.g_crowd, dtype=bool)
+    rows = matched_rows(m, d_img, job.g_position, job.g_crowd)
+    outcome = np.concatenate([m.outcome, np.full(int(missed.sum()), OUT_FN, dtype=np.int8)])[rows]
+    scores = np.concatenate([score, np.full(int(missed.sum()), math.nan)])[rows]
+    taken = np.concatenate([np.full(len(score), math.nan), m.matched_score[missed]])[rows]
+    return ArrayEval(summary, error, n_results, outcome, scores, taken)
+
+
+def worker_main() -> None:
+    """One pickled ArrayJob on stdin, its ArrayEval pickled on stdout; anything else written to stdout goes to
+    stderr."""
+    result_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    job = pickle.load(sys.stdin.buffer)  # noqa: S301 (sent by our own parent)
+    result_out.write(pickle.dumps(evaluate_job(job), protocol=pickle.HIGHEST_PROTOCOL))
+    result_out.close()
+
+
+if __name__ == "__main__":  # run as a module: pickle with the classes' real module names
+    from core.evalcore import worker_main as main
+
+    main()
