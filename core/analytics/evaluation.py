@@ -1,14 +1,16 @@
 """COCO evaluation of the boxes a RunFrame holds, without the whole detections table.
 
 A variant's boxes (one model, the (run, image) pairs of its inference rows) are cut out of the frame as arrays
-(`RunFrame.columns`: codes and floats, no string per box), turned into rows only where they are evaluated, and given to
-the same core.evaluate functions as the pandas path (`evaluate`, `match_all`), so the figures are the same. Past
-EVAL_WORKER_MIN_BOXES boxes each variant is evaluated in its own worker process (`python -m core.analytics.evaluation`,
-the job pickled on its stdin and the result on its stdout; at most EVAL_WORKERS at a time): COCOeval builds a Python
-dict per box (about 2.5 GB at a million boxes), which then never lands in the server process, and two variants use the
-two cores. Not multiprocessing: its spawned children import the `__main__` module, which under Streamlit is the app
-script itself. What comes back is small: the metrics, and per `match_all` row only its
-outcome, score and matched score (what the precision/recall/F1 at a threshold needs).
+(`RunFrame.columns`: codes and floats, no string per box) and turned into a core.evalcore ArrayJob (image and label
+codes looked up once per code): COCOeval on result dicts made in one pass from the arrays, and `match_all`'s greedy
+matching of every image at once, the same kernels the pandas path (`evaluate`, `match_all`) runs, so the figures are
+the same. Past EVAL_WORKER_MIN_BOXES boxes each variant is evaluated in its own worker process (`python -m
+core.evalcore`, the job pickled on its stdin and the result on its stdout; at most EVAL_WORKERS at a time): COCOeval
+builds a Python dict per box (about 2.5 GB at a million boxes), which then never lands in the server process, and two
+variants use the two cores. The worker imports numpy and the COCOeval package only (core.evaluate would import torch:
+seconds). Not multiprocessing: its spawned children import the `__main__` module, which under Streamlit is the app
+script itself. What comes back is small: the COCOeval summary, and per `match_all` row only its outcome, score and
+matched score (what the precision/recall/F1 at a threshold needs).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.analytics.frame import RunFrame, rows_of
-from core.evaluate import FN, PRF, GroundTruth, GroundTruthError, Metrics, evaluate, match_all, prf_at
+from core.analytics.frame import RunFrame
+from core.config import EVAL_IOU, EVAL_MAX_DETS
+from core.evalcore import ArrayEval, ArrayJob, evaluate_job
+from core.evaluate import FN, PRF, GroundTruth, Metrics, prf_at
+from core.evaluate.coco import _check_max_dets, _metrics_from, evaluator_backend, no_match_message
+from core.evaluate.outcomes import OUTCOME_NAMES
 
 EVAL_WORKER_MIN_BOXES = 200_000  # below this many boxes in all, variants are evaluated in this process
 EVAL_WORKERS = 2  # worker processes at a time (one per core of the reference machine)
@@ -63,28 +69,66 @@ def variant_index(rf: RunFrame, model: str, rows: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def array_job(gt: GroundTruth, columns: dict[str, np.ndarray], iou: float = EVAL_IOU) -> ArrayJob:
+    """One variant's boxes (`RunFrame.columns`) and `gt` matched to its images, as the arrays core.evalcore evaluates:
+    image and label codes looked up once per code, no string per box."""
+    c = columns
+    position = {image_id: k for k, image_id in enumerate(gt.image_id_map)}
+    ours = {gid: k for k, gid in enumerate(gt.image_id_map.values())}  # GT image id -> its (last) position
+    code_position = np.array([position.get(str(i), -1) for i in c["image_ids"]] + [-1], dtype=np.int64)
+    code_gt = np.array([gt.image_id_map.get(str(i), -1) for i in c["image_ids"]] + [-1], dtype=np.int64)
+    label_ids = np.append(np.asarray(c["label_ids"], dtype=np.int64), 0)
+    anns = [a for a in gt.coco["annotations"] if a["image_id"] in ours]
+    return ArrayJob(
+        coco=gt.coco,
+        img_ids=sorted(set(gt.image_id_map.values())),
+        max_dets=_check_max_dets(EVAL_MAX_DETS),
+        backend=evaluator_backend(),
+        iou=iou,
+        gt_image=code_gt[c["img"]],
+        position=code_position[c["img"]],
+        label_id=label_ids[c["label"]],
+        score=np.asarray(c["score"], dtype=np.float64),
+        boxes=np.asarray(c["boxes"], dtype=np.float64),
+        g_position=np.array([ours[a["image_id"]] for a in anns], dtype=np.int64),
+        g_label=np.array([a["category_id"] for a in anns], dtype=np.int64),
+        g_xywh=np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+        g_crowd=np.array([bool(a["iscrowd"]) for a in anns], dtype=bool),
+    )
+
+
+def box_eval(gt: GroundTruth, job: ArrayJob, result: ArrayEval) -> BoxEval:
+    """The BoxEval of an ArrayJob's result: `evaluate`'s Metrics and `match_all`'s MATCHED_COLUMNS."""
+    metrics = None
+    if result.summary is not None:
+        metrics = _metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
+    matched = pd.DataFrame(
+        {
+            "outcome": pd.Categorical.from_codes(result.outcome.astype(np.int8), categories=list(OUTCOME_NAMES)),
+            "score": result.score,
+            "matched_score": result.matched_score,
+        }
+    )
+    return BoxEval(metrics, result.error, matched)
+
+
 def evaluate_columns(gt: GroundTruth, model: str, columns: dict[str, np.ndarray]) -> BoxEval:
-    """COCO metrics and `match_all` of one variant's boxes (`RunFrame.columns`) against `gt` matched to its images."""
-    det = rows_of(columns)
-    metrics, error = None, ""
-    try:
-        metrics = evaluate(gt, det, model=model)
-    except (GroundTruthError, ValueError) as exc:
-        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    matched = None
-    if gt.image_id_map:
-        frame = match_all(gt, det, model=model)
-        matched = frame[list(MATCHED_COLUMNS)].astype({"outcome": "category"}).reset_index(drop=True)
-    return BoxEval(metrics, error, matched)
+    """COCO metrics and `match_all` of one variant's boxes (`RunFrame.columns`) against `gt` matched to its images
+    (`model` names the variant; its boxes are all of that model)."""
+    if not gt.image_id_map:
+        return BoxEval(None, no_match_message(gt), None)
+    job = array_job(gt, columns)
+    return box_eval(gt, job, evaluate_job(job))
 
 
-def _evaluate_job(job: tuple[GroundTruth, str, dict[str, np.ndarray]]) -> BoxEval:
-    """`evaluate_columns(*job)` in a worker process; RuntimeError (its last error line) when the worker fails. The
-    job is pickled straight into the worker's stdin (no second copy of its arrays in this process)."""
+def _evaluate_job(job: ArrayJob) -> ArrayEval:
+    """`core.evalcore.evaluate_job(job)` in a worker process (`python -m core.evalcore`: numpy and the COCOeval
+    package, no torch); RuntimeError (its last error line) when the worker fails. The job is pickled straight into
+    the worker's stdin (no second copy of its arrays in this process)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile() as err:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "core.analytics.evaluation"],
+            [sys.executable, "-m", "core.evalcore"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -111,8 +155,14 @@ def evaluate_all(jobs: list[tuple[GroundTruth, str, dict[str, np.ndarray]]], *, 
         workers = EVAL_WORKERS if boxes >= EVAL_WORKER_MIN_BOXES else 0
     if workers <= 0 or not jobs:
         return [evaluate_columns(*j) for j in jobs]
-    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:  # each thread waits on its process
-        return list(pool.map(_evaluate_job, jobs))
+    arrays = [array_job(gt, columns) if gt.image_id_map else None for gt, _, columns in jobs]
+    sent = [a for a in arrays if a is not None]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sent)))) as pool:  # each thread waits on its process
+        done = iter(list(pool.map(_evaluate_job, sent)))
+    return [
+        box_eval(gt, a, next(done)) if a is not None else BoxEval(None, no_match_message(gt), None)
+        for (gt, _, _), a in zip(jobs, arrays, strict=True)
+    ]
 
 
 def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
@@ -122,19 +172,3 @@ def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
     taken_at = matched["matched_score"].to_numpy(np.float64)
     keep = np.where(is_gt, ~(taken_at >= threshold), matched["score"].to_numpy(np.float64) >= threshold)
     return prf_at(matched.loc[keep, ["outcome"]].astype({"outcome": "string"}))
-
-
-def _worker_main() -> None:
-    """One pickled job on stdin, its BoxEval pickled on stdout; anything else written to stdout goes to stderr."""
-    result_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    job = pickle.load(sys.stdin.buffer)  # noqa: S301 (sent by our own parent)
-    result_out.write(pickle.dumps(evaluate_columns(*job), protocol=pickle.HIGHEST_PROTOCOL))
-    result_out.close()
-
-
-if __name__ == "__main__":  # run as a module: pickle with the classes' real module names
-    from core.analytics.evaluation import _worker_main as worker_main
-
-    worker_main()
