@@ -281,6 +281,142 @@ def run_cocoeval(
     return ev
 
 
+def run_cocoeval_arrays(
+    gt_dict: dict[str, Any],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    image_id: np.ndarray,
+    category_id: np.ndarray,
+    score: np.ndarray,
+    boxes: np.ndarray,
+):
+    """`run_cocoeval(gt_dict, coco_results(image_id, category_id, score, boxes), img_ids, max_dets, FASTER)`, the same
+    figures, without a COCO index of the results or a bbox list per box: faster-coco-eval's C++ evaluation reads only
+    id, score and area of a detection, and the IoUs its `computeIoU` would make per (image, category) are made here for
+    all pairs at once (`coco_pair_ious`, pycocotools' operations). Used where faster-coco-eval is the backend."""
+    from faster_coco_eval import COCO
+    from faster_coco_eval.core.faster_eval_api import COCOeval_faster
+
+    class ArrayCOCOeval(COCOeval_faster):
+        """COCOeval_faster over detection arrays: `_prepare` fills its datasets from them, `computeIoU` looks up."""
+
+        def _prepare(self) -> None:
+            p = self.params
+            self.gt_dataset.clean()
+            self.dt_dataset.clean()
+            gts = self.cocoGt.loadAnns(self.cocoGt.getAnnIds(imgIds=p.imgIds, catIds=p.catIds or None))
+            gt_pairs = set()
+            for gt in gts:  # as COCOeval_faster._prepare: iscrowd is the ignore flag
+                gt["ignore"] = int(gt.get("iscrowd", 0))
+                self.gt_dataset.append_ref(gt["image_id"], gt["category_id"], gt)
+                gt_pairs.add((gt["image_id"], gt["category_id"]))
+            keep = np.ones(len(score), dtype=bool)
+            if p.imgIds:
+                keep &= np.isin(image_id, np.asarray(p.imgIds, dtype=np.int64))
+            if p.catIds:
+                keep &= np.isin(category_id, np.asarray(p.catIds, dtype=np.int64))
+            idx = np.flatnonzero(keep)
+            img, cat = image_id[idx], category_id[idx]
+            dts = [
+                {"id": k, "score": sc, "area": ar}
+                for k, sc, ar in zip((idx + 1).tolist(), score[idx].tolist(), area[idx].tolist(), strict=True)
+            ]
+            list(map(self.dt_dataset.append_ref, img.tolist(), cat.tolist(), dts))
+            self._array_dts = dts  # the datasets hold references only
+            self._nonempty_iou_pairs = gt_pairs & set(zip(img.tolist(), cat.tolist(), strict=True))
+            self._array_ious = _keyed_ious(gts, img, cat, score[idx], xywh[idx], p.maxDets[-1], self._nonempty_iou_pairs)
+
+        def computeIoU(self, imgId: int, catId: int):  # noqa: N802 (COCOeval's name)
+            return self._array_ious.get((imgId, catId), [])
+
+    image_id = np.asarray(image_id, dtype=np.int64)
+    category_id = np.asarray(category_id, dtype=np.int64)
+    score = np.asarray(score, dtype=np.float64)
+    x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
+    w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
+    xywh, area = np.stack([x1, y1, w, h], axis=1), w * h
+    gt_copy = {
+        "images": [dict(im) for im in gt_dict["images"]],
+        "annotations": [dict(a) for a in gt_dict["annotations"]],
+        "categories": [dict(c) for c in gt_dict["categories"]],
+    }
+    with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = _coco_api(COCO, gt_copy)
+        ev = ArrayCOCOeval(coco_gt, None, iouType="bbox", print_function=_silent)
+        ev.params.imgIds = sorted(img_ids)
+        ev.params.maxDets = list(max_dets)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    if max_dets[2] != 100:
+        p = ev.eval["precision"][:, :, :, 0, -1]
+        ev.stats[0] = np.mean(p[p > -1]) if (p > -1).any() else -1
+    return ev
+
+
+def evaluate_arrays(
+    gt_dict: dict[str, Any],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    backend: str,
+    image_id: np.ndarray,
+    category_id: np.ndarray,
+    score: np.ndarray,
+    boxes: np.ndarray,
+):
+    """The finished COCOeval of detections given as arrays (GT image ids, label ids, scores, x1..y2 boxes):
+    `run_cocoeval_arrays` with faster-coco-eval, else `run_cocoeval` on `coco_results`."""
+    if backend == FASTER:
+        return run_cocoeval_arrays(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
+    results = coco_results(image_id, category_id, score, boxes)
+    return run_cocoeval(gt_dict, results, img_ids, max_dets, backend, owned=True)
+
+
+def _keyed_ious(
+    gts: list[dict[str, Any]],
+    img: np.ndarray,
+    cat: np.ndarray,
+    score: np.ndarray,
+    xywh: np.ndarray,
+    max_det: int,
+    pairs: set[tuple[int, int]],
+) -> dict[tuple[int, int], np.ndarray]:
+    """COCOeval's `computeIoU` for every (image, category) in `pairs`: the (detections, GT) IoU matrix, detections by
+    decreasing score (stable) cut to `max_det`, GT boxes in dataset order."""
+    if not pairs:
+        return {}
+    g_img = np.array([g["image_id"] for g in gts], dtype=np.int64)
+    g_cat = np.array([g["category_id"] for g in gts], dtype=np.int64)
+    g_xywh = np.array([g["bbox"] for g in gts], dtype=np.float64).reshape(-1, 4)
+    g_crowd = np.array([bool(g.get("iscrowd", 0)) for g in gts], dtype=bool)
+    # Keys as one integer: (image, category) codes over the union of both sides' values.
+    imgs, cats = np.unique(np.concatenate([img, g_img])), np.unique(np.concatenate([cat, g_cat]))
+    d_key = np.searchsorted(imgs, img) * len(cats) + np.searchsorted(cats, cat)
+    g_key = np.searchsorted(imgs, g_img) * len(cats) + np.searchsorted(cats, g_cat)
+    wanted = np.array([np.searchsorted(imgs, i) * len(cats) + np.searchsorted(cats, c) for i, c in pairs])
+    d = np.flatnonzero(np.isin(d_key, wanted))
+    d = d[np.lexsort((-score[d], d_key[d]))]  # by key, decreasing score, ties in dataset order (mergesort's)
+    d_start = np.searchsorted(d_key[d], np.append(wanted_sorted := np.sort(wanted), np.iinfo(np.int64).max))
+    rank = np.arange(len(d)) - np.repeat(d_start[:-1], np.diff(d_start))
+    d = d[rank < max_det]
+    g = np.flatnonzero(np.isin(g_key, wanted))
+    g = g[np.argsort(g_key[g], kind="stable")]  # by key, dataset order within
+    n_d = np.diff(np.searchsorted(d_key[d], np.append(wanted_sorted, np.iinfo(np.int64).max)))
+    g_bounds = np.searchsorted(g_key[g], np.append(wanted_sorted, np.iinfo(np.int64).max))
+    n_g = np.diff(g_bounds)
+    per_det = np.repeat(n_g, n_d)
+    first = np.cumsum(per_det) - per_det
+    within = np.arange(int(per_det.sum())) - np.repeat(first, per_det)
+    pd_ = np.repeat(d, per_det)
+    pg = g[np.repeat(np.repeat(g_bounds[:-1], n_d), per_det) + within]
+    ious = coco_pair_ious(xywh[pd_], g_xywh[pg], g_crowd[pg])
+    out, at = {}, 0
+    for key, nd, ng in zip(wanted_sorted.tolist(), n_d.tolist(), n_g.tolist(), strict=True):
+        out[(int(imgs[key // len(cats)]), int(cats[key % len(cats)]))] = ious[at : at + nd * ng].reshape(nd, ng)
+        at += nd * ng
+    return out
+
+
 @dataclass(frozen=True)
 class CocoSummary:
     """What `Metrics` needs of a finished COCOeval (small, picklable): its stats, settings and the precision and
@@ -353,14 +489,13 @@ class ArrayEval:
 def evaluate_job(job: ArrayJob) -> ArrayEval:
     """COCOeval and the threshold-free matching of one ArrayJob."""
     summary, error = None, ""
-    on_gt = (job.gt_image >= 0) & (job.score >= job.score_floor)
-    results = coco_results(job.gt_image[on_gt], job.label_id[on_gt], job.score[on_gt], job.boxes[on_gt])
-    n_results = len(results)
+    on = (job.gt_image >= 0) & (job.score >= job.score_floor)
+    arrays = (job.gt_image[on], job.label_id[on], job.score[on], job.boxes[on])
+    n_results = int(on.sum())
     try:
-        summary = coco_summary(run_cocoeval(job.coco, results, job.img_ids, job.max_dets, job.backend, owned=True))
+        summary = coco_summary(evaluate_arrays(job.coco, job.img_ids, job.max_dets, job.backend, *arrays))
     except ValueError as exc:
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    del results
     keep = np.flatnonzero((job.position >= 0) & ~np.isnan(job.score))
     d_img, score = job.position[keep], job.score[keep].astype(np.float64)
     order = match_order(d_img, score)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import EVAL_IOU, EVAL_MAX_DETS
-from core.evalcore import FASTER, PYCOCOTOOLS, CocoSummary, coco_results, coco_summary, run_cocoeval
+from core.evalcore import FASTER, PYCOCOTOOLS, CocoSummary, coco_summary, evaluate_arrays, run_cocoeval
 from core.evaluate.groundtruth import GroundTruth, _one_model, load_ground_truth
 from core.evaluate.validate import GroundTruthError, load_results
 from core.text import fmt_ids
@@ -185,15 +185,18 @@ def evaluate(
     ids = dets["image_id"].astype(str)
     on = ids.isin(list(gt.image_id_map)).to_numpy()
     rows = dets[on]
-    results = coco_results(
+    backend = evaluator_backend()
+    ev = evaluate_arrays(
+        gt.coco,
+        sorted(set(gt.image_id_map.values())),
+        md,
+        backend,
         ids[on].map(gt.image_id_map).to_numpy(np.int64),
         rows["label_id"].to_numpy(np.int64),
         rows["score"].to_numpy(np.float64),
         rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
     )
-    backend = evaluator_backend()
-    ev = _run_cocoeval(gt.coco, results, sorted(set(gt.image_id_map.values())), md, backend, owned=True)
-    return _metrics_from(ev, gt.coco, md, score_floor, len(results), backend)
+    return _metrics_from(ev, gt.coco, md, score_floor, len(rows), backend)
 
 
 def no_match_message(gt: GroundTruth) -> str:
