@@ -324,7 +324,9 @@ def run_cocoeval_arrays(
             list(map(self.dt_dataset.append_ref, img.tolist(), cat.tolist(), dts))
             self._array_dts = dts  # the datasets hold references only
             self._nonempty_iou_pairs = gt_pairs & set(zip(img.tolist(), cat.tolist(), strict=True))
-            self._array_ious = _keyed_ious(gts, img, cat, score[idx], xywh[idx], p.maxDets[-1], self._nonempty_iou_pairs)
+            self._array_ious = _keyed_ious(
+                gts, img, cat, score[idx], xywh[idx], p.maxDets[-1], self._nonempty_iou_pairs
+            )
 
         def computeIoU(self, imgId: int, catId: int):  # noqa: N802 (COCOeval's name)
             return self._array_ious.get((imgId, catId), [])
