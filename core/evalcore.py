@@ -83,9 +83,33 @@ def greedy_match(
     g_xywh: np.ndarray,
     g_crowd: np.ndarray,
     iou: float,
+    *,
+    wrong_class: bool = True,
 ) -> Matching:
     """COCO-style greedy matching, image by image, of detections sorted by (image, decreasing score) against GT boxes
-    (any order; ties between equal IoUs go to the GT listed first). See `core.evaluate.match_outcomes`."""
+    (any order; ties between equal IoUs go to the GT listed first). See `core.evaluate.match_outcomes`.
+
+    `wrong_class=False` pairs each detection only with the GT boxes of its own class (a fraction of the pairs): every
+    figure is the same except the reason of a detection that overlaps only another class's box, LOW_IOU instead of
+    WRONG_CLASS (what the precision and recall at a threshold do not need)."""
+    if wrong_class or not len(d_img) or not len(g_img):
+        return _greedy(d_img, d_score, d_lab, d_xywh, g_img, g_lab, g_xywh, g_crowd, iou)
+    # Groups of (image, class): the same greedy steps, since a detection only ever takes a box of its class.
+    labels = np.unique(np.concatenate([d_lab, g_lab]))
+    d_key = d_img * len(labels) + np.searchsorted(labels, d_lab)
+    g_key = g_img * len(labels) + np.searchsorted(labels, g_lab)
+    perm = np.argsort(d_key, kind="stable")  # keeps the score order within each group
+    m = _greedy(d_key[perm], d_score[perm], d_lab[perm], d_xywh[perm], g_key, g_lab, g_xywh, g_crowd, iou)
+    fields = {}
+    for name in ("outcome", "reason", "iou", "gt_index"):
+        out = np.empty_like(getattr(m, name))
+        out[perm] = getattr(m, name)
+        fields[name] = out
+    return Matching(**fields, matched_score=m.matched_score)
+
+
+def _greedy(d_img, d_score, d_lab, d_xywh, g_img, g_lab, g_xywh, g_crowd, iou) -> Matching:  # noqa: ANN001
+    """`greedy_match` over groups `d_img`/`g_img` (sorted detections)."""
     n, n_gt = len(d_img), len(g_img)
     outcome = np.full(n, OUT_FP, dtype=np.int8)
     reason = np.full(n, WHY_LOW_IOU, dtype=np.int8)
@@ -395,16 +419,18 @@ def _keyed_ious(
     imgs, cats = np.unique(np.concatenate([img, g_img])), np.unique(np.concatenate([cat, g_cat]))
     d_key = np.searchsorted(imgs, img) * len(cats) + np.searchsorted(cats, cat)
     g_key = np.searchsorted(imgs, g_img) * len(cats) + np.searchsorted(cats, g_cat)
-    wanted = np.array([np.searchsorted(imgs, i) * len(cats) + np.searchsorted(cats, c) for i, c in pairs])
+    pair_img, pair_cat = (np.array(v, dtype=np.int64) for v in zip(*pairs, strict=True))
+    wanted = np.sort(np.searchsorted(imgs, pair_img) * len(cats) + np.searchsorted(cats, pair_cat))
+    ends = np.append(wanted, np.iinfo(np.int64).max)  # a sentinel past the last key
     d = np.flatnonzero(np.isin(d_key, wanted))
     d = d[np.lexsort((-score[d], d_key[d]))]  # by key, decreasing score, ties in dataset order (mergesort's)
-    d_start = np.searchsorted(d_key[d], np.append(wanted_sorted := np.sort(wanted), np.iinfo(np.int64).max))
+    d_start = np.searchsorted(d_key[d], ends)
     rank = np.arange(len(d)) - np.repeat(d_start[:-1], np.diff(d_start))
     d = d[rank < max_det]
     g = np.flatnonzero(np.isin(g_key, wanted))
     g = g[np.argsort(g_key[g], kind="stable")]  # by key, dataset order within
-    n_d = np.diff(np.searchsorted(d_key[d], np.append(wanted_sorted, np.iinfo(np.int64).max)))
-    g_bounds = np.searchsorted(g_key[g], np.append(wanted_sorted, np.iinfo(np.int64).max))
+    n_d = np.diff(np.searchsorted(d_key[d], ends))
+    g_bounds = np.searchsorted(g_key[g], ends)
     n_g = np.diff(g_bounds)
     per_det = np.repeat(n_g, n_d)
     first = np.cumsum(per_det) - per_det
@@ -413,7 +439,7 @@ def _keyed_ious(
     pg = g[np.repeat(np.repeat(g_bounds[:-1], n_d), per_det) + within]
     ious = coco_pair_ious(xywh[pd_], g_xywh[pg], g_crowd[pg])
     out, at = {}, 0
-    for key, nd, ng in zip(wanted_sorted.tolist(), n_d.tolist(), n_g.tolist(), strict=True):
+    for key, nd, ng in zip(wanted.tolist(), n_d.tolist(), n_g.tolist(), strict=True):
         out[(int(imgs[key // len(cats)]), int(cats[key % len(cats)]))] = ious[at : at + nd * ng].reshape(nd, ng)
         at += nd * ng
     return out
@@ -488,8 +514,27 @@ class ArrayEval:
     matched_score: np.ndarray
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector off for a block (when it was on): COCOeval makes a Python object per box and per
+    (image, category), and each collection would rescan them and the rest of the heap (in the dashboard's process, a
+    large one). Process-wide, so a block in another thread may run without it too: collection is only deferred."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def evaluate_job(job: ArrayJob) -> ArrayEval:
-    """COCOeval and the threshold-free matching of one ArrayJob."""
+    """COCOeval and the threshold-free matching of one ArrayJob (the garbage collector paused)."""
+    with gc_paused():
+        return _evaluate_job(job)
+
+
+def _evaluate_job(job: ArrayJob) -> ArrayEval:
     summary, error = None, ""
     on = (job.gt_image >= 0) & (job.score >= job.score_floor)
     arrays = (job.gt_image[on], job.label_id[on], job.score[on], job.boxes[on])
@@ -505,7 +550,7 @@ def evaluate_job(job: ArrayJob) -> ArrayEval:
     b = job.boxes[keep[order]].astype(np.float64)
     d_xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
     m = greedy_match(d_img, score, job.label_id[keep[order]], d_xywh, job.g_position, job.g_label, job.g_xywh,
-                     job.g_crowd, job.iou)  # fmt: skip
+                     job.g_crowd, job.iou, wrong_class=False)  # fmt: skip
     missed = ~np.asarray(job.g_crowd, dtype=bool)
     rows = matched_rows(m, d_img, job.g_position, job.g_crowd)
     outcome = np.concatenate([m.outcome, np.full(int(missed.sum()), OUT_FN, dtype=np.int8)])[rows]

@@ -102,3 +102,32 @@ def test_cocoeval_from_arrays_without_detections():
     want = evalcore.coco_summary(evalcore.run_cocoeval(doc, [], img_ids, (1, 10, 100), evalcore.FASTER))
     for name in FIGURES:
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
+def random_matching_input(seed: int, grid: bool) -> tuple:
+    """`greedy_match` arguments: 30 images, GT boxes of 3 classes (some crowd), detections near them (some of another
+    class, tied scores), sorted by (image, decreasing score)."""
+    rng = np.random.default_rng(seed)
+    g_img = rng.integers(0, 30, 120)
+    g_lab = rng.integers(1, 4, 120)
+    g_xywh = random_boxes(rng, 120, grid)
+    g_crowd = rng.random(120) < 0.1
+    src = rng.integers(0, 120, 900)
+    d_img = g_img[src]
+    d_lab = np.where(rng.random(900) < 0.7, g_lab[src], rng.integers(1, 4, 900))
+    d_xywh = g_xywh[src] + (0 if grid else rng.normal(0, 2, (900, 4)))
+    d_score = np.where(rng.random(900) < 0.3, 0.5, rng.random(900))
+    order = evalcore.match_order(d_img, d_score)
+    return d_img[order], d_score[order], d_lab[order], d_xywh[order], g_img, g_lab, g_xywh, g_crowd
+
+
+@pytest.mark.parametrize(("seed", "grid"), [(s, g) for s in range(4) for g in (False, True)])
+def test_matching_within_classes_only_changes_the_wrong_class_reason(seed, grid):
+    args = random_matching_input(seed, grid)
+    full = evalcore.greedy_match(*args, 0.5)
+    lean = evalcore.greedy_match(*args, 0.5, wrong_class=False)
+    assert (full.reason == evalcore.WHY_WRONG_CLASS).any() and (full.outcome == evalcore.OUT_TP).any()
+    for name in ("outcome", "iou", "gt_index", "matched_score"):
+        np.testing.assert_array_equal(getattr(lean, name), getattr(full, name), err_msg=name)
+    want = np.where(full.reason == evalcore.WHY_WRONG_CLASS, evalcore.WHY_LOW_IOU, full.reason)
+    np.testing.assert_array_equal(lean.reason, want)
