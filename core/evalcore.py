@@ -346,11 +346,26 @@ def run_cocoeval_arrays(
                 {"id": k, "score": sc, "area": ar}
                 for k, sc, ar in zip((idx + 1).tolist(), score[idx].tolist(), area[idx].tolist(), strict=True)
             ]
-            list(map(self.dt_dataset.append_ref, img.tolist(), cat.tolist(), dts))
             self._array_dts = dts  # the datasets hold references only
+            # All detections in one call (the dataset's pickle state: (image, category, its detections in order)
+            # per pair), not one call per box; the same references as append_ref would keep.
             low, width = (int(cat.min()), int(cat.max() - cat.min()) + 1) if len(cat) else (0, 1)
-            keys = np.unique(img * width + (cat - low))  # the (image, category) pairs with detections
-            dt_pairs = zip((keys // width).tolist(), (keys % width + low).tolist(), strict=True)
+            key = img * width + (cat - low)
+            order = np.argsort(key, kind="stable")
+            keys, starts = np.unique(key[order], return_index=True)  # the (image, category) pairs with detections
+            ends = np.append(starts[1:], len(order)).tolist() if len(keys) else []
+            grouped = [dts[i] for i in order.tolist()]
+            pair_img, pair_cat = (keys // width).tolist(), (keys % width + low).tolist()
+            self.dt_dataset.load_tuple(
+                (
+                    len(keys),
+                    [
+                        (float(i), float(c), grouped[a:b])
+                        for i, c, a, b in zip(pair_img, pair_cat, starts.tolist(), ends, strict=True)
+                    ],
+                )
+            )
+            dt_pairs = zip(pair_img, pair_cat, strict=True)
             self._nonempty_iou_pairs = gt_pairs & set(dt_pairs)
             self._array_ious = _keyed_ious(
                 gts, img, cat, score[idx], xywh[idx], p.maxDets[-1], self._nonempty_iou_pairs
@@ -370,8 +385,13 @@ def run_cocoeval_arrays(
             p.maxDets = sorted(p.maxDets)
             self._prepare()
             table = self._array_ious
-            cats = np.asarray(p.catIds, dtype=np.int64).tolist()
-            ious = [[table.get((i, c), []) for c in cats] for i in np.asarray(p.imgIds, dtype=np.int64).tolist()]
+            cat_at = {c: k for k, c in enumerate(np.asarray(p.catIds, dtype=np.int64).tolist())}
+            img_at = {i: k for k, i in enumerate(np.asarray(p.imgIds, dtype=np.int64).tolist())}
+            none: list = []  # one empty list for every (image, category) without both GT and detections
+            ious = [[none] * len(cat_at) for _ in img_at]
+            for (i, c), matrix in table.items():
+                if i in img_at and c in cat_at:
+                    ious[img_at[i]][cat_at[c]] = matrix
             self.ious = table
             self._paramsEval = copy.deepcopy(self.params)
             self.eval = faster_eval_api_cpp.COCOevalEvaluateAccumulate(
