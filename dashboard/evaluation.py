@@ -10,8 +10,8 @@ precisions gives two variants (two rows, two points on the frontier), each named
 Metrics and outcomes are `st.cache_data` entries keyed by the ground truth's hash and the viewed tables (hashed by
 Streamlit), so a rerun that changes neither (a threshold move) reuses COCOeval's work. A stored run is evaluated from
 its RunFrame instead (`frame_evaluation`): no table of every box is built or hashed, each variant's boxes are cut out
-as arrays and evaluated (in worker processes when they are many: core.analytics.evaluation), and the result lives with
-the frame (cache.memo) under the ground truth's hash.
+as arrays and evaluated (core.analytics.evaluation: in `python -m core.evalcore` workers when they are many), and the
+result lives with the frame (cache.memo) under the ground truth's hash.
 """
 
 from __future__ import annotations

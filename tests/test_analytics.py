@@ -306,10 +306,13 @@ def test_evaluation_in_a_worker_process_gives_the_same_results():
 
 def test_a_failing_evaluation_worker_says_why():
     from core.analytics.evaluation import evaluate_all
-    from core.evaluate import load_ground_truth
+    from core.evaluate import load_ground_truth, with_images
 
     inf, det = random_run(4)
     rf = RunFrame.from_frames(inf, det)
+    rows = inf[inf["model"] == MODELS[0]]
+    gt = with_images(load_ground_truth(random_gt(det, 4)), dict(zip(rows["image_id"], rows["image_name"], strict=True)))
+    assert gt.image_id_map  # a job is sent
     columns = rf.columns(slice(None)) | {"boxes": np.zeros(3)}  # one-dimensional boxes: the worker cannot make rows
     with pytest.raises(RuntimeError, match="evaluation worker failed: IndexError"):
-        evaluate_all([(load_ground_truth(random_gt(det, 4)), MODELS[0], columns)], workers=1)
+        evaluate_all([(gt, MODELS[0], columns)], workers=1)

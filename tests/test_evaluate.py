@@ -614,3 +614,21 @@ def test_cli_run_from_a_store(tmp_path, capsys):
     assert "has no model 'other'" in capsys.readouterr().err
     assert run_cli(["evaluate", "--run", "r1", "--store", str(tmp_path / "none")]) == 2
     assert "no run store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("gt_names", "ours", "want"),
+    [
+        (["a.jpg", "b.jpg"], {"i1": "a.jpg", "i2": "b.jpg"}, {"i1": 1, "i2": 2}),  # exact names
+        (["val/a.jpg", "val/b.jpg"], {"i1": "a.jpg", "i2": "c.jpg"}, {"i1": 1}),  # by base name
+        (["x/a.jpg", "y/a.jpg"], {"i1": "a.jpg"}, {}),  # two GT images of that base name: none
+        (["a.jpg", "x/a.jpg"], {"i1": "x/a.jpg", "i2": "a.jpg"}, {"i1": 2, "i2": 1}),  # exact before base name
+        (["val/a.jpg"], {"i1": "a.jpg", "i2": "sub/a.jpg"}, {"i1": 1}),  # one GT image, matched once
+    ],
+)
+def test_images_match_by_exact_then_base_file_name(gt_names, ours, want):
+    images = [{"id": k + 1, "file_name": n, "width": 10, "height": 10} for k, n in enumerate(gt_names)]
+    doc = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    gt = ev.with_images(ev.load_ground_truth(json.dumps(doc).encode()), ours)
+    assert gt.image_id_map == want
+    assert sorted(gt.unmatched_images) == sorted(set(ours) - set(want))

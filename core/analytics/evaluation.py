@@ -1,14 +1,16 @@
 """COCO evaluation of the boxes a RunFrame holds, without the whole detections table.
 
 A variant's boxes (one model, the (run, image) pairs of its inference rows) are cut out of the frame as arrays
-(`RunFrame.columns`: codes and floats, no string per box), turned into rows only where they are evaluated, and given to
-the same core.evaluate functions as the pandas path (`evaluate`, `match_all`), so the figures are the same. Past
-EVAL_WORKER_MIN_BOXES boxes each variant is evaluated in its own worker process (`python -m core.analytics.evaluation`,
-the job pickled on its stdin and the result on its stdout; at most EVAL_WORKERS at a time): COCOeval builds a Python
-dict per box (about 2.5 GB at a million boxes), which then never lands in the server process, and two variants use the
-two cores. Not multiprocessing: its spawned children import the `__main__` module, which under Streamlit is the app
-script itself. What comes back is small: the metrics, and per `match_all` row only its
-outcome, score and matched score (what the precision/recall/F1 at a threshold needs).
+(`RunFrame.columns`: codes and floats, no string per box) and turned into a core.evalcore ArrayJob (image and label
+codes looked up once per code): COCOeval on result dicts made in one pass from the arrays, and `match_all`'s greedy
+matching of every image at once, the same kernels the pandas path (`evaluate`, `match_all`) runs, so the figures are
+the same. Past EVAL_WORKER_MIN_BOXES boxes each variant is evaluated in its own worker process (`python -m
+core.evalcore`, the job pickled on its stdin and the result on its stdout; at most EVAL_WORKERS at a time): COCOeval
+builds a Python dict per box (about 2.5 GB at a million boxes), which then never lands in the server process, and two
+variants use the two cores. The worker imports numpy and the COCOeval package only (core.evaluate would import torch:
+seconds). Not multiprocessing: its spawned children import the `__main__` module, which under Streamlit is the app
+script itself. What comes back is small: the COCOeval summary, and per `match_all` row only its outcome, score and
+matched score (what the precision/recall/F1 at a threshold needs).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +30,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.analytics.frame import RunFrame, rows_of
-from core.evaluate import FN, PRF, GroundTruth, GroundTruthError, Metrics, evaluate, match_all, prf_at
+from core.analytics.frame import RunFrame
+from core.config import EVAL_IOU, EVAL_MAX_DETS
+from core.evalcore import ArrayEval, ArrayJob, evaluate_job
+from core.evaluate import FN, PRF, GroundTruth, Metrics, prf_at
+from core.evaluate.coco import _check_max_dets, _metrics_from, evaluator_backend, no_match_message
+from core.evaluate.outcomes import OUTCOME_NAMES
 
 EVAL_WORKER_MIN_BOXES = 200_000  # below this many boxes in all, variants are evaluated in this process
 EVAL_WORKERS = 2  # worker processes at a time (one per core of the reference machine)
 MATCHED_COLUMNS: tuple[str, ...] = ("outcome", "score", "matched_score")
 ROOT = Path(__file__).resolve().parents[2]
+MALLOC_ENV = {
+    "MALLOC_TOP_PAD_": str(256 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+}
 
 
 @dataclass(frozen=True)
@@ -63,44 +76,109 @@ def variant_index(rf: RunFrame, model: str, rows: pd.DataFrame) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+def array_job(gt: GroundTruth, columns: dict[str, np.ndarray], iou: float = EVAL_IOU) -> ArrayJob:
+    """One variant's boxes (`RunFrame.columns`) and `gt` matched to its images, as the arrays core.evalcore evaluates:
+    image and label codes looked up once per code, no string per box."""
+    c = columns
+    position = {image_id: k for k, image_id in enumerate(gt.image_id_map)}
+    ours = {gid: k for k, gid in enumerate(gt.image_id_map.values())}  # GT image id -> its (last) position
+    code_position = np.array([position.get(str(i), -1) for i in c["image_ids"]] + [-1], dtype=np.int64)
+    code_gt = np.array([gt.image_id_map.get(str(i), -1) for i in c["image_ids"]] + [-1], dtype=np.int64)
+    label_ids = np.append(np.asarray(c["label_ids"], dtype=np.int64), 0)
+    anns = [a for a in gt.coco["annotations"] if a["image_id"] in ours]
+    return ArrayJob(
+        coco=gt.coco,
+        img_ids=sorted(set(gt.image_id_map.values())),
+        max_dets=_check_max_dets(EVAL_MAX_DETS),
+        backend=evaluator_backend(),
+        iou=iou,
+        gt_image=code_gt[c["img"]],
+        position=code_position[c["img"]],
+        label_id=label_ids[c["label"]],
+        score=np.asarray(c["score"], dtype=np.float64),
+        boxes=np.asarray(c["boxes"], dtype=np.float64),
+        g_position=np.array([ours[a["image_id"]] for a in anns], dtype=np.int64),
+        g_label=np.array([a["category_id"] for a in anns], dtype=np.int64),
+        g_xywh=np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
+        g_crowd=np.array([bool(a["iscrowd"]) for a in anns], dtype=bool),
+    )
+
+
+def box_eval(gt: GroundTruth, job: ArrayJob, result: ArrayEval) -> BoxEval:
+    """The BoxEval of an ArrayJob's result: `evaluate`'s Metrics and `match_all`'s MATCHED_COLUMNS."""
+    metrics = None
+    if result.summary is not None:
+        metrics = _metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
+    matched = pd.DataFrame(
+        {
+            "outcome": pd.Categorical.from_codes(result.outcome.astype(np.int8), categories=list(OUTCOME_NAMES)),
+            "score": result.score,
+            "matched_score": result.matched_score,
+        }
+    )
+    return BoxEval(metrics, result.error, matched)
+
+
 def evaluate_columns(gt: GroundTruth, model: str, columns: dict[str, np.ndarray]) -> BoxEval:
-    """COCO metrics and `match_all` of one variant's boxes (`RunFrame.columns`) against `gt` matched to its images."""
-    det = rows_of(columns)
-    metrics, error = None, ""
-    try:
-        metrics = evaluate(gt, det, model=model)
-    except (GroundTruthError, ValueError) as exc:
-        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    matched = None
-    if gt.image_id_map:
-        frame = match_all(gt, det, model=model)
-        matched = frame[list(MATCHED_COLUMNS)].astype({"outcome": "category"}).reset_index(drop=True)
-    return BoxEval(metrics, error, matched)
+    """COCO metrics and `match_all` of one variant's boxes (`RunFrame.columns`) against `gt` matched to its images
+    (`model` names the variant; its boxes are all of that model)."""
+    if not gt.image_id_map:
+        return BoxEval(None, no_match_message(gt), None)
+    job = array_job(gt, columns)
+    return box_eval(gt, job, evaluate_job(job))
 
 
-def _evaluate_job(job: tuple[GroundTruth, str, dict[str, np.ndarray]]) -> BoxEval:
-    """`evaluate_columns(*job)` in a worker process; RuntimeError (its last error line) when the worker fails. The
+def _start_worker() -> subprocess.Popen:
+    """A `python -m core.evalcore` process (numpy and the COCOeval package, no torch), waiting for its job on stdin.
+    glibc's malloc is told to keep what it frees (MALLOC_*, unless set already): the worker makes and drops a million
+    small objects and large arrays, and giving pages back to the kernel only to fault them in again cost about 10% of
+    its time."""
+    env = {**MALLOC_ENV, **os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.evalcore"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def _run_worker(worker: subprocess.Popen, job: ArrayJob) -> ArrayEval:
+    """`core.evalcore.evaluate_job(job)` in a started worker; RuntimeError (its last error line) when it fails. The
     job is pickled straight into the worker's stdin (no second copy of its arrays in this process)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile() as err:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "core.analytics.evaluation"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            cwd=ROOT,
-            env=env,
-        )
+        drain = threading.Thread(target=shutil.copyfileobj, args=(worker.stderr, err), daemon=True)
+        drain.start()  # a chatty worker never blocks on a full stderr pipe
         with contextlib.suppress(BrokenPipeError):  # a worker that died early: its exit status says why
             pickle.dump(job, worker.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             worker.stdin.close()
         result = worker.stdout.read()
         worker.stdout.close()
-        if worker.wait() != 0:
+        status = worker.wait()
+        drain.join()
+        if status != 0:
             err.seek(0)
-            lines = err.read().decode(errors="replace").strip().splitlines() or [f"exit status {worker.returncode}"]
+            lines = err.read().decode(errors="replace").strip().splitlines() or [f"exit status {status}"]
             raise RuntimeError(f"evaluation worker failed: {lines[-1]}")
     return pickle.loads(result)  # noqa: S301 (our own child's output)
+
+
+def _evaluate_in_worker(job: tuple[GroundTruth, str, dict[str, np.ndarray]]) -> BoxEval:
+    """`evaluate_columns(*job)` in a worker process, started before the job's arrays are made (its interpreter
+    starts meanwhile)."""
+    gt, _, columns = job
+    if not gt.image_id_map:
+        return BoxEval(None, no_match_message(gt), None)
+    worker = _start_worker()
+    try:
+        arrays = array_job(gt, columns)
+    except BaseException:
+        worker.kill()
+        worker.communicate()
+        raise
+    return box_eval(gt, arrays, _run_worker(worker, arrays))
 
 
 def evaluate_all(jobs: list[tuple[GroundTruth, str, dict[str, np.ndarray]]], *, workers: int | None = None) -> list:
@@ -112,7 +190,7 @@ def evaluate_all(jobs: list[tuple[GroundTruth, str, dict[str, np.ndarray]]], *, 
     if workers <= 0 or not jobs:
         return [evaluate_columns(*j) for j in jobs]
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:  # each thread waits on its process
-        return list(pool.map(_evaluate_job, jobs))
+        return list(pool.map(_evaluate_in_worker, jobs))
 
 
 def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
@@ -122,19 +200,3 @@ def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
     taken_at = matched["matched_score"].to_numpy(np.float64)
     keep = np.where(is_gt, ~(taken_at >= threshold), matched["score"].to_numpy(np.float64) >= threshold)
     return prf_at(matched.loc[keep, ["outcome"]].astype({"outcome": "string"}))
-
-
-def _worker_main() -> None:
-    """One pickled job on stdin, its BoxEval pickled on stdout; anything else written to stdout goes to stderr."""
-    result_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    job = pickle.load(sys.stdin.buffer)  # noqa: S301 (sent by our own parent)
-    result_out.write(pickle.dumps(evaluate_columns(*job), protocol=pickle.HIGHEST_PROTOCOL))
-    result_out.close()
-
-
-if __name__ == "__main__":  # run as a module: pickle with the classes' real module names
-    from core.analytics.evaluation import _worker_main as worker_main
-
-    worker_main()

@@ -11,13 +11,10 @@ ids of the ground truth).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
-import io
 import math
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import EVAL_IOU, EVAL_MAX_DETS
+from core.evalcore import FASTER, PYCOCOTOOLS, CocoSummary, coco_summary, evaluate_arrays, run_cocoeval
 from core.evaluate.groundtruth import GroundTruth, _one_model, load_ground_truth
 from core.evaluate.validate import GroundTruthError, load_results
 from core.text import fmt_ids
@@ -34,10 +32,6 @@ METRIC_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1"
 JSON_KEYS: tuple[str, ...] = (*METRIC_KEYS, "per_class", "evaluator", "maxDets", "score_floor")
 
 
-# pycocotools prints as it goes; its output is swallowed by swapping sys.stdout, which is process-wide: one evaluation
-# at a time, so that two threads (two dashboard sessions) never restore each other's stdout.
-_COCO_LOCK = threading.Lock()
-FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
 COCOEVAL_ENV = "DETLENS_COCOEVAL"
 
 
@@ -109,29 +103,6 @@ def _check_max_dets(max_dets: Sequence[int]) -> tuple[int, int, int]:
     return md  # type: ignore[return-value]
 
 
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """faster-coco-eval's print_function: nothing printed."""
-
-
-def _coco_classes(backend: str) -> tuple[type, type]:
-    """(COCO, COCOeval) of a backend; the same API (faster-coco-eval is a drop-in for pycocotools)."""
-    if backend == FASTER:
-        from faster_coco_eval import COCO, COCOeval_faster
-
-        return COCO, COCOeval_faster
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    return COCO, COCOeval
-
-
-def _coco_api(coco_class: type, dataset: dict[str, Any]):
-    api = coco_class()
-    api.dataset = dataset
-    api.createIndex()
-    return api
-
-
 def _run_cocoeval(
     gt_dict: dict[str, Any],
     results: list[dict[str, Any]],
@@ -141,68 +112,22 @@ def _run_cocoeval(
     *,
     owned: bool = False,
 ):
-    """COCOeval (bbox) on dicts; prints swallowed. Results need image_id, category_id, bbox, score.
-
-    The results are indexed the way `COCO.loadRes` does it (area = w*h, id = position + 1, iscrowd 0), without its
-    failure on an empty list. Copies go in, as COCOeval writes flags into the dicts it is given; `owned`: the caller
-    made `results` for this call alone, so they are indexed in place (a million boxes: seconds and a GB saved).
-    """
-    backend = backend or evaluator_backend()
-    coco_class, eval_class = _coco_classes(backend)
-    gt_copy = {
-        "images": [dict(im) for im in gt_dict["images"]],
-        "annotations": [dict(a) for a in gt_dict["annotations"]],
-        "categories": [dict(c) for c in gt_dict["categories"]],
-    }
-    if owned:
-        dts = results
-        for i, r in enumerate(dts):
-            r["id"], r["area"], r["iscrowd"] = i + 1, r["bbox"][2] * r["bbox"][3], 0
-    else:
-        dts = [
-            {
-                "id": i + 1,
-                "image_id": r["image_id"],
-                "category_id": r["category_id"],
-                "bbox": list(r["bbox"]),
-                "score": r["score"],
-                "area": r["bbox"][2] * r["bbox"][3],
-                "iscrowd": 0,
-            }
-            for i, r in enumerate(results)
-        ]
-    with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _coco_api(coco_class, gt_copy)
-        coco_dt = _coco_api(
-            coco_class, {"images": gt_copy["images"], "categories": gt_copy["categories"], "annotations": dts}
-        )
-        extra = {"print_function": _silent} if backend == FASTER else {}
-        ev = eval_class(coco_gt, coco_dt, iouType="bbox", **extra)
-        ev.params.imgIds = sorted(img_ids)
-        ev.params.maxDets = list(max_dets)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    if max_dets[2] != 100:
-        # summarize() reads AP@[.5:.95] at maxDets=100 whatever the settings; take it at the last max_dets instead.
-        p = ev.eval["precision"][:, :, :, 0, -1]
-        ev.stats[0] = np.mean(p[p > -1]) if (p > -1).any() else -1
-    return ev
+    """`core.evalcore.run_cocoeval` with the backend in use by default (`owned`: results made by `coco_results`)."""
+    return run_cocoeval(gt_dict, results, img_ids, max_dets, backend or evaluator_backend(), owned=owned)
 
 
 def _metrics_from(
     ev, gt_dict: dict[str, Any], max_dets, score_floor: float, n_dets: int, backend: str | None = None
 ) -> Metrics:
-    stats = [_nan(v) for v in ev.stats[:9]]
-    cat_ids = list(ev.params.catIds)
+    """Metrics of a finished COCOeval, or of its CocoSummary (what an evaluation worker sends back)."""
+    s = ev if isinstance(ev, CocoSummary) else coco_summary(ev)
+    stats = [_nan(v) for v in s.stats[:9]]
     names = {c["id"]: c["name"] for c in gt_dict["categories"]}
-    precision = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]  # T, R, K at area "all", the last maxDets
-    scores = np.asarray(ev.eval["scores"])[:, :, :, 0, -1]
     per_class = {}
-    for k, cid in enumerate(cat_ids):
-        p = precision[:, :, k]
+    for k, cid in enumerate(s.cat_ids):
+        p = s.precision[:, :, k]
         per_class[names[cid]] = float(np.mean(p[p > -1])) if (p > -1).any() else math.nan
-    img_ids = set(ev.params.imgIds)
+    img_ids = set(s.img_ids)
     n_gt = sum(1 for a in gt_dict["annotations"] if a["image_id"] in img_ids and not a["iscrowd"])
     return Metrics(
         *stats,
@@ -210,12 +135,12 @@ def _metrics_from(
         evaluator=evaluator_version(backend),
         max_dets=max_dets,
         score_floor=float(score_floor),
-        iou_thresholds=np.asarray(ev.params.iouThrs, dtype=np.float64),
-        recall_thresholds=np.asarray(ev.params.recThrs, dtype=np.float64),
-        precision=precision,
-        scores=scores,
-        class_ids=tuple(int(c) for c in cat_ids),
-        class_names=tuple(names[c] for c in cat_ids),
+        iou_thresholds=s.iou_thresholds,
+        recall_thresholds=s.recall_thresholds,
+        precision=s.precision,
+        scores=s.scores,
+        class_ids=s.cat_ids,
+        class_names=tuple(names[c] for c in s.cat_ids),
         n_images=len(img_ids),
         n_gt=n_gt,
         n_detections=n_dets,
@@ -254,16 +179,31 @@ def evaluate(
     """
     md = _check_max_dets(max_dets)
     if not gt.image_id_map:
-        raise GroundTruthError(
-            "none of the images matches a ground-truth file name"
-            + (f" (ground truth has {fmt_ids(gt.unmatched_gt_images)})" if gt.unmatched_gt_images else "")
-        )
+        raise GroundTruthError(no_match_message(gt))
     dets, _ = _one_model(detections, model)
     dets = dets[dets["score"] >= score_floor]
-    results = detections_to_results(dets, gt.image_id_map)
+    ids = dets["image_id"].astype(str)
+    on = ids.isin(list(gt.image_id_map)).to_numpy()
+    rows = dets[on]
     backend = evaluator_backend()
-    ev = _run_cocoeval(gt.coco, results, sorted(set(gt.image_id_map.values())), md, backend, owned=True)
-    return _metrics_from(ev, gt.coco, md, score_floor, len(results), backend)
+    ev = evaluate_arrays(
+        gt.coco,
+        sorted(set(gt.image_id_map.values())),
+        md,
+        backend,
+        ids[on].map(gt.image_id_map).to_numpy(np.int64),
+        rows["label_id"].to_numpy(np.int64),
+        rows["score"].to_numpy(np.float64),
+        rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
+    )
+    return _metrics_from(ev, gt.coco, md, score_floor, len(rows), backend)
+
+
+def no_match_message(gt: GroundTruth) -> str:
+    """Why a variant was not evaluated when none of its images matches the ground truth."""
+    return "none of the images matches a ground-truth file name" + (
+        f" (ground truth has {fmt_ids(gt.unmatched_gt_images)})" if gt.unmatched_gt_images else ""
+    )
 
 
 def evaluate_results_file(

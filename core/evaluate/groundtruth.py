@@ -174,13 +174,15 @@ def with_images(
 
 def _match_images(gt: GroundTruth, image_names: Mapping[str, str], image_sizes: Mapping[str, tuple[int, int]]) -> None:
     exact = {im["file_name"]: im for im in gt.raw["images"]}
-    by_base: dict[str, list[dict]] = {}
-    for im in gt.raw["images"]:
-        by_base.setdefault(basename(im["file_name"]), []).append(im)
+    by_base: dict[str, list[dict]] | None = None  # made at the first name that is not matched exactly
     used: set[int] = set()
     for image_id, fname in image_names.items():
         im = exact.get(fname)
         if im is None:
+            if by_base is None:
+                by_base = {}
+                for gt_im in gt.raw["images"]:
+                    by_base.setdefault(basename(gt_im["file_name"]), []).append(gt_im)
             candidates = by_base.get(basename(str(fname)), [])
             im = candidates[0] if len(candidates) == 1 else None
         if im is None or im["id"] in used:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import EVAL_IOU
+from core.evalcore import greedy_match, match_order, matched_rows
 from core.evaluate.groundtruth import GroundTruth, _one_model, gt_boxes
 
 OUTCOME_COLUMNS: tuple[str, ...] = (
@@ -28,6 +29,8 @@ MATCH_DTYPES: dict[str, str] = OUTCOME_DTYPES | {"matched_score": "float64"}
 # Outcomes and false-positive reasons (match_outcomes).
 TP, FP, FN, IGNORED = "tp", "fp", "fn", "ignored"
 WRONG_CLASS, DUPLICATE, LOW_IOU, MISSED, CROWD = "wrong class", "duplicate", "low IoU", "missed", "crowd"
+OUTCOME_NAMES = np.array([TP, FP, IGNORED, FN], dtype=object)  # core.evalcore's OUT_* codes
+REASON_NAMES = np.array(["", CROWD, DUPLICATE, WRONG_CLASS, LOW_IOU], dtype=object)  # its WHY_* codes
 
 
 @dataclass(frozen=True)
@@ -40,22 +43,6 @@ class PRF:
     precision: float
     recall: float
     f1: float
-
-
-def _ious(dt_xywh: np.ndarray, gt_xywh: np.ndarray, iscrowd: np.ndarray) -> np.ndarray:
-    """pycocotools' box IoU (what COCOeval uses: for a crowd GT, intersection over the detection's area)."""
-    from pycocotools import mask as mask_utils
-
-    if not len(dt_xywh) or not len(gt_xywh):
-        return np.zeros((len(dt_xywh), len(gt_xywh)))
-    return np.asarray(
-        mask_utils.iou(
-            np.ascontiguousarray(dt_xywh, np.float64),
-            np.ascontiguousarray(gt_xywh, np.float64),
-            [int(c) for c in iscrowd],
-        ),
-        dtype=np.float64,
-    ).reshape(len(dt_xywh), len(gt_xywh))
 
 
 def match_outcomes(
@@ -105,7 +92,7 @@ def _match(gt: GroundTruth, dets: pd.DataFrame, model_name: str, iou: float) -> 
     dets, ids = dets[keep], ids[keep]
     d_img = ids.map(position).to_numpy(np.int64)
     score = dets["score"].to_numpy(np.float64)
-    order = np.lexsort((-score, d_img))  # by image, then decreasing score; stable: ties in frame order
+    order = match_order(d_img, score)  # by image, then decreasing score; stable: ties in frame order
     d_img, score = d_img[order], score[order]
     x1, y1 = dets["x1"].to_numpy(np.float64)[order], dets["y1"].to_numpy(np.float64)[order]
     x2, y2 = dets["x2"].to_numpy(np.float64)[order], dets["y2"].to_numpy(np.float64)[order]
@@ -119,52 +106,11 @@ def _match(gt: GroundTruth, dets: pd.DataFrame, model_name: str, iou: float) -> 
     g_xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
     g_lab = boxes["label_id"].to_numpy(np.int64)
     g_crowd = boxes["iscrowd"].to_numpy(np.int64).astype(bool)
-    g_order = np.argsort(g_img, kind="stable")
 
     n = len(score)
-    outcome = np.full(n, FP, dtype=object)
-    reason = np.full(n, LOW_IOU, dtype=object)
-    best = np.full(n, math.nan)
-    gt_pos = np.full(n, -1, dtype=np.int64)  # index into anns of the matched (tp) or crowd (ignored) GT
-    matched_score = np.full(len(anns), math.nan)
-    d_bounds = np.searchsorted(d_img, np.arange(len(position) + 1))
-    g_bounds = np.searchsorted(g_img[g_order], np.arange(len(position) + 1))
-    for k in range(len(position)):
-        d0, d1 = d_bounds[k], d_bounds[k + 1]
-        if d0 == d1:
-            continue
-        g = g_order[g_bounds[k] : g_bounds[k + 1]]
-        if not len(g):
-            continue
-        ious = _ious(d_xywh[d0:d1], g_xywh[g], g_crowd[g])
-        same = d_lab[d0:d1, None] == g_lab[None, g]
-        over = ious >= iou
-        plain, crowd = same & ~g_crowd[g], same & g_crowd[g]
-        cand = plain & over
-        best[d0:d1] = np.where(plain.any(axis=1), np.where(plain, ious, -np.inf).max(axis=1, initial=-np.inf), math.nan)
-        # The only sequential part: candidates (same class, not crowd, IoU >= iou) by decreasing IoU, first free wins.
-        ranked = np.argsort(np.where(cand, -ious, np.inf), axis=1, kind="stable").tolist()
-        n_cand = cand.sum(axis=1).tolist()
-        taken = [False] * len(g)
-        matched = [-1] * (d1 - d0)
-        for d, count in enumerate(n_cand):
-            for m in ranked[d][:count]:
-                if not taken[m]:
-                    taken[m], matched[d] = True, m
-                    break
-        matched_arr = np.array(matched, dtype=np.int64)
-        tp = matched_arr >= 0
-        rows = np.arange(d1 - d0)
-        crowd_hit = (crowd & over).any(axis=1) & ~tp
-        duplicate = cand.any(axis=1) & ~tp & ~crowd_hit
-        wrong = (~same & ~g_crowd[g] & over).any(axis=1) & ~tp & ~crowd_hit & ~duplicate
-        sl = slice(d0, d1)
-        outcome[sl] = np.where(tp, TP, np.where(crowd_hit, IGNORED, FP))
-        reason[sl] = np.select([tp, crowd_hit, duplicate, wrong], ["", CROWD, DUPLICATE, WRONG_CLASS], LOW_IOU)
-        best[sl] = np.where(tp, ious[rows, np.maximum(matched_arr, 0)], best[sl])
-        first_crowd = np.argmax(crowd & over, axis=1)
-        gt_pos[sl] = np.where(tp, g[np.maximum(matched_arr, 0)], np.where(crowd_hit, g[first_crowd], -1))
-        matched_score[g[matched_arr[tp]]] = score[d0:d1][tp]
+    m = greedy_match(d_img, score, d_lab, d_xywh, g_img, g_lab, g_xywh, g_crowd, iou)
+    outcome, reason = OUTCOME_NAMES[m.outcome], REASON_NAMES[m.reason]
+    best, gt_pos, matched_score = m.iou, m.gt_index, m.matched_score
 
     gt_ids = boxes["gt_id"].to_numpy(np.int64)
     det_frame = pd.DataFrame(
@@ -204,10 +150,8 @@ def _match(gt: GroundTruth, dets: pd.DataFrame, model_name: str, iou: float) -> 
         }
     )
     # Image by image: the detections, then the GT boxes.
-    keys = np.concatenate([d_img, g_img[missed]])
-    section = np.concatenate([np.zeros(n, np.int64), np.ones(int(missed.sum()), np.int64)])
     frame = pd.concat([det_frame, gt_frame], ignore_index=True) if len(gt_frame) else det_frame
-    frame = frame.iloc[np.lexsort((section, keys))].reset_index(drop=True)
+    frame = frame.iloc[matched_rows(m, d_img, g_img, g_crowd)].reset_index(drop=True)
     return frame.astype(MATCH_DTYPES)
 
 
