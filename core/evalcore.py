@@ -424,6 +424,22 @@ def run_cocoeval_arrays(
     return ev
 
 
+# run_cocoeval_arrays overrides internals of faster-coco-eval (its datasets' pickle state, the C++ entry point's
+# arguments), checked equal to its dict path by tests/test_evalcore.py on these versions only; any other version
+# takes the dict path (the same figures, slower).
+ARRAY_PATH_VERSIONS: tuple[str, ...] = ("1.8.0",)
+
+
+def _array_path_fits() -> bool:
+    """Whether the installed faster-coco-eval is one `run_cocoeval_arrays` was checked against."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("faster-coco-eval") in ARRAY_PATH_VERSIONS
+    except PackageNotFoundError:
+        return False
+
+
 def evaluate_arrays(
     gt_dict: dict[str, Any],
     img_ids: list[int],
@@ -436,7 +452,7 @@ def evaluate_arrays(
 ):
     """The finished COCOeval of detections given as arrays (GT image ids, label ids, scores, x1..y2 boxes):
     `run_cocoeval_arrays` with faster-coco-eval, else `run_cocoeval` on `coco_results`."""
-    if backend == FASTER:
+    if backend == FASTER and _array_path_fits():
         return run_cocoeval_arrays(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
     results = coco_results(image_id, category_id, score, boxes)
     return run_cocoeval(gt_dict, results, img_ids, max_dets, backend, owned=True)

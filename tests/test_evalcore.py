@@ -131,3 +131,17 @@ def test_matching_within_classes_only_changes_the_wrong_class_reason(seed, grid)
         np.testing.assert_array_equal(getattr(lean, name), getattr(full, name), err_msg=name)
     want = np.where(full.reason == evalcore.WHY_WRONG_CLASS, evalcore.WHY_LOW_IOU, full.reason)
     np.testing.assert_array_equal(lean.reason, want)
+
+
+@pytest.mark.parametrize(("installed", "array_path"), [("1.8.0", True), ("1.9.0", False), ("2.0.0", False)])
+def test_only_a_checked_faster_coco_eval_takes_the_array_path(monkeypatch, installed, array_path):
+    """The array path feeds faster-coco-eval's internals: another version gets the dict path, with the same figures."""
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda dist: installed)
+    calls = []
+    monkeypatch.setattr(evalcore, "run_cocoeval_arrays", lambda *a, **k: calls.append("arrays") or "arrays")
+    monkeypatch.setattr(evalcore, "run_cocoeval", lambda *a, **k: calls.append("dicts") or "dicts")
+    doc, img, cat, score, boxes, img_ids = coco_case(0)
+    evalcore.evaluate_arrays(doc, img_ids, (1, 10, 100), evalcore.FASTER, img, cat, score, boxes)
+    assert calls == ["arrays" if array_path else "dicts"]
