@@ -25,7 +25,7 @@ import streamlit as st
 
 from core.analytics import RunFrame
 from core.analytics.evaluation import evaluate_all, prf_matched, variant_index
-from core.config import EVAL_IOU, GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
+from core.config import EVAL_CACHE_DIR, EVAL_IOU, GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
 from core.evaluate import (
     FN,
     FP,
@@ -315,7 +315,8 @@ class FrameEvaluation:
 
 def frame_evaluation(key: str, data: bytes, name: str, rf: RunFrame) -> FrameEvaluation:
     """Every variant of the frame against the ground truth of content hash `key`, computed once per frame and ground
-    truth (cache.memo: it lives as long as the frame; nothing is hashed but the key)."""
+    truth (cache.memo: it lives as long as the frame; nothing is hashed but the key), and kept in the store
+    (core.analytics.evalcache: a server restart, or a teammate with the same run and ground truth, reads it back)."""
     return memo(rf, _frame_evaluation, key, name, data)
 
 
@@ -326,7 +327,7 @@ def _frame_evaluation(rf: RunFrame, key: str, name: str, data: bytes) -> FrameEv
     jobs = [
         (m, v.model, rf.columns(variant_index(rf, v.model, v.inferences))) for v, m in zip(groups, matched, strict=True)
     ]
-    results = evaluate_all(jobs)
+    results = evaluate_all(jobs, cache_dir=cache.store().path / EVAL_CACHE_DIR)
     return FrameEvaluation(
         evals=[_model_eval(v, m, r.metrics, r.error) for v, m, r in zip(groups, matched, results, strict=True)],
         matched={v.label: r.matched for v, r in zip(groups, results, strict=True)},

@@ -316,3 +316,121 @@ def test_a_failing_evaluation_worker_says_why():
     columns = rf.columns(slice(None)) | {"boxes": np.zeros(3)}  # one-dimensional boxes: the worker cannot make rows
     with pytest.raises(RuntimeError, match="evaluation worker failed: IndexError"):
         evaluate_all([(gt, MODELS[0], columns)], workers=1)
+
+
+# --- finished evaluations kept on disk (core.analytics.evalcache) -------------------------------------------------------
+
+
+def evaluation_jobs(seed: int, shift: float = 0.0) -> list:
+    """evaluate_all's jobs for two models of a random run (`shift`: pixels added to the first GT box's x)."""
+    import json
+
+    from core.analytics.evaluation import variant_index
+    from core.evaluate import load_ground_truth, with_images
+
+    inf, det = random_run(seed)
+    rf = RunFrame.from_frames(inf, det)
+    doc = json.loads(random_gt(det, seed))
+    doc["annotations"][0]["bbox"][0] += shift
+    gt = load_ground_truth(json.dumps(doc).encode())
+    jobs = []
+    for model in MODELS[:2]:
+        rows = inf[(inf["model"] == model) & (inf["error"] == "")]
+        names = dict(zip(rows["image_id"], rows["image_name"], strict=True))
+        jobs.append((with_images(gt, names), model, rf.columns(variant_index(rf, model, rows))))
+    return jobs
+
+
+def same_box_evals(got: list, want: list) -> None:
+    for a, b in zip(got, want, strict=True):
+        assert (a.metrics.AP, a.metrics.per_class, a.metrics.n_detections, a.error) == (
+            b.metrics.AP, b.metrics.per_class, b.metrics.n_detections, b.error,
+        )  # fmt: skip
+        np.testing.assert_array_equal(a.metrics.precision, b.metrics.precision)
+        np.testing.assert_array_equal(a.metrics.scores, b.metrics.scores)
+        pd.testing.assert_frame_equal(a.matched, b.matched)
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("evaluated again")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_kept_evaluation_is_read_back_with_the_same_figures_instead_of_evaluated(tmp_path, monkeypatch, workers):
+    from core.analytics import evaluation
+
+    jobs = evaluation_jobs(5)
+    first = evaluation.evaluate_all(jobs, workers=workers, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # one entry per model
+    same_box_evals(first, evaluation.evaluate_all(jobs, workers=0))  # the cache changed no figure
+    monkeypatch.setattr(evaluation, "evaluate_job", refuse)
+    monkeypatch.setattr(evaluation, "_run_worker", refuse)
+    same_box_evals(evaluation.evaluate_all(jobs, workers=workers, cache_dir=tmp_path), first)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["ground truth box moved", "detection score", "max dets", "evaluator version"],
+)
+def test_anything_that_changes_a_figure_changes_the_key(change, monkeypatch):
+    from dataclasses import replace
+
+    from core.analytics import evalcache
+    from core.analytics.evaluation import array_job
+
+    gt, _, columns = evaluation_jobs(6)[0]
+    job = array_job(gt, columns)
+    key = evalcache.job_key(job, "faster-coco-eval 1.8.0")
+    assert evalcache.job_key(array_job(gt, dict(columns)), "faster-coco-eval 1.8.0") == key  # same content, same key
+    evaluator = "faster-coco-eval 1.8.0"
+    if change == "ground truth box moved":
+        other_gt = evaluation_jobs(6, shift=0.5)[0][0]
+        job = array_job(other_gt, columns)
+    elif change == "detection score":
+        score = np.array(columns["score"], copy=True)
+        score[0] = np.nextafter(score[0], 1.0)
+        job = array_job(gt, columns | {"score": score})
+    elif change == "max dets":
+        job = replace(job, max_dets=(1, 10, 50))
+    else:
+        evaluator = "faster-coco-eval 1.8.1"
+    assert evalcache.job_key(job, evaluator) != key
+
+
+def test_an_unreadable_entry_is_evaluated_again_and_replaced(tmp_path):
+    from core.analytics import evaluation
+
+    jobs = evaluation_jobs(7)[:1]
+    first = evaluation.evaluate_all(jobs, workers=0, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.npz")
+    entry.write_bytes(b"not an npz")
+    same_box_evals(evaluation.evaluate_all(jobs, workers=0, cache_dir=tmp_path), first)
+    same_box_evals(evaluation.evaluate_all(jobs, workers=0, cache_dir=tmp_path), first)
+    assert entry.read_bytes()[:2] == b"PK"  # written again
+
+
+def test_an_unwritable_cache_never_stops_an_evaluation(tmp_path):
+    from core.analytics import evaluation
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would go")
+    jobs = evaluation_jobs(8)[:1]
+    same_box_evals(evaluation.evaluate_all(jobs, workers=0, cache_dir=blocker / "evaluations"),
+                   evaluation.evaluate_all(jobs, workers=0))  # fmt: skip
+
+
+def test_the_least_recently_used_entries_go_past_the_limit(tmp_path):
+    import os
+
+    from core.analytics import evalcache
+    from core.analytics.evaluation import array_job
+    from core.evalcore import evaluate_job
+
+    gt, _, columns = evaluation_jobs(9)[0]
+    result = evaluate_job(array_job(gt, columns))
+    for k, key in enumerate(["a", "b", "c", "d"]):
+        evalcache.save(tmp_path, key, result, max_entries=10)
+        os.utime(tmp_path / f"{key}.npz", (1000 + k, 1000 + k))
+    assert evalcache.load(tmp_path, "a") is not None  # read: now the most recently used
+    evalcache.save(tmp_path, "e", result, max_entries=3)
+    assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["a", "d", "e"]

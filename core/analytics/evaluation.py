@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.analytics import evalcache
 from core.analytics.frame import RunFrame
 from core.config import EVAL_IOU, EVAL_MAX_DETS
 from core.evalcore import ArrayEval, ArrayJob, evaluate_job
 from core.evaluate import FN, PRF, GroundTruth, Metrics, prf_at
-from core.evaluate.coco import _check_max_dets, _metrics_from, evaluator_backend, no_match_message
+from core.evaluate.coco import _check_max_dets, _metrics_from, evaluator_backend, evaluator_version, no_match_message
 from core.evaluate.outcomes import OUTCOME_NAMES
 
 EVAL_WORKER_MIN_BOXES = 200_000  # below this many boxes in all, variants are evaluated in this process
@@ -119,13 +120,33 @@ def box_eval(gt: GroundTruth, job: ArrayJob, result: ArrayEval) -> BoxEval:
     return BoxEval(metrics, result.error, matched)
 
 
-def evaluate_columns(gt: GroundTruth, model: str, columns: dict[str, np.ndarray]) -> BoxEval:
+def evaluate_columns(
+    gt: GroundTruth, model: str, columns: dict[str, np.ndarray], *, cache_dir: Path | None = None
+) -> BoxEval:
     """COCO metrics and `match_all` of one variant's boxes (`RunFrame.columns`) against `gt` matched to its images
-    (`model` names the variant; its boxes are all of that model)."""
+    (`model` names the variant; its boxes are all of that model). `cache_dir`: finished evaluations kept there
+    (core.analytics.evalcache) are read instead of evaluated, and new ones kept."""
     if not gt.image_id_map:
         return BoxEval(None, no_match_message(gt), None)
     job = array_job(gt, columns)
-    return box_eval(gt, job, evaluate_job(job))
+    key, result = _cached(cache_dir, job)
+    if result is None:
+        result = evaluate_job(job)
+        _keep(cache_dir, key, result)
+    return box_eval(gt, job, result)
+
+
+def _cached(cache_dir: Path | None, job: ArrayJob) -> tuple[str, ArrayEval | None]:
+    """(key, the kept evaluation or None) of a job; ("", None) without a cache."""
+    if cache_dir is None:
+        return "", None
+    key = evalcache.job_key(job, evaluator_version(job.backend))
+    return key, evalcache.load(cache_dir, key)
+
+
+def _keep(cache_dir: Path | None, key: str, result: ArrayEval) -> None:
+    if cache_dir is not None and key:
+        evalcache.save(cache_dir, key, result)
 
 
 def _start_worker() -> subprocess.Popen:
@@ -165,32 +186,45 @@ def _run_worker(worker: subprocess.Popen, job: ArrayJob) -> ArrayEval:
     return pickle.loads(result)  # noqa: S301 (our own child's output)
 
 
-def _evaluate_in_worker(job: tuple[GroundTruth, str, dict[str, np.ndarray]]) -> BoxEval:
+def _evaluate_in_worker(job: tuple[GroundTruth, str, dict[str, np.ndarray]], cache_dir: Path | None) -> BoxEval:
     """`evaluate_columns(*job)` in a worker process, started before the job's arrays are made (its interpreter
-    starts meanwhile)."""
+    starts meanwhile; stopped unused when the evaluation is found in `cache_dir`)."""
     gt, _, columns = job
     if not gt.image_id_map:
         return BoxEval(None, no_match_message(gt), None)
     worker = _start_worker()
     try:
         arrays = array_job(gt, columns)
+        key, result = _cached(cache_dir, arrays)
     except BaseException:
         worker.kill()
         worker.communicate()
         raise
-    return box_eval(gt, arrays, _run_worker(worker, arrays))
+    if result is not None:
+        worker.kill()
+        worker.communicate()
+    else:
+        result = _run_worker(worker, arrays)
+        _keep(cache_dir, key, result)
+    return box_eval(gt, arrays, result)
 
 
-def evaluate_all(jobs: list[tuple[GroundTruth, str, dict[str, np.ndarray]]], *, workers: int | None = None) -> list:
+def evaluate_all(
+    jobs: list[tuple[GroundTruth, str, dict[str, np.ndarray]]],
+    *,
+    workers: int | None = None,
+    cache_dir: Path | None = None,
+) -> list:
     """`evaluate_columns` of every (gt, model, columns), in order: in worker processes when the boxes are many
-    (`workers`: None picks by EVAL_WORKER_MIN_BOXES, 0 forces this process)."""
+    (`workers`: None picks by EVAL_WORKER_MIN_BOXES, 0 forces this process). `cache_dir`: evaluations kept there are
+    read instead of made again, new ones kept (core.analytics.evalcache)."""
     boxes = sum(len(j[2]["score"]) for j in jobs)
     if workers is None:
         workers = EVAL_WORKERS if boxes >= EVAL_WORKER_MIN_BOXES else 0
     if workers <= 0 or not jobs:
-        return [evaluate_columns(*j) for j in jobs]
+        return [evaluate_columns(*j, cache_dir=cache_dir) for j in jobs]
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:  # each thread waits on its process
-        return list(pool.map(_evaluate_in_worker, jobs))
+        return list(pool.map(lambda job: _evaluate_in_worker(job, cache_dir), jobs))
 
 
 def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
