@@ -8,8 +8,9 @@ image above 0.5, 91 COCO classes) in a temporary store through the store's own A
 a child process so that the measured process holds only what the dashboard holds. Then, per page, in one process
 (AppTest runs the page script as the server would): `cold_s` (first page after the caches are cleared: the run is
 opened), `first_s` (a new session, run already open), `threshold_s` (median rerun after moving the threshold),
-and for the Gallery `page_change_s` (the grid's next page), `open_s` (an image opened from the grid) and `next_s`
-(median of Next in the opened image), plus the process's peak RSS. With `--store DIR --keep` the built store is reused
+for the Gallery `page_change_s` (the grid's next page), `open_s` (an image opened from the grid) and `next_s`
+(median of Next in the opened image), and for Compare `select_s` (a point selected in its speed chart: the rerun that
+opens that image in the Gallery), plus the process's peak RSS. With `--store DIR --keep` the built store is reused
 by later calls (the 2-million-box build takes minutes).
 
 `--gt` writes a COCO ground truth for every image of the run (`bench_gt.json` in the store: the first model's boxes
@@ -188,7 +189,25 @@ def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) ->
     out["threshold_s"] = statistics.median(reruns)
     if page == "pages/gallery.py":
         out.update(_time_gallery_steps(at, repeat))
+    if page == "pages/compare.py":
+        out["select_s"] = _time_compare_select(at)
     return out
+
+
+def _time_compare_select(at) -> float:  # noqa: ANN001 (an AppTest on Compare)
+    """A point selected in Compare's speed-versus-detections chart: the rerun that switches to the Gallery, opened on
+    that point's image (the selection set as the chart's widget state, as the browser sends it)."""
+    from dashboard.cache import store
+
+    image_id = max(store().run_images(RUN_ID))  # any image of the run
+    at.session_state["cmp_speed"] = {"selection": {"points": [{"customdata": [image_id]}], "point_indices": [0],
+                                                   "box": [], "lasso": []}}  # fmt: skip
+    t0 = time.perf_counter()
+    at.run()
+    took = time.perf_counter() - t0
+    if not at.title or at.title[0].value != "Gallery" or at.exception:
+        raise SystemExit("selecting a point in Compare did not open the Gallery")
+    return took
 
 
 def _time_gallery_steps(at, repeat: int) -> dict[str, float]:  # noqa: ANN001 (an AppTest on the Gallery's grid)
@@ -366,9 +385,9 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     print(f"run: {n_images} images x 2 models, {n_boxes} boxes (store {store_dir})")
-    steps = ("page_change_s", "open_s", "next_s")
+    steps = ("page_change_s", "open_s", "next_s", "select_s")
     print(f"{'page':10} {'cold s':>8} {'first s':>8} {'threshold s':>12} {'page s':>8} {'open s':>8} {'next s':>8} "
-          f"{'payload MB':>11}")  # fmt: skip
+          f"{'select s':>8} {'payload MB':>11}")  # fmt: skip
     for page, r in results.items():
         gallery = "".join(f" {r[k]:8.2f}" if k in r else f" {'':8}" for k in steps)
         mb = f"{r['payload_mb']:11.2f}" if "payload_mb" in r else ""

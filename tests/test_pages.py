@@ -151,6 +151,23 @@ def test_compare_draws_its_charts():
     assert len(at.get("plotly_chart")) >= 8
 
 
+@pytest.mark.parametrize("position", [0, -1])
+def test_selecting_a_point_in_compare_opens_its_image_in_the_gallery(position):
+    seed = factories.seeded()
+    inf = seed[0]
+    image_id = sorted(inf["image_id"].unique())[position]
+    name = inf.loc[inf["image_id"] == image_id, "image_name"].iloc[0]
+    at = open_page("pages/compare.py", seed)
+    # the selection as the browser sends it for a point of the speed chart (its customdata: image id, name)
+    at.session_state["cmp_speed"] = {"selection": {"points": [{"customdata": [image_id, name]}], "point_indices": [0],
+                                                   "box": [], "lasso": []}}  # fmt: skip
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Gallery"
+    assert at.session_state["gallery_image"] == image_id
+    assert name in [h.value.replace("\\", "") for h in at.subheader]
+
+
 def test_data_page_offers_downloads_and_clears_the_session():
     at = open_page("pages/data.py", factories.seeded())
     labels = [b.label for b in at.get("download_button")]
