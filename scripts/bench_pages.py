@@ -15,7 +15,9 @@ by later calls (the 2-million-box build takes minutes).
 
 `--gt` writes a COCO ground truth for every image of the run (`bench_gt.json` in the store: the first model's boxes
 above 0.3, moved a pixel, a few per image) and times the Evaluate page with it as the session's ground truth (cold: the
-COCO evaluation of both models; then cached). `--payload` starts `streamlit run dashboard/app.py` on a free local port
+COCO evaluation of both models, the evaluations kept in the store removed first; then cached), `new_gt_s` (another
+ground truth, the same less one box, given with the run already open: a fresh evaluation) and `restart_s` (the caches
+cleared again, as by a server restart: the evaluations read back from the store). `--payload` starts `streamlit run dashboard/app.py` on a free local port
 with the store, opens each page with `?run=` in headless Chromium (Playwright, /usr/bin/chromium, a new browser
 context per page) and sums the bytes of the websocket frames the page receives until it is idle (`payload_mb`; with
 `--gt` the Evaluate page's ground truth is uploaded through its file uploader, and the frames up to its metrics are
@@ -43,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 RUN_ID = "20260101-000000-bench0"
 BENCH_PAGES = ("pages/home.py", "pages/gallery.py", "pages/compare.py", "pages/data.py", "pages/evaluate.py")
 GT_FILE = "bench_gt.json"
+EVAL_CACHE_DIR = "cache/evaluations"  # core.config.EVAL_CACHE_DIR (imported late: this module starts light)
 GT_MIN_SCORE = 0.3  # the first model's boxes at or above this score become ground truth (a few per image)
 GT_MAX_PER_IMAGE = 6
 CHROMIUM = "/usr/bin/chromium"
@@ -191,7 +194,27 @@ def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) ->
         out.update(_time_gallery_steps(at, repeat))
     if page == "pages/compare.py":
         out["select_s"] = _time_compare_select(at)
+    if page == "pages/evaluate.py" and gt is not None:
+        out["new_gt_s"] = _time_new_ground_truth(at, gt)
     return out
+
+
+def _time_new_ground_truth(at, gt: dict) -> float:  # noqa: ANN001 (an AppTest on Evaluate, the run open)
+    """Another ground truth (the same less its last box) given to Evaluate with the run already open: the rerun that
+    evaluates every model against it (nothing of it kept yet, in memory or in the store)."""
+    from core.images import content_id
+    from dashboard import evaluation
+
+    doc = json.loads(gt["data"])
+    doc["annotations"] = doc["annotations"][:-1]
+    data = json.dumps(doc).encode()
+    at.session_state[evaluation.GT_KEY] = gt | {"digest": content_id(data), "data": data}
+    t0 = time.perf_counter()
+    at.run()
+    took = time.perf_counter() - t0
+    if at.exception:
+        raise SystemExit(f"Evaluate raised: {at.exception[0].value}")
+    return took
 
 
 def _time_compare_select(at) -> float:  # noqa: ANN001 (an AppTest on Compare)
@@ -354,12 +377,15 @@ def main() -> int:
     import os
 
     os.environ["DETLENS_STORE"] = str(store_dir)
+    from core.config import EVAL_CACHE_DIR
+
     pages = [p for p in BENCH_PAGES if not args.pages or p.split("/")[1][:-3] in args.pages]
     results: dict[str, dict[str, float]] = {}
     server_peak = None
     try:
         gt = gt_session(write_ground_truth(store_dir) if args.gt else None)
         for page in pages:
+            shutil.rmtree(store_dir / EVAL_CACHE_DIR, ignore_errors=True)  # cold: evaluated, not read back
             cold = time_page(page, clear=True, repeat=args.repeat, gt=gt)
             warm = time_page(page, clear=False, repeat=args.repeat, gt=gt)
             results[page.split("/")[1].removesuffix(".py")] = {
@@ -367,6 +393,9 @@ def main() -> int:
                 "first_s": round(warm.get("page_s", warm["total_s"]), 3),
                 **{k: round(v, 3) for k, v in warm.items() if k not in ("page_s", "total_s")},
             }
+            if page == "pages/evaluate.py" and gt is not None:  # a server restart: the evaluation kept in the store
+                kept = time_page(page, clear=True, repeat=args.repeat, gt=gt)
+                results["evaluate"]["restart_s"] = round(kept["total_s"], 3)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if args.payload:
             payload, server_peak = measure_payload(store_dir, pages, store_dir / GT_FILE if args.gt else None)
