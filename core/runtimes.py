@@ -60,6 +60,7 @@ ARTIFACT_FORMAT = 3  # bump when what is saved changes: older artifacts are then
 ONNX_EXPORTER = f"torch.onnx.export (TorchScript exporter, dynamo=False), opset {ONNX_OPSET}, dynamic height/width"
 _OUTPUTS = ["boxes", "labels", "scores"]  # asked for by name: the graph's own order is the output dict's
 CPU_ONLY_RUNTIMES = frozenset({"onnxruntime", "openvino"})
+OPENVINO_REPORTED = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS")
 
 
 class RuntimeRefusedError(ValueError):
@@ -272,6 +273,7 @@ class ExportInfo:
     cache_hit: bool = False
     export_s: float = 0.0  # building the artifact (the first time); 0 for a cache hit
     load_s: float = 0.0  # loading/compiling it for this process
+    options: dict[str, str] = field(default_factory=dict)  # the session's / compiled model's settings, read back
     artifact: str = ""
     artifact_bytes: int = 0
     versions: dict[str, str] = field(default_factory=dict)
@@ -334,15 +336,26 @@ def _as_outputs(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> di
 
 
 class OnnxRuntimeModel:
-    """An ONNX Runtime session with the eager contract (one image per session call)."""
+    """An ONNX Runtime session with the eager contract (one image per session call).
+
+    All graph optimisations, nodes run one after another, `threads` intra-op threads (README "Runtimes side by side":
+    ORT_PARALLEL and no spinning were measured slower on 2 cores); `options` reads them back from the session."""
 
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # ONNX Runtime's default, stated
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        used = self.session.get_session_options()
+        self.options = {
+            "graph_optimization_level": used.graph_optimization_level.name,
+            "execution_mode": used.execution_mode.name,
+            "intra_op_num_threads": str(used.intra_op_num_threads),
+        }
 
     def __call__(self, batch: list[torch.Tensor]) -> Outputs:
         outs = []
@@ -352,8 +365,19 @@ class OnnxRuntimeModel:
         return outs
 
 
+def _ov_text(value: object) -> str:
+    """An OpenVINO property as plain text: an element type by its short name (`bf16`), an enum by its name."""
+    if hasattr(value, "get_type_name"):
+        return str(value.get_type_name())
+    return str(getattr(value, "name", value))
+
+
 class OpenVinoModel:
-    """An OpenVINO compiled model (CPU) with the eager contract; calls are serialised by the engine's device lock."""
+    """An OpenVINO compiled model (CPU) with the eager contract; calls are serialised by the engine's device lock.
+
+    One dynamic-shape plan for every image size: a static plan per input size (`Model.reshape`) was measured 0-3%
+    faster on Faster R-CNN and no faster on SSDLite, for a compile per new size (README "Runtimes side by side").
+    `options` reads the compiled model's settings back (`OPENVINO_REPORTED`)."""
 
     def __init__(self, xml: Path, precision: str, threads: int) -> None:
         import openvino as ov
@@ -361,6 +385,7 @@ class OpenVinoModel:
         hint = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[precision]
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.options = {name: _ov_text(self.compiled.get_property(name)) for name in OPENVINO_REPORTED}
         self.request = self.compiled.create_infer_request()
         names = [next(iter(o.get_names())) for o in self.compiled.outputs]
         self.order = [names.index(n) for n in ("boxes", "labels", "scores")]
@@ -450,9 +475,10 @@ def build_variant(
     t0 = time.perf_counter()
     if runtime == "onnxruntime":
         with _step(runtime, "opening the ONNX Runtime session", on_step):
-            variant: Callable[[list[torch.Tensor]], Outputs] = OnnxRuntimeModel(target / "model.onnx", threads)
+            variant: OnnxRuntimeModel | OpenVinoModel = OnnxRuntimeModel(target / "model.onnx", threads)
     else:
         with _step(runtime, f"compiling the OpenVINO model for the CPU ({precision})", on_step):
             variant = OpenVinoModel(target / "model.xml", precision, threads)
     info.load_s = time.perf_counter() - t0
+    info.options = dict(variant.options)
     return variant, info

@@ -229,6 +229,8 @@ def test_export_is_reported_by_step_and_kept_with_the_run(exported):
         assert v["export_s"] > 0 and v["artifact_bytes"] > 1_000_000 and "opset" in v["exporter"]
         assert v["artifact"].startswith(str(store_dir / "artifacts"))
         assert any(s == name and "ONNX" in step for s, step in steps)
+    assert variants[f"{SMALL}@onnxruntime"]["options"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert variants[f"{SMALL}@openvino"]["options"]["INFERENCE_PRECISION_HINT"] == "f32"  # what ran, kept with the run
     assert variants[SMALL]["runtime"] == "eager"
     assert Store(store_dir).load_run(out.info.run_id)[0]["runtime"].tolist() == out.inferences["runtime"].tolist()
 
@@ -390,3 +392,30 @@ def test_onnx_outputs_are_read_by_name_whatever_the_model_order(tmp_path, order)
     assert out["labels"].tolist() == [3, 17] and out["labels"].dtype == torch.int64
     assert out["scores"].tolist() == pytest.approx([0.9, 0.6])
     assert out["boxes"][1].tolist() == pytest.approx([12.0, 12.0, 54.0, 32.0])  # scaled to the 60x40 input
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnx_runtime_session_runs_optimised_in_sequence_on_the_given_threads(tmp_path, threads):
+    runtimes.export_onnx(_TinyDetector(("boxes", "labels", "scores")).eval(), tmp_path / "m.onnx")
+    model = runtimes.OnnxRuntimeModel(tmp_path / "m.onnx", threads=threads)
+    assert model.options == {
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "execution_mode": "ORT_SEQUENTIAL",
+        "intra_op_num_threads": str(threads),
+    }
+
+
+@pytest.mark.parametrize(("precision", "hint"), [("fp32", "f32"), ("bf16", "bf16")])
+def test_openvino_compiles_for_latency_on_the_given_threads_and_says_so(tmp_path, precision, hint):
+    import openvino as ov
+
+    if precision.upper() not in runtimes.openvino_capabilities():
+        pytest.skip(f"this CPU has no native {precision}")
+    runtimes.export_onnx(_TinyDetector(("boxes", "labels", "scores")).eval(), tmp_path / "m.onnx")
+    ov.save_model(ov.convert_model(str(tmp_path / "m.onnx")), str(tmp_path / "m.xml"))
+    model = runtimes.OpenVinoModel(tmp_path / "m.xml", precision, threads=2)
+    assert model.options["INFERENCE_PRECISION_HINT"] == hint
+    assert model.options["PERFORMANCE_HINT"] == "LATENCY"
+    assert (model.options["INFERENCE_NUM_THREADS"], model.options["NUM_STREAMS"]) == ("2", "1")
+    out = model([torch.rand(3, 40, 60)])[0]
+    assert out["boxes"][1].tolist() == pytest.approx([12.0, 12.0, 54.0, 32.0], rel=1e-2)  # any size, scaled to it
