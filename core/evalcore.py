@@ -267,11 +267,7 @@ def run_cocoeval(
     made `results` for this call alone with those fields (`coco_results`), so they are used as they are.
     """
     coco_class, eval_class = coco_classes(backend)
-    gt_copy = {
-        "images": [dict(im) for im in gt_dict["images"]],
-        "annotations": [dict(a) for a in gt_dict["annotations"]],
-        "categories": [dict(c) for c in gt_dict["categories"]],
-    }
+    gt_copy = _gt_copy(gt_dict)
     if owned:
         dts = results
     else:
@@ -293,12 +289,21 @@ def run_cocoeval(
             coco_class, {"images": gt_copy["images"], "categories": gt_copy["categories"], "annotations": dts}
         )
         extra = {"print_function": _silent} if backend == FASTER else {}
-        ev = eval_class(coco_gt, coco_dt, iouType="bbox", **extra)
-        ev.params.imgIds = sorted(img_ids)
-        ev.params.maxDets = list(max_dets)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+        return _evaluated(eval_class(coco_gt, coco_dt, iouType="bbox", **extra), img_ids, max_dets)
+
+
+def _gt_copy(gt_dict: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ground-truth dict's lists of dicts (COCOeval writes flags into the dicts it is given)."""
+    return {key: [dict(item) for item in gt_dict[key]] for key in ("images", "annotations", "categories")}
+
+
+def _evaluated(ev, img_ids: list[int], max_dets: tuple[int, int, int]):
+    """A COCOeval (bbox) on `img_ids` with `max_dets`, evaluated, accumulated and summarized."""
+    ev.params.imgIds = sorted(img_ids)
+    ev.params.maxDets = list(max_dets)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
     if max_dets[2] != 100:
         # summarize() reads AP@[.5:.95] at maxDets=100 whatever the settings; take it at the last max_dets instead.
         p = ev.eval["precision"][:, :, :, 0, -1]
@@ -405,23 +410,9 @@ def run_cocoeval_arrays(
     x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
     w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
     xywh, area = np.stack([x1, y1, w, h], axis=1), w * h
-    gt_copy = {
-        "images": [dict(im) for im in gt_dict["images"]],
-        "annotations": [dict(a) for a in gt_dict["annotations"]],
-        "categories": [dict(c) for c in gt_dict["categories"]],
-    }
     with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = _coco_api(COCO, gt_copy)
-        ev = ArrayCOCOeval(coco_gt, None, iouType="bbox", print_function=_silent)
-        ev.params.imgIds = sorted(img_ids)
-        ev.params.maxDets = list(max_dets)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    if max_dets[2] != 100:
-        p = ev.eval["precision"][:, :, :, 0, -1]
-        ev.stats[0] = np.mean(p[p > -1]) if (p > -1).any() else -1
-    return ev
+        coco_gt = _coco_api(COCO, _gt_copy(gt_dict))
+        return _evaluated(ArrayCOCOeval(coco_gt, None, iouType="bbox", print_function=_silent), img_ids, max_dets)
 
 
 # run_cocoeval_arrays overrides internals of faster-coco-eval (its datasets' pickle state, the C++ entry point's
