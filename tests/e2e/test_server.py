@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from core.config import GALLERY_DIR
+from tests.e2e.test_dashboard import choose
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 OTHER = "fasterrcnn_resnet50_fpn"
@@ -88,11 +89,6 @@ def assert_no_config(body: bytes) -> None:
 def wait_for_app(page, timeout_ms: int = 120_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout_ms)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
-
-
-def choose(page, label: str, option: str) -> None:
-    page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def prepare_run(page, base_url: str, image: Path) -> None:
