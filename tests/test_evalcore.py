@@ -39,7 +39,7 @@ def test_pair_ious_are_pycocotools_bit_for_bit(seed, grid):
 def test_match_all_is_the_same_in_chunks_of_images(monkeypatch, seed, grid, chunk):
     gt, det = random_case(seed, n_images=20, grid=grid)
     whole = match_all(gt, det, model="a")
-    monkeypatch.setattr(evalcore, "PAIR_CHUNK", chunk)
+    monkeypatch.setattr(evalcore.matching, "PAIR_CHUNK", chunk)
     pd.testing.assert_frame_equal(match_all(gt, det, model="a"), whole, check_exact=True)
 
 
@@ -139,9 +139,11 @@ def test_only_a_checked_faster_coco_eval_takes_the_array_path(monkeypatch, insta
     import importlib.metadata
 
     monkeypatch.setattr(importlib.metadata, "version", lambda dist: installed)
+    from core.evalcore import cocoeval
+
     calls = []
-    monkeypatch.setattr(evalcore, "run_cocoeval_arrays", lambda *a, **k: calls.append("arrays") or "arrays")
-    monkeypatch.setattr(evalcore, "run_cocoeval", lambda *a, **k: calls.append("dicts") or "dicts")
+    monkeypatch.setattr(cocoeval, "run_cocoeval_arrays", lambda *a, **k: calls.append("arrays") or "arrays")
+    monkeypatch.setattr(cocoeval, "run_cocoeval", lambda *a, **k: calls.append("dicts") or "dicts")
     doc, img, cat, score, boxes, img_ids = coco_case(0)
     evalcore.evaluate_arrays(doc, img_ids, (1, 10, 100), evalcore.FASTER, img, cat, score, boxes)
     assert calls == ["arrays" if array_path else "dicts"]

@@ -1,210 +1,28 @@
-"""Array-level COCO evaluation and greedy matching: numpy in, numpy out, no pandas, no torch.
+"""COCOeval (faster-coco-eval's or pycocotools') on detections given as arrays.
 
-What core.evaluate (metrics, outcomes) and the evaluation worker (`python -m core.evalcore`, started by
-core.analytics.evaluation) share:
-
-- `coco_pair_ious`: pycocotools' box IoU (`maskApi.c` `bbIou`, the one COCOeval uses) of given (detection, GT) pairs, the
-  same float operations in the same order, so the values are bit for bit pycocotools'.
-- `greedy_match`: `core.evaluate.match_all`'s matching of every detection of many images at once: every same-image
-  (detection, GT) pair's IoU in one numpy pass, and a Python step only over the candidate pairs (same class, not crowd,
-  IoU >= the threshold), in score order: the detection takes its best free candidate.
-- `coco_results` and `run_cocoeval`: COCOeval (faster-coco-eval's or pycocotools') on result dicts made in one pass
-  from arrays, with the fields `COCO.loadRes` would add; `coco_summary` keeps what `Metrics` needs of the COCOeval.
-
-This module imports only numpy and core.config (and, when evaluating, the COCOeval package): the worker process that
-runs it starts in a fraction of a second, where importing core.evaluate would import torch (core.models) for seconds.
+`coco_results` and `run_cocoeval`: result dicts made in one pass from arrays, with the fields `COCO.loadRes` would add;
+`run_cocoeval_arrays`: faster-coco-eval's C++ datasets filled straight from the arrays (no result dict per box);
+`evaluate_arrays` picks between them; `coco_summary` keeps what `Metrics` needs of the COCOeval.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import io
-import math
-import os
-import pickle
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
+from core.evalcore.matching import coco_pair_ious
 
-# Outcome and reason codes of `greedy_match` (core.evaluate.outcomes names them).
-OUT_TP, OUT_FP, OUT_IGNORED, OUT_FN = 0, 1, 2, 3
-WHY_NONE, WHY_CROWD, WHY_DUPLICATE, WHY_WRONG_CLASS, WHY_LOW_IOU = 0, 1, 2, 3, 4
-PAIR_CHUNK = 4_000_000  # (detection, GT) pairs held at once by greedy_match (a few hundred MB at most)
+FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
 
 # pycocotools prints as it goes; its output is swallowed by swapping sys.stdout, which is process-wide: one evaluation
 # at a time, so that two threads (two dashboard sessions) never restore each other's stdout.
 _COCO_LOCK = threading.Lock()
-
-
-# --- IoU and greedy matching ------------------------------------------------------------------------------------------
-
-
-def coco_pair_ious(d_xywh: np.ndarray, g_xywh: np.ndarray, g_crowd: np.ndarray) -> np.ndarray:
-    """IoU of each (detection, GT) pair (rows of `d_xywh` and `g_xywh`, [x, y, w, h]); for a crowd GT the
-    intersection over the detection's area. pycocotools' `bbIou` operation by operation (0 where they do not meet)."""
-    dx, dy, dw, dh = (d_xywh[:, k] for k in range(4))
-    gx, gy, gw, gh = (g_xywh[:, k] for k in range(4))
-    w = np.minimum(dw + dx, gw + gx) - np.maximum(dx, gx)
-    h = np.minimum(dh + dy, gh + gy) - np.maximum(dy, gy)
-    meet = (w > 0) & (h > 0)
-    inter = w * h
-    da = dw * dh
-    union = np.where(g_crowd, da, da + gw * gh - inter)
-    out = np.zeros(len(d_xywh))
-    np.divide(inter, union, out=out, where=meet)
-    return out
-
-
-@dataclass(frozen=True)
-class Matching:
-    """`greedy_match`'s per-detection outcome (OUT_*), reason (WHY_*), IoU (matched GT, else best same-class, NaN when
-    no same-class GT), GT index (the matched or crowd GT, -1 none), and per GT box the matched detection's score."""
-
-    outcome: np.ndarray
-    reason: np.ndarray
-    iou: np.ndarray
-    gt_index: np.ndarray
-    matched_score: np.ndarray
-
-
-def greedy_match(
-    d_img: np.ndarray,
-    d_score: np.ndarray,
-    d_lab: np.ndarray,
-    d_xywh: np.ndarray,
-    g_img: np.ndarray,
-    g_lab: np.ndarray,
-    g_xywh: np.ndarray,
-    g_crowd: np.ndarray,
-    iou: float,
-    *,
-    wrong_class: bool = True,
-) -> Matching:
-    """COCO-style greedy matching, image by image, of detections sorted by (image, decreasing score) against GT boxes
-    (any order; ties between equal IoUs go to the GT listed first). See `core.evaluate.match_outcomes`.
-
-    `wrong_class=False` pairs each detection only with the GT boxes of its own class (a fraction of the pairs): every
-    figure is the same except the reason of a detection that overlaps only another class's box, LOW_IOU instead of
-    WRONG_CLASS (what the precision and recall at a threshold do not need)."""
-    if wrong_class or not len(d_img) or not len(g_img):
-        return _greedy(d_img, d_score, d_lab, d_xywh, g_img, g_lab, g_xywh, g_crowd, iou)
-    # Groups of (image, class): the same greedy steps, since a detection only ever takes a box of its class.
-    labels = np.unique(np.concatenate([d_lab, g_lab]))
-    d_key = d_img * len(labels) + np.searchsorted(labels, d_lab)
-    g_key = g_img * len(labels) + np.searchsorted(labels, g_lab)
-    perm = np.argsort(d_key, kind="stable")  # keeps the score order within each group
-    m = _greedy(d_key[perm], d_score[perm], d_lab[perm], d_xywh[perm], g_key, g_lab, g_xywh, g_crowd, iou)
-    fields = {}
-    for name in ("outcome", "reason", "iou", "gt_index"):
-        out = np.empty_like(getattr(m, name))
-        out[perm] = getattr(m, name)
-        fields[name] = out
-    return Matching(**fields, matched_score=m.matched_score)
-
-
-def _greedy(d_img, d_score, d_lab, d_xywh, g_img, g_lab, g_xywh, g_crowd, iou) -> Matching:  # noqa: ANN001
-    """`greedy_match` over groups `d_img`/`g_img` (sorted detections)."""
-    n, n_gt = len(d_img), len(g_img)
-    outcome = np.full(n, OUT_FP, dtype=np.int8)
-    reason = np.full(n, WHY_LOW_IOU, dtype=np.int8)
-    best = np.full(n, math.nan)
-    gt_index = np.full(n, -1, dtype=np.int64)
-    matched_score = np.full(n_gt, math.nan)
-    if not n or not n_gt:
-        return Matching(outcome, reason, best, gt_index, matched_score)
-    g_crowd = np.asarray(g_crowd, dtype=bool)
-    n_img = int(max(d_img.max(), g_img.max())) + 1
-    g_order = np.argsort(g_img, kind="stable")  # by image, annotation order within
-    g_start = np.searchsorted(g_img[g_order], np.arange(n_img + 1))
-    per_det = (g_start[1:] - g_start[:-1])[d_img]  # GT boxes on each detection's image
-    # Chunks of whole images, about PAIR_CHUNK pairs each (images are independent).
-    d_start = np.searchsorted(d_img, np.arange(n_img + 1))
-    pairs = np.concatenate([[0], np.cumsum((d_start[1:] - d_start[:-1]) * (g_start[1:] - g_start[:-1]))])
-    inner = np.searchsorted(pairs, np.arange(PAIR_CHUNK, pairs[-1], PAIR_CHUNK))
-    cuts = d_start[np.unique(np.concatenate([[0], inner, [n_img]]))].tolist()
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        _match_chunk(a, b, d_img, d_score, d_lab, d_xywh, g_order, g_start, per_det, g_lab, g_xywh, g_crowd, iou,
-                     outcome, reason, best, gt_index, matched_score)  # fmt: skip
-    return Matching(outcome, reason, best, gt_index, matched_score)
-
-
-def _match_chunk(a, b, d_img, d_score, d_lab, d_xywh, g_order, g_start, per_det, g_lab, g_xywh, g_crowd, iou,
-                 outcome, reason, best, gt_index, matched_score) -> None:  # fmt: skip
-    """`greedy_match` of detections a..b (whole images), writing into the output arrays."""
-    counts = per_det[a:b]
-    total = int(counts.sum())
-    if not total:
-        return
-    pd_ = np.repeat(np.arange(a, b), counts)  # each detection once per GT box of its image
-    first = np.cumsum(counts) - counts
-    within = np.arange(total) - np.repeat(first, counts)
-    pg = g_order[np.repeat(g_start[d_img[a:b]], counts) + within]  # GT index, annotation order within the image
-    ious = coco_pair_ious(d_xywh[pd_], g_xywh[pg], g_crowd[pg])
-    same = d_lab[pd_] == g_lab[pg]
-    crowd = g_crowd[pg]
-    over = ious >= iou
-    plain = same & ~crowd
-    cand = plain & over
-    crowd_over = same & crowd & over
-    wrong_over = ~same & ~crowd & over
-    # Per detection with at least one pair: segment reductions over its contiguous pairs.
-    has = np.flatnonzero(counts) + a
-    starts = first[has - a]
-    any_plain = np.logical_or.reduceat(plain, starts)
-    best_plain = np.maximum.reduceat(np.where(plain, ious, -np.inf), starts)
-    best[has] = np.where(any_plain, best_plain, math.nan)
-    any_cand = np.logical_or.reduceat(cand, starts)
-    any_crowd = np.logical_or.reduceat(crowd_over, starts)
-    any_wrong = np.logical_or.reduceat(wrong_over, starts)
-    first_crowd = np.minimum.reduceat(np.where(crowd_over, np.arange(total), total), starts)
-    # The sequential part: candidate pairs by detection (score order), then decreasing IoU, then GT order.
-    c = np.flatnonzero(cand)
-    c = c[np.lexsort((within[c], -ious[c], pd_[c]))]
-    matched: dict[int, int] = {}  # detection -> pair
-    taken: set[int] = set()
-    for k, d, g in zip(c.tolist(), pd_[c].tolist(), pg[c].tolist(), strict=True):
-        if d not in matched and g not in taken:
-            matched[d] = k
-            taken.add(g)
-    tp_det = np.fromiter(matched.keys(), dtype=np.int64, count=len(matched))
-    tp_pair = np.fromiter(matched.values(), dtype=np.int64, count=len(matched))
-    tp = np.zeros(b - a, dtype=bool)
-    tp[tp_det - a] = True
-    tp_h = tp[has - a]
-    crowd_hit = any_crowd & ~tp_h
-    duplicate = any_cand & ~tp_h & ~crowd_hit
-    wrong = any_wrong & ~tp_h & ~crowd_hit & ~duplicate
-    outcome[has] = np.where(crowd_hit, OUT_IGNORED, OUT_FP)
-    reason[has] = np.select([crowd_hit, duplicate, wrong], [WHY_CROWD, WHY_DUPLICATE, WHY_WRONG_CLASS], WHY_LOW_IOU)
-    gt_index[has[crowd_hit]] = pg[first_crowd[crowd_hit]]
-    outcome[tp_det], reason[tp_det] = OUT_TP, WHY_NONE
-    best[tp_det] = ious[tp_pair]
-    gt_index[tp_det] = pg[tp_pair]
-    matched_score[pg[tp_pair]] = d_score[tp_det]
-
-
-def match_order(d_img: np.ndarray, d_score: np.ndarray) -> np.ndarray:
-    """Detection order for `greedy_match`: by image, then decreasing score, ties in the given order."""
-    return np.lexsort((-d_score, d_img))
-
-
-def matched_rows(m: Matching, d_img: np.ndarray, g_img: np.ndarray, g_crowd: np.ndarray) -> np.ndarray:
-    """Row order of `match_all`'s frame (image by image: its detections, then its non-crowd GT boxes) as indices into
-    the concatenation [detections (matching order), non-crowd GT boxes (annotation order)]."""
-    missed = ~np.asarray(g_crowd, dtype=bool)
-    keys = np.concatenate([d_img, g_img[missed]])
-    section = np.concatenate([np.zeros(len(d_img), np.int64), np.ones(int(missed.sum()), np.int64)])
-    return np.lexsort((section, keys))
-
-
-# --- COCOeval from arrays ---------------------------------------------------------------------------------------------
 
 
 def coco_results(
@@ -521,112 +339,3 @@ def coco_summary(ev) -> CocoSummary:
         precision=np.array(np.asarray(ev.eval["precision"])[:, :, :, 0, -1]),
         scores=np.array(np.asarray(ev.eval["scores"])[:, :, :, 0, -1]),
     )
-
-
-# --- one variant's evaluation (what the worker process runs) ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArrayJob:
-    """One variant's boxes against its matched ground truth, as arrays.
-
-    Boxes (stored order): `gt_image` (GT image id, -1: no GT image), `position` (index of the image in the ground
-    truth's image_id_map, -1: none), `label_id`, `score`, `boxes` (x1, y1, x2, y2). GT boxes of the matched images
-    (annotation order): `g_position`, `g_label`, `g_xywh`, `g_crowd`. `coco`: the ground truth's COCOeval dict;
-    `img_ids`: the matched GT image ids; COCOeval sees the boxes scored at least `score_floor` (`evaluate`'s)."""
-
-    coco: dict[str, Any]
-    img_ids: list[int]
-    max_dets: tuple[int, int, int]
-    backend: str
-    iou: float
-    gt_image: np.ndarray
-    position: np.ndarray
-    label_id: np.ndarray
-    score: np.ndarray
-    boxes: np.ndarray
-    g_position: np.ndarray
-    g_label: np.ndarray
-    g_xywh: np.ndarray
-    g_crowd: np.ndarray
-    score_floor: float = 0.0
-
-
-@dataclass(frozen=True)
-class ArrayEval:
-    """An ArrayJob's result: the COCOeval summary (None with `error` when COCOeval refused), the number
-    of boxes evaluated, and `match_all`'s rows in its order as outcome codes (OUT_*), score and matched score."""
-
-    summary: CocoSummary | None
-    error: str
-    n_results: int
-    outcome: np.ndarray
-    score: np.ndarray
-    matched_score: np.ndarray
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """The cyclic garbage collector off for a block (when it was on): COCOeval makes a Python object per box and per
-    (image, category), and each collection would rescan them and the rest of the heap (in the dashboard's process, a
-    large one). Process-wide, so a block in another thread may run without it too: collection is only deferred."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-
-
-def evaluate_job(job: ArrayJob, *, keep: list | None = None) -> ArrayEval:
-    """COCOeval and the threshold-free matching of one ArrayJob (the garbage collector paused). `keep`: a list that
-    takes the COCOeval, so that a process about to exit does not spend a fraction of a second freeing its dicts."""
-    with gc_paused():
-        return _evaluate_job(job, [] if keep is None else keep)
-
-
-def _evaluate_job(job: ArrayJob, keep: list) -> ArrayEval:
-    summary, error = None, ""
-    on = (job.gt_image >= 0) & (job.score >= job.score_floor)
-    arrays = (job.gt_image[on], job.label_id[on], job.score[on], job.boxes[on])
-    n_results = int(on.sum())
-    try:
-        keep.append(evaluate_arrays(job.coco, job.img_ids, job.max_dets, job.backend, *arrays))
-        summary = coco_summary(keep[-1])
-    except ValueError as exc:
-        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    keep = np.flatnonzero((job.position >= 0) & ~np.isnan(job.score))
-    d_img, score = job.position[keep], job.score[keep].astype(np.float64)
-    order = match_order(d_img, score)
-    d_img, score = d_img[order], score[order]
-    b = job.boxes[keep[order]].astype(np.float64)
-    d_xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
-    m = greedy_match(d_img, score, job.label_id[keep[order]], d_xywh, job.g_position, job.g_label, job.g_xywh,
-                     job.g_crowd, job.iou, wrong_class=False)  # fmt: skip
-    missed = ~np.asarray(job.g_crowd, dtype=bool)
-    rows = matched_rows(m, d_img, job.g_position, job.g_crowd)
-    outcome = np.concatenate([m.outcome, np.full(int(missed.sum()), OUT_FN, dtype=np.int8)])[rows]
-    scores = np.concatenate([score, np.full(int(missed.sum()), math.nan)])[rows]
-    taken = np.concatenate([np.full(len(score), math.nan), m.matched_score[missed]])[rows]
-    return ArrayEval(summary, error, n_results, outcome, scores, taken)
-
-
-def worker_main() -> None:
-    """One pickled ArrayJob on stdin, its ArrayEval pickled on stdout; anything else written to stdout goes to
-    stderr."""
-    result_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    gc.disable()  # a short-lived process making a million dicts: the cyclic collector would rescan them (3 s -> 0.6 s)
-    job = pickle.load(sys.stdin.buffer)  # noqa: S301 (sent by our own parent)
-    result_out.write(pickle.dumps(evaluate_job(job, keep=[]), protocol=pickle.HIGHEST_PROTOCOL))
-    result_out.close()
-    sys.stderr.flush()
-    os._exit(0)  # nothing left to clean up: leave without freeing a million objects one by one
-
-
-if __name__ == "__main__":  # run as a module: pickle with the classes' real module names
-    from core.evalcore import worker_main as main
-
-    main()
