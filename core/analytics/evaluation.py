@@ -196,16 +196,13 @@ def _evaluate_in_worker(job: tuple[GroundTruth, str, dict[str, np.ndarray]], cac
     try:
         arrays = array_job(gt, columns)
         key, result = _cached(cache_dir, arrays)
-    except BaseException:
-        worker.kill()
-        worker.communicate()
-        raise
-    if result is not None:
-        worker.kill()
-        worker.communicate()
-    else:
-        result = _run_worker(worker, arrays)
-        _keep(cache_dir, key, result)
+        if result is None:
+            result = _run_worker(worker, arrays)
+            _keep(cache_dir, key, result)
+    finally:
+        if worker.poll() is None:  # not used (found in the cache), or stopped by an error: no process left behind
+            worker.kill()
+            worker.communicate()
     return box_eval(gt, arrays, result)
 
 
