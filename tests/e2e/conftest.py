@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.ui import settle
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,7 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 SERVER_START_TIMEOUT_S = 60.0
-APP_RUN_TIMEOUT_MS = 120_000  # first run imports torch and friends: slow on a small CI machine
 E2E_DIR = Path(__file__).resolve().parent
 
 
@@ -222,8 +223,4 @@ def browser_page(browser, artifacts_dir: Path, request: pytest.FixtureRequest) -
 def wait_for_app() -> Callable[..., None]:
     """``wait_for_app(page)``: wait until the page is connected to the server and the script run has finished."""
 
-    def wait(page, timeout_ms: int = APP_RUN_TIMEOUT_MS) -> None:
-        page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout_ms)
-        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
-
-    return wait
+    return settle

@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 from core.config import GALLERY_DIR, HEADLINE_MODELS, UNTRAINED_MARK
+from tests.e2e.ui import choose
 
 RUN_TIMEOUT_MS = 300_000
-
-
-def choose(page, label: str, option: str, attempts: int = 4) -> None:
-    """Pick `option` in the selectbox labelled `label`. A rerun that starts just after the box was opened draws it
-    again with its list closed (a CI flake: the option never appeared), so the list is opened again until the option
-    shows."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
-    for attempt in range(attempts):
-        page.get_by_label(label, exact=True).click()
-        try:
-            page.get_by_role("option", name=option, exact=True).click(timeout=15_000)
-            return
-        except PlaywrightTimeoutError:
-            if attempt == attempts - 1:
-                raise
-            page.keyboard.press("Escape")
-            page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=120_000)
 
 
 def assert_no_exception(page, artifacts_dir) -> None:

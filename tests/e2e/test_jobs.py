@@ -13,7 +13,8 @@ import pytest
 
 from core.config import HEADLINE_MODELS
 from core.store import Store
-from tests.e2e.test_dashboard import assert_no_exception, choose
+from tests.e2e.test_dashboard import assert_no_exception
+from tests.e2e.ui import choose
 
 RUN_TIMEOUT_S = 500
 

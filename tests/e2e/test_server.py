@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from core.config import GALLERY_DIR
-from tests.e2e.test_dashboard import choose
+from tests.e2e.ui import choose
+from tests.e2e.ui import settle as wait_for_app
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 OTHER = "fasterrcnn_resnet50_fpn"
@@ -86,16 +87,14 @@ def assert_no_config(body: bytes) -> None:
     assert not leaked, f"config.toml content served: {leaked}"
 
 
-def wait_for_app(page, timeout_ms: int = 120_000) -> None:
-    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout_ms)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
-
-
 def prepare_run(page, base_url: str, image: Path) -> None:
     """Run page: SSDLite only, untrained, one uploaded image; stops before clicking Run."""
+    from playwright.sync_api import expect
+
     page.goto(f"{base_url}/run", wait_until="domcontentloaded")
     wait_for_app(page)
     page.get_by_role("button", name=f"Remove {OTHER}", exact=True).click()
+    expect(page.get_by_role("button", name=f"Remove {OTHER}", exact=True)).to_have_count(0)
     wait_for_app(page)
     choose(page, f"Weights: {SMALL}", "untrained")
     wait_for_app(page)
