@@ -240,9 +240,14 @@ def test_faster_coco_eval_gives_pycocotools_figures(case):
 
 @pytest.mark.parametrize(
     ("installed", "env", "expected"),
-    [(True, "", "faster-coco-eval"), (False, "", "pycocotools"), (True, "pycocotools", "pycocotools")],
+    [
+        (True, "", "detlens-vector"),
+        (True, "faster-coco-eval", "faster-coco-eval"),
+        (False, "faster-coco-eval", "detlens-vector"),
+        (True, "pycocotools", "pycocotools"),
+    ],
 )
-def test_evaluator_falls_back_to_pycocotools_and_says_which(monkeypatch, installed, env, expected):
+def test_evaluator_is_picked_by_the_environment_and_named(monkeypatch, installed, env, expected):
     from core.evaluate import coco
 
     if installed:

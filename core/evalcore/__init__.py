@@ -5,8 +5,10 @@ core.analytics.evaluation) share, one area per module:
 
 - `matching`: pycocotools' box IoU bit for bit (`coco_pair_ious`) and `match_all`'s greedy matching of every image at
   once (`greedy_match`);
-- `cocoeval`: COCOeval (faster-coco-eval's or pycocotools') on detections given as arrays (`evaluate_arrays`), and the
-  summary `Metrics` needs of it (`coco_summary`);
+- `vector`: COCOeval in numpy over every image at once, pycocotools' figures bit for bit (`vector_cocoeval`, the
+  default backend: ~1 s per million boxes where faster-coco-eval takes ~6 s);
+- `cocoeval`: COCOeval (that one, faster-coco-eval's or pycocotools') on detections given as arrays
+  (`evaluate_arrays`) or dicts (`run_cocoeval`), and the summary `Metrics` needs of it (`coco_summary`);
 - `job`: one variant's evaluation (ArrayJob -> ArrayEval, `evaluate_job`) and the worker process that runs it.
 
 The package imports only numpy (and, when evaluating, the COCOeval package): the worker process starts in a fraction
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from core.evalcore.cocoeval import (
     ARRAY_PATH_VERSIONS,
+    BACKENDS,
     FASTER,
     PYCOCOTOOLS,
     CocoSummary,
@@ -44,15 +47,18 @@ from core.evalcore.matching import (
     match_order,
     matched_rows,
 )
+from core.evalcore.vector import VECTOR, VectorEval, vector_cocoeval
 
 __all__ = [
     "ARRAY_PATH_VERSIONS",
+    "BACKENDS",
     "FASTER",
     "OUT_FN",
     "OUT_FP",
     "OUT_IGNORED",
     "OUT_TP",
     "PYCOCOTOOLS",
+    "VECTOR",
     "WHY_CROWD",
     "WHY_DUPLICATE",
     "WHY_LOW_IOU",
@@ -62,6 +68,7 @@ __all__ = [
     "ArrayJob",
     "CocoSummary",
     "Matching",
+    "VectorEval",
     "coco_classes",
     "coco_pair_ious",
     "coco_results",
@@ -74,5 +81,6 @@ __all__ = [
     "matched_rows",
     "run_cocoeval",
     "run_cocoeval_arrays",
+    "vector_cocoeval",
     "worker_main",
 ]

@@ -1,8 +1,9 @@
-"""COCOeval (faster-coco-eval's or pycocotools') on detections given as arrays.
+"""COCOeval (DetLens' vectorised one, faster-coco-eval's or pycocotools') on detections given as arrays or dicts.
 
 `coco_results` and `run_cocoeval`: result dicts made in one pass from arrays, with the fields `COCO.loadRes` would add;
 `run_cocoeval_arrays`: faster-coco-eval's C++ datasets filled straight from the arrays (no result dict per box);
-`evaluate_arrays` picks between them; `coco_summary` keeps what `Metrics` needs of the COCOeval.
+`evaluate_arrays` picks between them (`core.evalcore.vector` for the default backend); `coco_summary` keeps what
+`Metrics` needs of the COCOeval.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from core.evalcore.matching import coco_pair_ious
+from core.evalcore.vector import VECTOR, vector_cocoeval, vector_cocoeval_xywh
 
 FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
+BACKENDS: tuple[str, ...] = (VECTOR, FASTER, PYCOCOTOOLS)
 
 # pycocotools prints as it goes; its output is swallowed by swapping sys.stdout, which is process-wide: one evaluation
 # at a time, so that two threads (two dashboard sessions) never restore each other's stdout.
@@ -84,6 +87,8 @@ def run_cocoeval(
     failure on an empty list. Copies go in, as COCOeval writes flags into the dicts it is given; `owned`: the caller
     made `results` for this call alone with those fields (`coco_results`), so they are used as they are.
     """
+    if backend == VECTOR:
+        return _vector_on_dicts(gt_dict, results, img_ids, max_dets, owned=owned)
     coco_class, eval_class = coco_classes(backend)
     gt_copy = _gt_copy(gt_dict)
     if owned:
@@ -108,6 +113,35 @@ def run_cocoeval(
         )
         extra = {"print_function": _silent} if backend == FASTER else {}
         return _evaluated(eval_class(coco_gt, coco_dt, iouType="bbox", **extra), img_ids, max_dets)
+
+
+def _vector_on_dicts(
+    gt_dict: dict[str, Any],
+    results: list[dict[str, Any]],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    *,
+    owned: bool,
+):
+    """`vector_cocoeval` of result dicts: their boxes as given ([x, y, w, h]) and areas as `COCO.loadRes` makes them
+    (w * h, or the `area` that `coco_results` put there)."""
+    n = len(results)
+    xywh = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(n, 4)
+    area = (
+        np.array([r["area"] for r in results], dtype=np.float64)
+        if owned
+        else np.array([r["bbox"][2] * r["bbox"][3] for r in results], dtype=np.float64)
+    )
+    return vector_cocoeval_xywh(
+        gt_dict,
+        img_ids,
+        max_dets,
+        np.array([r["image_id"] for r in results], dtype=np.int64),
+        np.array([r["category_id"] for r in results], dtype=np.int64),
+        np.array([r["score"] for r in results], dtype=np.float64),
+        xywh,
+        area,
+    )
 
 
 def _gt_copy(gt_dict: dict[str, Any]) -> dict[str, Any]:
@@ -260,7 +294,10 @@ def evaluate_arrays(
     boxes: np.ndarray,
 ):
     """The finished COCOeval of detections given as arrays (GT image ids, label ids, scores, x1..y2 boxes):
-    `run_cocoeval_arrays` with faster-coco-eval, else `run_cocoeval` on `coco_results`."""
+    `vector_cocoeval` (the default backend), `run_cocoeval_arrays` with faster-coco-eval, else `run_cocoeval` on
+    `coco_results`."""
+    if backend == VECTOR:
+        return vector_cocoeval(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
     if backend == FASTER and _array_path_fits():
         return run_cocoeval_arrays(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
     results = coco_results(image_id, category_id, score, boxes)

@@ -1,8 +1,10 @@
 """COCO box metrics with COCOeval: AP, AP50, AP75, APs/m/l, AR1/10/100, AP per class, PR curves.
 
-The COCOeval is faster-coco-eval's when it is installed (its C++ matching and accumulation give pycocotools' figures:
-equal to 1e-12, the last bit of a precision may differ; tests/test_evaluate.py and scripts/bench_eval.py compare them),
-else pycocotools' own; `Metrics.evaluator` names the one that computed the figures.
+The COCOeval is DetLens' own vectorised one (`core.evalcore.vector`: pycocotools' figures bit for bit, every image
+at once, ~6x faster than faster-coco-eval at a million boxes); DETLENS_COCOEVAL=faster-coco-eval or =pycocotools picks
+one of those instead (faster-coco-eval's C++ gives pycocotools' figures to 1e-12; tests/test_evaluate.py,
+tests/test_vector_cocoeval.py and scripts/bench_eval.py compare them). `Metrics.evaluator` names the one that
+computed the figures.
 
 `evaluate` scores one model's detections (the records schema: pixels, label ids, our content-hash image ids) on the
 images matched in a GroundTruth; `evaluate_results_file` does the same for any COCO results JSON (image and category
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import EVAL_IOU, EVAL_MAX_DETS
-from core.evalcore import FASTER, PYCOCOTOOLS, CocoSummary, coco_summary, evaluate_arrays, run_cocoeval
+from core.evalcore import FASTER, PYCOCOTOOLS, VECTOR, CocoSummary, coco_summary, evaluate_arrays, run_cocoeval
 from core.evaluate.groundtruth import GroundTruth, _one_model, load_ground_truth
 from core.evaluate.validate import GroundTruthError, load_results
 from core.text import fmt_ids
@@ -33,6 +35,7 @@ JSON_KEYS: tuple[str, ...] = (*METRIC_KEYS, "per_class", "evaluator", "maxDets",
 
 
 COCOEVAL_ENV = "DETLENS_COCOEVAL"
+VECTOR_VERSION = 1  # core.evalcore.vector's version: part of every cached evaluation's key
 
 
 @dataclass
@@ -73,16 +76,22 @@ class Metrics:
 
 
 def evaluator_backend() -> str:
-    """The COCOeval in use: faster-coco-eval (same figures, C++ matching and accumulation) when importable, else
-    pycocotools. Set DETLENS_COCOEVAL=pycocotools to force the reference implementation."""
-    if os.environ.get(COCOEVAL_ENV, "").strip().lower() == PYCOCOTOOLS:
+    """The COCOeval in use: DetLens' vectorised COCOeval (pycocotools' figures bit for bit), unless DETLENS_COCOEVAL
+    names faster-coco-eval (when installed) or pycocotools."""
+    wanted = os.environ.get(COCOEVAL_ENV, "").strip().lower()
+    if wanted == PYCOCOTOOLS:
         return PYCOCOTOOLS
-    return FASTER if importlib.util.find_spec("faster_coco_eval") is not None else PYCOCOTOOLS
+    if wanted == FASTER and importlib.util.find_spec("faster_coco_eval") is not None:
+        return FASTER
+    return VECTOR
 
 
 def evaluator_version(backend: str | None = None) -> str:
-    """'faster-coco-eval 1.8.0' or 'pycocotools 2.0.10': the package that computed the metrics, with its version."""
+    """'detlens-vector 1 (pycocotools 2.0.10 figures)', 'faster-coco-eval 1.8.0' or 'pycocotools 2.0.10': what
+    computed the metrics, with its version."""
     backend = backend or evaluator_backend()
+    if backend == VECTOR:
+        return f"{VECTOR} {VECTOR_VERSION} (pycocotools {importlib.metadata.version('pycocotools')} figures)"
     dist = "faster-coco-eval" if backend == FASTER else "pycocotools"
     return f"{dist} {importlib.metadata.version(dist)}"
 
