@@ -9,6 +9,7 @@ import io
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -236,6 +237,47 @@ def test_faster_coco_eval_gives_pycocotools_figures(case):
     assert np.isfinite(reference["AP"]) and reference["AP"] > 0.05, "a case with something to measure"
     for key, want in reference.items():
         np.testing.assert_allclose(faster[key], want, rtol=0, atol=1e-12, err_msg=key)
+
+
+def _synthetic_1000() -> tuple[dict, list[dict]]:
+    """scripts/bench_eval.py's seeded 1,000-image case (crowds, jittered copies of another class, duplicates, false
+    positives) as a COCO ground truth and results."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_eval", Path(__file__).resolve().parent.parent / "scripts" / "bench_eval.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    doc, det = bench.synthetic(1000, 0)
+    gt = ev.load_ground_truth(json.dumps(doc).encode(), image_names={f"{i:016x}": f"img{i}.jpg" for i in range(1000)})
+    from core.evaluate import coco
+
+    return gt.raw, coco.detections_to_results(det, gt.image_id_map)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [lambda: _gallery_case(0), lambda: _gallery_case(1), _synthetic_1000],
+    ids=["gallery-0", "gallery-1", "synthetic-1000"],
+)
+def test_the_default_evaluator_gives_pycocotools_figures_exactly(case):
+    """DetLens' vectorised COCOeval (the default) against pycocotools on the bundled gallery and on a synthetic
+    1,000-image case: every summary figure, per-class AP, precision and score array identical."""
+    from core.evaluate import coco
+
+    doc, results = case()
+    gt = ev.load_ground_truth(json.dumps(doc).encode())
+    ids = [im["id"] for im in gt.raw["images"]]
+    got = {}
+    for backend in (coco.PYCOCOTOOLS, coco.VECTOR):
+        e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
+        got[backend] = _figures(coco._metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+    assert coco.evaluator_backend() == coco.VECTOR
+    assert np.isfinite(got[coco.PYCOCOTOOLS]["AP"]) and got[coco.PYCOCOTOOLS]["AP"] > 0.05, "something to measure"
+    assert got[coco.VECTOR].keys() == got[coco.PYCOCOTOOLS].keys()
+    for key, want in got[coco.PYCOCOTOOLS].items():
+        np.testing.assert_array_equal(got[coco.VECTOR][key], want, err_msg=key)
 
 
 @pytest.mark.parametrize(
