@@ -117,147 +117,204 @@ def vector_cocoeval_xywh(
     p = coco_params(max_dets)
     p.imgIds = np.unique(np.asarray(img_ids, dtype=np.int64)).tolist()
     p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
-    imgs, cats = np.asarray(p.imgIds, dtype=np.int64), np.asarray(p.catIds, dtype=np.int64)
-    n_t, n_r, n_k, n_a, n_m = len(p.iouThrs), len(p.recThrs), len(cats), len(p.areaRng), len(p.maxDets)
-    max_det = p.maxDets[-1]
+    gt = _ground_truth(gt_dict, p)
+    dt = _detections(p, image_id, category_id, score, xywh, area)
+    matches = _match(p, gt, dt)
+    precision, recall, scores = _accumulate(p, gt, dt, matches)
+    ev = VectorEval(params=p, eval={"precision": precision, "recall": recall, "scores": scores})
+    ev.stats = _summarize(ev)
+    return ev
 
-    # Ground truth on the evaluated images and categories, dataset order.
+
+@dataclass(frozen=True)
+class _GroundTruth:
+    """GT boxes on the evaluated images and categories, dataset order; `key`: image index * K + category index;
+    `ignored`: pycocotools' gtIgnore per area range (A, G); `counted`: its npig per (category, area range)."""
+
+    key: np.ndarray
+    ann_id: np.ndarray
+    crowd: np.ndarray
+    xywh: np.ndarray
+    ignored: np.ndarray
+    counted: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Detections:
+    """Detections on the evaluated images and categories, in (image, category, rank) order, each (image, category)
+    by decreasing score (stable) and cut to the largest maxDets; `k`: category index."""
+
+    key: np.ndarray
+    k: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+    xywh: np.ndarray
+    area: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Matches:
+    """The greedy matching of the tracked detections (those with a candidate GT box; `tracked[d]`: their index, -1
+    for the rest, which never match) per (area range, threshold): the GT id matched (0: none, pycocotools'
+    dtMatches) and whether that GT is ignored."""
+
+    tracked: np.ndarray
+    gt_id: np.ndarray
+    gt_ignored: np.ndarray
+
+
+def _codes(p: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(p.imgIds, dtype=np.int64), np.asarray(p.catIds, dtype=np.int64)
+
+
+def _ground_truth(gt_dict: dict[str, Any], p: SimpleNamespace) -> _GroundTruth:
+    imgs, cats = _codes(p)
     anns = gt_dict["annotations"]
-    g_img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
-    g_cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
-    g_on = np.flatnonzero(np.isin(g_img, imgs) & np.isin(g_cat, cats))
-    g_img, g_cat = g_img[g_on], g_cat[g_on]
-    g_id = np.array([anns[i]["id"] for i in g_on.tolist()], dtype=np.int64)
-    g_area = np.array([anns[i]["area"] for i in g_on.tolist()], dtype=np.float64)
-    g_crowd = np.array([bool(anns[i]["iscrowd"]) for i in g_on.tolist()], dtype=bool)
-    g_xywh = np.array([anns[i]["bbox"] for i in g_on.tolist()], dtype=np.float64).reshape(-1, 4)
-    g_key = np.searchsorted(imgs, g_img) * n_k + np.searchsorted(cats, g_cat)
-    # GT outside each area range (or crowd): pycocotools' gtIgnore per area range, (A, G).
+    img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
+    cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
+    on = np.flatnonzero(np.isin(img, imgs) & np.isin(cat, cats)).tolist()
+    img, k = np.searchsorted(imgs, img[on]), np.searchsorted(cats, cat[on])
+    area = np.array([anns[i]["area"] for i in on], dtype=np.float64)
+    crowd = np.array([bool(anns[i]["iscrowd"]) for i in on], dtype=bool)
     lo = np.array([r[0] for r in p.areaRng], dtype=np.float64)[:, None]
     hi = np.array([r[1] for r in p.areaRng], dtype=np.float64)[:, None]
-    g_ign = g_crowd[None, :] | (g_area[None, :] < lo) | (g_area[None, :] > hi)
-    # npig per (category, area range): the GT boxes that count.
-    g_k = np.searchsorted(cats, g_cat)
-    npig = np.stack([np.bincount(g_k[~g_ign[a]], minlength=n_k) for a in range(n_a)], axis=1)  # (K, A)
+    ignored = crowd[None, :] | (area[None, :] < lo) | (area[None, :] > hi)
+    return _GroundTruth(
+        key=img * len(cats) + k,
+        ann_id=np.array([anns[i]["id"] for i in on], dtype=np.int64),
+        crowd=crowd,
+        xywh=np.array([anns[i]["bbox"] for i in on], dtype=np.float64).reshape(-1, 4),
+        ignored=ignored,
+        counted=np.stack([np.bincount(k[~row], minlength=len(cats)) for row in ignored], axis=1),  # (K, A)
+    )
 
-    # Detections on the evaluated images and categories, each (image, category) by decreasing score (stable), cut to
-    # the largest maxDets.
-    d_i, in_imgs = _lookup(imgs, np.asarray(image_id, dtype=np.int64))
-    d_k, in_cats = _lookup(cats, np.asarray(category_id, dtype=np.int64))
+
+def _detections(
+    p: SimpleNamespace, image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, xywh, area
+) -> _Detections:
+    imgs, cats = _codes(p)
+    i, in_imgs = _lookup(imgs, np.asarray(image_id, dtype=np.int64))
+    k, in_cats = _lookup(cats, np.asarray(category_id, dtype=np.int64))
     on = np.flatnonzero(in_imgs & in_cats)
-    d_i, d_k, d_score = d_i[on], d_k[on], np.asarray(score, dtype=np.float64)[on]
-    d_key = d_i * n_k + d_k
-    order = _stable_order(d_key, -d_score)
-    on, d_i, d_k, d_key, d_score = on[order], d_i[order], d_k[order], d_key[order], d_score[order]
-    _, rank = _segments(d_key)
-    keep = rank < max_det
-    on, d_i, d_k, d_key, d_score, rank = on[keep], d_i[keep], d_k[keep], d_key[keep], d_score[keep], rank[keep]
-    d_xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)[on]
-    d_area = np.asarray(area, dtype=np.float64)[on]
-    n_d = len(d_key)
+    key, sc = i[on] * len(cats) + k[on], np.asarray(score, dtype=np.float64)[on]
+    order = _stable_order(key, -sc)
+    on, key = on[order], key[order]
+    _, rank = _segments(key)
+    keep = rank < p.maxDets[-1]
+    on = on[keep]
+    return _Detections(
+        key=key[keep],
+        k=k[on],
+        score=sc[order][keep],
+        rank=rank[keep],
+        xywh=np.asarray(xywh, dtype=np.float64).reshape(-1, 4)[on],
+        area=np.asarray(area, dtype=np.float64)[on],
+    )
 
-    # Candidate (detection, GT) pairs: same image and category, IoU at or above the lowest threshold.
-    thr = np.minimum(p.iouThrs, 1 - 1e-10)
-    g_sorted = np.argsort(g_key, kind="stable")
-    g_lo = np.searchsorted(g_key[g_sorted], d_key, side="left")
-    g_n = np.searchsorted(g_key[g_sorted], d_key, side="right") - g_lo
-    c_d = np.repeat(np.arange(n_d), g_n)
+
+def _candidates(gt: _GroundTruth, dt: _Detections, lowest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(detection, GT, IoU) of every same-(image, category) pair with IoU >= `lowest` (pycocotools' IoUs)."""
+    g_sorted = np.argsort(gt.key, kind="stable")
+    g_lo = np.searchsorted(gt.key[g_sorted], dt.key, side="left")
+    g_n = np.searchsorted(gt.key[g_sorted], dt.key, side="right") - g_lo
+    c_d = np.repeat(np.arange(len(dt.key)), g_n)
     c_first = np.cumsum(g_n) - g_n
     c_g = g_sorted[np.repeat(g_lo, g_n) + np.arange(int(g_n.sum())) - np.repeat(c_first, g_n)]
-    c_iou = coco_pair_ious(d_xywh[c_d], g_xywh[c_g], g_crowd[c_g])
-    near = c_iou >= thr.min()
-    c_d, c_g, c_iou = c_d[near], c_g[near], c_iou[near]
+    c_iou = coco_pair_ious(dt.xywh[c_d], gt.xywh[c_g], gt.crowd[c_g])
+    near = c_iou >= lowest
+    return c_d[near], c_g[near], c_iou[near]
 
-    # Greedy matching, rank by rank; lanes (area range, threshold). Only detections with a candidate are tracked.
+
+def _match(p: SimpleNamespace, gt: _GroundTruth, dt: _Detections) -> _Matches:
+    """pycocotools' evaluateImg matching for every (image, category) at once: rank by rank, each lane (area range,
+    threshold) of each detection takes its best free candidate (GT not ignored first, then highest IoU, then the
+    later GT: pycocotools' scan order); crowd GT stay free."""
+    thr = np.minimum(p.iouThrs, 1 - 1e-10)
+    n_a, n_t, n_d = len(p.areaRng), len(thr), len(dt.key)
+    c_d, c_g, c_iou = _candidates(gt, dt, float(thr.min()))
     special = np.unique(c_d)
-    s_at = np.full(n_d, -1, dtype=np.int64)
-    s_at[special] = np.arange(len(special))
-    m_id = np.zeros((n_a, n_t, len(special)), dtype=np.int64)  # matched GT id, 0: none (pycocotools' dtMatches)
-    m_ign = np.zeros((n_a, n_t, len(special)), dtype=bool)  # matched an ignored GT
-    taken = np.zeros((n_a, n_t, len(g_id)), dtype=bool)
-    c_rank = rank[c_d]
+    tracked = np.full(n_d, -1, dtype=np.int64)
+    tracked[special] = np.arange(len(special))
+    gt_id = np.zeros((n_a, n_t, len(special)), dtype=np.int64)
+    gt_ignored = np.zeros((n_a, n_t, len(special)), dtype=bool)
+    taken = np.zeros((n_a, n_t, len(gt.key)), dtype=bool)
+    c_rank = dt.rank[c_d]
     by_rank = np.argsort(c_rank, kind="stable")
     starts = np.searchsorted(c_rank[by_rank], np.unique(c_rank), side="left")
-    for chunk in np.split(by_rank, starts[1:]) if len(by_rank) else []:
+    for chunk in np.split(by_rank, starts[1:]) if len(by_rank) else []:  # one rank: distinct (image, category)
         cd, cg, ci = c_d[chunk], c_g[chunk], c_iou[chunk]
         for a in range(n_a):
-            ok = (ci[None, :] >= thr[:, None]) & ~(taken[a][:, cg] & ~g_crowd[cg][None, :])  # (T, C)
-            t_idx, c_idx = np.nonzero(ok)
+            free = ~(taken[a][:, cg] & ~gt.crowd[cg][None, :])
+            t_idx, c_idx = np.nonzero((ci[None, :] >= thr[:, None]) & free)  # (T, C) eligible
             if not len(t_idx):
                 continue
             lane = t_idx * n_d + cd[c_idx]
-            # Best per lane: GT not ignored first, then highest IoU, then the later GT (pycocotools' scan order).
-            pick = np.lexsort((-cg[c_idx], -ci[c_idx], g_ign[a][cg[c_idx]], lane))
+            pick = np.lexsort((-cg[c_idx], -ci[c_idx], gt.ignored[a][cg[c_idx]], lane))
             first = pick[np.r_[True, lane[pick][1:] != lane[pick][:-1]]]
-            t_w, g_w, s_w = t_idx[first], cg[c_idx[first]], s_at[cd[c_idx[first]]]
-            m_id[a, t_w, s_w] = g_id[g_w]
-            m_ign[a, t_w, s_w] = g_ign[a][g_w]
+            t_w, g_w, s_w = t_idx[first], cg[c_idx[first]], tracked[cd[c_idx[first]]]
+            gt_id[a, t_w, s_w] = gt.ann_id[g_w]
+            gt_ignored[a, t_w, s_w] = gt.ignored[a][g_w]
             taken[a, t_w, g_w] = True
+    return _Matches(tracked, gt_id, gt_ignored)
 
-    # Accumulate: per category, detections by decreasing score, stable over (image id order, rank): the detections
-    # are in (image, category, rank) order already, so a stable sort by (category, -score) keeps those ties so.
-    acc = _stable_order(d_k, -d_score)
+
+def _accumulate(
+    p: SimpleNamespace, gt: _GroundTruth, dt: _Detections, matches: _Matches
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pycocotools' accumulate: precision (T, R, K, A, M), recall (T, K, A, M) and scores (T, R, K, A, M), -1 where
+    a category has no GT box that counts. Per category, detections by decreasing score, stable over (image id order,
+    rank): they are in (image, category, rank) order already, so a stable sort by (category, -score) keeps those
+    ties so. Precision and recall are read at the tracked detections (and the first): only there can they rise."""
+    n_t, n_r, n_k, n_a, n_m = len(p.iouThrs), len(p.recThrs), len(p.catIds), len(p.areaRng), len(p.maxDets)
+    acc = _stable_order(dt.k, -dt.score)
     precision = -np.ones((n_t, n_r, n_k, n_a, n_m))
     recall = -np.ones((n_t, n_k, n_a, n_m))
     scores = -np.ones((n_t, n_r, n_k, n_a, n_m))
-    eps = np.spacing(1)
     for m, md in enumerate(p.maxDets):
-        seq = acc if md >= max_det else acc[rank[acc] < md]  # detections in accumulation order
-        k_seq = d_k[seq]
-        k_start = np.searchsorted(k_seq, np.arange(n_k + 1), side="left")
-        tracked = s_at[seq]
+        seq = acc if md >= p.maxDets[-1] else acc[dt.rank[acc] < md]  # detections in accumulation order
+        k_start = np.searchsorted(dt.k[seq], np.arange(n_k + 1), side="left")
+        tracked = matches.tracked[seq]
         s_pos = np.flatnonzero(tracked >= 0)  # positions of tracked detections in seq
-        s_idx = tracked[s_pos]
-        area_seq = d_area[seq]
-        untracked = tracked < 0
+        s_kstart = np.searchsorted(dt.k[seq][s_pos], np.arange(n_k + 1), side="left")
+        area = dt.area[seq]
         for a in range(n_a):
-            out = (area_seq < p.areaRng[a][0]) | (area_seq > p.areaRng[a][1])
-            # Untracked detections: false positives unless outside the area range (then ignored).
-            base_fp = np.cumsum(untracked & ~out)
-            mid = m_id[a][:, s_idx]  # (T, S)
-            ign = m_ign[a][:, s_idx] | ((mid == 0) & out[s_pos][None, :])
+            out = (area < p.areaRng[a][0]) | (area > p.areaRng[a][1])
+            base_fp = np.cumsum((tracked < 0) & ~out)  # untracked: false positives unless outside the area range
+            mid = matches.gt_id[a][:, tracked[s_pos]]  # (T, S)
+            ign = matches.gt_ignored[a][:, tracked[s_pos]] | ((mid == 0) & out[s_pos][None, :])
             tp = np.cumsum((mid != 0) & ~ign, axis=1)
             fp = np.cumsum((mid == 0) & ~ign, axis=1)
-            s_k = k_seq[s_pos]
-            s_kstart = np.searchsorted(s_k, np.arange(n_k + 1), side="left")
             for k in range(n_k):
-                nd = k_start[k + 1] - k_start[k]
-                if npig[k, a] == 0:
+                npig = gt.counted[k, a]
+                if npig == 0:
                     continue
-                if nd == 0:
-                    recall[:, k, a, m] = 0
-                    precision[:, :, k, a, m] = 0
-                    scores[:, :, k, a, m] = 0
+                lo, hi = k_start[k], k_start[k + 1]
+                if hi == lo:  # GT but no detection: recall 0, precision 0
+                    recall[:, k, a, m] = precision[:, :, k, a, m] = scores[:, :, k, a, m] = 0
                     continue
-                lo_s, hi_s = s_kstart[k], s_kstart[k + 1]
-                pos = s_pos[lo_s:hi_s] - k_start[k]  # tracked positions within the category
-                before_tp = tp[:, lo_s - 1] if lo_s > 0 else np.zeros(n_t, dtype=np.int64)
-                before_fp = fp[:, lo_s - 1] if lo_s > 0 else np.zeros(n_t, dtype=np.int64)
-                base0 = base_fp[k_start[k] - 1] if k_start[k] > 0 else 0
-                tp_k = (tp[:, lo_s:hi_s] - before_tp[:, None]).astype(float)
-                fp_k = (fp[:, lo_s:hi_s] - before_fp[:, None] + (base_fp[k_start[k] + pos] - base0)[None, :]).astype(
-                    float
-                )
-                if len(pos) == 0 or pos[0] != 0:  # the first detection: precision and recall 0 (no TP before)
-                    base_first = float(base_fp[k_start[k]] - base0)
+                ls, hs = s_kstart[k], s_kstart[k + 1]
+                pos = s_pos[ls:hs] - lo  # tracked positions within the category
+                tp0 = tp[:, ls - 1] if ls > 0 else np.zeros(n_t, dtype=np.int64)
+                fp0 = fp[:, ls - 1] if ls > 0 else np.zeros(n_t, dtype=np.int64)
+                base0 = base_fp[lo - 1] if lo > 0 else 0
+                tp_k = (tp[:, ls:hs] - tp0[:, None]).astype(float)
+                fp_k = (fp[:, ls:hs] - fp0[:, None] + (base_fp[lo + pos] - base0)[None, :]).astype(float)
+                if len(pos) == 0 or pos[0] != 0:  # the first detection, untracked: no true positive yet
                     pos = np.r_[0, pos]
                     tp_k = np.concatenate([np.zeros((n_t, 1)), tp_k], axis=1)
-                    fp_k = np.concatenate([np.full((n_t, 1), base_first), fp_k], axis=1)
-                rc = tp_k / npig[k, a]
-                pr = tp_k / (fp_k + tp_k + eps)
-                env = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-                tp_total = tp[:, hi_s - 1] - before_tp if hi_s > lo_s else np.zeros(n_t, dtype=np.int64)
-                recall[:, k, a, m] = tp_total.astype(float) / npig[k, a]
-                k_scores = d_score[seq[k_start[k] + pos]]
+                    fp_k = np.concatenate([np.full((n_t, 1), float(base_fp[lo] - base0)), fp_k], axis=1)
+                rc = tp_k / npig
+                pr = tp_k / (fp_k + tp_k + np.spacing(1))
+                env = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # pycocotools' precision envelope
+                recall[:, k, a, m] = (tp[:, hs - 1] - tp0 if hs > ls else np.zeros(n_t, dtype=np.int64)) / npig
+                k_scores = dt.score[seq[lo + pos]]
                 for t in range(n_t):
                     j = np.searchsorted(rc[t], p.recThrs, side="left")
                     hit = j < len(pos)
                     jj = np.where(hit, j, 0)
                     precision[t, :, k, a, m] = np.where(hit, env[t][jj], 0.0)
                     scores[t, :, k, a, m] = np.where(hit, k_scores[jj], 0.0)
-    ev = VectorEval(params=p, eval={"precision": precision, "recall": recall, "scores": scores})
-    ev.stats = _summarize(ev)
-    return ev
+    return precision, recall, scores
 
 
 def _summarize(ev: VectorEval) -> np.ndarray:
