@@ -17,6 +17,7 @@ import torch
 from torchvision.ops import box_iou
 
 from core.config import AGREEMENT_IOU
+from core.evalcore.matching import key_pairs
 from core.records import latest_run
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "both", "only_a", "only_b", "mean_iou")
@@ -110,29 +111,6 @@ def pair_ious(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     return np.nan_to_num(ious, nan=0.0)
 
 
-def _candidates(key_a: np.ndarray, key_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (i, j) with key_a[i] == key_b[j], i ascending then j ascending (keys: non-negative int64)."""
-    order_a = np.argsort(key_a, kind="stable")
-    order_b = np.argsort(key_b, kind="stable")
-    sorted_a, sorted_b = key_a[order_a], key_b[order_b]
-    keys, start_a, count_a = np.unique(sorted_a, return_index=True, return_counts=True)
-    start_b = np.searchsorted(sorted_b, keys, side="left")
-    count_b = np.searchsorted(sorted_b, keys, side="right") - start_b
-    # each A box (in key order) pairs with every B box of its key
-    per_a = np.repeat(count_b, count_a)
-    first_b = np.repeat(start_b, count_a)
-    keep = per_a > 0
-    rows_a, per_a, first_b = order_a[keep], per_a[keep], first_b[keep]
-    total = int(per_a.sum())
-    if not total:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    offsets = np.cumsum(per_a) - per_a
-    local = np.arange(total, dtype=np.int64) - np.repeat(offsets, per_a)
-    i = np.repeat(rows_a, per_a).astype(np.int64)
-    j = order_b[np.repeat(first_b, per_a) + local].astype(np.int64)
-    return i, j
-
-
 def match_grouped(
     group_a: np.ndarray,
     label_a: np.ndarray,
@@ -158,7 +136,7 @@ def match_grouped(
     if not len(group_a) or not len(group_b):
         return empty
     n_labels = int(max(label_a.max(), label_b.max())) + 1
-    i, j = _candidates(group_a * n_labels + label_a, group_b * n_labels + label_b)
+    i, j = key_pairs(group_a * n_labels + label_a, group_b * n_labels + label_b)
     values = pair_ious(boxes_a[i], boxes_b[j])
     hit = values >= iou
     i, j, values = i[hit], j[hit], values[hit]

@@ -44,6 +44,7 @@ from core.evalcore.matching import (
     Matching,
     coco_pair_ious,
     greedy_match,
+    key_pairs,
     match_order,
     matched_rows,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "evaluate_job",
     "gc_paused",
     "greedy_match",
+    "key_pairs",
     "match_order",
     "matched_rows",
     "run_cocoeval",

@@ -48,6 +48,29 @@ class Matching:
     matched_score: np.ndarray
 
 
+def key_pairs(key_a: np.ndarray, key_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with key_a[i] == key_b[j], i ascending then j ascending (keys: non-negative int64)."""
+    order_a = np.argsort(key_a, kind="stable")
+    order_b = np.argsort(key_b, kind="stable")
+    sorted_a, sorted_b = key_a[order_a], key_b[order_b]
+    keys, start_a, count_a = np.unique(sorted_a, return_index=True, return_counts=True)
+    start_b = np.searchsorted(sorted_b, keys, side="left")
+    count_b = np.searchsorted(sorted_b, keys, side="right") - start_b
+    # each A box (in key order) pairs with every B box of its key
+    per_a = np.repeat(count_b, count_a)
+    first_b = np.repeat(start_b, count_a)
+    keep = per_a > 0
+    rows_a, per_a, first_b = order_a[keep], per_a[keep], first_b[keep]
+    total = int(per_a.sum())
+    if not total:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    offsets = np.cumsum(per_a) - per_a
+    local = np.arange(total, dtype=np.int64) - np.repeat(offsets, per_a)
+    i = np.repeat(rows_a, per_a).astype(np.int64)
+    j = order_b[np.repeat(first_b, per_a) + local].astype(np.int64)
+    return i, j
+
+
 def greedy_match(
     d_img: np.ndarray,
     d_score: np.ndarray,

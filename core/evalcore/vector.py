@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from core.evalcore.matching import coco_pair_ious
+from core.evalcore.matching import coco_pair_ious, key_pairs
 
 VECTOR = "detlens-vector"  # the backend name of this evaluator
 
@@ -214,12 +214,7 @@ def _detections(
 
 def _candidates(gt: _GroundTruth, dt: _Detections, lowest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(detection, GT, IoU) of every same-(image, category) pair with IoU >= `lowest` (pycocotools' IoUs)."""
-    g_sorted = np.argsort(gt.key, kind="stable")
-    g_lo = np.searchsorted(gt.key[g_sorted], dt.key, side="left")
-    g_n = np.searchsorted(gt.key[g_sorted], dt.key, side="right") - g_lo
-    c_d = np.repeat(np.arange(len(dt.key)), g_n)
-    c_first = np.cumsum(g_n) - g_n
-    c_g = g_sorted[np.repeat(g_lo, g_n) + np.arange(int(g_n.sum())) - np.repeat(c_first, g_n)]
+    c_d, c_g = key_pairs(dt.key, gt.key)
     c_iou = coco_pair_ious(dt.xywh[c_d], gt.xywh[c_g], gt.crowd[c_g])
     near = c_iou >= lowest
     return c_d[near], c_g[near], c_iou[near]
