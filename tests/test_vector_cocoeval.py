@@ -170,3 +170,13 @@ def test_faster_coco_eval_agrees_to_the_last_bits():
     )
     for name in ("stats", "precision", "scores"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name)[: len(getattr(got, name))], atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50])
+def test_candidate_pairs_made_in_chunks_give_the_same_evaluation(monkeypatch, chunk):
+    from core.evalcore import vector
+
+    case = corner_case(2, grid=True)
+    whole = vector_cocoeval(case[0], case[5], (1, 10, 100), *case[1:5])
+    monkeypatch.setattr(vector, "PAIR_CHUNK", chunk)
+    assert_same_evaluation(vector_cocoeval(case[0], case[5], (1, 10, 100), *case[1:5]), whole)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from core.evalcore.matching import coco_pair_ious, key_pairs
+from core.evalcore.matching import PAIR_CHUNK, coco_pair_ious, key_pairs
 
 VECTOR = "detlens-vector"  # the backend name of this evaluator
 
@@ -213,11 +213,23 @@ def _detections(
 
 
 def _candidates(gt: _GroundTruth, dt: _Detections, lowest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(detection, GT, IoU) of every same-(image, category) pair with IoU >= `lowest` (pycocotools' IoUs)."""
-    c_d, c_g = key_pairs(dt.key, gt.key)
-    c_iou = coco_pair_ious(dt.xywh[c_d], gt.xywh[c_g], gt.crowd[c_g])
-    near = c_iou >= lowest
-    return c_d[near], c_g[near], c_iou[near]
+    """(detection, GT, IoU) of every same-(image, category) pair with IoU >= `lowest` (pycocotools' IoUs), made
+    about PAIR_CHUNK pairs at a time (a crowded scene pairs each detection with every GT box of its class)."""
+    g_keys = np.sort(gt.key)
+    per_det = np.searchsorted(g_keys, dt.key, side="right") - np.searchsorted(g_keys, dt.key, side="left")
+    ends = np.cumsum(per_det)
+    cuts = np.unique(np.r_[0, np.searchsorted(ends, np.arange(PAIR_CHUNK, ends[-1] if len(ends) else 0, PAIR_CHUNK)),
+                           len(dt.key)])  # fmt: skip
+    parts = []
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        c_d, c_g = key_pairs(dt.key[a:b], gt.key)
+        c_d += a
+        c_iou = coco_pair_ious(dt.xywh[c_d], gt.xywh[c_g], gt.crowd[c_g])
+        near = c_iou >= lowest
+        parts.append((c_d[near], c_g[near], c_iou[near]))
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+    return tuple(np.concatenate(col) for col in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
 def _match(p: SimpleNamespace, gt: _GroundTruth, dt: _Detections) -> _Matches:
