@@ -419,3 +419,47 @@ def test_openvino_compiles_for_latency_on_the_given_threads_and_says_so(tmp_path
     assert (model.options["INFERENCE_NUM_THREADS"], model.options["NUM_STREAMS"]) == ("2", "1")
     out = model([torch.rand(3, 40, 60)])[0]
     assert out["boxes"][1].tolist() == pytest.approx([12.0, 12.0, 54.0, 32.0], rel=1e-2)  # any size, scaled to it
+
+
+@pytest.mark.parametrize(
+    ("name", "scope"),
+    [(SMALL, runtimes.COMPILE_SCOPE_MODEL), ("fasterrcnn_mobilenet_v3_large_320_fpn", runtimes.COMPILE_SCOPE_BACKBONE)],
+)
+def test_compile_takes_the_backbone_of_a_two_stage_detector_and_the_whole_of_the_others(monkeypatch, name, scope):
+    compiled = []
+
+    def fake_compile(module, **kwargs):
+        compiled.append((module, kwargs))
+        return module
+
+    monkeypatch.setattr(runtimes.torch, "compile", fake_compile)
+    module = build_model(get_model(name), parse_weights("untrained")).module.eval()
+    backbone = module.backbone
+    variant = runtimes.CompiledModel(module)
+    assert variant.scope == scope
+    assert [kw for _, kw in compiled] == [{"dynamic": True}]
+    assert compiled[0][0] is (backbone if scope == runtimes.COMPILE_SCOPE_BACKBONE else module)
+
+
+@pytest.mark.slow
+def test_a_compiled_two_stage_detector_gives_the_eager_boxes():
+    """Faster R-CNN's compile runtime on the CPU (backbone compiled, heads eager): its first call finishes (a whole-model
+    compile did not within 15 minutes) and gives eager's boxes, on two image sizes (dynamic shapes)."""
+    import copy
+
+    from tests.test_engine import FRCNN_SMALL, _decisive
+
+    module = _decisive(FRCNN_SMALL)
+    eager = copy.deepcopy(module)
+    torch._dynamo.reset()
+    variant = runtimes.CompiledModel(module)
+    gen = torch.Generator().manual_seed(2)
+    for size in ((96, 128), (120, 90)):
+        image = torch.rand(3, *size, generator=gen)
+        with torch.inference_mode():
+            got, want = variant([image])[0], eager([image])[0]
+        assert (want["scores"] >= 0.5).sum() > 0, "decisive boxes to compare"
+        assert torch.equal(got["labels"], want["labels"])
+        torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=0)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "the backbone ran compiled"
