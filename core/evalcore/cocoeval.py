@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.evalcore.matching import coco_pair_ious
-from core.evalcore.vector import VECTOR, vector_cocoeval, vector_cocoeval_xywh
+from core.evalcore.vector import VECTOR, coco_xywh, vector_cocoeval, vector_cocoeval_xywh
 
 FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
 BACKENDS: tuple[str, ...] = (VECTOR, FASTER, PYCOCOTOOLS)
@@ -33,17 +33,16 @@ def coco_results(
 ) -> list[dict[str, Any]]:
     """COCO result dicts ([x, y, w, h] from x1, y1, x2, y2; full precision) with the fields `COCO.loadRes` adds
     (id = position + 1, area = w * h, iscrowd 0), made in one pass, for `run_cocoeval(..., owned=True)`."""
-    x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
-    w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
+    xywh, area = coco_xywh(boxes)
     return [
         {"image_id": i, "category_id": c, "bbox": bb, "score": s, "id": k, "area": ar, "iscrowd": 0}
         for k, i, c, bb, s, ar in zip(
             range(1, len(score) + 1),
             np.asarray(image_id, dtype=np.int64).tolist(),
             np.asarray(category_id, dtype=np.int64).tolist(),
-            np.column_stack([x1, y1, w, h]).tolist(),
+            xywh.tolist(),
             np.asarray(score, dtype=np.float64).tolist(),
-            (w * h).tolist(),
+            area.tolist(),
             strict=True,
         )
     ]
@@ -259,9 +258,7 @@ def run_cocoeval_arrays(
     image_id = np.asarray(image_id, dtype=np.int64)
     category_id = np.asarray(category_id, dtype=np.int64)
     score = np.asarray(score, dtype=np.float64)
-    x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
-    w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
-    xywh, area = np.stack([x1, y1, w, h], axis=1), w * h
+    xywh, area = coco_xywh(boxes)
     with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _coco_api(COCO, _gt_copy(gt_dict))
         return _evaluated(ArrayCOCOeval(coco_gt, None, iouType="bbox", print_function=_silent), img_ids, max_dets)

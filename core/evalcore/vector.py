@@ -85,6 +85,14 @@ def _stable_order(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
     return order[np.argsort(m, kind="stable")]
 
 
+def coco_xywh(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCO result boxes of x1, y1, x2, y2 rows: [x, y, w, h] (float64) and their areas w * h (`COCO.loadRes`)."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
+    w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
+    return np.stack([x1, y1, w, h], axis=1), w * h
+
+
 def vector_cocoeval(
     gt_dict: dict[str, Any],
     img_ids: list[int],
@@ -96,11 +104,7 @@ def vector_cocoeval(
 ) -> VectorEval:
     """pycocotools' COCOeval (bbox, categories on) of detections given as arrays (GT image ids, category ids,
     scores, x1, y1, x2, y2 boxes) on `img_ids`: evaluated, accumulated and summarized."""
-    boxes = np.asarray(boxes).reshape(-1, 4)
-    x1, y1 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
-    w, h = boxes[:, 2].astype(np.float64) - x1, boxes[:, 3].astype(np.float64) - y1
-    xywh = np.stack([x1, y1, w, h], axis=1)
-    return vector_cocoeval_xywh(gt_dict, img_ids, max_dets, image_id, category_id, score, xywh, w * h)
+    return vector_cocoeval_xywh(gt_dict, img_ids, max_dets, image_id, category_id, score, *coco_xywh(boxes))
 
 
 def vector_cocoeval_xywh(
