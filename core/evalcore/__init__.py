@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from core.evalcore.cocoeval import (
     ARRAY_PATH_VERSIONS,
-    BACKENDS,
     FASTER,
     PYCOCOTOOLS,
     CocoSummary,
@@ -52,7 +51,6 @@ from core.evalcore.vector import VECTOR, VectorEval, vector_cocoeval
 
 __all__ = [
     "ARRAY_PATH_VERSIONS",
-    "BACKENDS",
     "FASTER",
     "OUT_FN",
     "OUT_FP",

@@ -21,7 +21,6 @@ from core.evalcore.matching import coco_pair_ious
 from core.evalcore.vector import VECTOR, coco_xywh, vector_cocoeval, vector_cocoeval_xywh
 
 FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
-BACKENDS: tuple[str, ...] = (VECTOR, FASTER, PYCOCOTOOLS)
 
 # pycocotools prints as it goes; its output is swallowed by swapping sys.stdout, which is process-wide: one evaluation
 # at a time, so that two threads (two dashboard sessions) never restore each other's stdout.
