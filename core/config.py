@@ -15,6 +15,7 @@ HEADLINE_MODELS: tuple[str, ...] = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobil
 WEIGHTS_DEFAULT = "default"
 WEIGHTS_UNTRAINED = "untrained"
 UNTRAINED_SEED = 0  # untrained models are seeded so that two builds give the same output
+UNNAMED_CLASS = "class"  # a checkpoint saved without class names: label id N is named "class N"
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.config import DOWNLOAD_TIMEOUT_S, UNTRAINED_SEED, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
+from core.config import DOWNLOAD_TIMEOUT_S, UNNAMED_CLASS, UNTRAINED_SEED, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
 from core.models import ModelSpec
 
 ProgressFn = Callable[[int, int | None], None]
@@ -412,6 +412,42 @@ _CLASS_KEYS = (
 )
 
 
+def file_class_count(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The number of classes (background included) the checkpoint's classifier was saved with, if it shows one.
+
+    Read as torchvision lays the classifier out: the R-CNN box predictor and FCOS have one row per class, RetinaNet and
+    SSD one per (anchor, class) at each location; the anchors per location come from the model built on `meta`."""
+    key = next((k for k in _CLASS_KEYS if k in state), None)
+    if key is None:
+        return None
+    with torch.device("meta"):
+        own = spec.builder(weights=None, weights_backbone=None).state_dict()
+    if key not in own:
+        return None
+    per_class = own[key].shape[0] // spec.num_classes
+    return int(state[key].shape[0]) // per_class
+
+
+def numbered_categories(n_classes: int) -> tuple[str, ...]:
+    """Names for a checkpoint saved without them: `__background__`, then `class 1` ... `class N-1` (label ids)."""
+    return ("__background__", *(f"{UNNAMED_CLASS} {i}" for i in range(1, n_classes)))
+
+
+def checkpoint_categories(
+    spec: ModelSpec, path: Path, state: Mapping[str, torch.Tensor], class_names: Sequence[str] | None = None
+) -> tuple[tuple[str, ...], str]:
+    """A checkpoint's class names and where they came from: given, its sidecar JSON, the model's own categories when
+    its classifier has their count, else numbered (`class 1`...) from the classifier's size, as torchvision's
+    fine-tuning tutorial saves a state dict and nothing else."""
+    names = read_categories(path, class_names)
+    if names is not None:
+        return names, "given" if class_names is not None else "sidecar JSON"
+    n_file = file_class_count(spec, state)
+    if n_file is None or n_file == spec.num_classes:
+        return spec.categories, f"{spec.name}'s own"
+    return numbered_categories(n_file), f"none given: numbered from the checkpoint's {n_file - 1} classes"
+
+
 def _check_classes(module: nn.Module, state: Mapping[str, torch.Tensor], n_names: int, source: str) -> None:
     """The number of classes read from the checkpoint's classifier must match the names it is given."""
     own = module.state_dict()
@@ -491,14 +527,14 @@ def build_model(
             how = f"scratch ({_norm_layers(module)}) — untrained, seeded"
         else:
             assert choice.path is not None
-            categories = read_categories(choice.path, class_names) or spec.categories
             state = load_state_dict_file(choice.path)
-            module, how = _build_checkpoint(spec, choice.path, tuple(categories), state)
+            categories, named = checkpoint_categories(spec, choice.path, state, class_names)
+            module, how = _build_checkpoint(spec, choice.path, categories, state)
+            how += f"; class names: {named}"
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return BuiltModel(module=module, categories=tuple(categories), weights=choice.label, weights_build=how)
-    return BuiltModel(module=module, categories=tuple(categories), weights=choice.label)
 
 
 # --- checks before a job is queued ----------------------------------------------------------------------------------
@@ -531,8 +567,8 @@ def check_weights(
     if choice.kind == WEIGHTS_UNTRAINED:
         return
     assert choice.path is not None
-    categories = read_categories(choice.path, class_names) or spec.categories
     state = load_state_dict_file(choice.path)
+    categories, _ = checkpoint_categories(spec, choice.path, state, class_names)
     with torch.device("meta"):
         module = spec.builder(weights=None, weights_backbone=None, num_classes=len(categories))
     with warnings.catch_warnings():  # copying into meta parameters is a no-op, and torch says so per tensor

@@ -40,7 +40,8 @@ def settings_ui() -> tuple[RunSettings, str] | None:
             choice = col.selectbox(
                 f"Weights: {m}", [WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED, run_widgets.WEIGHTS_FILE], key=f"run_weights_{m}",
                 help="default: torchvision's COCO weights (downloaded once). untrained: random, for latency only. "
-                "file: your checkpoint (.pth state dict or .safetensors), with its class names for a fine-tuned one.",
+                "file: your checkpoint (.pth state dict or .safetensors); a fine-tuned one with its class names (JSON), "
+                "else its classes are numbered (class 1, class 2, ...).",
             )  # fmt: skip
             weights[m] = run_widgets.weights_file_ui(col, m) if choice == run_widgets.WEIGHTS_FILE else choice
             runtimes[m] = col.multiselect(

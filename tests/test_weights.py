@@ -19,7 +19,9 @@ from core.weights import (
     WeightsUnavailableError,
     build_model,
     cached_weights_path,
+    check_weights,
     ensure_weights_file,
+    file_class_count,
     hub_checkpoint_dir,
     parse_weights,
     read_categories,
@@ -119,11 +121,34 @@ def test_fine_tuned_checkpoint_with_names_given(tmp_path):
     assert built.categories[1:] == ("duck", "goose")
 
 
-def test_fine_tuned_checkpoint_without_names_gives_a_clear_shape_error(tmp_path):
+def test_fine_tuned_checkpoint_without_names_runs_with_numbered_classes(tmp_path):
+    """The tutorial saves a state dict and nothing else: the class count comes from its classifier."""
+    model = _untrained(num_classes=3)
     path = tmp_path / "ducks.pth"
-    torch.save(_untrained(num_classes=3).state_dict(), path)
-    with pytest.raises(WeightsError, match=r"shape mismatch.*class names"):
-        build_model(get_model(SMALL), parse_weights(path))
+    torch.save(model.state_dict(), path)
+    built = build_model(get_model(SMALL), parse_weights(path))
+    assert built.categories == ("__background__", "class 1", "class 2")
+    assert built.weights_build.endswith("class names: none given: numbered from the checkpoint's 2 classes")
+    assert _same_params(built.module, model)
+    check_weights(get_model(SMALL), str(path))  # a job's check before queueing agrees
+
+
+@pytest.mark.parametrize(
+    ("name", "n_classes"),
+    [
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", 2),
+        ("ssdlite320_mobilenet_v3_large", 5),
+        ("retinanet_resnet50_fpn", 4),
+        ("fcos_resnet50_fpn", 3),
+        ("ssd300_vgg16", 7),
+        ("keypointrcnn_resnet50_fpn", 2),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", 91),
+    ],
+)
+def test_the_class_count_is_read_from_each_kind_of_classifier(name, n_classes):
+    spec = get_model(name)
+    state = spec.builder(weights=None, weights_backbone=None, num_classes=n_classes).state_dict()
+    assert file_class_count(spec, state) == n_classes
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
