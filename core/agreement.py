@@ -1,7 +1,8 @@
 """Runtime agreement: does a runtime variant (ONNX Runtime, OpenVINO, torch.compile, another precision) give the boxes
 of eager PyTorch with the same weights on the same images?
 
-For every non-eager series of a run, its reference is the eager series of the same model and weights (fp32 first).
+The reference of a run's series is the eager series of the same model and weights (fp32 first); every other
+series of them (the other runtimes, and eager at another precision) is compared with it.
 Per image, boxes are matched one to one with `core.matching.match_boxes` (same label id, IoU >= `AGREEMENT_IOU`,
 torchvision.ops.box_iou), on the boxes at or above the threshold on either side: a box just under the threshold on
 one side (within `RUNTIME_SCORE_TOL`) still matches its twin above it, so a score that moved by 0.001 across the
@@ -91,20 +92,20 @@ def _runtime_of(inferences: pd.DataFrame) -> pd.Series:
 
 
 def references(inferences: pd.DataFrame) -> dict[str, str]:
-    """series -> its eager reference series (same model and weights; fp32 preferred), for every non-eager series
-    that has one in `inferences`."""
+    """series -> its eager reference series (same model and weights; fp32 preferred), for every other series of that
+    model and weights in `inferences`: the other runtimes, and eager at another precision (`MODEL@eager-bf16`)."""
     if inferences.empty:
         return {}
     frame = inferences.assign(rt_=_runtime_of(inferences), base_=inferences["model"].map(lambda s: split_series(s)[0]))
     kinds = frame.drop_duplicates("model")[["model", "rt_", "base_", "weights", "precision"]]
-    eager = kinds[kinds["rt_"] == RUNTIME_EAGER]
     out = {}
-    for row in kinds[kinds["rt_"] != RUNTIME_EAGER].itertuples(index=False):
-        same = eager[(eager["base_"] == row.base_) & (eager["weights"] == row.weights)]
-        if same.empty:
+    for _, group in kinds.groupby(["base_", "weights"], sort=False):
+        eager = group[group["rt_"] == RUNTIME_EAGER]
+        if eager.empty:
             continue
-        fp32 = same[same["precision"] == "fp32"]
-        out[str(row.model)] = str((fp32 if not fp32.empty else same).iloc[0]["model"])
+        fp32 = eager[eager["precision"] == "fp32"]
+        reference = str((fp32 if not fp32.empty else eager).iloc[0]["model"])
+        out |= {str(m): reference for m in group["model"] if m != reference}
     return out
 
 

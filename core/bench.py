@@ -23,7 +23,7 @@ autocast) x memory format (contiguous, and channels_last with the flag) x eager 
 in images per second against the seed's loop (one image per call, fp32, contiguous, eager), all on tensors already
 on the device so that the ratio is the model path's alone. Per-image ms is the batch time / batch size. Each
 configuration's boxes are matched with the seed loop's (core.agreement, same label, IoU >= 0.5, score >=
-`--threshold`): mean match F1 per image. It runs on the CPU too (fp32 only: autocast needs CUDA there).
+`--threshold`): mean match F1 per image. It runs on the CPU too (fp32, and bf16/fp16 where the CPU has them natively).
 """
 
 from __future__ import annotations

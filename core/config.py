@@ -19,6 +19,7 @@ UNNAMED_CLASS = "class"  # a checkpoint saved without class names: label id N is
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+CPU_PRECISION_NEEDS = {"bf16": "AVX512-BF16 or AMX", "fp16": "AVX512-FP16 or AMX-FP16"}  # CPU autocast
 
 # Loaded detectors kept per process (least recently used ones are dropped; Faster R-CNN is ~170 MB in fp32).
 MAX_LOADED_DETECTORS = 8
@@ -67,7 +68,8 @@ DETECTION_DTYPES: dict[str, str] = {
 # Runtimes (core.runtimes): how a model runs. Eager is the reference every other runtime is measured against.
 RUNTIME_EAGER = "eager"
 RUNTIMES: tuple[str, ...] = (RUNTIME_EAGER, "compile", "onnxruntime", "openvino")
-RUNTIME_TOKENS: tuple[str, ...] = (*RUNTIMES, "openvino-bf16")  # what the Run page offers (any -PRECISION parses)
+# What the Run page offers (any RUNTIME-PRECISION parses on the command line)
+RUNTIME_TOKENS: tuple[str, ...] = (*RUNTIMES, "eager-bf16", "openvino-bf16")
 SERIES_SEP = "@"  # a series name: the model for eager at the run's precision, else MODEL@RUNTIME[-PRECISION]
 ONNX_OPSET = 17  # legacy TorchScript exporter (torch.onnx.export(dynamo=False)); 17 covers every op used here
 ARTIFACTS_DIR = "artifacts"  # exported models, under the store folder, by cache key

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 import torchvision
 
-from core.config import DEVICES, PRECISIONS
+from core.config import CPU_PRECISION_NEEDS, DEVICES, PRECISIONS
 
 
 class DeviceError(ValueError):
@@ -50,15 +50,46 @@ def resolve_device(choice: str = "auto") -> torch.device:
     return torch.device(kind)
 
 
+def _cpu_has(check: str) -> bool:
+    """One of torch's CPU feature probes (private helpers: a torch without it reports the feature absent)."""
+    probe = getattr(torch.cpu, check, None) or getattr(torch.ops.mkldnn, check, None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except (RuntimeError, AttributeError):
+        return False
+
+
+@functools.cache
+def cpu_native_precisions() -> frozenset[str]:
+    """The precisions this CPU computes natively, which torch's CPU autocast then runs through oneDNN: fp32 always,
+    bf16 with AVX512-BF16 or AMX, fp16 with AVX512-FP16 or AMX-FP16. Elsewhere oneDNN would emulate them, slower than
+    fp32, so they are refused (`check_precision`)."""
+    found = {"fp32"}
+    if _cpu_has("_is_avx512_bf16_supported") or _cpu_has("_is_amx_tile_supported"):
+        found.add("bf16")
+    if _cpu_has("_is_mkldnn_fp16_supported"):
+        found.add("fp16")
+    return frozenset(found)
+
+
 def check_precision(precision: str, device: torch.device) -> str:
-    """fp32 everywhere; fp16/bf16 autocast on CUDA only."""
+    """fp32 everywhere; fp16/bf16 autocast on CUDA (bf16 where the GPU has it) and on a CPU that has it natively."""
     if precision not in PRECISIONS:
         raise DeviceError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
-    if precision != "fp32" and device.type != "cuda":
-        raise DeviceError(f"{precision} autocast needs a CUDA device; {device.type} runs fp32")
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise DeviceError("bf16 is not supported by this GPU")
-    return precision
+    if precision == "fp32":
+        return precision
+    if device.type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise DeviceError("bf16 is not supported by this GPU")
+        return precision
+    if device.type == "cpu":
+        if precision not in cpu_native_precisions():
+            need = CPU_PRECISION_NEEDS[precision]
+            raise DeviceError(f"{precision} autocast on the CPU needs native {precision} ({need}); this CPU runs fp32")
+        return precision
+    raise DeviceError(
+        f"{precision} autocast needs a CUDA device or a CPU with native {precision}; {device.type} runs fp32"
+    )
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -47,7 +47,7 @@ def settings_ui() -> tuple[RunSettings, str] | None:
             runtimes[m] = col.multiselect(
                 f"Runtimes: {m}", RUNTIME_TOKENS, default=[RUNTIME_EAGER], key=f"run_runtimes_{m}",
                 help="Each runtime is its own series, compared with eager (same weights) in Compare. ONNX Runtime and "
-                "OpenVINO run on the CPU; their export is cached in the store folder. bf16: OpenVINO on CPUs with it.",
+                "OpenVINO run on the CPU; their export is cached in the store folder. bf16: on GPUs and CPUs that have it.",
             )  # fmt: skip
         if any(not w for w in weights.values()):
             st.info("Upload the checkpoint for each model set to 'file'.")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import engine
+from core import devices, engine
 from core.devices import DeviceError, check_precision, configure_threads, physical_cores, resolve_device
 from core.engine import DetectionResult, load_detector, run_detector
 from core.images import load_image
@@ -215,10 +215,33 @@ def test_unavailable_device_is_a_clear_error(device, message):
         resolve_device(device)
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_half_precision_needs_cuda(precision):
-    with pytest.raises(DeviceError, match="needs a CUDA device"):
-        check_precision(precision, torch.device("cpu"))
+@pytest.mark.parametrize(
+    ("precision", "cpu_has", "refusal"),
+    [
+        ("bf16", {"fp32"}, r"bf16 autocast on the CPU needs native bf16 \(AVX512-BF16 or AMX\); this CPU runs fp32"),
+        ("fp16", {"fp32", "bf16"}, r"fp16 autocast on the CPU needs native fp16 \(AVX512-FP16 or AMX-FP16\)"),
+        ("bf16", {"fp32", "bf16"}, None),
+        ("fp16", {"fp32", "fp16"}, None),
+    ],
+)
+def test_half_precision_on_the_cpu_only_where_it_is_native(monkeypatch, precision, cpu_has, refusal):
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset(cpu_has))
+    if refusal is None:
+        assert check_precision(precision, torch.device("cpu")) == precision
+    else:
+        with pytest.raises(DeviceError, match=refusal):
+            check_precision(precision, torch.device("cpu"))
+
+
+def test_half_precision_is_refused_on_other_devices():
+    with pytest.raises(DeviceError, match="needs a CUDA device or a CPU with native bf16; mps runs fp32"):
+        check_precision("bf16", torch.device("mps"))
+
+
+def test_the_cpu_precisions_are_read_from_torchs_cpu_probes():
+    found = devices.cpu_native_precisions()
+    assert "fp32" in found
+    assert ("bf16" in found) == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def test_threads_are_set_to_physical_cores(monkeypatch):
@@ -321,9 +344,25 @@ def test_the_per_image_time_of_a_batch_is_its_share_and_says_so(small):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_autocast_batches_are_refused_on_the_cpu(small, precision):
-    with pytest.raises(DeviceError, match="needs a CUDA device"):
+def test_autocast_batches_are_refused_on_a_cpu_without_the_precision(monkeypatch, small, precision):
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32"}))
+    with pytest.raises(DeviceError, match=f"needs native {precision}"):
         engine.infer_batch(small.module, _same_size(2), precision=precision)
+
+
+def test_a_bf16_batch_on_the_cpu_runs_under_autocast_and_keeps_the_boxes(monkeypatch):
+    """bf16 where the CPU has it (forced here, so the test runs on any CPU: torch emulates it elsewhere)."""
+    from core.agreement import image_agreement
+
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32", "bf16"}))
+    module = _decisive(SMALL)
+    images = _same_size(2)
+    reference, _ = engine.infer_batch(module, images)
+    half, timing = engine.infer_batch(module, images, precision="bf16")
+    assert timing.precision == "bf16" and all(o["scores"].dtype == torch.bfloat16 for o in half)  # autocast was on
+    agreements = [image_agreement(_frame(a), _frame(b), threshold=0.5) for a, b in zip(half, reference, strict=True)]
+    assert all(a.n_reference > 0 for a in agreements)
+    assert np.mean([a.f1 for a in agreements]) >= 0.9
 
 
 def _channels_last_agrees(device: str, precision: str = "fp32") -> None:
@@ -350,8 +389,10 @@ def test_channels_last_keeps_the_boxes_on_the_cpu():
     _channels_last_agrees("cpu")
 
 
-def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(tmp_path):
+def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(monkeypatch, tmp_path):
     from core import bench
+
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32", "bf16"}))
 
     ckpt = tmp_path / "decisive.pth"
     torch.save(_decisive(SMALL).state_dict(), ckpt)
@@ -360,7 +401,7 @@ def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(tmp_
     )
     assert seed["boxes"] > 0 and seed["images_per_s"] == pytest.approx(1e3 / seed["ms_per_image"])
     refused = [r for r in rows if "refused" in r]
-    assert [r["config"] for r in refused] == ["fp16 (every batch)"] and "needs a CUDA device" in refused[0]["refused"]
+    assert [r["config"] for r in refused] == ["fp16 (every batch)"] and "needs native fp16" in refused[0]["refused"]
     measured = [r for r in rows if "refused" not in r]
     assert [(r["batch"], r["channels_last"]) for r in measured] == [(1, False), (2, False), (1, True), (2, True)]
     for r in measured:
@@ -369,16 +410,20 @@ def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(tmp_
         assert r["mean_f1"] == 1.0  # fp32 batches and channels_last give the seed loop's boxes
 
 
-def test_gpu_batch_bench_prints_a_row_per_configuration(capsys):
+@pytest.mark.parametrize(
+    ("cpu_has", "bf16_line"), [({"fp32"}, "bf16 (every batch)"), ({"fp32", "bf16"}, "batch 2 bf16")]
+)
+def test_gpu_batch_bench_prints_a_row_per_configuration(monkeypatch, capsys, cpu_has, bf16_line):
     from core import bench
 
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset(cpu_has))
     argv = ["--gpu-batch", "1,2", "--images", "2", "--size", "48", "--rounds", "1", "--warmup", "0", "--device", "cpu",
             "--precision", "fp32,bf16"]  # fmt: skip
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     assert "seed loop (1 image per call, fp32, contiguous, eager)" in out
     assert "batch 1 fp32 contiguous eager" in out and "batch 2 fp32 contiguous eager" in out
-    assert "bf16 (every batch)" in out and "ms/image: batch time / batch size" in out
+    assert bf16_line in out and "ms/image: batch time / batch size" in out
 
 
 @pytest.mark.needs_cuda

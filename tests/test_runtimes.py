@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core import engine, runtimes
-from core.agreement import image_agreement, runtime_agreement, verdict, with_ap
+from core import devices, engine, runtimes
+from core.agreement import image_agreement, references, runtime_agreement, verdict, with_ap
 from core.config import DETECTION_COLUMNS
 from core.images import ImageSource
 from core.matching import match_boxes
@@ -77,19 +77,22 @@ def test_unknown_variant_tokens_are_refused_with_the_choices(token):
         ("onnxruntime", "bf16", {"FP32", "BF16"}, "onnxruntime runs fp32 only"),
         ("openvino", "bf16", {"FP32"}, "needs a CPU with native bf16"),
         ("openvino", "fp16", {"FP32", "BF16"}, "needs a CPU with native fp16"),
-        ("eager", "bf16", {"FP32", "BF16"}, "autocast needs a CUDA device"),
-        ("compile", "fp16", {"FP32"}, "autocast needs a CUDA device"),
+        ("eager", "bf16", {"FP32"}, "eager: bf16 autocast on the CPU needs native bf16"),
+        ("compile", "fp16", {"FP32", "BF16"}, "compile: fp16 autocast on the CPU needs native fp16"),
     ],
 )
 def test_unsupported_precisions_are_refused_with_a_reason(monkeypatch, runtime, precision, caps, message):
     monkeypatch.setattr(runtimes, "openvino_capabilities", lambda: frozenset(caps))
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset(c.lower() for c in caps))
     with pytest.raises(RuntimeRefusedError, match=message):
         check_runtime(runtime, precision, torch.device("cpu"))
 
 
-def test_openvino_bf16_runs_on_the_cpu_where_the_cpu_has_it(monkeypatch):
+@pytest.mark.parametrize("runtime", ["openvino", "eager", "compile"])
+def test_bf16_runs_on_the_cpu_where_the_cpu_has_it(monkeypatch, runtime):
     monkeypatch.setattr(runtimes, "openvino_capabilities", lambda: frozenset({"FP32", "BF16"}))
-    assert check_runtime("openvino", "bf16", torch.device("cpu")).type == "cpu"
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32", "bf16"}))
+    assert check_runtime(runtime, "bf16", torch.device("cpu")).type == "cpu"
 
 
 # --- agreement of one image (fast) ----------------------------------------------------------------------------------
@@ -365,6 +368,47 @@ def test_gpu_variants_run_and_are_measured_against_eager_fp32(tmp_path, token, d
     assert row["reference"] == SMALL and row["images"] == len(SIZES)
     if not defect_possible:
         assert not row["defect"], verdict(row)
+
+
+def test_eager_bf16_on_the_cpu_is_its_own_series_measured_against_eager_fp32(monkeypatch, tmp_path):
+    """Where the CPU has bf16 (forced here: torch emulates it elsewhere), `eager-bf16` runs under CPU autocast beside
+    eager fp32 and gets its agreement row, as every series other than its reference does."""
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32", "bf16"}))
+    ckpt = _decisive_checkpoint(tmp_path / "decisive.pth")
+    images = [ImageSource.from_bytes(f"g{w}x{h}.png", _png(w, h, i)) for i, (w, h) in enumerate(SIZES)]
+    out = run(images, RunSettings([SMALL], str(ckpt), device="cpu", warmup=0, default_runtimes=["eager", "eager-bf16"]))
+    assert (out.inferences["error"] == "").all()
+    assert sorted(set(zip(out.inferences["model"], out.inferences["precision"], strict=True))) == [
+        (SMALL, "fp32"),
+        (f"{SMALL}@eager-bf16", "bf16"),
+    ]
+    summary = runtime_agreement(out.inferences, out.detections)
+    assert list(summary["series"]) == [f"{SMALL}@eager-bf16"]
+    row = summary.iloc[0]
+    assert row["reference"] == SMALL and row["images"] == len(SIZES) and row["precision"] == "bf16"
+    assert not row["defect"]  # bf16 shows its measured loss, never a defect
+
+
+@pytest.mark.parametrize(
+    ("series", "expected"),
+    [
+        (["m", "m@eager-bf16", "m@openvino"], {"m@eager-bf16": "m", "m@openvino": "m"}),
+        (["m@eager-fp32", "m", "m@onnxruntime"], {"m": "m@eager-fp32", "m@onnxruntime": "m@eager-fp32"}),
+        (["m@openvino", "n"], {}),  # no eager m to compare with
+        (["m", "n", "n@compile"], {"n@compile": "n"}),
+    ],
+)
+def test_every_series_but_the_eager_fp32_reference_is_compared_with_it(series, expected):
+    precision = {"m": "bf16", "m@eager-fp32": "fp32"} if "m@eager-fp32" in series else {}
+    frame = pd.DataFrame(
+        {
+            "model": series,
+            "weights": "w",
+            "precision": [precision.get(s, split_series(s)[2] or "fp32") for s in series],
+            "runtime": [split_series(s)[1] for s in series],
+        }
+    )
+    assert references(frame) == expected
 
 
 class _TinyDetector(torch.nn.Module):
