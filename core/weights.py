@@ -6,6 +6,7 @@ unpickles anything (its `weights_only` defaults to off), so building with defaul
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -147,8 +148,51 @@ def _torchvision_loads_safely(progress: ProgressFn | None) -> Iterator[None]:
 # --- local files ----------------------------------------------------------------------------------------------------
 
 
-def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors or a .pth loaded as data only; pickles that hold code are refused."""
+# Allowed in a checkpoint besides tensors and plain containers: torchvision's references/detection/train.py saves its
+# command line (an argparse.Namespace, attributes only) as "args" beside "model", "optimizer" and "lr_scheduler".
+_CHECKPOINT_SAFE_GLOBALS = (argparse.Namespace,)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class TrainingArgs:
+    """How a torchvision reference-script checkpoint says its model was built (its saved `args`)."""
+
+    model: str
+    built_from: str | None  # one of BUILT_FROM, None when the args do not say
+    said: str  # the arguments that told, as written, e.g. "--weights-backbone ResNet50_Weights.IMAGENET1K_V1"
+    rpn_score_thresh: float | None = None
+
+
+def training_args(args: object) -> TrainingArgs | None:
+    """What torchvision's references/detection/train.py `args` (a Namespace, or a dict of them) say of the build:
+    `get_model(args.model, weights=args.weights, weights_backbone=args.weights_backbone, num_classes=...,
+    rpn_score_thresh=...)`; scripts from before the weights API passed `pretrained=` (and the builders then loaded the
+    ImageNet backbone by default). None when they do not name a model."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    if not isinstance(values, Mapping) or not isinstance(values.get("model"), str):
+        return None
+    model = values["model"]
+    thresh = values.get("rpn_score_thresh") if "rcnn" in model else None
+    thresh = float(thresh) if isinstance(thresh, int | float) and not isinstance(thresh, bool) else None
+    if "weights" in values or "weights_backbone" in values:
+        weights, backbone = values.get("weights"), values.get("weights_backbone")
+        if weights:
+            return TrainingArgs(model, "weights", f"--weights {weights}", thresh)
+        if backbone:
+            return TrainingArgs(model, "weights_backbone", f"--weights-backbone {backbone}", thresh)
+        return TrainingArgs(model, "scratch", "no --weights, no --weights-backbone", thresh)
+    if "pretrained" in values:
+        if values["pretrained"]:
+            return TrainingArgs(model, "weights", "--pretrained", thresh)
+        return TrainingArgs(model, "weights_backbone", "no --pretrained (the ImageNet backbone by default)", thresh)
+    return TrainingArgs(model, None, "", thresh)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], TrainingArgs | None]:
+    """A state dict from .safetensors or a .pth loaded as data only (pickles that hold code are refused), and what
+    a torchvision reference-script checkpoint's `args` say of its build. The state dict may be the file itself or
+    under `model`, `state_dict` or `model_state_dict`; DataParallel's `module.` prefix is dropped."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -156,22 +200,30 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(_CHECKPOINT_SAFE_GLOBALS)):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise WeightsError(f"weights file not found: {path}") from exc
     except Exception as exc:  # unpickling errors come in many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI.sub("", str(exc)).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise WeightsError(
             f"refused to load {path.name}: not a plain tensor state dict ({first[:200]}). "
-            "Only weights_only=True pickles and .safetensors files are loaded."
+            "Only weights_only=True pickles and .safetensors files are loaded: save model.state_dict()."
         ) from exc
+    train = training_args(state.get("args")) if isinstance(state, Mapping) else None
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path.name} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}, train
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of `load_checkpoint`."""
+    return load_checkpoint(path)[0]
 
 
 def _sidecar(path: Path) -> tuple[Path, object] | None:
@@ -310,8 +362,14 @@ def _norm_layers(module: nn.Module) -> str:
     return ", ".join(f"{k} eps {'/'.join(f'{e:g}' for e in sorted(v))}" for k, v in sorted(kinds.items()))
 
 
-def decide_build(spec: ModelSpec, state: Mapping[str, torch.Tensor], built_from: str | None = None) -> CheckpointBuild:
-    """The torchvision case a state dict was saved from: the sidecar's `built_from` if given, else what it shows.
+def decide_build(
+    spec: ModelSpec,
+    state: Mapping[str, torch.Tensor],
+    built_from: str | None = None,
+    train: TrainingArgs | None = None,
+) -> CheckpointBuild:
+    """The torchvision case a state dict was saved from: the sidecar's `built_from` if given, else what the training
+    args saved in the checkpoint say (torchvision's reference script, for this model), else what the state dict shows.
 
     `num_batches_tracked` exists only in nn.BatchNorm2d, so for the builders that freeze their norm when trained, its
     presence means scratch and its absence `weights` or `weights_backbone`. Those two differ only in the
@@ -321,6 +379,8 @@ def decide_build(spec: ModelSpec, state: Mapping[str, torch.Tensor], built_from:
     """
     if built_from is not None:
         return CheckpointBuild(built_from, 'from the sidecar JSON\'s "built_from"')
+    if train is not None and train.built_from is not None and train.model == spec.name:
+        return CheckpointBuild(train.built_from, f"from the checkpoint's training args: {train.said}")
     if spec.name in _FROZEN_NORM_WHEN_TRAINED:
         if any(k.endswith("num_batches_tracked") for k in state):
             return CheckpointBuild("scratch", "from the state dict: num_batches_tracked keys (nn.BatchNorm2d)")
@@ -464,10 +524,14 @@ def _check_classes(module: nn.Module, state: Mapping[str, torch.Tensor], n_names
 
 
 def _build_checkpoint(
-    spec: ModelSpec, path: Path, categories: tuple[str, ...], state: Mapping[str, torch.Tensor]
+    spec: ModelSpec,
+    path: Path,
+    categories: tuple[str, ...],
+    state: Mapping[str, torch.Tensor],
+    train: TrainingArgs | None = None,
 ) -> tuple[nn.Module, str]:
     """The module for a checkpoint file, built as torchvision built the model that saved it, and its build label."""
-    decision = decide_build(spec, state, read_built_from(path))
+    decision = decide_build(spec, state, read_built_from(path), train)
     kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state)}
     module = _build_for(spec, decision.built_from, **kwargs)
     if decision.reason.startswith("reduced") and not _shapes_fit(module, state):
@@ -481,7 +545,12 @@ def _build_checkpoint(
     _fit_mask_predictor(module, state)
     _check_classes(module, state, len(categories), path.name)
     _load_into(module, state, path.name)
-    return module, f"{decision.built_from} ({_norm_layers(module)}) — {decision.reason}"
+    how = f"{decision.built_from} ({_norm_layers(module)}) — {decision.reason}"
+    rpn = getattr(module, "rpn", None)
+    if train is not None and train.model == spec.name and train.rpn_score_thresh is not None and rpn is not None:
+        rpn.score_thresh = train.rpn_score_thresh  # the builder's rpn_score_thresh, as the reference script passed it
+        how += f"; rpn_score_thresh {train.rpn_score_thresh:g} from the training args"
+    return module, how
 
 
 @dataclass(frozen=True)
@@ -527,9 +596,9 @@ def build_model(
             how = f"scratch ({_norm_layers(module)}) — untrained, seeded"
         else:
             assert choice.path is not None
-            state = load_state_dict_file(choice.path)
+            state, train = load_checkpoint(choice.path)
             categories, named = checkpoint_categories(spec, choice.path, state, class_names)
-            module, how = _build_checkpoint(spec, choice.path, categories, state)
+            module, how = _build_checkpoint(spec, choice.path, categories, state, train)
             how += f"; class names: {named}"
     module.eval()
     for p in module.parameters():

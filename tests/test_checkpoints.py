@@ -11,6 +11,7 @@ both sides) to keep a ResNet50 forward pass to seconds on 2 CPU cores.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import io
 import json
@@ -30,7 +31,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from core import engine
 from core.models import get_model, model_names
-from core.weights import WeightsError, build_model, parse_weights
+from core.weights import WeightsError, build_model, parse_weights, training_args
 
 CASES = ("weights", "weights_backbone", "scratch")
 FAST = {("fasterrcnn_mobilenet_v3_large_320_fpn", c) for c in CASES} | {
@@ -273,3 +274,87 @@ def test_the_run_records_how_each_checkpoint_was_built(tmp_path):
     out = run([ImageSource.from_bytes("grey.png", buf.getvalue())], RunSettings([name], str(path), device="cpu"))
     build = out.info.settings["weights_build"][name]
     assert build.startswith("weights (FrozenBatchNorm2d eps 1e-05) — from the state dict: no num_batches_tracked")
+
+
+def _reference_args(model: str, **given: object) -> argparse.Namespace:
+    """The command line torchvision's references/detection/train.py keeps in its checkpoints (its parser's defaults)."""
+    defaults = {"data_path": "/data/coco", "dataset": "coco", "model": model, "device": "cuda", "batch_size": 2,
+                "epochs": 26, "lr": 0.02, "rpn_score_thresh": None, "trainable_backbone_layers": None,
+                "data_augmentation": "hflip", "weights": None, "weights_backbone": None, "amp": False}  # fmt: skip
+    return argparse.Namespace(**(defaults | given))
+
+
+def _reference_save(model: nn.Module, tmp_path: Path, args: argparse.Namespace) -> Path:
+    """As the reference script saves: the state dict under "model" beside optimizer, lr scheduler, args and epoch."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[16, 22], gamma=0.1)
+    path = tmp_path / "model_25.pth"
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": scheduler.state_dict(), "args": args, "epoch": 25}, path)  # fmt: skip
+    return path
+
+
+def test_a_reference_script_checkpoint_is_built_as_its_saved_args_say(tmp_path):
+    """`train.py --model fasterrcnn_resnet50_fpn --weights-backbone ResNet50_Weights.IMAGENET1K_V1
+    --rpn-score-thresh 0.5`, no sidecar: its args say the build (FrozenBatchNorm2d eps 1e-5, which a state dict alone
+    cannot show) and the RPN threshold, and DetLens gives the script's boxes to the last digit."""
+    name = "fasterrcnn_resnet50_fpn"
+    source, _ = _source_model(name, "weights_backbone")
+    unfiltered = _outputs(source)
+    source.rpn.score_thresh = 0.5  # what get_model(..., rpn_score_thresh=0.5) builds
+    expected = _outputs(source)
+    assert any(len(a["boxes"]) != len(b["boxes"]) for a, b in zip(expected, unfiltered, strict=True))  # it matters
+    args = _reference_args(name, weights_backbone="ResNet50_Weights.IMAGENET1K_V1", rpn_score_thresh=0.5)
+    det = engine.load_detector(name, str(_reference_save(source, tmp_path, args)), "cpu")
+    assert _layers(det.module) == _layers(source) and det.module.rpn.score_thresh == 0.5
+    _assert_same_outputs(expected, _outputs(det.module))
+    assert det.weights_build.startswith("weights_backbone (FrozenBatchNorm2d eps 1e-05)")
+    assert "training args: --weights-backbone ResNet50_Weights.IMAGENET1K_V1" in det.weights_build
+    assert "rpn_score_thresh 0.5 from the training args" in det.weights_build
+
+
+@pytest.mark.parametrize(
+    ("args", "built_from", "said", "thresh"),
+    [
+        ({"weights": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"}, "weights",
+         "--weights FasterRCNN_ResNet50_FPN_Weights.COCO_V1", None),
+        ({"weights_backbone": "ResNet50_Weights.IMAGENET1K_V1", "rpn_score_thresh": 0.05}, "weights_backbone",
+         "--weights-backbone ResNet50_Weights.IMAGENET1K_V1", 0.05),
+        ({}, "scratch", "no --weights, no --weights-backbone", None),
+        ({"model": "retinanet_resnet50_fpn", "rpn_score_thresh": 0.3}, "scratch", "no --weights, no --weights-backbone",
+         None),  # the script passes rpn_score_thresh to R-CNN models only
+    ],
+)  # fmt: skip
+def test_reference_script_args_are_read_as_the_script_builds(args, built_from, said, thresh):
+    namespace = _reference_args(str(args.pop("model", "fasterrcnn_resnet50_fpn")), **args)
+    for form in (namespace, vars(namespace)):  # a Namespace, or the same as a dict
+        train = training_args(form)
+        assert train is not None
+        assert (train.built_from, train.said, train.rpn_score_thresh) == (built_from, said, thresh)
+
+
+@pytest.mark.parametrize(
+    ("args", "built_from"),
+    [
+        (argparse.Namespace(model="maskrcnn_resnet50_fpn", pretrained=True), "weights"),
+        (argparse.Namespace(model="maskrcnn_resnet50_fpn", pretrained=False), "weights_backbone"),
+        (argparse.Namespace(model="maskrcnn_resnet50_fpn", lr=0.02), None),
+    ],
+)
+def test_older_reference_args_say_pretrained(args, built_from):
+    """Before the weights API the script passed `pretrained=`, and the builders loaded the ImageNet backbone anyway."""
+    assert training_args(args).built_from == built_from
+
+
+@pytest.mark.parametrize("args", [None, argparse.Namespace(lr=0.02), {"model": 3}, "fasterrcnn_resnet50_fpn"])
+def test_args_without_a_model_name_say_nothing(args):
+    assert training_args(args) is None
+
+
+def test_args_for_another_model_are_not_used(tmp_path):
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    source, names = _source_model(name, "scratch")
+    args = _reference_args("fasterrcnn_resnet50_fpn", weights="DEFAULT", rpn_score_thresh=0.9)
+    built = build_model(get_model(name), parse_weights(_reference_save(source, tmp_path, args)))
+    assert built.weights_build.startswith("scratch (BatchNorm2d eps 1e-05) — from the state dict")
+    assert built.module.rpn.score_thresh == source.rpn.score_thresh
