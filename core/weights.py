@@ -151,6 +151,7 @@ def _torchvision_loads_safely(progress: ProgressFn | None) -> Iterator[None]:
 # Allowed in a checkpoint besides tensors and plain containers: torchvision's references/detection/train.py saves its
 # command line (an argparse.Namespace, attributes only) as "args" beside "model", "optimizer" and "lr_scheduler".
 _CHECKPOINT_SAFE_GLOBALS = (argparse.Namespace,)
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # nn.DataParallel / DistributedDataParallel, torch.compile
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -192,7 +193,7 @@ def training_args(args: object) -> TrainingArgs | None:
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], TrainingArgs | None]:
     """A state dict from .safetensors or a .pth loaded as data only (pickles that hold code are refused), and what
     a torchvision reference-script checkpoint's `args` say of its build. The state dict may be the file itself or
-    under `model`, `state_dict` or `model_state_dict`; DataParallel's `module.` prefix is dropped."""
+    under `model`, `state_dict` or `model_state_dict`; wrapper prefixes are dropped (`_bare_keys`)."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -218,7 +219,21 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], TrainingArgs |
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path.name} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}, train
+    return _bare_keys(state), train
+
+
+def _bare_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys as the bare model names them: DataParallel's `module.` and torch.compile's `_orig_mod.` dropped, and then
+    a prefix that every key shares (a training wrapper's attribute, e.g. Lightning's `model.`): a detector's own
+    state dict always has several top-level parts (backbone, rpn, roi_heads / head)."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    while len(out) > 1 and all("." in k for k in out) and len({k.split(".", 1)[0] for k in out}) == 1:
+        out = {k.split(".", 1)[1]: v for k, v in out.items()}
+    return out
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:

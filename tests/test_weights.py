@@ -151,6 +151,17 @@ def test_the_class_count_is_read_from_each_kind_of_classifier(name, n_classes):
     assert file_class_count(spec, state) == n_classes
 
 
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.", "model.", "model.module.", "net._orig_mod."])
+def test_wrapped_state_dict_keys_load_as_the_bare_model(tmp_path, prefix):
+    """DataParallel/DDP (`module.`), a torch.compile'd model (`_orig_mod.`) and a training wrapper's attribute
+    (Lightning's `model.`) prefix every key; the model is the same."""
+    model = _untrained(num_classes=3)
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {prefix + k: v for k, v in model.state_dict().items()}}, path)
+    built = build_model(get_model(SMALL), parse_weights(path))
+    assert _same_params(built.module, model)
+
+
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "other.pth"
     torch.save(_untrained("fasterrcnn_mobilenet_v3_large_320_fpn").state_dict(), path)
