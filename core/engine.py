@@ -207,8 +207,9 @@ def load_detector(
                 )
             else:
                 variant, info = build_variant(
-                    built.module, spec, choice, len(built.categories), runtime, precision, dev, on_step=on_step
-                )
+                    built.module, spec, choice, len(built.categories), runtime, precision, dev, on_step=on_step,
+                    build=built.weights_build,
+                )  # fmt: skip
                 module = built.module if runtime == "compile" else None  # exported runtimes hold no torch copy
                 name = series_name(spec.name, runtime, precision, precision)
                 found = Detector(

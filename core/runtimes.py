@@ -238,10 +238,13 @@ def weights_digest(spec: ModelSpec, choice: WeightsChoice) -> str:
     return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def artifact_key(model: str, digest: str, n_classes: int, runtime: str, precision: str) -> dict[str, object]:
+def artifact_key(
+    model: str, digest: str, n_classes: int, runtime: str, precision: str, build: str = ""
+) -> dict[str, object]:
     return {
         "model": model,
         "weights_sha256": digest,
+        "build": build,
         "classes": n_classes,
         "runtime": runtime,
         "precision": precision,
@@ -432,10 +435,13 @@ def build_variant(
     *,
     on_step: StepFn | None = None,
     root: Path | None = None,
+    build: str = "",
 ) -> tuple[Callable[[list[torch.Tensor]], Outputs], ExportInfo]:
     """The runnable variant of an eager `module` (eval mode, on the CPU) and how it was made.
 
     ONNX Runtime / OpenVINO artifacts are exported once into the cache and reused; a failing step raises ExportError.
+    `build` says how a checkpoint's module was built (`BuiltModel.weights_build`): the same file built otherwise
+    (another `built_from` or builder arguments in its sidecar) is another artifact.
     """
     threads = max(1, torch.get_num_threads())
     versions = library_versions(runtime)
@@ -456,7 +462,7 @@ def build_variant(
         return variant, info
 
     with _step(runtime, "hashing the weights", on_step):
-        key = artifact_key(spec.name, weights_digest(spec, choice), n_classes, runtime, precision)
+        key = artifact_key(spec.name, weights_digest(spec, choice), n_classes, runtime, precision, build)
         target = artifact_dir(key, root)
     exporter = ONNX_EXPORTER + ("; openvino.convert_model(ONNX) -> IR fp32" if runtime == "openvino" else "")
     info = ExportInfo(runtime, precision, exporter=exporter, artifact=str(target), versions=versions)

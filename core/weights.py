@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -286,6 +287,27 @@ def read_built_from(path: Path) -> str | None:
     return value
 
 
+_NOT_BUILDER_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", "progress"})  # DetLens decides these
+
+
+def read_builder_kwargs(path: Path) -> dict[str, object]:
+    """The sidecar's `builder_kwargs`: the keyword arguments the training script gave torchvision's builder beyond
+    weights and classes (`{"box_score_thresh": 0.7, "min_size": 640}`), which no state dict holds."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict) or "builder_kwargs" not in found[1]:
+        return {}
+    value = found[1]["builder_kwargs"]
+    if not isinstance(value, dict):
+        raise WeightsError(f"{found[0].name}: builder_kwargs must be an object of keyword arguments, not {value!r}")
+    taken = sorted(_NOT_BUILDER_KWARGS & set(value))
+    if taken:
+        raise WeightsError(
+            f"{found[0].name}: builder_kwargs may not set {', '.join(taken)} (weights come from the file, classes "
+            "from its classifier and names, the build from built_from)"
+        )
+    return dict(value)
+
+
 def _names_from_json(data: object) -> list[str]:
     if isinstance(data, dict):
         data = data["categories"]
@@ -309,8 +331,9 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str)
     if mismatched:
         more = f" (+{len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
         raise WeightsError(
-            f"{source} does not fit this model: shape mismatch in {'; '.join(mismatched[:3])}{more}. "
-            "A fine-tuned checkpoint needs its class names (a sidecar JSON next to the file, or names given)."
+            f"{source} does not fit this model: shape mismatch in {'; '.join(mismatched[:3])}{more}: another "
+            "model's checkpoint, or one built with other builder arguments (say them in the sidecar JSON's "
+            '"builder_kwargs")'
         )
     state = dict(state)
     for k, v in own.items():
@@ -453,6 +476,32 @@ def _build_for(spec: ModelSpec, built_from: str, **kwargs: object) -> nn.Module:
     return module
 
 
+def _build_with(spec: ModelSpec, built_from: str, path: Path, kwargs: dict[str, object]) -> nn.Module:
+    """`_build_for` with a clear error for builder arguments (from the sidecar) that torchvision does not take."""
+    try:
+        return _build_for(spec, built_from, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path.name}: {spec.name} cannot be built with {kwargs}: {exc}") from exc
+
+
+def _check_builder_kwargs(spec: ModelSpec, module: nn.Module, given: Mapping[str, object], path: Path) -> None:
+    """torchvision's detectors pass unknown keyword arguments on and drop them (GeneralizedRCNNTransform takes
+    **kwargs), so a misspelt one would change nothing, silently: each must name a parameter of the builder or of the
+    model class it builds."""
+    accepted = {
+        name
+        for fn in (inspect.unwrap(spec.builder), type(module).__init__)
+        for name, param in inspect.signature(fn).parameters.items()
+        if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
+    }
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise WeightsError(
+            f"{path.name}: builder_kwargs {', '.join(unknown)} not taken by {spec.name} or {type(module).__name__} "
+            "(torchvision would ignore it silently)"
+        )
+
+
 def _shapes_fit(module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str = "backbone.") -> bool:
     own = module.state_dict()
     return all(own[k].shape == v.shape for k, v in state.items() if k.startswith(prefix) and k in own)
@@ -547,10 +596,12 @@ def _build_checkpoint(
 ) -> tuple[nn.Module, str]:
     """The module for a checkpoint file, built as torchvision built the model that saved it, and its build label."""
     decision = decide_build(spec, state, read_built_from(path), train)
-    kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state)}
-    module = _build_for(spec, decision.built_from, **kwargs)
+    given = read_builder_kwargs(path)
+    kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state), **given}
+    module = _build_with(spec, decision.built_from, path, kwargs)
+    _check_builder_kwargs(spec, module, given, path)
     if decision.reason.startswith("reduced") and not _shapes_fit(module, state):
-        full = _build_for(spec, "weights_backbone", **kwargs)
+        full = _build_with(spec, "weights_backbone", path, kwargs)
         if _shapes_fit(full, state):
             module = full
             decision = CheckpointBuild(
@@ -561,6 +612,8 @@ def _build_checkpoint(
     _check_classes(module, state, len(categories), path.name)
     _load_into(module, state, path.name)
     how = f"{decision.built_from} ({_norm_layers(module)}) — {decision.reason}"
+    if given:
+        how += "; builder kwargs from the sidecar JSON: " + ", ".join(f"{k}={v!r}" for k, v in sorted(given.items()))
     rpn = getattr(module, "rpn", None)
     if train is not None and train.model == spec.name and train.rpn_score_thresh is not None and rpn is not None:
         rpn.score_thresh = train.rpn_score_thresh  # the builder's rpn_score_thresh, as the reference script passed it
@@ -651,10 +704,10 @@ def check_weights(
     if choice.kind == WEIGHTS_UNTRAINED:
         return
     assert choice.path is not None
-    state = load_state_dict_file(choice.path)
+    state, train = load_checkpoint(choice.path)
     categories, _ = checkpoint_categories(spec, choice.path, state, class_names)
-    with torch.device("meta"):
-        module = spec.builder(weights=None, weights_backbone=None, num_classes=len(categories))
-    with warnings.catch_warnings():  # copying into meta parameters is a no-op, and torch says so per tensor
+    # The build a worker will make (`_build_checkpoint`), on the meta device: copying into meta parameters is a no-op,
+    # and torch says so per tensor.
+    with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        _load_into(module, state, choice.path.name)
+        _build_checkpoint(spec, choice.path, categories, state, train)

@@ -31,7 +31,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from core import engine
 from core.models import get_model, model_names
-from core.weights import WeightsError, build_model, parse_weights, training_args
+from core.weights import WeightsError, build_model, check_weights, parse_weights, training_args
 
 CASES = ("weights", "weights_backbone", "scratch")
 FAST = {("fasterrcnn_mobilenet_v3_large_320_fpn", c) for c in CASES} | {
@@ -70,16 +70,17 @@ def _backbone_weights(builder) -> WeightsEnum:
     return enum.DEFAULT
 
 
-def _source_model(name: str, case: str) -> tuple[nn.Module, list[str] | None]:
-    """The model a training script saves, built by torchvision's own builder for `case`; class names if replaced."""
+def _source_model(name: str, case: str, **kwargs: object) -> tuple[nn.Module, list[str] | None]:
+    """The model a training script saves, built by torchvision's own builder for `case` (with `kwargs`); class names
+    if replaced."""
     spec = get_model(name)
     torch.manual_seed(11)
     if case == "weights":
-        model = spec.builder(weights="DEFAULT")
+        model = spec.builder(weights="DEFAULT", **kwargs)
     elif case == "weights_backbone":
-        model = spec.builder(weights=None, weights_backbone=_backbone_weights(spec.builder))
+        model = spec.builder(weights=None, weights_backbone=_backbone_weights(spec.builder), **kwargs)
     else:
-        model = spec.builder(weights=None, weights_backbone=None)
+        model = spec.builder(weights=None, weights_backbone=None, **kwargs)
     names = None
     heads = getattr(model, "roi_heads", None)
     if case == "weights" and heads is not None:  # the fine-tuning tutorial: a new box predictor for its classes
@@ -176,6 +177,7 @@ def test_checkpoint_gives_the_boxes_of_the_script_that_saved_it(tmp_path, name, 
     path = _save(source, tmp_path, names)
     if case == "weights_backbone" and _sets_eps_with_weights(name):  # eps 1e-5 vs 0.0: the user's sidecar says so
         path.with_suffix(".json").write_text(json.dumps({"built_from": "weights_backbone"}))
+    check_weights(get_model(name), str(path))  # a job's check before queueing takes what the worker will build
     det = engine.load_detector(name, str(path), "cpu")
     assert _layers(det.module) == _layers(source)  # norm types and eps exactly as torchvision built them
     _assert_same_outputs(_outputs(source), _outputs(det.module))
@@ -358,3 +360,41 @@ def test_args_for_another_model_are_not_used(tmp_path):
     built = build_model(get_model(name), parse_weights(_reference_save(source, tmp_path, args)))
     assert built.weights_build.startswith("scratch (BatchNorm2d eps 1e-05) — from the state dict")
     assert built.module.rpn.score_thresh == source.rpn.score_thresh
+
+
+def test_builder_arguments_in_the_sidecar_reproduce_a_model_built_with_them(tmp_path):
+    """`fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, min_size=256,
+    box_score_thresh=0.3)`: no state dict holds those; the sidecar's builder_kwargs give them back."""
+    name, given = "fasterrcnn_mobilenet_v3_large_320_fpn", {"min_size": 256, "box_score_thresh": 0.3}
+    source, _ = _source_model(name, "scratch", **given)
+    path = _save(source, tmp_path, None)
+    plain = build_model(get_model(name), parse_weights(path)).module
+    assert any(not torch.equal(a["boxes"], b["boxes"]) for a, b in zip(_outputs(source), _outputs(plain), strict=True))
+    path.with_suffix(".json").write_text(json.dumps({"builder_kwargs": given}))
+    check_weights(get_model(name), str(path))
+    built = build_model(get_model(name), parse_weights(path))
+    _assert_same_outputs(_outputs(source), _outputs(built.module))
+    assert built.weights_build.endswith(
+        "builder kwargs from the sidecar JSON: box_score_thresh=0.3, min_size=256; class names: "
+        "fasterrcnn_mobilenet_v3_large_320_fpn's own"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 3}, "builder_kwargs may not set num_classes"),
+        ({"weights": "DEFAULT", "progress": False}, "builder_kwargs may not set progress, weights"),
+        ({"box_score_thres": 0.3}, "builder_kwargs box_score_thres not taken by .* FasterRCNN .*ignore it silently"),
+        ([0.3], "builder_kwargs must be an object"),
+    ],
+)
+def test_wrong_builder_arguments_are_a_clear_error_before_a_job_is_queued(tmp_path, kwargs, message):
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    source, _ = _source_model(name, "scratch")
+    path = _save(source, tmp_path, None)
+    path.with_suffix(".json").write_text(json.dumps({"builder_kwargs": kwargs}))
+    for attempt in (lambda: check_weights(get_model(name), str(path)),
+                    lambda: build_model(get_model(name), parse_weights(path))):  # fmt: skip
+        with pytest.raises(WeightsError, match=message):
+            attempt()

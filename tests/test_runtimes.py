@@ -254,6 +254,21 @@ def test_a_second_load_takes_the_artifact_from_the_cache(exported, monkeypatch):
 
 
 @pytest.mark.slow
+def test_the_same_file_built_otherwise_is_another_artifact(exported, monkeypatch, tmp_path):
+    """A sidecar that changes the build (here builder_kwargs) changes the exported graph: not the cached one."""
+    _, _, ckpt, store_dir, _ = exported
+    monkeypatch.setenv("DETLENS_STORE", str(store_dir))
+    copy = tmp_path / ckpt.name
+    copy.write_bytes(ckpt.read_bytes())
+    copy.with_suffix(".json").write_text('{"builder_kwargs": {"detections_per_img": 5}}')
+    engine._detectors.clear()
+    det = engine.load_detector(SMALL, str(copy), "cpu", runtime="onnxruntime")
+    assert det.export is not None and not det.export.cache_hit
+    assert "detections_per_img=5" in det.weights_build
+    assert len(det([torch.rand(3, 100, 150)])[0]["boxes"]) <= 5
+
+
+@pytest.mark.slow
 def test_a_failing_export_names_its_step_and_the_other_series_go_on(monkeypatch):
     def broken(module, path):
         raise RuntimeError("Unsupported: ONNX export of operator foo")
