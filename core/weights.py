@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 
 from core.config import DOWNLOAD_TIMEOUT_S, UNNAMED_CLASS, UNTRAINED_SEED, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
@@ -164,6 +165,7 @@ class TrainingArgs:
     built_from: str | None  # one of BUILT_FROM, None when the args do not say
     said: str  # the arguments that told, as written, e.g. "--weights-backbone ResNet50_Weights.IMAGENET1K_V1"
     rpn_score_thresh: float | None = None
+    weights: str | None = None  # `--weights` as given (`DEFAULT`, `KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY`)
 
 
 def training_args(args: object) -> TrainingArgs | None:
@@ -180,7 +182,7 @@ def training_args(args: object) -> TrainingArgs | None:
     if "weights" in values or "weights_backbone" in values:
         weights, backbone = values.get("weights"), values.get("weights_backbone")
         if weights:
-            return TrainingArgs(model, "weights", f"--weights {weights}", thresh)
+            return TrainingArgs(model, "weights", f"--weights {weights}", thresh, str(weights))
         if backbone:
             return TrainingArgs(model, "weights_backbone", f"--weights-backbone {backbone}", thresh)
         return TrainingArgs(model, "scratch", "no --weights, no --weights-backbone", thresh)
@@ -385,6 +387,7 @@ class CheckpointBuild:
 
     built_from: str  # one of BUILT_FROM
     reason: str
+    weights: str | None = None  # for `weights`, the enum member the training args name, when they do
 
 
 def _norm_layers(module: nn.Module) -> str:
@@ -418,7 +421,7 @@ def decide_build(
     if built_from is not None:
         return CheckpointBuild(built_from, 'from the sidecar JSON\'s "built_from"')
     if train is not None and train.built_from is not None and train.model == spec.name:
-        return CheckpointBuild(train.built_from, f"from the checkpoint's training args: {train.said}")
+        return CheckpointBuild(train.built_from, f"from the checkpoint's training args: {train.said}", train.weights)
     if spec.name in _FROZEN_NORM_WHEN_TRAINED:
         if any(k.endswith("num_batches_tracked") for k in state):
             return CheckpointBuild("scratch", "from the state dict: num_batches_tracked keys (nn.BatchNorm2d)")
@@ -463,7 +466,21 @@ def _full_mobilenet_tail() -> Iterator[None]:
         ssdlite.mobilenet_v3_large = original
 
 
-def _build_for(spec: ModelSpec, built_from: str, **kwargs: object) -> nn.Module:
+def _zero_eps(spec: ModelSpec, built_from: str, weights: str | None = None) -> bool:
+    """Whether torchvision's builder set the FrozenBatchNorm2d eps to 0.0: after loading the v1 models' COCO_V1
+    weights only (DEFAULT; not Keypoint R-CNN's COCO_LEGACY). Unnamed or unknown weights: DEFAULT."""
+    if built_from != "weights" or spec.name not in _EPS_ZERO_WITH_WEIGHTS:
+        return False
+    if not weights:
+        return True
+    try:
+        member = torchvision.models.get_weight(weights) if "." in weights else spec.weights_enum[weights]
+    except (KeyError, ValueError, AttributeError):
+        return True
+    return getattr(member, "name", "") == "COCO_V1"
+
+
+def _build_for(spec: ModelSpec, built_from: str, weights: str | None = None, **kwargs: object) -> nn.Module:
     """`spec`'s module with the layers torchvision builds in the `built_from` case, without downloading anything."""
     context = (
         _full_mobilenet_tail() if spec.name in _FULL_TAIL_WITH_BACKBONE and built_from == "weights_backbone" else None
@@ -471,15 +488,17 @@ def _build_for(spec: ModelSpec, built_from: str, **kwargs: object) -> nn.Module:
     with context or contextlib.nullcontext():
         module = spec.builder(weights=None, weights_backbone=None, **kwargs)
     if spec.name in _FROZEN_NORM_WHEN_TRAINED and built_from != "scratch":
-        eps = 0.0 if built_from == "weights" and spec.name in _EPS_ZERO_WITH_WEIGHTS else 1e-5
+        eps = 0.0 if _zero_eps(spec, built_from, weights) else 1e-5
         _freeze_norms(module, eps)
     return module
 
 
-def _build_with(spec: ModelSpec, built_from: str, path: Path, kwargs: dict[str, object]) -> nn.Module:
+def _build_with(
+    spec: ModelSpec, built_from: str, path: Path, kwargs: dict[str, object], weights: str | None = None
+) -> nn.Module:
     """`_build_for` with a clear error for builder arguments (from the sidecar) that torchvision does not take."""
     try:
-        return _build_for(spec, built_from, **kwargs)
+        return _build_for(spec, built_from, weights, **kwargs)
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"{path.name}: {spec.name} cannot be built with {kwargs}: {exc}") from exc
 
@@ -598,7 +617,7 @@ def _build_checkpoint(
     decision = decide_build(spec, state, read_built_from(path), train)
     given = read_builder_kwargs(path)
     kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state), **given}
-    module = _build_with(spec, decision.built_from, path, kwargs)
+    module = _build_with(spec, decision.built_from, path, kwargs, decision.weights)
     _check_builder_kwargs(spec, module, given, path)
     if decision.reason.startswith("reduced") and not _shapes_fit(module, state):
         full = _build_with(spec, "weights_backbone", path, kwargs)

@@ -398,3 +398,22 @@ def test_wrong_builder_arguments_are_a_clear_error_before_a_job_is_queued(tmp_pa
                     lambda: build_model(get_model(name), parse_weights(path))):  # fmt: skip
         with pytest.raises(WeightsError, match=message):
             attempt()
+
+
+@pytest.mark.parametrize(
+    ("weights", "eps"),
+    [
+        ("KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY", 1e-5),  # torchvision sets eps 0.0 after COCO_V1 only
+        ("KeypointRCNN_ResNet50_FPN_Weights.COCO_V1", 0.0),
+        ("DEFAULT", 0.0),
+    ],
+)
+def test_the_weights_named_in_the_training_args_decide_the_eps(tmp_path, weights, eps):
+    name = "keypointrcnn_resnet50_fpn"
+    torch.manual_seed(11)
+    source = get_model(name).builder(weights=weights)
+    path = _reference_save(source, tmp_path, _reference_args(name, weights=weights))
+    built = build_model(get_model(name), parse_weights(path))
+    assert _layers(built.module) == _layers(source)
+    assert {m.eps for m in source.modules() if isinstance(m, FrozenBatchNorm2d)} == {eps}
+    assert built.weights_build.startswith(f"weights (FrozenBatchNorm2d eps {eps:g})")
