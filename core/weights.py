@@ -279,14 +279,37 @@ def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str
 
 
 def read_built_from(path: Path) -> str | None:
-    """The sidecar's `built_from` ('weights', 'weights_backbone' or 'scratch'), if it says how the model was built."""
+    """The sidecar's `built_from` ('weights', 'weights_backbone' or 'scratch'), if it says how the model was built;
+    a sidecar naming the `weights` it started from (`"weights": "COCO_LEGACY"`) says 'weights'."""
     found = _sidecar(path)
-    if found is None or not isinstance(found[1], dict) or "built_from" not in found[1]:
+    if found is None or not isinstance(found[1], dict):
         return None
-    value = found[1]["built_from"]
+    value = found[1].get("built_from")
+    if value is None:
+        return "weights" if found[1].get("weights") else None
     if value not in BUILT_FROM:
         raise WeightsError(f"{found[0].name}: built_from must be one of {', '.join(BUILT_FROM)}, not {value!r}")
+    if found[1].get("weights") and value != "weights":
+        raise WeightsError(f"{found[0].name}: names weights {found[1]['weights']!r} but says built_from {value!r}")
     return value
+
+
+def read_sidecar_weights(spec: ModelSpec, path: Path) -> str | None:
+    """The sidecar's `weights`: the member of the model's weights enum the training started from (`COCO_LEGACY`,
+    `KeypointRCNN_ResNet50_FPN_Weights.COCO_V1`, `DEFAULT`); it decides the eps as torchvision's builder does."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict) or not found[1].get("weights"):
+        return None
+    name = str(found[1]["weights"])
+    members = [m.name for m in spec.weights_enum]
+    if name.rpartition(".")[2] not in {*members, "DEFAULT"} or name.rpartition(".")[0] not in (
+        "",
+        spec.weights_enum.__name__,
+    ):
+        raise WeightsError(
+            f"{found[0].name}: weights {name!r} are not {spec.name}'s: one of DEFAULT, {', '.join(members)}"
+        )
+    return name
 
 
 _NOT_BUILDER_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", "progress"})  # DetLens decides these
@@ -615,6 +638,9 @@ def _build_checkpoint(
 ) -> tuple[nn.Module, str]:
     """The module for a checkpoint file, built as torchvision built the model that saved it, and its build label."""
     decision = decide_build(spec, state, read_built_from(path), train)
+    named = read_sidecar_weights(spec, path)
+    if named is not None:
+        decision = CheckpointBuild("weights", f'from the sidecar JSON\'s "weights": {named}', named)
     given = read_builder_kwargs(path)
     kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state), **given}
     module = _build_with(spec, decision.built_from, path, kwargs, decision.weights)

@@ -417,3 +417,29 @@ def test_the_weights_named_in_the_training_args_decide_the_eps(tmp_path, weights
     assert _layers(built.module) == _layers(source)
     assert {m.eps for m in source.modules() if isinstance(m, FrozenBatchNorm2d)} == {eps}
     assert built.weights_build.startswith(f"weights (FrozenBatchNorm2d eps {eps:g})")
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "eps", "error"),
+    [
+        ({"weights": "COCO_LEGACY"}, 1e-5, None),
+        ({"weights": "KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY", "built_from": "weights"}, 1e-5, None),
+        ({"weights": "DEFAULT"}, 0.0, None),
+        ({"weights": "COCO_V2"}, None, "weights 'COCO_V2' are not keypointrcnn_resnet50_fpn's: one of DEFAULT"),
+        ({"weights": "ResNet50_Weights.IMAGENET1K_V1"}, None, "are not keypointrcnn_resnet50_fpn's"),
+        ({"weights": "COCO_V1", "built_from": "scratch"}, None, "names weights 'COCO_V1' but says built_from"),
+    ],
+)
+def test_the_sidecar_can_name_the_weights_the_training_started_from(tmp_path, sidecar, eps, error):
+    name = "keypointrcnn_resnet50_fpn"
+    torch.manual_seed(11)
+    source = get_model(name).builder(weights=sidecar["weights"].rpartition(".")[2] if error is None else None)
+    path = _save(source, tmp_path, None)
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    if error is not None:
+        with pytest.raises(WeightsError, match=error):
+            build_model(get_model(name), parse_weights(path))
+        return
+    built = build_model(get_model(name), parse_weights(path))
+    assert _layers(built.module) == _layers(source)
+    assert built.weights_build.startswith(f"weights (FrozenBatchNorm2d eps {eps:g}) — from the sidecar JSON's")
