@@ -431,9 +431,11 @@ def decide_build(
     state: Mapping[str, torch.Tensor],
     built_from: str | None = None,
     train: TrainingArgs | None = None,
+    weights: str | None = None,
 ) -> CheckpointBuild:
-    """The torchvision case a state dict was saved from: the sidecar's `built_from` if given, else what the training
-    args saved in the checkpoint say (torchvision's reference script, for this model), else what the state dict shows.
+    """The torchvision case a state dict was saved from: the sidecar's `built_from` (and `weights`) if given, else what
+    the training args saved in the checkpoint say (torchvision's reference script, for this model), else what the
+    state dict shows.
 
     `num_batches_tracked` exists only in nn.BatchNorm2d, so for the builders that freeze their norm when trained, its
     presence means scratch and its absence `weights` or `weights_backbone`. Those two differ only in the
@@ -442,7 +444,8 @@ def decide_build(
     told by its shapes (see `_build_for`), the other builders build the same layers in every case.
     """
     if built_from is not None:
-        return CheckpointBuild(built_from, 'from the sidecar JSON\'s "built_from"')
+        said = f'"weights": {weights}' if weights else '"built_from"'
+        return CheckpointBuild(built_from, f"from the sidecar JSON's {said}", weights)
     if train is not None and train.built_from is not None and train.model == spec.name:
         return CheckpointBuild(train.built_from, f"from the checkpoint's training args: {train.said}", train.weights)
     if spec.name in _FROZEN_NORM_WHEN_TRAINED:
@@ -637,12 +640,13 @@ def _build_checkpoint(
     train: TrainingArgs | None = None,
 ) -> tuple[nn.Module, str]:
     """The module for a checkpoint file, built as torchvision built the model that saved it, and its build label."""
-    decision = decide_build(spec, state, read_built_from(path), train)
-    named = read_sidecar_weights(spec, path)
-    if named is not None:
-        decision = CheckpointBuild("weights", f'from the sidecar JSON\'s "weights": {named}', named)
+    decision = decide_build(spec, state, read_built_from(path), train, read_sidecar_weights(spec, path))
     given = read_builder_kwargs(path)
-    kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state), **given}
+    from_args = {}  # what the reference script passed its builder beyond weights and classes
+    if train is not None and train.model == spec.name and train.rpn_score_thresh is not None:
+        from_args["rpn_score_thresh"] = train.rpn_score_thresh
+    from_args = {k: v for k, v in from_args.items() if k not in given}  # the sidecar has the last word
+    kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state), **from_args, **given}
     module = _build_with(spec, decision.built_from, path, kwargs, decision.weights)
     _check_builder_kwargs(spec, module, given, path)
     if decision.reason.startswith("reduced") and not _shapes_fit(module, state):
@@ -657,12 +661,9 @@ def _build_checkpoint(
     _check_classes(module, state, len(categories), path.name)
     _load_into(module, state, path.name)
     how = f"{decision.built_from} ({_norm_layers(module)}) — {decision.reason}"
-    if given:
-        how += "; builder kwargs from the sidecar JSON: " + ", ".join(f"{k}={v!r}" for k, v in sorted(given.items()))
-    rpn = getattr(module, "rpn", None)
-    if train is not None and train.model == spec.name and train.rpn_score_thresh is not None and rpn is not None:
-        rpn.score_thresh = train.rpn_score_thresh  # the builder's rpn_score_thresh, as the reference script passed it
-        how += f"; rpn_score_thresh {train.rpn_score_thresh:g} from the training args"
+    for source, args in (("the training args", from_args), ("the sidecar JSON", given)):
+        if args:
+            how += f"; builder kwargs from {source}: " + ", ".join(f"{k}={v!r}" for k, v in sorted(args.items()))
     return module, how
 
 

@@ -312,7 +312,7 @@ def test_a_reference_script_checkpoint_is_built_as_its_saved_args_say(tmp_path):
     _assert_same_outputs(expected, _outputs(det.module))
     assert det.weights_build.startswith("weights_backbone (FrozenBatchNorm2d eps 1e-05)")
     assert "training args: --weights-backbone ResNet50_Weights.IMAGENET1K_V1" in det.weights_build
-    assert "rpn_score_thresh 0.5 from the training args" in det.weights_build
+    assert "builder kwargs from the training args: rpn_score_thresh=0.5" in det.weights_build
 
 
 @pytest.mark.parametrize(
