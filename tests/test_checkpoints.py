@@ -30,8 +30,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
 from core import engine
+from core.checkpoints import training_args
 from core.models import get_model, model_names
-from core.weights import WeightsError, build_model, check_weights, parse_weights, training_args
+from core.weights import WeightsError, build_model, check_weights, parse_weights
 
 CASES = ("weights", "weights_backbone", "scratch")
 FAST = {("fasterrcnn_mobilenet_v3_large_320_fpn", c) for c in CASES} | {

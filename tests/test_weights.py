@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from core.checkpoints import file_class_count, read_categories
 from core.models import get_model
 from core.weights import (
     WeightsError,
@@ -21,10 +22,8 @@ from core.weights import (
     cached_weights_path,
     check_weights,
     ensure_weights_file,
-    file_class_count,
     hub_checkpoint_dir,
     parse_weights,
-    read_categories,
 )
 
 SMALL = "ssdlite320_mobilenet_v3_large"

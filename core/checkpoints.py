@@ -1,0 +1,573 @@
+"""Checkpoint files: loaded as data only, and built as torchvision built the model that saved them.
+
+A file is a state dict (`.pth` loaded with `torch.load(weights_only=True)`, or `.safetensors`), bare or inside a
+training checkpoint. How its model is built, so that it gives the saving script's boxes to the last digit, is decided
+by, in order: its sidecar JSON (`built_from`, `weights`), the training args a torchvision reference-script checkpoint
+saved, and what the state dict itself shows (`decide_build`); builder arguments no state dict holds come from the
+sidecar's `builder_kwargs`. Class names: given, the sidecar's, the model's own, or numbered from the classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from core.config import UNNAMED_CLASS
+from core.models import ModelSpec
+
+
+class WeightsError(RuntimeError):
+    """A weights file that cannot be used (refused pickle, wrong shapes, unreadable)."""
+
+
+# --- local files ----------------------------------------------------------------------------------------------------
+
+
+# Allowed in a checkpoint besides tensors and plain containers: torchvision's references/detection/train.py saves its
+# command line (an argparse.Namespace, attributes only) as "args" beside "model", "optimizer" and "lr_scheduler".
+_CHECKPOINT_SAFE_GLOBALS = (argparse.Namespace,)
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # nn.DataParallel / DistributedDataParallel, torch.compile
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class TrainingArgs:
+    """How a torchvision reference-script checkpoint says its model was built (its saved `args`)."""
+
+    model: str
+    built_from: str | None  # one of BUILT_FROM, None when the args do not say
+    said: str  # the arguments that told, as written, e.g. "--weights-backbone ResNet50_Weights.IMAGENET1K_V1"
+    rpn_score_thresh: float | None = None
+    weights: str | None = None  # `--weights` as given (`DEFAULT`, `KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY`)
+
+
+def training_args(args: object) -> TrainingArgs | None:
+    """What torchvision's references/detection/train.py `args` (a Namespace, or a dict of them) say of the build:
+    `get_model(args.model, weights=args.weights, weights_backbone=args.weights_backbone, num_classes=...,
+    rpn_score_thresh=...)`; scripts from before the weights API passed `pretrained=` (and the builders then loaded the
+    ImageNet backbone by default). None when they do not name a model."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    if not isinstance(values, Mapping) or not isinstance(values.get("model"), str):
+        return None
+    model = values["model"]
+    thresh = values.get("rpn_score_thresh") if "rcnn" in model else None
+    thresh = float(thresh) if isinstance(thresh, int | float) and not isinstance(thresh, bool) else None
+    if "weights" in values or "weights_backbone" in values:
+        weights, backbone = values.get("weights"), values.get("weights_backbone")
+        if weights:
+            return TrainingArgs(model, "weights", f"--weights {weights}", thresh, str(weights))
+        if backbone:
+            return TrainingArgs(model, "weights_backbone", f"--weights-backbone {backbone}", thresh)
+        return TrainingArgs(model, "scratch", "no --weights, no --weights-backbone", thresh)
+    if "pretrained" in values:
+        if values["pretrained"]:
+            return TrainingArgs(model, "weights", "--pretrained", thresh)
+        return TrainingArgs(model, "weights_backbone", "no --pretrained (the ImageNet backbone by default)", thresh)
+    return TrainingArgs(model, None, "", thresh)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], TrainingArgs | None]:
+    """A state dict from .safetensors or a .pth loaded as data only (pickles that hold code are refused), and what
+    a torchvision reference-script checkpoint's `args` say of its build. The state dict may be the file itself or
+    under `model`, `state_dict` or `model_state_dict`; wrapper prefixes are dropped (`_bare_keys`)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            with torch.serialization.safe_globals(list(_CHECKPOINT_SAFE_GLOBALS)):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise WeightsError(f"weights file not found: {path}") from exc
+    except Exception as exc:  # unpickling errors come in many types
+        text = _ANSI.sub("", str(exc)).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise WeightsError(
+            f"refused to load {path.name}: not a plain tensor state dict ({first[:200]}). "
+            "Only weights_only=True pickles and .safetensors files are loaded: save model.state_dict()."
+        ) from exc
+    train = training_args(state.get("args")) if isinstance(state, Mapping) else None
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path.name} does not hold a state dict of tensors")
+    return _bare_keys(state), train
+
+
+def _bare_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys as the bare model names them: DataParallel's `module.` and torch.compile's `_orig_mod.` dropped, and then
+    a prefix that every key shares (a training wrapper's attribute, e.g. Lightning's `model.`): a detector's own
+    state dict always has several top-level parts (backbone, rpn, roi_heads / head)."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    while len(out) > 1 and all("." in k for k in out) and len({k.split(".", 1)[0] for k in out}) == 1:
+        out = {k.split(".", 1)[1]: v for k, v in out.items()}
+    return out
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of `load_checkpoint`."""
+    return load_checkpoint(path)[0]
+
+
+def _sidecar(path: Path) -> tuple[Path, object] | None:
+    """The sidecar JSON next to a checkpoint (FILE.json or STEM.json) and its parsed content, if there is one."""
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if sidecar.is_file():
+            try:
+                return sidecar, json.loads(sidecar.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise WeightsError(f"sidecar file {sidecar.name} is not valid JSON: {exc}") from exc
+    return None
+
+
+def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str, ...] | None:
+    """Class names for a checkpoint: given names, else a sidecar JSON next to it (FILE.json or STEM.json).
+
+    The JSON is a list of names in label-id order, `{"categories": [...]}`, or COCO-style `[{"id": 1, "name": ...}]`.
+    Index 0 is the background; `__background__` is put there when the list does not start with it.
+    """
+    if names is None:
+        found = _sidecar(path)
+        if found is not None and not (isinstance(found[1], dict) and "categories" not in found[1]):
+            try:
+                names = _names_from_json(found[1])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise WeightsError(f"class names file {found[0].name} is not valid: {exc}") from exc
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    if not names:
+        raise WeightsError("class names list is empty")
+    if names[0].lower() not in ("__background__", "background"):
+        names = ["__background__", *names]
+    return tuple(names)
+
+
+def read_built_from(path: Path) -> str | None:
+    """The sidecar's `built_from` ('weights', 'weights_backbone' or 'scratch'), if it says how the model was built;
+    a sidecar naming the `weights` it started from (`"weights": "COCO_LEGACY"`) says 'weights'."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict):
+        return None
+    value = found[1].get("built_from")
+    if value is None:
+        return "weights" if found[1].get("weights") else None
+    if value not in BUILT_FROM:
+        raise WeightsError(f"{found[0].name}: built_from must be one of {', '.join(BUILT_FROM)}, not {value!r}")
+    if found[1].get("weights") and value != "weights":
+        raise WeightsError(f"{found[0].name}: names weights {found[1]['weights']!r} but says built_from {value!r}")
+    return value
+
+
+def read_sidecar_weights(spec: ModelSpec, path: Path) -> str | None:
+    """The sidecar's `weights`: the member of the model's weights enum the training started from (`COCO_LEGACY`,
+    `KeypointRCNN_ResNet50_FPN_Weights.COCO_V1`, `DEFAULT`); it decides the eps as torchvision's builder does."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict) or not found[1].get("weights"):
+        return None
+    name = str(found[1]["weights"])
+    members = [m.name for m in spec.weights_enum]
+    if name.rpartition(".")[2] not in {*members, "DEFAULT"} or name.rpartition(".")[0] not in (
+        "",
+        spec.weights_enum.__name__,
+    ):
+        raise WeightsError(
+            f"{found[0].name}: weights {name!r} are not {spec.name}'s: one of DEFAULT, {', '.join(members)}"
+        )
+    return name
+
+
+_NOT_BUILDER_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", "progress"})  # DetLens decides these
+
+
+def read_builder_kwargs(path: Path) -> dict[str, object]:
+    """The sidecar's `builder_kwargs`: the keyword arguments the training script gave torchvision's builder beyond
+    weights and classes (`{"box_score_thresh": 0.7, "min_size": 640}`), which no state dict holds."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict) or "builder_kwargs" not in found[1]:
+        return {}
+    value = found[1]["builder_kwargs"]
+    if not isinstance(value, dict):
+        raise WeightsError(f"{found[0].name}: builder_kwargs must be an object of keyword arguments, not {value!r}")
+    taken = sorted(_NOT_BUILDER_KWARGS & set(value))
+    if taken:
+        raise WeightsError(
+            f"{found[0].name}: builder_kwargs may not set {', '.join(taken)} (weights come from the file, classes "
+            "from its classifier and names, the build from built_from)"
+        )
+    return dict(value)
+
+
+def _names_from_json(data: object) -> list[str]:
+    if isinstance(data, dict):
+        data = data["categories"]
+    if not isinstance(data, list):
+        raise TypeError("expected a list of class names")
+    if data and all(isinstance(d, dict) for d in data):
+        by_id = {int(d["id"]): str(d["name"]) for d in data}
+        return ["__background__"] + [by_id.get(i, "N/A") for i in range(1, max(by_id) + 1)]
+    return [str(d) for d in data]
+
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` with clear errors; a BatchNorm's missing `num_batches_tracked` (a counter that
+    eval mode never reads) is taken from the model, so a checkpoint saved from FrozenBatchNorm2d layers still loads."""
+    own = model.state_dict()
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    if mismatched:
+        more = f" (+{len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+        raise WeightsError(
+            f"{source} does not fit this model: shape mismatch in {'; '.join(mismatched[:3])}{more}: another "
+            "model's checkpoint, or one built with other builder arguments (say them in the sidecar JSON's "
+            '"builder_kwargs")'
+        )
+    state = dict(state)
+    for k, v in own.items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        result = model.load_state_dict(state, strict=False)
+        parts = []
+        if result.missing_keys:
+            parts.append(f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})")
+        if result.unexpected_keys:
+            parts.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[0]})")
+        raise WeightsError(f"{source} does not fit this model: {', '.join(parts)}") from None
+
+
+# --- building -------------------------------------------------------------------------------------------------------
+
+
+BUILT_FROM = ("weights", "weights_backbone", "scratch")
+"""How a checkpoint's model was built before training: torchvision's `weights=`, `weights_backbone=` or neither."""
+
+# torchvision 0.29.1's builders, read from torchvision/models/detection/*.py. These builders pick
+# `FrozenBatchNorm2d` for the backbone when `weights` or `weights_backbone` is given and `nn.BatchNorm2d` otherwise:
+_FROZEN_NORM_WHEN_TRAINED = frozenset(
+    {
+        "fasterrcnn_resnet50_fpn",
+        "maskrcnn_resnet50_fpn",
+        "keypointrcnn_resnet50_fpn",
+        "retinanet_resnet50_fpn",
+        "fcos_resnet50_fpn",
+        "fasterrcnn_mobilenet_v3_large_fpn",
+        "fasterrcnn_mobilenet_v3_large_320_fpn",
+    }
+)
+# ... and these also call `overwrite_eps(model, 0.0)` after loading their COCO_V1 (= DEFAULT) weights.
+_EPS_ZERO_WITH_WEIGHTS = frozenset(
+    {"fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn", "retinanet_resnet50_fpn"}
+)
+# SSDLite builds MobileNetV3 with `reduced_tail=True` unless `weights_backbone` is given (a shape the file shows).
+_FULL_TAIL_WITH_BACKBONE = frozenset({"ssdlite320_mobilenet_v3_large"})
+# The v2 models and SSD300/SSDLite build the same layers in all three cases (nn.BatchNorm2d, GroupNorm or none).
+
+
+@dataclass(frozen=True)
+class CheckpointBuild:
+    """How a checkpoint's model is built: which torchvision case, and why that case was chosen."""
+
+    built_from: str  # one of BUILT_FROM
+    reason: str
+    weights: str | None = None  # for `weights`, the enum member the training args name, when they do
+
+
+def norm_layers(module: nn.Module) -> str:
+    """The model's norm layers as recorded, e.g. 'FrozenBatchNorm2d eps 0.0' or 'BatchNorm2d eps 1e-05, GroupNorm'."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    kinds: dict[str, set[float]] = {}
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase | FrozenBatchNorm2d | nn.GroupNorm):
+            kinds.setdefault(type(m).__name__, set()).add(float(m.eps))
+    if not kinds:
+        return "no norm layers"
+    return ", ".join(f"{k} eps {'/'.join(f'{e:g}' for e in sorted(v))}" for k, v in sorted(kinds.items()))
+
+
+def decide_build(
+    spec: ModelSpec,
+    state: Mapping[str, torch.Tensor],
+    built_from: str | None = None,
+    train: TrainingArgs | None = None,
+    weights: str | None = None,
+) -> CheckpointBuild:
+    """The torchvision case a state dict was saved from: the sidecar's `built_from` (and `weights`) if given, else what
+    the training args saved in the checkpoint say (torchvision's reference script, for this model), else what the
+    state dict shows.
+
+    `num_batches_tracked` exists only in nn.BatchNorm2d, so for the builders that freeze their norm when trained, its
+    presence means scratch and its absence `weights` or `weights_backbone`. Those two differ only in the
+    FrozenBatchNorm2d eps of the legacy v1 models (0.0 after `weights=DEFAULT`, 1e-5 with `weights_backbone`), which no
+    state dict holds: the fine-tuning tutorial's `weights="DEFAULT"` is assumed. SSDLite's `weights_backbone` case is
+    told by its shapes (see `_build_for`), the other builders build the same layers in every case.
+    """
+    if built_from is not None:
+        said = f'"weights": {weights}' if weights else '"built_from"'
+        return CheckpointBuild(built_from, f"from the sidecar JSON's {said}", weights)
+    if train is not None and train.built_from is not None and train.model == spec.name:
+        return CheckpointBuild(train.built_from, f"from the checkpoint's training args: {train.said}", train.weights)
+    if spec.name in _FROZEN_NORM_WHEN_TRAINED:
+        if any(k.endswith("num_batches_tracked") for k in state):
+            return CheckpointBuild("scratch", "from the state dict: num_batches_tracked keys (nn.BatchNorm2d)")
+        if spec.name in _EPS_ZERO_WITH_WEIGHTS:
+            reason = (
+                "from the state dict: no num_batches_tracked (FrozenBatchNorm2d); its eps is not in a state dict, "
+                'weights="DEFAULT" assumed (set "built_from" in the sidecar JSON for weights_backbone)'
+            )
+        else:
+            reason = "from the state dict: no num_batches_tracked (FrozenBatchNorm2d; weights_backbone builds the same)"
+        return CheckpointBuild("weights", reason)
+    if spec.name in _FULL_TAIL_WITH_BACKBONE:
+        return CheckpointBuild("weights", "reduced MobileNetV3 tail: weights or scratch (the same layers)")
+    return CheckpointBuild("weights", "this builder makes the same layers with weights, weights_backbone or scratch")
+
+
+def _freeze_norms(module: nn.Module, eps: float) -> None:
+    """Replace every nn.BatchNorm2d by the FrozenBatchNorm2d torchvision builds in its place (same buffers)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=eps))
+        else:
+            _freeze_norms(child, eps)
+
+
+@contextlib.contextmanager
+def _full_mobilenet_tail() -> Iterator[None]:
+    """While building SSDLite, MobileNetV3 keeps its full tail, as torchvision builds it with `weights_backbone`."""
+    from torchvision.models.detection import ssdlite
+
+    original = ssdlite.mobilenet_v3_large
+
+    def full(**kwargs: object) -> nn.Module:
+        return original(**{**kwargs, "reduced_tail": False})
+
+    ssdlite.mobilenet_v3_large = full
+    try:
+        yield
+    finally:
+        ssdlite.mobilenet_v3_large = original
+
+
+def _zero_eps(spec: ModelSpec, built_from: str, weights: str | None = None) -> bool:
+    """Whether torchvision's builder set the FrozenBatchNorm2d eps to 0.0: after loading the v1 models' COCO_V1
+    weights only (DEFAULT; not Keypoint R-CNN's COCO_LEGACY). Unnamed or unknown weights: DEFAULT."""
+    if built_from != "weights" or spec.name not in _EPS_ZERO_WITH_WEIGHTS:
+        return False
+    if not weights:
+        return True
+    try:
+        member = torchvision.models.get_weight(weights) if "." in weights else spec.weights_enum[weights]
+    except (KeyError, ValueError, AttributeError):
+        return True
+    return getattr(member, "name", "") == "COCO_V1"
+
+
+def _build_for(spec: ModelSpec, built_from: str, weights: str | None = None, **kwargs: object) -> nn.Module:
+    """`spec`'s module with the layers torchvision builds in the `built_from` case, without downloading anything."""
+    context = (
+        _full_mobilenet_tail() if spec.name in _FULL_TAIL_WITH_BACKBONE and built_from == "weights_backbone" else None
+    )
+    with context or contextlib.nullcontext():
+        module = spec.builder(weights=None, weights_backbone=None, **kwargs)
+    if spec.name in _FROZEN_NORM_WHEN_TRAINED and built_from != "scratch":
+        eps = 0.0 if _zero_eps(spec, built_from, weights) else 1e-5
+        _freeze_norms(module, eps)
+    return module
+
+
+def _build_with(
+    spec: ModelSpec, built_from: str, path: Path, kwargs: dict[str, object], weights: str | None = None
+) -> nn.Module:
+    """`_build_for` with a clear error for builder arguments (from the sidecar) that torchvision does not take."""
+    try:
+        return _build_for(spec, built_from, weights, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path.name}: {spec.name} cannot be built with {kwargs}: {exc}") from exc
+
+
+def _check_builder_kwargs(spec: ModelSpec, module: nn.Module, given: Mapping[str, object], path: Path) -> None:
+    """torchvision's detectors pass unknown keyword arguments on and drop them (GeneralizedRCNNTransform takes
+    **kwargs), so a misspelt one would change nothing, silently: each must name a parameter of the builder or of the
+    model class it builds."""
+    accepted = {
+        name
+        for fn in (inspect.unwrap(spec.builder), type(module).__init__)
+        for name, param in inspect.signature(fn).parameters.items()
+        if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL)
+    }
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise WeightsError(
+            f"{path.name}: builder_kwargs {', '.join(unknown)} not taken by {spec.name} or {type(module).__name__} "
+            "(torchvision would ignore it silently)"
+        )
+
+
+def _shapes_fit(module: nn.Module, state: Mapping[str, torch.Tensor], prefix: str = "backbone.") -> bool:
+    own = module.state_dict()
+    return all(own[k].shape == v.shape for k, v in state.items() if k.startswith(prefix) and k in own)
+
+
+def _head_kwargs(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """Builder arguments read from the checkpoint's shapes: Keypoint R-CNN's number of keypoints."""
+    key = "roi_heads.keypoint_predictor.kps_score_lowres.weight"
+    if spec.name.startswith("keypointrcnn") and key in state:
+        return {"num_keypoints": int(state[key].shape[1])}
+    return {}
+
+
+def _fit_mask_predictor(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """A Mask R-CNN whose mask predictor was replaced apart from its box predictor: rebuild it at the file's size."""
+    key = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+    heads = getattr(module, "roi_heads", None)
+    if key not in state or getattr(heads, "mask_predictor", None) is None:
+        return
+    if heads.mask_predictor.mask_fcn_logits.weight.shape != state[key].shape:
+        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+        conv = state["roi_heads.mask_predictor.conv5_mask.weight"]
+        heads.mask_predictor = MaskRCNNPredictor(int(conv.shape[0]), int(conv.shape[1]), int(state[key].shape[0]))
+
+
+_CLASS_KEYS = (
+    "roi_heads.box_predictor.cls_score.weight",
+    "head.classification_head.cls_logits.weight",
+    "head.classification_head.module_list.0.weight",
+    "head.classification_head.module_list.0.1.weight",
+)
+
+
+def file_class_count(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The number of classes (background included) the checkpoint's classifier was saved with, if it shows one.
+
+    Read as torchvision lays the classifier out: the R-CNN box predictor and FCOS have one row per class, RetinaNet and
+    SSD one per (anchor, class) at each location; the anchors per location come from the model built on `meta`."""
+    key = next((k for k in _CLASS_KEYS if k in state), None)
+    if key is None:
+        return None
+    with torch.device("meta"):
+        own = spec.builder(weights=None, weights_backbone=None).state_dict()
+    if key not in own:
+        return None
+    per_class = own[key].shape[0] // spec.num_classes
+    return int(state[key].shape[0]) // per_class
+
+
+def numbered_categories(n_classes: int) -> tuple[str, ...]:
+    """Names for a checkpoint saved without them: `__background__`, then `class 1` ... `class N-1` (label ids)."""
+    return ("__background__", *(f"{UNNAMED_CLASS} {i}" for i in range(1, n_classes)))
+
+
+def checkpoint_categories(
+    spec: ModelSpec, path: Path, state: Mapping[str, torch.Tensor], class_names: Sequence[str] | None = None
+) -> tuple[tuple[str, ...], str]:
+    """A checkpoint's class names and where they came from: given, its sidecar JSON, the model's own categories when
+    its classifier has their count, else numbered (`class 1`...) from the classifier's size, as torchvision's
+    fine-tuning tutorial saves a state dict and nothing else."""
+    names = read_categories(path, class_names)
+    if names is not None:
+        return names, "given" if class_names is not None else "sidecar JSON"
+    n_file = file_class_count(spec, state)
+    if n_file is None or n_file == spec.num_classes:
+        return spec.categories, f"{spec.name}'s own"
+    return numbered_categories(n_file), f"none given: numbered from the checkpoint's {n_file - 1} classes"
+
+
+def _check_classes(module: nn.Module, state: Mapping[str, torch.Tensor], n_names: int, source: str) -> None:
+    """The number of classes read from the checkpoint's classifier must match the names it is given."""
+    own = module.state_dict()
+    key = next((k for k in _CLASS_KEYS if k in own and k in state), None)
+    if key is None or own[key].shape == state[key].shape:
+        return
+    per_class = own[key].shape[0] // n_names  # anchors per location (1 for the R-CNN box predictor and FCOS)
+    n_file = state[key].shape[0] // per_class
+    raise WeightsError(
+        f"{source} does not fit this model: shape mismatch in {key} {tuple(state[key].shape)} vs model "
+        f"{tuple(own[key].shape)}: the checkpoint has {n_file} classes (background included), the class names "
+        f"{n_names}. A fine-tuned checkpoint needs its class names (a sidecar JSON next to the file, or names given)."
+    )
+
+
+def _build_checkpoint(
+    spec: ModelSpec,
+    path: Path,
+    categories: tuple[str, ...],
+    state: Mapping[str, torch.Tensor],
+    train: TrainingArgs | None = None,
+) -> tuple[nn.Module, str]:
+    """The module for a checkpoint file, built as torchvision built the model that saved it, and its build label."""
+    decision = decide_build(spec, state, read_built_from(path), train, read_sidecar_weights(spec, path))
+    given = read_builder_kwargs(path)
+    from_args = {}  # what the reference script passed its builder beyond weights and classes
+    if train is not None and train.model == spec.name and train.rpn_score_thresh is not None:
+        from_args["rpn_score_thresh"] = train.rpn_score_thresh
+    from_args = {k: v for k, v in from_args.items() if k not in given}  # the sidecar has the last word
+    kwargs = {"num_classes": len(categories), **_head_kwargs(spec, state), **from_args, **given}
+    module = _build_with(spec, decision.built_from, path, kwargs, decision.weights)
+    _check_builder_kwargs(spec, module, given, path)
+    if decision.reason.startswith("reduced") and not _shapes_fit(module, state):
+        full = _build_with(spec, "weights_backbone", path, kwargs)
+        if _shapes_fit(full, state):
+            module = full
+            decision = CheckpointBuild(
+                "weights_backbone",
+                "from the state dict: full MobileNetV3 tail, which torchvision builds only with weights_backbone",
+            )
+    _fit_mask_predictor(module, state)
+    _check_classes(module, state, len(categories), path.name)
+    _load_into(module, state, path.name)
+    how = f"{decision.built_from} ({norm_layers(module)}) — {decision.reason}"
+    for source, args in (("the training args", from_args), ("the sidecar JSON", given)):
+        if args:
+            how += f"; builder kwargs from {source}: " + ", ".join(f"{k}={v!r}" for k, v in sorted(args.items()))
+    return module, how
+
+
+def build_checkpoint(
+    spec: ModelSpec, path: Path, class_names: Sequence[str] | None = None
+) -> tuple[nn.Module, tuple[str, ...], str]:
+    """The module of a checkpoint file, built as torchvision built the model that saved it and loaded strictly; its
+    class names; and how it was built (recorded as the run's `weights_build`)."""
+    state, train = load_checkpoint(path)
+    categories, named = checkpoint_categories(spec, path, state, class_names)
+    module, how = _build_checkpoint(spec, path, categories, state, train)
+    return module, categories, f"{how}; class names: {named}"
+
+
+def check_checkpoint(spec: ModelSpec, path: Path, class_names: Sequence[str] | None = None) -> None:
+    """WeightsError now for a file a worker could not build: the same build as `build_checkpoint`, on the meta
+    device (no memory for parameters, no computation)."""
+    state, train = load_checkpoint(path)
+    categories, _ = checkpoint_categories(spec, path, state, class_names)
+    # copying into meta parameters is a no-op, and torch says so per tensor
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _build_checkpoint(spec, path, categories, state, train)
