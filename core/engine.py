@@ -125,7 +125,8 @@ def infer_batch(
 ) -> tuple[list[dict[str, torch.Tensor]], BatchTiming]:
     """Same-size 3xHxW images (floats in [0, 1], on the module's device) through an eval-mode torchvision detector in
     one forward (its transform stacks them into one tensor), under autocast at `precision` (fp16/bf16: on CUDA, or
-    a CPU that has them natively: `check_precision`). `channels_last` converts the module's weights in place first (`use_channels_last`).
+    a CPU that has them natively: `check_precision`). `channels_last` converts the module's weights in place first
+    (`use_channels_last`).
 
     Returns the module's outputs (one dict per image, in order) and the batch's timing: a batch time, with its
     per-image share `batch_ms / batch_size` (BatchTiming). ValueError for an empty batch or images of several sizes.

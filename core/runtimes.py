@@ -163,8 +163,8 @@ def check_runtime(runtime: str, precision: str, device: torch.device) -> torch.d
     """The device `runtime` runs on at `precision`, or RuntimeRefusedError saying why not.
 
     eager and compile: the run's device, fp16/bf16 autocast on CUDA and on a CPU that has them natively
-    (`core.devices.check_precision`). ONNX Runtime and OpenVINO: the CPU (their
-    CPU builds are the ones installed); ONNX Runtime fp32 only; OpenVINO fp32, and bf16/fp16 where the CPU has them.
+    (`core.devices.check_precision`). ONNX Runtime and OpenVINO: the CPU (their CPU builds are the ones installed);
+    ONNX Runtime fp32 only; OpenVINO fp32, and bf16/fp16 where the CPU has them.
     """
     from core.devices import DeviceError, check_precision
 
