@@ -139,6 +139,14 @@ def _sidecar(path: Path) -> tuple[Path, object] | None:
     return None
 
 
+def _sidecar_object(path: Path) -> tuple[str, dict] | None:
+    """The sidecar's file name and content when it is a JSON object (the form that can say more than class names)."""
+    found = _sidecar(path)
+    if found is None or not isinstance(found[1], dict):
+        return None
+    return found[0].name, found[1]
+
+
 def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str, ...] | None:
     """Class names for a checkpoint: given names, else a sidecar JSON next to it (FILE.json or STEM.json).
 
@@ -165,34 +173,31 @@ def read_categories(path: Path, names: Sequence[str] | None = None) -> tuple[str
 def read_built_from(path: Path) -> str | None:
     """The sidecar's `built_from` ('weights', 'weights_backbone' or 'scratch'), if it says how the model was built;
     a sidecar naming the `weights` it started from (`"weights": "COCO_LEGACY"`) says 'weights'."""
-    found = _sidecar(path)
-    if found is None or not isinstance(found[1], dict):
+    found = _sidecar_object(path)
+    if found is None:
         return None
-    value = found[1].get("built_from")
+    name, sidecar = found
+    value = sidecar.get("built_from")
     if value is None:
-        return "weights" if found[1].get("weights") else None
+        return "weights" if sidecar.get("weights") else None
     if value not in BUILT_FROM:
-        raise WeightsError(f"{found[0].name}: built_from must be one of {', '.join(BUILT_FROM)}, not {value!r}")
-    if found[1].get("weights") and value != "weights":
-        raise WeightsError(f"{found[0].name}: names weights {found[1]['weights']!r} but says built_from {value!r}")
+        raise WeightsError(f"{name}: built_from must be one of {', '.join(BUILT_FROM)}, not {value!r}")
+    if sidecar.get("weights") and value != "weights":
+        raise WeightsError(f"{name}: names weights {sidecar['weights']!r} but says built_from {value!r}")
     return value
 
 
 def read_sidecar_weights(spec: ModelSpec, path: Path) -> str | None:
     """The sidecar's `weights`: the member of the model's weights enum the training started from (`COCO_LEGACY`,
     `KeypointRCNN_ResNet50_FPN_Weights.COCO_V1`, `DEFAULT`); it decides the eps as torchvision's builder does."""
-    found = _sidecar(path)
-    if found is None or not isinstance(found[1], dict) or not found[1].get("weights"):
+    found = _sidecar_object(path)
+    if found is None or not found[1].get("weights"):
         return None
     name = str(found[1]["weights"])
+    enum_name, _, member = name.rpartition(".")
     members = [m.name for m in spec.weights_enum]
-    if name.rpartition(".")[2] not in {*members, "DEFAULT"} or name.rpartition(".")[0] not in (
-        "",
-        spec.weights_enum.__name__,
-    ):
-        raise WeightsError(
-            f"{found[0].name}: weights {name!r} are not {spec.name}'s: one of DEFAULT, {', '.join(members)}"
-        )
+    if member not in {*members, "DEFAULT"} or enum_name not in ("", spec.weights_enum.__name__):
+        raise WeightsError(f"{found[0]}: weights {name!r} are not {spec.name}'s: one of DEFAULT, {', '.join(members)}")
     return name
 
 
@@ -202,16 +207,16 @@ _NOT_BUILDER_KWARGS = frozenset({"weights", "weights_backbone", "num_classes", "
 def read_builder_kwargs(path: Path) -> dict[str, object]:
     """The sidecar's `builder_kwargs`: the keyword arguments the training script gave torchvision's builder beyond
     weights and classes (`{"box_score_thresh": 0.7, "min_size": 640}`), which no state dict holds."""
-    found = _sidecar(path)
-    if found is None or not isinstance(found[1], dict) or "builder_kwargs" not in found[1]:
+    found = _sidecar_object(path)
+    if found is None or "builder_kwargs" not in found[1]:
         return {}
     value = found[1]["builder_kwargs"]
     if not isinstance(value, dict):
-        raise WeightsError(f"{found[0].name}: builder_kwargs must be an object of keyword arguments, not {value!r}")
+        raise WeightsError(f"{found[0]}: builder_kwargs must be an object of keyword arguments, not {value!r}")
     taken = sorted(_NOT_BUILDER_KWARGS & set(value))
     if taken:
         raise WeightsError(
-            f"{found[0].name}: builder_kwargs may not set {', '.join(taken)} (weights come from the file, classes "
+            f"{found[0]}: builder_kwargs may not set {', '.join(taken)} (weights come from the file, classes "
             "from its classifier and names, the build from built_from)"
         )
     return dict(value)
