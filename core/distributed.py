@@ -415,8 +415,10 @@ def _new_rows(
         fresh.append(k not in seen)
         seen.add(k)
     new_keys = {k for k, f in zip(keys, fresh, strict=True) if f}
-    inf = inf[fresh]
-    det = det[[(i, m) in new_keys for i, m in zip(det["image_id"], det["model"], strict=True)]]
+    # boolean arrays, not lists: an empty list would select no columns (a 0x0 table) instead of no rows
+    inf = inf.loc[np.asarray(fresh, dtype=bool)]
+    det = det.loc[np.fromiter(((i, m) in new_keys for i, m in zip(det["image_id"], det["model"], strict=True)),
+                              dtype=bool, count=len(det))]  # fmt: skip
     return inf.reset_index(drop=True), det.reset_index(drop=True)
 
 
@@ -433,7 +435,7 @@ def _keep_images(store, run_id: str, table: pa.Table, kept: set[str]) -> None:
 def _write_part(parts_dir: Path, index: int, inferences: pd.DataFrame, detections: pd.DataFrame) -> None:
     """`inferences/part-NNNNN.parquet` and `detections/part-NNNNN.parquet` in the records schema (written, then
     renamed, so a reader never sees half a part)."""
-    for name, frame in (("inferences", inferences), ("detections", detections)):
+    for name, frame in (("inferences", coerce_inferences(inferences)), ("detections", coerce_detections(detections))):
         folder = parts_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".part-{index:05d}.parquet.tmp"
