@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+import pyarrow as pa
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, MAX_IMPORT_BYTES, RUNTIME_EAGER
 from core.files import temp_beside, write_atomic
@@ -28,6 +29,7 @@ from core.store.common import (
 )
 from core.store.images import ImagesMixin, _image_format
 from core.store.reviews import ReviewsMixin, canonicalise_reviews
+from core.store.segments import drop_segment, write_tables
 
 EXPORT_FORMAT = "detlens-run"
 EXPORT_VERSION = 1
@@ -143,6 +145,9 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
             links = [(str(m.get("image_id")), str(m.get("name", ""))) for m in linked if str(m.get("image_id")) in kept]
         else:  # a zip without a manifest: every image in it belongs to the run
             links = [(i, names.get(i) or f"{i}{s}") for i, s, _ in images]
+        status = manifest.get("status") if manifest.get("status") in RUN_STATUSES else "finished"
+        if replace:  # the replaced run's segment may carry the same version (status, count) as the new one
+            drop_segment(self, run_id)
         try:
             with self._write() as conn:
                 if replace:
@@ -156,7 +161,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                         str(manifest.get("user", "") or info.settings.get("user", "") or ""),
                         _dumps(info.settings),
                         _dumps(info.environment),
-                        manifest.get("status") if manifest.get("status") in RUN_STATUSES else "finished",
+                        status,
                         manifest.get("finished_at"),
                     ),
                 )
@@ -183,6 +188,9 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
             raise StoreError(f"{zip_path.name}: the run's rows are not valid ({exc})") from exc
         except StoreError as exc:  # the records tables (a pair twice, boxes without their record)
             raise StoreError(f"{zip_path.name}: {exc}") from exc
+        if status != "running":  # the columnar segment from the tables just read: the first open is fast too
+            with contextlib.suppress(OSError, ValueError, pa.ArrowException):
+                write_tables(self, run_id, inf, det, (status, len(inf)))
         return run_id
 
 

@@ -25,6 +25,7 @@ from core.store.common import (
     _rows,
 )
 from core.store.connection import StoreBase
+from core.store.segments import drop_segment, write_segment
 
 if TYPE_CHECKING:
     from core.engine import DetectionResult
@@ -94,19 +95,15 @@ class RunsMixin(StoreBase):
     def _write_segment(self, run_id: str) -> None:
         """The finished run's Parquet segment, so the dashboard opens it fast (best effort: a failure here only means
         the first open reads SQLite and writes it then)."""
-        from core.analytics.segments import write_segment
-
         with contextlib.suppress(OSError, StoreError):
-            write_segment(self, run_id)  # type: ignore[arg-type]
+            write_segment(self, run_id)
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run with its rows, image links and reviews (image files stay: other runs may share them)."""
         with self._write() as conn:
             self._require_run(conn, run_id)
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        from core.analytics.segments import drop_segment
-
-        drop_segment(self, run_id)  # type: ignore[arg-type]
+        drop_segment(self, run_id)
 
     def has_run(self, run_id: str) -> bool:
         with self._read() as conn:
