@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_rev.add_argument("--json", action="store_true", help="print JSON")
     p_rev.set_defaults(func=cmd_reviews)
 
-    from core.evaluate import add_cli as add_evaluate
+    from core.evaluate.cli import add_cli as add_evaluate
 
     add_evaluate(sub)
     return parser

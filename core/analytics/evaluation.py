@@ -231,3 +231,38 @@ def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
     taken_at = matched["matched_score"].to_numpy(np.float64)
     keep = np.where(is_gt, ~(taken_at >= threshold), matched["score"].to_numpy(np.float64) >= threshold)
     return prf_at(matched.loc[keep, ["outcome"]].astype({"outcome": "string"}))
+
+
+def evaluate_frame(
+    rf: RunFrame,
+    gt: GroundTruth,
+    *,
+    model: str | None = None,
+    score_floor: float = 0.0,
+    cache_dir: Path | None = None,
+) -> dict[str, Metrics]:
+    """COCO metrics of every model of a RunFrame (or only `model`), each against `gt` matched to the images it
+    processed, from the frame's arrays (a stored run's segment: no detections table in pandas, the boxes of a large
+    run evaluated in worker processes). The same figures as `core.evaluate.evaluate` on the run's pandas tables.
+    GroundTruthError when a model's images match no ground-truth image."""
+    from dataclasses import replace
+
+    from core.evaluate import GroundTruthError, image_names_from, image_sizes_from, with_images
+
+    inferences = rf.inferences
+    present = list(dict.fromkeys(inferences["model"].astype(str)))
+    models = [model] if model else present
+    jobs = []
+    for name in models:
+        rows = inferences[inferences["model"].astype(str) == name]
+        matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
+        index = variant_index(rf, name, rows)
+        if score_floor > 0:
+            index = index[rf.score[index] >= score_floor]
+        jobs.append((matched, name, rf.columns(index)))
+    out = {}
+    for name, result in zip(models, evaluate_all(jobs, cache_dir=cache_dir), strict=True):
+        if result.metrics is None:
+            raise GroundTruthError(f"{name}: {result.error}")
+        out[name] = replace(result.metrics, score_floor=score_floor)
+    return out
