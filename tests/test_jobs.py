@@ -332,3 +332,29 @@ def test_a_run_held_by_its_process_whose_model_does_not_load_keeps_nothing(store
     with pytest.raises(WeightsError, match="broken.pth"):
         jobs.run_here(store, plan(settings(default_weights=_bad_checkpoint(tmp_path)), images), images)
     assert store.list_runs().empty and store.jobs() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", [None, "PASSIVE"])
+def test_a_worker_records_the_threads_wait_policy_and_niceness_its_model_calls_ran_with(store, policy):
+    """The figures of a job depend on them: the run's environment says what the worker process really had."""
+    import os
+    import subprocess
+    import sys
+
+    run_id = queued(store)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "DETLENS_THREADS")}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    subprocess.run(
+        [sys.executable, "-m", "core", "worker", "--store", str(store.path), "--threads", "1", "--nice", "3",
+         "--idle-exit", "0"],
+        cwd=Path(__file__).resolve().parent.parent, env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert status(store, run_id) == "finished"
+    environment = store.load_run(run_id)[2].environment
+    assert environment["threads"] == 1
+    assert environment["nice"] == min(before + 3, 19)
+    assert environment["omp_wait_policy"] == (policy or "unset (the OpenMP runtime's default)")
+    assert environment["parallel_backend"]
