@@ -94,6 +94,14 @@ EVAL_MAX_DETS: tuple[int, int, int] = (1, 10, 100)  # COCO's maxDets: AR1, AR10,
 STORE_ENV = "DETLENS_STORE"  # the store folder; unset: DEFAULT_STORE_DIR
 DEFAULT_STORE_DIR = Path.home() / ".local" / "share" / "detlens"
 STORE_DB_NAME = "detlens.sqlite"
+
+
+def default_store_dir() -> Path:
+    """The run store folder: `$DETLENS_STORE` when set, else `~/.local/share/detlens`."""
+    value = os.environ.get(STORE_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_STORE_DIR
+
+
 STORE_BUSY_TIMEOUT_S = 10.0  # a writer waits this long for another writer before "database is locked"
 MAX_IMPORT_BYTES = 4 * 1024**3  # total uncompressed size of a run zip that `import` accepts
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -497,62 +496,3 @@ def check_ray_settings(settings: RunSettings, opts: RayOptions) -> None:
     if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
         raise ClusterError("the Ray path runs the eager runtime only (drop --runtime)")
     check_options(opts)
-
-
-def cli_detect(args) -> int:
-    """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
-    and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
-    from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar, _settings_from
-    from core.config import UNTRAINED_MARK
-    from core.images import gallery_paths
-    from core.models import parse_model_list
-    from core.store import current_user
-    from core.weights import parse_weights
-
-    models = parse_model_list(args.models)
-    parse_weights(args.weights)  # a bad weights choice fails here, before any cluster work
-    paths = list_images(args.paths) if args.paths else [p.absolute() for p in gallery_paths()]
-    if not paths:
-        print("error: no images found in the given paths", file=sys.stderr)
-        return EXIT_USAGE
-    settings = _settings_from(args)
-    opts = options_from(args)
-    try:
-        check_ray_settings(settings, opts)
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    store = _open_store(args.store)
-    bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        out = run_ray(paths, settings, opts, store=store, user=current_user(), out_dir=Path(args.out),
-                      on_progress=progress)  # fmt: skip
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        bar.close()
-    ray_env = out.info.environment["ray"]
-    print(
-        f"run {out.info.run_id}: {len(paths)} images x {len(models)} models on Ray {ray_env['version']} "
-        f"({ray_env['nodes']} node(s), {ray_env['cpus']:g} CPUs, {ray_env['gpus']:g} GPUs, {opts.workers} worker(s) "
-        f"per model): {out.wall_s:.1f} s, {ray_env['images_per_s']:.2f} images/s"
-    )
-    inf = out.inferences
-    for model, grp in inf[inf["error"] == ""].groupby("model", sort=False):
-        print(
-            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
-            f"  detections >= {args.threshold}: {int(grp['n_detections'].sum())}"
-        )
-    if (inf["weights"] == "untrained").any():
-        print(f"  NOTE: {UNTRAINED_MARK}")
-    for _, row in inf[inf["error"] != ""].drop_duplicates("image_name").iterrows():
-        print(f"  failed: {row['image_name']}: {row['error']}")
-    if out.parts_dir is not None:
-        print(f"wrote Parquet parts under {out.parts_dir}")
-    print(f"stored run {out.info.run_id} in {store.path}")
-    return EXIT_OK

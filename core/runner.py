@@ -16,9 +16,9 @@ import pandas as pd
 
 from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, RUNTIME_EAGER, WEIGHTS_DEFAULT
 from core.devices import environment, resolve_device
-from core.engine import DetectionResult, Detector, load_detector, run_detector
+from core.engine import Detector, load_detector, run_detector
 from core.images import ImageSource, LoadedImage
-from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
+from core.records import DetectionResult, RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
 from core.runtimes import (
     CPU_ONLY_RUNTIMES,
     ExportError,

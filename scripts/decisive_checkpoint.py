@@ -29,7 +29,9 @@ def decisive_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
     """The layers whose outputs are the class logits."""
     head = getattr(module, "head", None)
     if head is not None and hasattr(head, "classification_head"):  # SSD, SSDLite
-        return [seq[-1] if isinstance(seq, torch.nn.Sequential) else seq for seq in head.classification_head.module_list]
+        return [
+            seq[-1] if isinstance(seq, torch.nn.Sequential) else seq for seq in head.classification_head.module_list
+        ]
     roi = getattr(module, "roi_heads", None)
     if roi is not None:  # Faster/Mask/Keypoint R-CNN
         return [roi.box_predictor.cls_score]

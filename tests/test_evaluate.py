@@ -232,7 +232,7 @@ def test_faster_coco_eval_gives_pycocotools_figures(case):
     got = {}
     for backend in (coco.PYCOCOTOOLS, coco.FASTER):
         e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
-        got[backend] = _figures(coco._metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+        got[backend] = _figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
     reference, faster = got[coco.PYCOCOTOOLS], got[coco.FASTER]
     assert reference.keys() == faster.keys()
     assert np.isfinite(reference["AP"]) and reference["AP"] > 0.05, "a case with something to measure"
@@ -273,7 +273,7 @@ def test_the_default_evaluator_gives_pycocotools_figures_exactly(case):
     got = {}
     for backend in (coco.PYCOCOTOOLS, coco.VECTOR):
         e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
-        got[backend] = _figures(coco._metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+        got[backend] = _figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
     assert coco.evaluator_backend() == coco.VECTOR
     assert np.isfinite(got[coco.PYCOCOTOOLS]["AP"]) and got[coco.PYCOCOTOOLS]["AP"] > 0.05, "something to measure"
     assert got[coco.VECTOR].keys() == got[coco.PYCOCOTOOLS].keys()
@@ -633,8 +633,7 @@ def test_cli_run_from_a_store(tmp_path, capsys):
     """Ground truth stored as a run's detections (score 1) evaluates to AP 1 through `evaluate --run`."""
     import numpy as np
 
-    from core.engine import DetectionResult
-    from core.records import RunInfo
+    from core.records import DetectionResult, RunInfo
     from core.store import Store
 
     names = gallery_names()
@@ -687,8 +686,7 @@ def test_cli_run_gives_pycocotools_figures_for_every_model_and_score_floor(tmp_p
     with the score floor applied first."""
     import json as _json
 
-    from core.engine import DetectionResult
-    from core.records import RunInfo
+    from core.records import DetectionResult, RunInfo
     from core.store import Store
 
     names = gallery_names()

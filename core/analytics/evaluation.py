@@ -35,7 +35,7 @@ from core.analytics.frame import RunFrame
 from core.config import EVAL_IOU, EVAL_MAX_DETS
 from core.evalcore import ArrayEval, ArrayJob, evaluate_job
 from core.evaluate import FN, PRF, GroundTruth, Metrics, prf_at
-from core.evaluate.coco import _check_max_dets, _metrics_from, evaluator_backend, evaluator_version, no_match_message
+from core.evaluate.coco import check_max_dets, evaluator_backend, evaluator_version, metrics_from, no_match_message
 from core.evaluate.outcomes import OUTCOME_NAMES
 
 EVAL_WORKER_MIN_BOXES = 200_000  # below this many boxes in all, variants are evaluated in this process
@@ -90,7 +90,7 @@ def array_job(gt: GroundTruth, columns: dict[str, np.ndarray], iou: float = EVAL
     return ArrayJob(
         coco=gt.coco,
         img_ids=sorted(set(gt.image_id_map.values())),
-        max_dets=_check_max_dets(EVAL_MAX_DETS),
+        max_dets=check_max_dets(EVAL_MAX_DETS),
         backend=evaluator_backend(),
         iou=iou,
         gt_image=code_gt[c["img"]],
@@ -109,7 +109,7 @@ def box_eval(gt: GroundTruth, job: ArrayJob, result: ArrayEval) -> BoxEval:
     """The BoxEval of an ArrayJob's result: `evaluate`'s Metrics and `match_all`'s MATCHED_COLUMNS."""
     metrics = None
     if result.summary is not None:
-        metrics = _metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
+        metrics = metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
     matched = pd.DataFrame(
         {
             "outcome": pd.Categorical.from_codes(result.outcome.astype(np.int8), categories=list(OUTCOME_NAMES)),

@@ -23,12 +23,13 @@ from core.store.common import (
     REVIEW_COLUMNS,
     RUN_STATUSES,
     StoreError,
-    _check_run_id,
-    _dumps,
-    _rows,
+    check_run_id,
+    dumps_json,
+    sql_rows,
 )
-from core.store.images import ImagesMixin, _image_format
-from core.store.reviews import ReviewsMixin, canonicalise_reviews
+from core.store.images import ImagesMixin, image_format
+from core.store.reviews import ReviewsMixin
+from core.store.schema import canonicalise_reviews
 from core.store.segments import drop_segment, write_tables
 
 EXPORT_FORMAT = "detlens-run"
@@ -114,7 +115,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                 raise
             except Exception as exc:  # malformed JSON/Parquet, wrong types: one line, not a traceback
                 raise StoreError(f"{zip_path.name}: not a DetLens run zip ({type(exc).__name__}: {exc})") from exc
-            run_id = _check_run_id(info.run_id)
+            run_id = check_run_id(info.run_id)
             if not (isinstance(info.settings, dict) and isinstance(info.environment, dict)):
                 raise StoreError(f"{zip_path.name}: run.json's settings and environment must be objects")
             for name, df in (("inferences", inf), ("detections", det), ("reviews", reviews)):
@@ -159,8 +160,8 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                         run_id,
                         info.created_at,
                         str(manifest.get("user", "") or info.settings.get("user", "") or ""),
-                        _dumps(info.settings),
-                        _dumps(info.environment),
+                        dumps_json(info.settings),
+                        dumps_json(info.environment),
                         status,
                         manifest.get("finished_at"),
                     ),
@@ -170,7 +171,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                     conn.execute(
                         "INSERT OR IGNORE INTO images (image_id, name, format, suffix, path, bytes, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (image_id, names.get(image_id) or f"{image_id}{suffix}", _image_format(data), suffix,
+                        (image_id, names.get(image_id) or f"{image_id}{suffix}", image_format(data), suffix,
                          f"images/{image_id}{suffix}", len(data), now_iso()),
                     )  # fmt: skip
                 conn.executemany("INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
@@ -181,7 +182,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                     rows["run_b"] = rows["run_b"].fillna("")  # zips from before cross-run pairs: same-run pairs
                     conn.executemany(
                         f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES ({', '.join('?' * len(REVIEW_COLUMNS))})",
-                        _rows(rows.fillna("")),
+                        sql_rows(rows.fillna("")),
                     )
                     canonicalise_reviews(conn, run_id)  # zips from before pairs were unordered
         except sqlite3.IntegrityError as exc:

@@ -6,33 +6,36 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
 from core.images import ImageSource
-from core.records import RunInfo, coerce_detections, coerce_inferences, detection_values, inference_values, now_iso
+from core.records import (
+    DetectionResult,
+    RunInfo,
+    coerce_detections,
+    coerce_inferences,
+    detection_values,
+    inference_values,
+    now_iso,
+)
 from core.store.common import (
     RUN_LIST_COLUMNS,
     RUN_STATUSES,
     StoreError,
-    _check_run_id,
-    _dumps,
-    _frame,
-    _insert_sql,
-    _loads,
-    _rows,
+    check_run_id,
+    dumps_json,
+    insert_sql,
+    loads_json,
+    rows_frame,
+    sql_rows,
 )
 from core.store.connection import StoreBase
 from core.store.segments import drop_segment, write_segment
 
-if TYPE_CHECKING:
-    from core.engine import DetectionResult
-    from core.store import Store
-
-_INSERT_INFERENCE = _insert_sql("inferences", INFERENCE_COLUMNS)
-_INSERT_DETECTION = _insert_sql("detections", DETECTION_COLUMNS)
+_INSERT_INFERENCE = insert_sql("inferences", INFERENCE_COLUMNS)
+_INSERT_DETECTION = insert_sql("detections", DETECTION_COLUMNS)
 
 
 class RunsMixin(StoreBase):
@@ -40,14 +43,14 @@ class RunsMixin(StoreBase):
 
     def start_run(self, info: RunInfo, user: str = "") -> None:
         """Add a run (status `running`). `user` defaults to `info.settings["user"]`. An existing run_id is an error."""
-        run_id = _check_run_id(info.run_id)
+        run_id = check_run_id(info.run_id)
         user = user or str(info.settings.get("user", "") or "")
         try:
             with self._write() as conn:
                 conn.execute(
                     "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
                     "VALUES (?, ?, ?, ?, ?, 'running')",
-                    (run_id, info.created_at, user, _dumps(info.settings), _dumps(info.environment)),
+                    (run_id, info.created_at, user, dumps_json(info.settings), dumps_json(info.environment)),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run {run_id!r} already exists in {self.path}") from exc
@@ -87,7 +90,7 @@ class RunsMixin(StoreBase):
             if info is not None:
                 conn.execute(
                     "UPDATE runs SET settings = ?, environment = ? WHERE run_id = ?",
-                    (_dumps(info.settings), _dumps(info.environment), run_id),
+                    (dumps_json(info.settings), dumps_json(info.environment), run_id),
                 )
         if status != "running":
             self._write_segment(run_id)
@@ -145,7 +148,7 @@ class RunsMixin(StoreBase):
             ).fetchall()
         out = []
         for run_id, created, user, status, finished, settings, models, n, n_err, n_img, n_rev, untrained in rows:
-            planned = _loads(settings)
+            planned = loads_json(settings)
             names = [str(m) for m in planned.get("models", []) or []]
             for m in (models or "").split(","):
                 if m and m not in names:
@@ -154,7 +157,7 @@ class RunsMixin(StoreBase):
                 (run_id, created, user, status, finished or "", ",".join(names), str(planned.get("device", "")),
                  n, n_err, n_img, n_rev, bool(untrained))
             )  # fmt: skip
-        frame = _frame(out, RUN_LIST_COLUMNS)
+        frame = rows_frame(out, RUN_LIST_COLUMNS)
         ints = {c: "int64" for c in ("n_inferences", "n_errors", "n_images", "n_reviews")}
         strings = {c: "string" for c in RUN_LIST_COLUMNS if c not in ints and c != "untrained"}
         return frame.astype({**strings, **ints, "untrained": "bool"})
@@ -170,8 +173,8 @@ class RunsMixin(StoreBase):
                 f"SELECT {', '.join(DETECTION_COLUMNS)} FROM detections WHERE run_id = ? ORDER BY rowid", (run_id,)
             ).fetchall()
         return (
-            coerce_inferences(_frame(inf, INFERENCE_COLUMNS)),
-            coerce_detections(_frame(det, DETECTION_COLUMNS)),
+            coerce_inferences(rows_frame(inf, INFERENCE_COLUMNS)),
+            coerce_detections(rows_frame(det, DETECTION_COLUMNS)),
             info,
         )
 
@@ -181,7 +184,7 @@ class RunsMixin(StoreBase):
             return self._run_models(conn, run_id)
 
     def _run_models(self, conn: sqlite3.Connection, run_id: str) -> list[str]:
-        names = [str(m) for m in _loads(self._require_run(conn, run_id).settings).get("models", []) or []]
+        names = [str(m) for m in loads_json(self._require_run(conn, run_id).settings).get("models", []) or []]
         for (m,) in conn.execute("SELECT DISTINCT model FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)):
             if m not in names:
                 names.append(m)
@@ -238,8 +241,8 @@ class RunsMixin(StoreBase):
         if not any(keep):
             return 0
         new = {p for p, k in zip(pairs, keep, strict=True) if k and p[0]}
-        conn.executemany(_INSERT_INFERENCE, [r for r, k in zip(_rows(inf), keep, strict=True) if k])
-        conn.executemany(_INSERT_DETECTION, [r for r, p in zip(_rows(det), det_pairs, strict=True) if p in new])
+        conn.executemany(_INSERT_INFERENCE, [r for r, k in zip(sql_rows(inf), keep, strict=True) if k])
+        conn.executemany(_INSERT_DETECTION, [r for r, p in zip(sql_rows(det), det_pairs, strict=True) if p in new])
         return sum(keep)
 
 
@@ -247,7 +250,7 @@ class RunsMixin(StoreBase):
 
 
 def record_into(
-    store: Store,
+    store: RunsMixin,
     run_id: str,
     threshold: float,
     *,
