@@ -85,7 +85,8 @@ def _download_progress(model: str):
 def _detect_on_ray(args: argparse.Namespace) -> int:
     """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
     and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
-    from core.distributed import ClusterError, check_ray_settings, list_images, options_from, run_ray
+    from core.cluster import ClusterError
+    from core.distributed import check_ray_settings, list_images, options_from, run_ray
     from core.images import gallery_paths
     from core.store import current_user
     from core.weights import parse_weights
@@ -335,7 +336,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     ray = None
     if args.engine == "ray":  # refused here in one line: non-eager runtimes, options that cannot work
-        from core.distributed import ClusterError, check_ray_settings, options_from
+        from core.cluster import ClusterError
+        from core.distributed import check_ray_settings, options_from
 
         ray = options_from(args)
         try:

@@ -30,16 +30,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.cluster import (  # noqa: F401 (the Ray path's public names, importable from here as before)
-    LOCAL_ADDRESSES,
+from core.cluster import (
     ClusterError,
     RayOptions,
     check_options,
-    check_reachable,
     cluster_environment,
     connect,
-    local_cpus,
-    parse_address,
 )
 from core.config import (
     DETECTION_COLUMNS,
@@ -440,20 +436,6 @@ def _write_part(parts_dir: Path, index: int, inferences: pd.DataFrame, detection
         tmp = folder / f".part-{index:05d}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         tmp.replace(folder / f"part-{index:05d}.parquet")
-
-
-def read_parts(parts_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two tables back from a run's Parquet parts."""
-    tables = []
-    for name, coerce in (("inferences", coerce_inferences), ("detections", coerce_detections)):
-        files = sorted((Path(parts_dir) / name).glob("part-*.parquet"))
-        tables.append(coerce(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)) if files else None)
-    inf, det = tables
-    if inf is None:
-        inf = coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))
-    if det is None:
-        det = coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS)))
-    return inf, det
 
 
 def ray_settings_record(settings: RunSettings, opts: RayOptions, *, user: str, device: str | None = None,

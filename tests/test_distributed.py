@@ -20,17 +20,9 @@ ray = pytest.importorskip("ray")
 
 from core import jobs  # noqa: E402
 from core.cli import EXIT_USAGE, main  # noqa: E402
+from core.cluster import ClusterError, RayOptions, check_reachable, connect  # noqa: E402
 from core.config import GALLERY_DIR  # noqa: E402
-from core.distributed import (  # noqa: E402
-    ClusterError,
-    DetectWorker,
-    RayOptions,
-    check_reachable,
-    connect,
-    list_images,
-    read_parts,
-    run_ray,
-)
+from core.distributed import DetectWorker, list_images, run_ray  # noqa: E402
 from core.images import content_id, gallery_paths, sources_from_paths  # noqa: E402
 from core.records import new_run_id  # noqa: E402
 from core.runner import RunSettings, run  # noqa: E402
@@ -154,6 +146,16 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_p
     assert sorted(pairs) == sorted((content_id(p.read_bytes()), MODEL) for p in paths)  # each pair exactly once
     assert (inf["error"] == "").all()
     assert not det.duplicated(BOX_COLUMNS).any()
+
+
+def read_parts(parts_dir: Path):
+    """The two tables back from a run's Parquet parts folder, as a user reads them (pandas over each folder)."""
+    import pandas as pd
+
+    from core.records import coerce_detections, coerce_inferences
+
+    return (coerce_inferences(pd.read_parquet(parts_dir / "inferences")),
+            coerce_detections(pd.read_parquet(parts_dir / "detections")))  # fmt: skip
 
 
 class NoBoxes(DetectWorker):
