@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pandas as pd
 
@@ -43,8 +43,10 @@ def sql_value(value: object) -> object:
     return None if value is pd.NA else plain_value(value)
 
 
-def sql_rows(df: pd.DataFrame) -> list[tuple]:
-    return [tuple(sql_value(v) for v in row) for row in df.itertuples(index=False, name=None)]
+def sql_rows(df: pd.DataFrame) -> Iterator[tuple]:
+    """The frame's rows as tuples sqlite3 binds, one at a time (executemany takes them as they come: a run of
+    millions of boxes is never a list of millions of tuples)."""
+    return (tuple(sql_value(v) for v in row) for row in df.itertuples(index=False, name=None))
 
 
 def rows_frame(rows: list[tuple], columns: Sequence[str]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
@@ -232,8 +233,8 @@ class RunsMixin(StoreBase):
         identified = [p for p in pairs if p[0]]
         if len(set(identified)) != len(identified):
             raise StoreError(f"inferences for run {run_id} hold an (image, model) pair twice")
-        det_pairs = list(zip(det["image_id"], det["model"], strict=True))
-        if not set(det_pairs) <= set(identified):
+        det_pairs = set(det[["image_id", "model"]].drop_duplicates().itertuples(index=False, name=None))
+        if not det_pairs <= set(identified):
             raise StoreError(f"detections for run {run_id} hold boxes of a pair with no inferences row")
         done = self._done_pairs(conn, run_id)
         # rows without a content id (unreadable images) are not pairs: each is added as its own error row
@@ -241,8 +242,13 @@ class RunsMixin(StoreBase):
         if not any(keep):
             return 0
         new = {p for p, k in zip(pairs, keep, strict=True) if k and p[0]}
-        conn.executemany(_INSERT_INFERENCE, [r for r, k in zip(sql_rows(inf), keep, strict=True) if k])
-        conn.executemany(_INSERT_DETECTION, [r for r, p in zip(sql_rows(det), det_pairs, strict=True) if p in new])
+        conn.executemany(_INSERT_INFERENCE, (r for r, k in zip(sql_rows(inf), keep, strict=True) if k))
+        if det_pairs <= new:  # every box is new (a whole run, an import): no filter per box
+            conn.executemany(_INSERT_DETECTION, sql_rows(det))
+        else:
+            keep_box = np.fromiter((p in new for p in zip(det["image_id"], det["model"], strict=True)), bool, len(det))
+            mine = det.loc[keep_box]
+            conn.executemany(_INSERT_DETECTION, sql_rows(mine))
         return sum(keep)
 
 
