@@ -112,6 +112,10 @@ REVIEW_FLIPPED: dict[str, str] = {"A better": "B better", "B better": "A better"
 REVIEW_IDENTITIES: tuple[str, ...] = ("typed", "signed-in")  # a typed name is unverified; signed-in: OpenID Connect
 REVIEW_CONFIDENCE = 0.95  # the Wilson interval of a pair's win rate
 
+# Where a run runs: this process (or the worker's), or on a Ray cluster (core.distributed).
+ENGINE_LOCAL = "local"
+ENGINE_RAY = "ray"
+
 # Ray path (core.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
 RAY_BATCH_ROWS = 16
 RAY_MAX_RETRIES = 3  # a decode task whose worker process died is run again this many times

@@ -31,7 +31,6 @@ import pandas as pd
 import pyarrow as pa
 
 from core.cluster import (
-    ClusterError,
     RayOptions,
     check_options,
     cluster_environment,
@@ -39,12 +38,12 @@ from core.cluster import (
 )
 from core.config import (
     DETECTION_COLUMNS,
+    ENGINE_RAY,
     IMAGE_EXTENSIONS,
     INFERENCE_COLUMNS,
     RAY_MAX_RESTARTS,
     RAY_MAX_RETRIES,
     RAY_MAX_TASK_RETRIES,
-    RUNTIME_EAGER,
     SCORE_FLOOR,
 )
 from core.images import LoadedImage, expand_paths, load_image
@@ -466,15 +465,7 @@ def options_from(args) -> RayOptions:
 
 
 def check_ray_settings(settings: RunSettings, opts: RayOptions) -> None:
-    """What the Ray path refuses before any cluster work, in one line: an unknown model (UnknownModelError), a weights
-    file that is not there (WeightsError), a runtime other than eager and options that cannot work (ClusterError, see
-    `check_options`). Nothing is contacted: a cluster that is down is found when the run starts."""
-    from core.models import get_model
-    from core.weights import parse_weights
-
-    for model in settings.models:
-        get_model(model)
-        parse_weights(settings.weights_for(model))
-    if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
-        raise ClusterError("the Ray path runs the eager runtime only (drop --runtime)")
+    """`settings.resolve(engine="ray")` and the options (`check_options`): what the Ray path refuses before any
+    cluster work, in one line. Nothing is contacted: a cluster that is down is found when the run starts."""
+    settings.resolve(engine=ENGINE_RAY, check_files=False)
     check_options(opts)

@@ -58,23 +58,8 @@ _START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) bef
 
 
 def check_settings(settings: RunSettings, class_names: dict[str, Sequence[str]] | None = None) -> str:
-    """Raise now (UnknownModelError, DeviceError, RuntimeRefusedError, WeightsError) for settings a worker could not
-    run; returns the resolved device. Nothing is loaded onto a device and nothing is stored."""
-    from core.config import RUNTIME_EAGER
-    from core.devices import check_precision, resolve_device
-    from core.models import get_model
-    from core.runtimes import check_runtime
-    from core.weights import check_weights
-
-    specs = [get_model(m) for m in settings.models]
-    device = resolve_device(settings.device)
-    check_precision(settings.precision, device)
-    for series in settings.series():
-        if series.runtime != RUNTIME_EAGER:
-            check_runtime(series.runtime, series.precision, device)
-    for spec in specs:
-        check_weights(spec, settings.weights_for(spec.name), class_names=(class_names or {}).get(spec.name))
-    return str(device)
+    """`settings.resolve()` (the one check of a run's settings) before a job is queued; returns the resolved device."""
+    return str(settings.resolve(class_names=class_names).device)
 
 
 def submit(
