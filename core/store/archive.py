@@ -27,8 +27,8 @@ from core.store.common import (
     dumps_json,
     sql_rows,
 )
-from core.store.images import ImagesMixin, image_format
-from core.store.reviews import ReviewsMixin
+from core.store.connection import StoreBase
+from core.store.images import image_format
 from core.store.schema import canonicalise_reviews
 from core.store.segments import drop_segment, write_tables
 
@@ -41,8 +41,10 @@ _ZIP_IMAGE = re.compile(r"images/([0-9a-f]{16})(\.[a-z0-9]{1,5})")
 _OLD_REVIEW_COLUMNS = tuple(c for c in REVIEW_COLUMNS if c not in ("identity", "run_b"))  # older zips lack them
 
 
-class ArchiveMixin(ReviewsMixin, ImagesMixin):
-    """export_run / import_run: a run with its reviews and images in one zip."""
+class ArchiveMixin(StoreBase):
+    """export_run / import_run: a run with its reviews and images in one zip. It stands on the base alone; the
+    records, reviews and images it packs are read and written through the other parts' public methods and the
+    base's transactions, as `Store` composes them."""
 
     def export_run(self, run_id: str, zip_path: str | Path) -> Path:
         """One zip with inferences.parquet, detections.parquet, reviews.parquet (the whole history), run.json (the
@@ -166,7 +168,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                         manifest.get("finished_at"),
                     ),
                 )
-                self._insert_records(conn, run_id, inf, det)
+                self.insert_records(conn, run_id, inf, det)
                 for image_id, suffix, data in images:
                     conn.execute(
                         "INSERT OR IGNORE INTO images (image_id, name, format, suffix, path, bytes, created_at) "

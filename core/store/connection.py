@@ -134,3 +134,17 @@ class StoreBase:
         if row is None:
             raise StoreError(f"unknown run {run_id!r} in {self.path}")
         return RunRow(*row)
+
+    # -- what every part reads of a run, inside its own transaction --
+
+    def _run_models(self, conn: sqlite3.Connection, run_id: str) -> list[str]:
+        names = [str(m) for m in loads_json(self._require_run(conn, run_id).settings).get("models", []) or []]
+        for (m,) in conn.execute("SELECT DISTINCT model FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)):
+            if m not in names:
+                names.append(m)
+        return names
+
+    def _done_pairs(self, conn: sqlite3.Connection, run_id: str) -> set[tuple[str, str]]:
+        self._require_run(conn, run_id)
+        sql = "SELECT image_id, model FROM inferences WHERE run_id = ? AND image_id != ''"
+        return set(conn.execute(sql, (run_id,)).fetchall())

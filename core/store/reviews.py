@@ -23,7 +23,7 @@ import pandas as pd
 from core.config import REVIEW_FLIPPED, REVIEW_IDENTITIES, REVIEW_VERDICTS, REVIEW_WITHDRAWN
 from core.records import now_iso
 from core.store.common import REVIEW_COLUMNS, StoreError, clip_line, rows_frame
-from core.store.runs import RunsMixin
+from core.store.connection import StoreBase
 
 MAX_REVIEWER_CHARS = 80
 MAX_NOTE_CHARS = 2000
@@ -44,8 +44,8 @@ def canonical_sides(run_a: str, model_a: str, run_b: str, model_b: str, verdict:
     return run_a, model_a, run_b, model_b, verdict
 
 
-class ReviewsMixin(RunsMixin):
-    """The `reviews` table (verdicts name the run's models, hence the runs part)."""
+class ReviewsMixin(StoreBase):
+    """The `reviews` table: a verdict per (run, image, pair of the run's models, reviewer), with its history."""
 
     def add_review(
         self,

@@ -184,24 +184,12 @@ class RunsMixin(StoreBase):
         with self._read() as conn:
             return self._run_models(conn, run_id)
 
-    def _run_models(self, conn: sqlite3.Connection, run_id: str) -> list[str]:
-        names = [str(m) for m in loads_json(self._require_run(conn, run_id).settings).get("models", []) or []]
-        for (m,) in conn.execute("SELECT DISTINCT model FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)):
-            if m not in names:
-                names.append(m)
-        return names
-
     # -- pairs: one record per (image, model); bulk ingest and resume --
 
     def done_pairs(self, run_id: str) -> set[tuple[str, str]]:
         """The (image_id, model) pairs of the run that have a record (failed ones included)."""
         with self._read() as conn:
             return self._done_pairs(conn, run_id)
-
-    def _done_pairs(self, conn: sqlite3.Connection, run_id: str) -> set[tuple[str, str]]:
-        self._require_run(conn, run_id)
-        sql = "SELECT image_id, model FROM inferences WHERE run_id = ? AND image_id != ''"
-        return set(conn.execute(sql, (run_id,)).fetchall())
 
     def missing_pairs(self, run_id: str, image_ids: Sequence[str], models: Sequence[str]) -> list[tuple[str, str]]:
         """The (image_id, model) pairs with no record yet, image by image in the order given, each once."""
@@ -219,11 +207,13 @@ class RunsMixin(StoreBase):
         or detections of a pair `inferences` does not have.
         """
         with self._write() as conn:
-            return self._insert_records(conn, run_id, inferences, detections)
+            return self.insert_records(conn, run_id, inferences, detections)
 
-    def _insert_records(
+    def insert_records(
         self, conn: sqlite3.Connection, run_id: str, inferences: pd.DataFrame, detections: pd.DataFrame
     ) -> int:
+        """`add_records` inside the caller's write transaction `conn` (an import adds the run and its records in one);
+        returns the records added."""
         inf = coerce_inferences(inferences)
         det = coerce_detections(detections)
         for name, df in (("inferences", inf), ("detections", det)):
