@@ -18,8 +18,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from core import evaluate as ev
+from core.cli.evaluate import add_cli
 from core.config import DETECTION_COLUMNS, GALLERY_ANNOTATIONS, GALLERY_DIR
-from core.evaluate.cli import add_cli
 from core.images import ImageSource, load_image
 from core.models import get_model
 from core.records import coerce_detections

@@ -10,8 +10,6 @@
 - `outcomes`: `match_outcomes` labels each box above a threshold as a true positive, a false positive (with its
   reason) or a missed ground-truth box, COCO-style, for overlays; `match_all` does it for every threshold at once and
   `outcomes_at` picks one threshold's rows out; `prf_at` turns those into precision, recall and F1.
-- `cli`: `add_cli` registers `python -m core evaluate` (imported by core.cli, not by this package: it reads stored
-  runs through core.analytics, which stands on this package).
 
 Only images that have both ground truth and a processed image of ours are evaluated; an image that a model saw and
 found nothing on counts (its ground-truth boxes are misses), an image it never saw does not.

@@ -1,0 +1,43 @@
+"""The command line, `detlens` or `python -m core`: one parser, its subcommands registered by the modules beside this
+one (`detect`: models, detect; `store`: runs, export, import, reviews; `jobs`: submit, jobs, cancel, resume, worker;
+`evaluate`: evaluate). Bad input is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from core.cli import detect, evaluate, jobs, store
+from core.cli.common import EXIT_OK, EXIT_USAGE
+from core.cluster import ClusterError
+from core.devices import DeviceError
+from core.models import UnknownModelError
+from core.runtimes import RuntimeRefusedError
+from core.store import StoreError
+from core.weights import WeightsError
+
+__all__ = ["EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detlens", description="DetLens: compare torchvision detectors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for part in (detect, store, jobs, evaluate):
+        part.add_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("detect", "submit"):
+        if not 0.0 <= args.threshold <= 1.0:
+            parser.error("--threshold must be between 0 and 1")
+        if args.warmup < 0 or args.batch_size < 1:
+            parser.error("--warmup must be >= 0 and --batch-size >= 1")
+    try:
+        return args.func(args)
+    except (UnknownModelError, DeviceError, WeightsError, StoreError, RuntimeRefusedError, ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
