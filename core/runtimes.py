@@ -344,8 +344,9 @@ def _as_outputs(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> di
 class OnnxRuntimeModel:
     """An ONNX Runtime session with the eager contract (one image per session call).
 
-    All graph optimisations, nodes run one after another, `threads` intra-op threads (README "Runtimes side by side":
-    ORT_PARALLEL and no spinning were measured slower on 2 cores); `options` reads them back from the session."""
+    All graph optimisations, nodes run one after another, `threads` intra-op threads (docs/performance.md, "Runtimes
+    side by side": ORT_PARALLEL and no spinning were measured slower on 2 cores); `options` reads them back from the
+    session."""
 
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -382,8 +383,8 @@ class OpenVinoModel:
     """An OpenVINO compiled model (CPU) with the eager contract; calls are serialised by the engine's device lock.
 
     One dynamic-shape plan for every image size: a static plan per input size (`Model.reshape`) was measured 0-3%
-    faster on Faster R-CNN and no faster on SSDLite, for a compile per new size (README "Runtimes side by side").
-    `options` reads the compiled model's settings back (`OPENVINO_REPORTED`)."""
+    faster on Faster R-CNN and no faster on SSDLite, for a compile per new size (docs/performance.md, "Runtimes side
+    by side"). `options` reads the compiled model's settings back (`OPENVINO_REPORTED`)."""
 
     def __init__(self, xml: Path, precision: str, threads: int) -> None:
         import openvino as ov

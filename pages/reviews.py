@@ -29,7 +29,7 @@ summary = summarize(run_id, reviews, reviewing.review_detections(run_id, reviews
 if summary.unverified:
     st.warning(
         f"Unverified reviewers (a typed name, no sign-in): {md(', '.join(summary.unverified))}. "
-        "Set up sign-in (README: Team reviews) for reviews that name who said what."
+        "Set up sign-in (docs/reviews.md) for reviews that name who said what."
     )
 pct = f"{REVIEW_CONFIDENCE:.0%}"
 st.subheader("Per pair")

@@ -3,6 +3,7 @@ and their difference, in core.agreement, the Compare page (table and model cards
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -14,7 +15,7 @@ from PIL import Image
 from core import runner
 from core.agreement import ap_against_eager, ap_text, has_ap, runtime_agreement, with_ap
 from core.cli import main
-from core.evaluate import evaluate, image_names_from, image_sizes_from, load_ground_truth, with_images
+from core.evaluate import load_ground_truth
 from core.images import ImageSource
 from core.records import RunInfo
 from tests.factories import RUN, box, gallery_ref, inference, tables
@@ -85,23 +86,38 @@ def _session(change=_same, *, names=tuple(GT_BOXES), size=SIZE, failed=()):
     return inf_df, det_df, {r.image_id: r for r in refs.values()}
 
 
-def _evaluator_ap(gt, inf, det, series, image_ids):
-    """core.evaluate's AP of one series on the given images, straight from the evaluator."""
-    rows = inf[(inf["model"] == series) & inf["image_id"].isin(image_ids)]
-    matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
-    return evaluate(matched, det[det["image_id"].isin(image_ids)], model=series).AP
+def _pycocotools_ap(change, names: tuple[str, ...]) -> float:
+    """pycocotools' COCOeval AP (stats[0]) of the boxes `change` makes of EAGER_BOXES, on the images `names`, against
+    _gt_doc(): the reference, computed from the test's own boxes, not from DetLens's tables or evaluator."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    doc = _gt_doc()
+    ids = {image["file_name"]: image["id"] for image in doc["images"]}
+    coco_gt = COCO()
+    coco_gt.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+        results = [{"image_id": ids[name], "category_id": label, "score": score, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+                   for name in names for label, score, (x1, y1, x2, y2) in change(name, EAGER_BOXES[name])]  # fmt: skip
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        evaluator.params.imgIds = sorted(ids[name] for name in names)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[0])
 
 
 @pytest.mark.parametrize(
     ("change", "failed", "lower"),
     [(_same, (), False), (_drop_dog, (), True), (_move_cat, (), True), (_drop_dog, ("b.png",), True)],
 )
-def test_ap_difference_is_the_evaluators_ap_of_the_two_series(gt_file, change, failed, lower):
+def test_ap_difference_is_pycocotools_ap_of_the_two_series(gt_file, change, failed, lower):
     gt = load_ground_truth(gt_file)
     inf, det, _ = _session(change, failed=failed)
-    common = [i for i in inf["image_id"].unique() if not (inf.loc[inf["image_id"] == i, "error"] != "").any()]
-    expected_ap = _evaluator_ap(gt, inf, det, ORT, common)
-    expected_eager = _evaluator_ap(gt, inf, det, EAGER, common)
+    common = tuple(name for name in GT_BOXES if name not in failed)  # the images both series processed
+    expected_ap = _pycocotools_ap(change, common)
+    expected_eager = _pycocotools_ap(_same, common)
     row = with_ap(runtime_agreement(inf, det), ap_against_eager(gt, inf, det)).set_index("series").loc[ORT]
     assert (row["ap"], row["ap_eager"]) == (expected_ap, expected_eager)
     assert row["ap_diff"] == expected_ap - expected_eager
@@ -145,10 +161,7 @@ def test_detect_prints_each_runtimes_ap_against_eager(tmp_path, gt_file, monkeyp
     out = capsys.readouterr().out
     line = next(x for x in out.split("agreement with eager")[1].splitlines() if x.strip().startswith(ORT))
     if with_gt:
-        inf, det, _ = session
-        loaded = load_ground_truth(gt_file)
-        ids = list(inf["image_id"].unique())
-        ap, eager = _evaluator_ap(loaded, inf, det, ORT, ids), _evaluator_ap(loaded, inf, det, EAGER, ids)
+        ap, eager = _pycocotools_ap(_drop_dog, tuple(GT_BOXES)), _pycocotools_ap(_same, tuple(GT_BOXES))
         assert ap < eager and f"ΔAP {ap - eager:+.3f}" in line and f"eager {eager:.3f}" in line
     else:
         assert line.endswith("AP: no ground truth") and "ΔAP" not in line
@@ -171,7 +184,6 @@ def _gallery_session(cat_size):
 @pytest.mark.slow
 @pytest.mark.parametrize("with_gt", [True, False])
 def test_compare_shows_ap_against_eager_only_with_ground_truth(with_gt):
-    from core.config import GALLERY_ANNOTATIONS
     from tests.test_pages import open_page, texts
 
     session = _gallery_session((451, 300) if with_gt else (100, 80))
@@ -180,13 +192,13 @@ def test_compare_shows_ap_against_eager_only_with_ground_truth(with_gt):
     table = next(d.value for d in at.dataframe if "verdict" in d.value.columns).set_index("series")
     card = next(d.value for d in at.dataframe if "median_total_ms" in d.value.columns).set_index("model")
     if with_gt:
-        inf, det, _ = session
-        gt = load_ground_truth(GALLERY_ANNOTATIONS)
-        ids = list(inf["image_id"].unique())
-        ap, eager = _evaluator_ap(gt, inf, det, ORT, ids), _evaluator_ap(gt, inf, det, EAGER, ids)
-        assert ap < eager
-        assert table.loc[ORT, ["ap", "ap_eager", "ap_diff"]].tolist() == [ap, eager, ap - eager]
-        assert card.loc[ORT, "ΔAP vs eager"] == ap - eager and card.loc[EAGER, "AP (ground truth)"] == eager
+        # worked by hand: the bundled cat box is (0, 0, 398, 300); eager's is that box (IoU 1: AP 1 at every IoU
+        # threshold), the series' is moved 60 px (IoU 338/458 = 0.738: a match at 0.50-0.70, 5 of the 10 thresholds)
+        # (pycocotools' own mean of those 101-point precisions gives 0.49999999999999994 and 0.9999999999999998)
+        ap, eager = pytest.approx(0.5, abs=1e-12), pytest.approx(1.0, abs=1e-12)
+        assert table.loc[ORT, ["ap", "ap_eager", "ap_diff"]].tolist() == [ap, eager, pytest.approx(-0.5, abs=1e-12)]
+        assert card.loc[ORT, "ΔAP vs eager"] == pytest.approx(-0.5, abs=1e-12)
+        assert card.loc[EAGER, "AP (ground truth)"] == eager
         assert math.isnan(card.loc[EAGER, "ΔAP vs eager"])
     else:
         assert "ap_diff" not in table.columns and "ΔAP vs eager" not in card.columns

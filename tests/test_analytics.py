@@ -286,6 +286,7 @@ def test_frame_evaluation_gives_the_pandas_paths_metrics_and_prf(seed, runs):
         pd.testing.assert_frame_equal(evaluation.frame_prf_table(got, threshold), want)
 
 
+@pytest.mark.slow
 def test_evaluation_in_a_worker_process_gives_the_same_results():
     from core.analytics.evaluation import evaluate_all, variant_index
     from core.evaluate import load_ground_truth, with_images
@@ -307,6 +308,7 @@ def test_evaluation_in_a_worker_process_gives_the_same_results():
         pd.testing.assert_frame_equal(a.matched, b.matched)
 
 
+@pytest.mark.slow
 def test_a_failing_evaluation_worker_says_why():
     from core.analytics.evaluation import evaluate_all
     from core.evaluate import load_ground_truth, with_images
@@ -358,7 +360,7 @@ def refuse(*args, **kwargs):
     raise AssertionError("evaluated again")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes
 def test_a_kept_evaluation_is_read_back_with_the_same_figures_instead_of_evaluated(tmp_path, monkeypatch, workers):
     from core.analytics import evaluation
 

@@ -297,6 +297,7 @@ def _reference_save(model: nn.Module, tmp_path: Path, args: argparse.Namespace) 
     return path
 
 
+@pytest.mark.slow
 def test_a_reference_script_checkpoint_is_built_as_its_saved_args_say(tmp_path):
     """`train.py --model fasterrcnn_resnet50_fpn --weights-backbone ResNet50_Weights.IMAGENET1K_V1
     --rpn-score-thresh 0.5`, no sidecar: its args say the build (FrozenBatchNorm2d eps 1e-5, which a state dict alone
@@ -401,6 +402,7 @@ def test_wrong_builder_arguments_are_a_clear_error_before_a_job_is_queued(tmp_pa
             attempt()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("weights", "eps"),
     [
@@ -420,6 +422,7 @@ def test_the_weights_named_in_the_training_args_decide_the_eps(tmp_path, weights
     assert built.weights_build.startswith(f"weights (FrozenBatchNorm2d eps {eps:g})")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sidecar", "eps", "error"),
     [

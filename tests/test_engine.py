@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from core import devices, engine
-from core.devices import DeviceError, check_precision, configure_threads, physical_cores, resolve_device
+from core.devices import DeviceError, check_precision, configure_threads, resolve_device
 from core.engine import load_detector, run_detector
 from core.images import load_image
 from core.records import DetectionResult
@@ -204,9 +205,24 @@ def test_detection_result_checks_its_invariants(kwargs, message):
         DetectionResult(**base, batch_size=1, **kwargs)
 
 
-def test_auto_device_is_cpu_without_a_gpu():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type in (expected, "mps")
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [
+        (True, True, torch.device("cuda", 0)),  # CUDA first
+        (False, True, torch.device("mps")),  # then Apple MPS
+        (False, False, torch.device("cpu")),  # then the CPU
+    ],
+)
+def test_auto_device_picks_cuda_then_mps_then_the_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_auto_device_on_this_machine_without_cuda_is_mps_or_the_cpu():
+    mps = torch.backends.mps.is_available()  # torch's own probe, not DetLens's
+    assert resolve_device("auto") == (torch.device("mps") if mps else torch.device("cpu"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
@@ -239,15 +255,59 @@ def test_half_precision_is_refused_on_other_devices():
         check_precision("bf16", torch.device("mps"))
 
 
-def test_the_cpu_precisions_are_read_from_torchs_cpu_probes():
-    found = devices.cpu_native_precisions()
-    assert "fp32" in found
-    assert ("bf16" in found) == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+def _cpuinfo_flags() -> set[str]:
+    """The CPU's feature flags as the Linux kernel lists them (a reference independent of torch's probes)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
 
 
-def test_threads_are_set_to_physical_cores(monkeypatch):
+@pytest.mark.skipif(not _cpuinfo_flags(), reason="needs the x86 flags of /proc/cpuinfo")
+def test_the_cpu_precisions_are_those_the_kernel_lists_for_this_cpu():
+    flags = _cpuinfo_flags()
+    expected = {"fp32"}
+    if flags & {"avx512_bf16", "amx_tile"}:  # AVX512-BF16 or AMX
+        expected.add("bf16")
+    if flags & {"avx512_fp16", "amx_fp16"}:  # AVX512-FP16 or AMX-FP16
+        expected.add("fp16")
+    assert devices.cpu_native_precisions() == expected
+
+
+def _cpuinfo_cores() -> int:
+    """Physical cores as /proc/cpuinfo lists them: distinct (physical id, core id) pairs (hyper-threads share one)."""
+    cores, package = set(), None
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "physical id":
+            package = value
+        elif key == "core id":
+            cores.add((package, value))
+    return len(cores)
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads /proc/cpuinfo (Linux)")
+def test_threads_are_set_to_the_physical_cores_the_kernel_lists(monkeypatch, restore_threads):
+    expected = _cpuinfo_cores()
+    if not expected:
+        pytest.skip("/proc/cpuinfo lists no core ids here")
     monkeypatch.delenv("DETLENS_THREADS", raising=False)
-    assert configure_threads() == physical_cores() == torch.get_num_threads()
+    torch.set_num_threads(expected + 1)  # something else first: configure_threads must set it
+    assert configure_threads() == expected == torch.get_num_threads()
+
+
+@pytest.mark.parametrize(("env", "given", "expected"), [("1", None, 1), ("3", None, 3), ("3", 2, 2)])
+def test_threads_follow_detlens_threads_and_an_explicit_count(monkeypatch, restore_threads, env, given, expected):
+    monkeypatch.setenv("DETLENS_THREADS", env)
+    assert configure_threads(given) == expected == torch.get_num_threads()
 
 
 @pytest.mark.needs_cuda

@@ -169,6 +169,7 @@ def test_run_page_counts_inferences_when_one_image_fails_on_several_models():
     assert any("1 image(s) could not be used" in w.value for w in at.warning)
 
 
+@pytest.mark.slow  # a 36 MP photo decoded, run and drawn: the slowest test of the quick loop otherwise
 def test_a_36_megapixel_photo_runs_and_is_downscaled_for_display():
     from dashboard.figures import overlay_grid
 

@@ -262,6 +262,7 @@ def test_decompression_bomb_rejected_with_its_size():
     assert result.error == "image is 20000x20000 (400.0 MP), above the 80.0 MP limit"
 
 
+@pytest.mark.slow
 def test_decompression_bomb_peak_memory_stays_low(tmp_path):
     """In a fresh process: the peak RSS barely moves (decoding would allocate 400 MB)."""
     bomb = write(tmp_path, "bomb.png", bomb_png(20000, 20000))

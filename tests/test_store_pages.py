@@ -80,6 +80,7 @@ def test_a_link_reopens_the_run_image_and_threshold_after_a_refresh(private_run_
     assert at.query_params["run"] == run_id and at.query_params["image"] == coffee
 
 
+@pytest.mark.slow
 def test_runs_page_lists_runs_from_the_cli(private_run_store):
     env = {**os.environ, "DETLENS_STORE": str(private_run_store), "DETLENS_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "core", "detect", str(GALLERY_DIR / "cat.jpg"), "--models", SMALL, "--weights",

@@ -137,10 +137,10 @@ def test_fine_tuned_checkpoint_without_names_runs_with_numbered_classes(tmp_path
     [
         ("fasterrcnn_mobilenet_v3_large_320_fpn", 2),
         ("ssdlite320_mobilenet_v3_large", 5),
-        ("retinanet_resnet50_fpn", 4),
-        ("fcos_resnet50_fpn", 3),
-        ("ssd300_vgg16", 7),
-        ("keypointrcnn_resnet50_fpn", 2),
+        pytest.param("retinanet_resnet50_fpn", 4, marks=pytest.mark.slow),  # large builds: the slow loop
+        pytest.param("fcos_resnet50_fpn", 3, marks=pytest.mark.slow),
+        pytest.param("ssd300_vgg16", 7, marks=pytest.mark.slow),
+        pytest.param("keypointrcnn_resnet50_fpn", 2, marks=pytest.mark.slow),
         ("fasterrcnn_mobilenet_v3_large_320_fpn", 91),
     ],
 )

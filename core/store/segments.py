@@ -10,7 +10,7 @@ whose version differs from the run's (the run was resumed, deleted and re-import
 
 Why Parquet + Arrow rather than pandas over SQLite rows: reading 2 million detection rows through `sqlite3` takes
 seconds and a gigabyte of Python objects; the same rows from a dictionary-encoded Parquet file take ~0.3 s and
-~100 MB (README, performance).
+~100 MB (docs/performance.md).
 """
 
 from __future__ import annotations

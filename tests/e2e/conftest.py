@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import JOB_HEARTBEAT_S
 from tests.e2e.ui import settle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,16 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_TIMEOUT_S = 60.0
 E2E_DIR = Path(__file__).resolve().parent
+# The heartbeat window of the e2e server's jobs (DETLENS_JOB_STALE_S): a running job whose heartbeat is older than this
+# is reaped as `interrupted` by the page that polls it (dashboard.live calls Store.reap_stale every second). The worker
+# beats every JOB_HEARTBEAT_S (2 s) from a thread of its own, but it runs at niceness +10 on a 2-core machine that the
+# Streamlit server, Chromium, this test process and other suites share: under CFS a nice +10 process weighs ~1/10 of a
+# nice-0 one, so its beat can be seconds late, and a beat that meets another writer waits up to STORE_BUSY_TIMEOUT_S
+# (10 s) for SQLite's lock. A window of 3 beats (the 6 s used before) could reap a live job mid-run; 15 beats (30 s,
+# above production's 20 s because this machine is busier than a deployment) leaves room for a late beat plus a full
+# busy timeout. The one test that needs a job reaped (tests/e2e/test_jobs.py) kills its worker, waits until that
+# process is gone, and then waits for the window to pass: it pays the window once instead of every test risking it.
+JOB_STALE_S = 15 * JOB_HEARTBEAT_S
 
 
 def _in_ci() -> bool:
@@ -121,6 +132,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
+def job_stale_s() -> float:
+    """The e2e server's job heartbeat window in seconds (JOB_STALE_S): how long a killed worker's job stays `running`."""
+    return JOB_STALE_S
+
+
+@pytest.fixture(scope="session")
 def server_store(torch_home: Path) -> Path:
     """The run store folder of the e2e server (tests read the jobs and records it writes)."""
     return torch_home / "e2e-store"
@@ -151,7 +168,7 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path, server_store: Path) 
         "DETLENS_STORE": str(server_store),
         "DETLENS_WORKER_AUTOSTART": "1",
         "DETLENS_WORKER_IDLE_EXIT_S": "60",
-        "DETLENS_JOB_STALE_S": "6",
+        "DETLENS_JOB_STALE_S": str(JOB_STALE_S),  # see JOB_STALE_S: never short enough to reap a live job
     }
     log_path = artifacts_dir / "streamlit.log"
     with log_path.open("w", encoding="utf-8") as log:

@@ -94,8 +94,17 @@ def test_a_gallery_run_survives_page_changes_reloads_and_closed_browsers(streaml
     context.close()
 
 
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has exited (absent, or a zombie its parent has not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def test_a_worker_killed_mid_run_is_resumed_with_every_pair_exactly_once(streamlit_server, browser, wait_for_app,
-                                                                         artifacts_dir):  # fmt: skip
+                                                                         artifacts_dir, job_stale_s):  # fmt: skip
     from core.images import ImageSource, gallery_paths
     from core.jobs import submit
     from core.runner import RunSettings
@@ -112,13 +121,15 @@ def test_a_worker_killed_mid_run_is_resumed_with_every_pair_exactly_once(streaml
     page.goto(f"{streamlit_server}/run?run={run_id}", wait_until="domcontentloaded")
     wait_for_app(page)
     wait_for(lambda: _store().job(run_id).done >= 2, what="two records")
-    worker = _store().job(run_id).worker
-    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
-    time.sleep(0.5)
+    pid = int(_store().job(run_id).worker.rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: _gone(pid), timeout_s=30, what="the killed worker to exit")  # no record can land after this
     done = _store().job(run_id).done
     assert done < total, "the run ended before the worker could be killed: use more images"
+    assert _store().job(run_id).status == "running"  # nobody said otherwise yet: only a stale heartbeat will
     resume = page.get_by_role("button", name="Resume", exact=True)
-    resume.wait_for(timeout=60_000)  # the stale heartbeat, seen by the page, which polls while the job runs
+    # the heartbeat goes stale after the window (conftest.JOB_STALE_S), seen by the page, which polls while the job runs
+    resume.wait_for(timeout=(job_stale_s + 60) * 1000)
     assert page.get_by_text("Interrupted", exact=False).count() >= 1
     wait_for_app(page)
     resume.click()
