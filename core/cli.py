@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,9 +31,11 @@ from core.config import (
 from core.devices import DeviceError
 from core.models import UnknownModelError, list_models, parse_model_list
 from core.runtimes import RuntimeRefusedError, parse_variants
+from core.video import VideoError, add_video_options, sampling_from
 from core.weights import WeightsError
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 _STORE_HELP = f"${STORE_ENV}, else ~/.local/share/detlens"
 
@@ -91,15 +94,22 @@ def cmd_detect(args: argparse.Namespace) -> int:
         from core.distributed import cli_detect
 
         return cli_detect(args)
+    with tempfile.TemporaryDirectory(prefix="detlens-frames-") as frames_dir:  # video frames as PNG files, for the run
+        return _detect(args, Path(frames_dir))
+
+
+def _detect(args: argparse.Namespace, frames_dir: Path) -> int:
     from core.images import gallery_paths, sources_from_paths
     from core.records import write_run
     from core.runner import run
     from core.store import current_user
+    from core.videojobs import extract_to_folder, split_videos
 
-    paths = [Path(p) for p in args.paths] if args.paths else gallery_paths()
+    videos, paths = split_videos([Path(p) for p in args.paths] if args.paths else gallery_paths())
     settings = _settings_from(args)
     n_series = len(settings.series())
-    images = sources_from_paths(paths)
+    frames = extract_to_folder(videos, sampling_from(args), frames_dir)
+    images = sources_from_paths(paths) + frames.sources
     if not images:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
@@ -132,6 +142,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in written))
     if store is not None:
         print(f"stored run {output.info.run_id} in {store.path}")
+    if frames.error:  # a video broke mid-way: its frames so far ran and are kept; the run (a job) ends failed
+        if store is not None:
+            store.end_job(output.info.run_id, "failed", message=frames.error)
+        print(f"error: {frames.error}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -290,7 +305,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     else:
         check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
+    from core.videojobs import split_videos, submit_video
+
+    videos, items = split_videos(args.images)
+    if videos and (ray is not None or len(args.images) > 1):
+        print("error: submit takes one video file alone (and not with --engine ray)", file=sys.stderr)
+        return EXIT_USAGE
     store = _open_store(args.store)
+    if videos:
+        print(submit_video(store, settings, videos[0], sampling_from(args), user=current_user()))
+        return EXIT_OK
     sources = _job_sources(store, args.images or [str(p) for p in gallery_paths()], lists=ray is not None)
     if not sources:
         print("error: no images found in the given paths", file=sys.stderr)
@@ -443,6 +467,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold for counts")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up calls per model, not recorded")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    add_video_options(p)
 
 
 def _engine_options(p: argparse.ArgumentParser) -> None:
@@ -464,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_models.set_defaults(func=cmd_models)
 
     p_det = sub.add_parser("detect", help="run detectors on images (the bundled gallery when no path is given)")
-    p_det.add_argument("paths", nargs="*", help="image files or folders")
+    p_det.add_argument("paths", nargs="*", help="image files or folders, or video files (see --every)")
     _run_options(p_det)
     p_det.add_argument("--out", default="out", help="output folder for inferences.csv and detections.csv")
     p_det.add_argument("--parquet", action="store_true", help="write Parquet beside the CSV files")
@@ -486,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_runs.set_defaults(func=cmd_runs)
 
     p_sub = sub.add_parser("submit", help="queue a run for a worker; prints its run id at once")
-    p_sub.add_argument("images", nargs="*", help="image files or folders, or id:IMAGE_ID of a stored image")
+    p_sub.add_argument("images", nargs="*", help="image files or folders, id:IMAGE_ID of a stored image, or one video")
     _run_options(p_sub)
     p_sub.add_argument("--store", metavar="DIR", help=store_help)
     _engine_options(p_sub)
@@ -549,10 +574,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--threshold must be between 0 and 1")
         if args.warmup < 0 or args.batch_size < 1:
             parser.error("--warmup must be >= 0 and --batch-size >= 1")
+        try:
+            sampling_from(args)
+        except ValueError as exc:
+            parser.error(str(exc))
     from core.store import StoreError
 
     try:
         return args.func(args)
-    except (UnknownModelError, DeviceError, WeightsError, StoreError, RuntimeRefusedError) as exc:
+    except (UnknownModelError, DeviceError, WeightsError, StoreError, RuntimeRefusedError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

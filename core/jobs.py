@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core import runner
+from core import runner, videojobs
 from core.config import (
     JOB_HEARTBEAT_S,
     JOB_STALE_AFTER_S,
@@ -177,14 +177,17 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
     run_id = job.run_id
     if job.spec.get("engine") == ENGINE_RAY:
         return _run_ray_job(store, job, stop=stop)
-    planned = plan_job(store, job)
-    if not planned.todo:
-        store.end_job(run_id, "finished")
-        return "finished"
 
     def should_stop() -> bool:
         return bool(stop and stop()) or store.cancel_requested(run_id)
 
+    job, video_error = videojobs.extract_job_frames(store, job, stop=should_stop)  # a video job's frames, once
+    if not (job.spec.get(videojobs.SPEC_KEY) or {"extracted": 1}).get("extracted"):
+        return _ended(store, run_id, True, None)  # stopped while its frames were being extracted
+    planned = plan_job(store, job)
+    if not planned.todo:
+        store.end_job(run_id, "failed" if video_error else "finished", message=video_error)
+        return "failed" if video_error else "finished"
     try:
         output = runner.execute(
             planned,
@@ -198,7 +201,7 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
     except Exception as exc:  # the runner marked the run failed; keep why with the job
         store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
         return "failed"
-    return _ended(store, run_id, output.stopped, output.info)
+    return videojobs.fail_if_broken(store, run_id, _ended(store, run_id, output.stopped, output.info), video_error)
 
 
 def ray_todo(store: Store, job: JobRow) -> dict[str, list[Path]]:
@@ -239,7 +242,7 @@ def _run_ray_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None =
     return _ended(store, run_id, output.stopped, output.info)
 
 
-def _ended(store: Store, run_id: str, stopped: bool, info: RunInfo) -> str:
+def _ended(store: Store, run_id: str, stopped: bool, info: RunInfo | None) -> str:
     """A run that returned: finished (the runner closed it), or stopped: `cancelled` when asked, else `interrupted`."""
     if not stopped:
         return "finished"
