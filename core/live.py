@@ -279,11 +279,13 @@ class LiveComparison:
             return all(s.waiting is None and not s.busy for s in self._states.values())
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until `idle()` (the threads ran every waiting frame) or `timeout`; returns whether it is idle."""
+        """Block until `idle()` (the threads ran every waiting frame), `stop()` or `timeout`; returns whether it is
+        idle."""
         with self._lock:
-            return self._lock.wait_for(
-                lambda: all(s.waiting is None and not s.busy for s in self._states.values()), timeout
+            self._lock.wait_for(
+                lambda: self._stopping or all(s.waiting is None and not s.busy for s in self._states.values()), timeout
             )
+            return all(s.waiting is None and not s.busy for s in self._states.values())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the threads (a call in flight ends first; frames still waiting are left)."""

@@ -144,12 +144,15 @@ class LiveSession:
                     else:
                         self.comparison.wait_idle()
                     self._offer(frame)
-            self.comparison.wait_idle(timeout=60.0)
+            self.comparison.wait_idle(timeout=600.0)  # the series finish the frames that wait for them
             self.ended = self.ended or f"the video ended: {self.offered} frame(s) offered"
         except VideoError as exc:
             self.error, self.ended = str(exc), "the video stopped on an error"
         except Exception as exc:  # the page must stay usable whatever the decoder does
             self.error, self.ended = f"{type(exc).__name__}: {exc}", "the video stopped on an error"
+        finally:
+            self.comparison.wait_idle(timeout=600.0)
+            self.comparison.stop()  # a file's frames are all in: its series' threads end
 
     def wait_done(self, timeout: float) -> bool:
         """Block until a playing file has ended (tests); True when it has."""

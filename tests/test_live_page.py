@@ -1,0 +1,126 @@
+"""The Live page through AppTest, on the file path: a short generated video on an allowed server folder, two
+untrained SSDLite series, its charts and counts, keeping the video as a run, and bad input that leaves it usable."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.config import UNTRAINED_MARK
+from core.jobs import run_pending
+from core.store import Store, default_store_dir
+from dashboard.live_video import SESSION_KEY
+from tests import videos
+from tests.test_pages import APP, TIMEOUT, texts
+
+SMALL = "ssdlite320_mobilenet_v3_large"
+N_FRAMES, RATE = 8, 10
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    monkeypatch.setenv("DETLENS_FOLDER_ROOTS", str(folder))
+    monkeypatch.setenv("DETLENS_WORKER_AUTOSTART", "0")
+    return folder
+
+
+def live_page(threshold: float = 0.0) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["detlens_threshold"] = threshold
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    for i in range(2):
+        at.selectbox(key=f"live_model_{i}").set_value(SMALL)
+        at.selectbox(key=f"live_weights_{i}").set_value("untrained")
+    at.radio(key="live_video_where").set_value("Server file")
+    return at.run()
+
+
+def choose_file(at: AppTest, path) -> AppTest:
+    return at.text_input(key="live_server_file").set_value(str(path)).run()
+
+
+def test_a_video_file_plays_through_two_series_with_moving_charts(roots):
+    clip = videos.write_video(roots / "clip.mp4", N_FRAMES, size=(64, 48), rate=RATE)
+    at = choose_file(live_page(), clip)
+    at.checkbox(key="live_realtime").uncheck()  # every sampled frame to every series: deterministic counts
+    at.number_input(key="live_rate").set_value(10.0)
+    at.button(key="live_start").click().run()
+    assert not at.exception and not at.error
+    session = at.session_state[SESSION_KEY]
+    assert session.wait_done(TIMEOUT) and not session.error
+    at.run()
+    assert not at.exception
+    names = session.comparison.names
+    assert len(names) == 2 and all(n.startswith(SMALL) for n in names)
+    summary = session.comparison.snapshot().summary
+    assert [(r.processed, r.dropped) for r in summary] == [(N_FRAMES, 0), (N_FRAMES, 0)]
+    captions = [c.value for c in at.caption]
+    assert sum(f"{N_FRAMES} processed, 0 dropped" in c for c in captions) == 2
+    charts = {c.proto.id: c for c in at.get("plotly_chart")}
+    assert len(charts) == 4
+    assert all(UNTRAINED_MARK in c.proto.spec for c in charts.values())  # every chart says untrained
+    assert "the video ended" in texts(at) and UNTRAINED_MARK in texts(at)
+    assert len(at.get("image")) == 1  # the latest frame, once per series side by side
+
+
+def test_keeping_the_video_queues_a_run_of_every_sampled_frame(roots):
+    clip = videos.write_video(roots / "clip.mp4", N_FRAMES, size=(64, 48), rate=RATE)
+    at = choose_file(live_page(), clip)
+    at.number_input(key="live_rate").set_value(5.0)
+    at.button(key="live_start").click().run()
+    at.session_state[SESSION_KEY].wait_done(TIMEOUT)
+    at.button(key="live_keep_video").click().run()
+    assert not at.exception and any("Queued run" in s.value for s in at.success)
+    store = Store(default_store_dir())
+    (run_id,) = run_pending(store)
+    inf = store.load_run(run_id)[0]
+    assert inf["image_name"].tolist() == [f"clip.mp4#f{i:06d}@{i / RATE:.3f}s" for i in (0, 2, 4, 6)]
+    assert store.job(run_id).status == "finished" and (inf["weights"] == "untrained").all()
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda root: root / "missing.mp4", "is not a file"),
+        (lambda root: root.parent / "outside.mp4", "outside the folders"),
+    ],
+)
+def test_a_bad_server_file_is_said_and_start_stays_off(roots, make, words):
+    path = make(roots)
+    path.write_bytes(b"x") if "outside" in str(path) else None
+    at = choose_file(live_page(), path)
+    assert not at.exception
+    assert any(words in e.value for e in at.error)
+    assert at.button(key="live_start").disabled
+
+
+def test_a_file_that_is_not_a_video_does_not_start_and_the_page_stays_usable(roots):
+    fake = roots / "notes.mp4"
+    fake.write_text("not a video at all\n" * 10)
+    at = choose_file(live_page(), fake)
+    at.button(key="live_start").click().run()
+    assert not at.exception
+    assert any("not a video" in e.value for e in at.error)
+    assert SESSION_KEY not in at.session_state
+    clip = videos.write_video(roots / "clip.mp4", 4, size=(64, 48), rate=RATE)
+    choose_file(at, clip).button(key="live_start").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state[SESSION_KEY].wait_done(TIMEOUT)
+
+
+def test_a_stream_that_breaks_is_said_with_its_frames_shown(roots, tmp_path):
+    clip = videos.write_video(tmp_path / "clip.mp4", 12, size=(64, 48), rate=RATE)
+    broken = videos.with_garbage(clip, roots / "broken.mp4")
+    at = choose_file(live_page(), broken)
+    at.checkbox(key="live_realtime").uncheck()
+    at.number_input(key="live_rate").set_value(10.0)
+    at.button(key="live_start").click().run()
+    session = at.session_state[SESSION_KEY]
+    assert session.wait_done(TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert any("corrupt after frame" in e.value for e in at.error)
+    assert 0 < session.offered < 12
