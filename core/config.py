@@ -51,7 +51,8 @@ DEFAULT_FRAME_EVERY = 1
 # Live comparison (core.live, pages/live.py): the rolling window of the charts and of the disagreement.
 LIVE_WINDOW_FRAMES = 30  # disagreement: the last N frames both series processed
 LIVE_HISTORY = 600  # frames of history kept per series for the charts
-LIVE_CHART_REFRESH_S = 0.5  # the Live page's charts redraw this often (st.fragment run_every)
+LIVE_CHART_REFRESH_S = 1.0  # the Live page's charts redraw this often (st.fragment run_every)
+LIVE_MAX_BOXES_DRAWN = 100  # boxes drawn per series on a live frame, best scores first (all are counted)
 LIVE_RECORD_MAX_FRAMES = 600  # camera frames one recording keeps (then recording stops, and says so)
 LIVE_DEFAULT_RATE = 5.0  # frames per second offered to the models by default
 

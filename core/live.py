@@ -298,6 +298,11 @@ class LiveComparison:
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
+    def latest(self) -> dict[str, FrameResult]:
+        """Each series' latest result (cheap: for drawing every camera frame)."""
+        with self._lock:
+            return {name: s.results[-1] for name, s in self._states.items() if s.results}
+
     def snapshot(self) -> LiveSnapshot:
         """A copy for the charts: per-series summary, per-frame rows, rolling disagreement per pair, latest results."""
         with self._lock:

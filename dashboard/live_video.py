@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw
 
 from core import jobs
-from core.config import LIVE_RECORD_MAX_FRAMES, UNTRAINED_MARK, WEIGHTS_UNTRAINED
+from core.config import LIVE_MAX_BOXES_DRAWN, LIVE_RECORD_MAX_FRAMES, UNTRAINED_MARK, WEIGHTS_UNTRAINED
 from core.engine import load_detector
 from core.images import ImageSource, content_id
 from core.live import FrameResult, LiveComparison, LiveSeries, SeriesSummary, detector_fn
@@ -88,6 +89,7 @@ class LiveSession:
     _started: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+    _overlays: Overlays = field(default_factory=lambda: Overlays())
 
     @property
     def untrained(self) -> bool:
@@ -106,7 +108,7 @@ class LiveSession:
             frame = VideoFrame(index, now - self._started, image)
             self._offer(frame)
             self._record(frame)
-        return side_by_side(image, self.comparison.snapshot().latest, self.comparison.names)
+        return side_by_side(image, self.comparison.latest(), self.comparison.names, self._overlays)
 
     def _offer(self, frame: VideoFrame) -> None:
         with self._lock:
@@ -220,25 +222,51 @@ def keep_recording(session: LiveSession, user: str) -> str:
     return run_id
 
 
-def draw_boxes(image: Image.Image, result: FrameResult | None, color: str, title: str) -> Image.Image:
-    """A copy of `image` with `result`'s boxes and labels, and the series' name on top."""
-    out = image.copy()
-    draw = ImageDraw.Draw(out)
+def draw_boxes(size: tuple[int, int], result: FrameResult | None, color: str, title: str) -> Image.Image:
+    """A transparent layer of `size` with `result`'s boxes and labels (the best LIVE_MAX_BOXES_DRAWN), and the series'
+    name on top; composited over each frame until the series' next result."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
     if result is not None:
-        for (x1, y1, x2, y2), label, score in zip(result.boxes, result.labels, result.scores, strict=True):
-            draw.rectangle([float(x1), float(y1), float(x2), float(y2)], outline=color, width=2)
-            draw.text((float(x1) + 2, float(y1) + 1), f"{label} {score:.2f}", fill=color)
-    draw.rectangle([0, 0, out.width, 14], fill=(0, 0, 0))
+        order = np.argsort(-result.scores, kind="stable")[:LIVE_MAX_BOXES_DRAWN]
+        for i in order:
+            x1, y1, x2, y2 = (float(v) for v in result.boxes[i])
+            draw.rectangle([x1, y1, x2, y2], outline=color, width=2)
+            draw.text((x1 + 2, y1 + 1), f"{result.labels[i]} {result.scores[i]:.2f}", fill=color)
+    draw.rectangle([0, 0, size[0], 14], fill=(0, 0, 0, 255))
     draw.text((3, 1), title[:60], fill=color)
-    return out
+    return layer
 
 
-def side_by_side(image: Image.Image, latest: dict[str, FrameResult], names: Sequence[str]) -> Image.Image:
+class Overlays:
+    """Each series' box layer, drawn once per result (a camera sends many frames per result)."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, tuple[tuple[int, tuple[int, int]], Image.Image]] = {}
+        self._lock = threading.Lock()
+
+    def layer(self, name: str, result: FrameResult | None, size: tuple[int, int], color: str) -> Image.Image:
+        key = (result.frame if result is not None else -1, size)
+        with self._lock:
+            found = self._layers.get(name)
+        if found is not None and found[0] == key:
+            return found[1]
+        layer = draw_boxes(size, result, color, name)
+        with self._lock:
+            self._layers[name] = (key, layer)
+        return layer
+
+
+def side_by_side(
+    image: Image.Image, latest: dict[str, FrameResult], names: Sequence[str], overlays: Overlays | None = None
+) -> Image.Image:
     """The frame once per series, each with that series' latest boxes, in one row."""
-    panels = [draw_boxes(image, latest.get(n), series_color(i), n) for i, n in enumerate(names)]
-    row = Image.new("RGB", (image.width * len(panels), image.height))
-    for i, panel in enumerate(panels):
-        row.paste(panel, (i * image.width, 0))
+    overlays = overlays or Overlays()
+    base = image.convert("RGBA")
+    row = Image.new("RGB", (image.width * len(names), image.height))
+    for i, name in enumerate(names):
+        panel = Image.alpha_composite(base, overlays.layer(name, latest.get(name), image.size, series_color(i)))
+        row.paste(panel.convert("RGB"), (i * image.width, 0))
     return row
 
 
@@ -279,9 +307,11 @@ def status_line(session: LiveSession) -> str:
     return f"Source {where}, {session.rate:g} frame(s)/s offered, {session.offered} offered so far, {state}."
 
 
-def series_caption(row: SeriesSummary) -> str:
+def series_caption(row: SeriesSummary, latest: FrameResult | None) -> str:
     latency = "-" if row.median_latency_ms != row.median_latency_ms else f"{row.median_latency_ms:.0f} ms"
     text = f"{row.processed} processed, {row.dropped} dropped, median latency {latency}"
+    if latest is not None:
+        text += f", {latest.n_detections} box(es) on frame {latest.frame}"
     if row.errors:
         text += f", {row.errors} failed"
     return text + (" · untrained" if row.untrained else "")

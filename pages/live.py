@@ -109,7 +109,7 @@ def panel() -> None:
     cols = st.columns(len(snap.summary))
     for col, row in zip(cols, snap.summary, strict=True):
         col.metric(f"{row.name} fps", "-" if row.fps != row.fps else f"{row.fps:.1f}")
-        col.caption(live_video.series_caption(row))
+        col.caption(live_video.series_caption(row, snap.latest.get(row.name)))
     if s.latest is not None and s.source != "camera":
         st.image(live_video.side_by_side(s.latest.image, snap.latest, s.comparison.names), width="stretch")
     order, untrained = s.comparison.names, s.untrained
