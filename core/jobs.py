@@ -182,22 +182,15 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
         return bool(stop and stop()) or store.cancel_requested(run_id)
 
     job, video_error = videojobs.extract_job_frames(store, job, stop=should_stop)  # a video job's frames, once
-    if not (job.spec.get(videojobs.SPEC_KEY) or {"extracted": 1}).get("extracted"):
-        return _ended(store, run_id, True, None)  # stopped while its frames were being extracted
+    if videojobs.unextracted(job):  # stopped while its frames were being extracted
+        return _ended(store, run_id, True, None)
     planned = plan_job(store, job)
     if not planned.todo:
         store.end_job(run_id, "failed" if video_error else "finished", message=video_error)
         return "failed" if video_error else "finished"
     try:
-        output = runner.execute(
-            planned,
-            store=store,
-            run_id=run_id,
-            existing=True,
-            user=job.submitted_by,
-            should_stop=should_stop,
-            class_names=job.spec.get("class_names") or None,
-        )
+        output = runner.execute(planned, store=store, run_id=run_id, existing=True, user=job.submitted_by,
+                                should_stop=should_stop, class_names=job.spec.get("class_names") or None)  # fmt: skip
     except Exception as exc:  # the runner marked the run failed; keep why with the job
         store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
         return "failed"

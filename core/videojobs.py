@@ -141,6 +141,12 @@ def extract_job_frames(store: Store, job: JobRow, *, stop: Callable[[], bool] | 
     return dataclasses.replace(job, spec=spec), error
 
 
+def unextracted(job: JobRow) -> bool:
+    """A video job whose frames are not in the store yet (its extraction was stopped): not run, not ended."""
+    video = job.spec.get(SPEC_KEY)
+    return bool(video) and not video.get("extracted")
+
+
 def fail_if_broken(store: Store, run_id: str, status: str, error: str, info: RunInfo | None = None) -> str:
     """A video job that ran to its end but whose stream broke ends `failed` with the reason; else `status`."""
     if status != "finished" or not error:

@@ -288,11 +288,6 @@ def resolve_file(text: str, roots: Sequence[Path]) -> Path:
     return real
 
 
-def check_video(path: Path) -> None:
-    """VideoError (one line) when the file is not a video PyAV can open."""
-    Video(path).close()
-
-
 def problem_line(exc: BaseException) -> str:
     """Why a live session could not start, in one line."""
     text = " ".join(str(exc).split())[:400]

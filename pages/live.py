@@ -17,6 +17,7 @@ from core.devices import DeviceError, resolve_device
 from core.models import model_names
 from core.store import StoreError, current_user
 from core.video import VideoError
+from core.videojobs import check_video
 from dashboard import launch, live_video, state
 from dashboard.figures import live as charts
 from dashboard.text import md
@@ -76,7 +77,7 @@ if st.button("Start", type="primary", key="live_start", disabled=source == "Vide
     try:
         device = str(resolve_device(device_choice))
         if video_path is not None and source == "Video file":
-            live_video.check_video(video_path)
+            check_video(video_path)
         with st.spinner("Loading the models..."):
             session = live_video.start(choices, device, state.threshold(), source="camera" if source == "Camera"
                                        else video_path.name, rate=rate, realtime=source == "Camera" or realtime)  # fmt: skip
