@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--models", default="ssdlite320_mobilenet_v3_large")
     parser.add_argument("--weights", default="untrained")
     parser.add_argument("--source-fps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="file and still measured in turn, medians reported")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     models = args.models.split(",")
@@ -103,8 +104,10 @@ def main() -> int:
         print(f"video: {args.frames} frames {width}x{height} at {args.source_fps} fps, weights {args.weights}")
         print(f"{'series':40} {'file fps':>9} {'still img/s':>11} {'ratio':>6} {'file ms':>8} {'still ms':>8}")
         for model in models:
-            file_fps, file_ms = file_path_fps(video, model, args.weights, args.frames)
-            img_fps, img_ms = still_fps(pngs, model, args.weights)
+            rounds = [(file_path_fps(video, model, args.weights, args.frames), still_fps(pngs, model, args.weights))
+                      for _ in range(args.rounds)]  # fmt: skip
+            file_fps, file_ms = (statistics.median(r[0][k] for r in rounds) for k in (0, 1))
+            img_fps, img_ms = (statistics.median(r[1][k] for r in rounds) for k in (0, 1))
             print(f"{model:40} {file_fps:9.2f} {img_fps:11.2f} {file_fps / img_fps:6.2f} {file_ms:8.1f} {img_ms:8.1f}")
         series = []
         for i, model in enumerate(models * (2 if len(models) == 1 else 1)):
