@@ -32,6 +32,7 @@ from dashboard.launch import FolderNotAllowedError
 
 SESSION_KEY = "live_session"
 CAMERA_KEY = "live_camera"
+UPLOADS_KEY = "live_uploads"  # file_id -> where this session's uploaded videos were kept
 RTC_CONFIGURATION = {"iceServers": []}  # offline: no STUN/TURN server; the browser and this server share a host or LAN
 CAMERA_TEXTS = {
     "device_access_denied": "The browser refused the camera: allow it for this site, or use a video file.",
@@ -187,6 +188,15 @@ def start(
     comparison = LiveComparison(series)
     comparison.start()
     return LiveSession(comparison, source, rate, realtime, tuple(choices), device, threshold)
+
+
+def saved_upload(name: str, data: bytes, file_id: str) -> Path:
+    """`save_upload` once per uploaded file of this browser session, after checking it is a video (VideoError)."""
+    saved: dict[str, Path] = st.session_state.setdefault(UPLOADS_KEY, {})
+    if file_id not in saved:
+        Video(data, name).close()
+        saved[file_id] = save_upload(name, data)
+    return saved[file_id]
 
 
 def save_upload(name: str, data: bytes) -> Path:

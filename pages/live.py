@@ -54,12 +54,16 @@ source = c3.radio("Source", ["Video file", "Camera"], key="live_source", horizon
 if any(c.weights == "untrained" for c in choices):
     st.warning(f"Untrained weights chosen: {UNTRAINED_MARK}. Their boxes and agreement mean nothing.")
 
-video_path = None
+video_path, video_name = None, ""
 if source == "Video file":
     where = st.radio("Video", ["Upload", "Server file"], key="live_video_where", horizontal=True)
     if where == "Upload":
         upload = st.file_uploader("Video file", key="live_upload")
-        video_path = live_video.save_upload(upload.name, upload.getvalue()) if upload else None
+        try:
+            video_path = live_video.saved_upload(upload.name, upload.getvalue(), upload.file_id) if upload else None
+            video_name = upload.name if upload else ""
+        except VideoError as exc:
+            st.error(md(exc))
     else:
         roots = launch.folder_roots()
         st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in roots))
@@ -80,7 +84,8 @@ if st.button("Start", type="primary", key="live_start", disabled=source == "Vide
             check_video(video_path)
         with st.spinner("Loading the models..."):
             session = live_video.start(choices, device, state.threshold(), source="camera" if source == "Camera"
-                                       else video_path.name, rate=rate, realtime=source == "Camera" or realtime)  # fmt: skip
+                                       else video_name or video_path.name, rate=rate,
+                                       realtime=source == "Camera" or realtime)  # fmt: skip
         if source == "Video file":
             session.play(video_path)
         st.session_state[live_video.SESSION_KEY] = session

@@ -124,3 +124,20 @@ def test_a_stream_that_breaks_is_said_with_its_frames_shown(roots, tmp_path):
     assert not at.exception
     assert any("corrupt after frame" in e.value for e in at.error)
     assert 0 < session.offered < 12
+
+
+def test_an_uploaded_file_that_is_not_a_video_is_said_and_an_uploaded_video_plays(roots):
+    at = live_page()
+    at.radio(key="live_video_where").set_value("Upload").run()
+    at.file_uploader(key="live_upload").set_value(("notes.mp4", b"plain text " * 50, "video/mp4")).run()
+    assert not at.exception
+    assert any("not a video" in e.value and "notes" in e.value for e in at.error)
+    assert at.button(key="live_start").disabled
+    clip = videos.write_video(roots / "clip.mp4", 4, size=(64, 48), rate=RATE)
+    at.file_uploader(key="live_upload").set_value(("clip.mp4", clip.read_bytes(), "video/mp4")).run()
+    at.button(key="live_start").click().run()
+    assert not at.exception and not at.error
+    session = at.session_state[SESSION_KEY]
+    assert session.wait_done(TIMEOUT) and session.source == "clip.mp4"
+    assert session.offered == 2  # 4 frames at 10 fps offered at 5 fps: the ones at 0.0 and 0.2 s
+    assert session.video_path.parent == default_store_dir() / "videos"
