@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +86,9 @@ class LiveSession:
     recorded: list[ImageSource] = field(default_factory=list)
     record_full: bool = False
     video_path: Path | None = None
+    clock: Callable[[], float] = time.monotonic
     _next_due: float = 0.0
-    _started: float = field(default_factory=time.monotonic)
+    _started: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
     _overlays: Overlays = field(default_factory=lambda: Overlays())
@@ -97,14 +98,19 @@ class LiveSession:
         return any(c.weights == WEIGHTS_UNTRAINED for c in self.choices)
 
     def camera_frame(self, image: Image.Image) -> Image.Image:
-        """A camera frame in (streamlit-webrtc's thread): offered at `rate`, recorded if asked; returns the frame
-        with every series' latest boxes, side by side."""
-        now = time.monotonic()
+        """A camera frame in (streamlit-webrtc's thread): offered at `rate` (one a period; a late frame restarts the
+        schedule), recorded if asked; returns the frame with every series' latest boxes, side by side. Frame times
+        count from the camera's first frame."""
+        now = self.clock()
+        period = 1.0 / self.rate
         with self._lock:
             index, self.seen = self.seen, self.seen + 1
-            due = now >= self._next_due
+            if index == 0:
+                self._started = now
+            due = index == 0 or now >= self._next_due
             if due:
-                self._next_due = max(self._next_due + 1.0 / self.rate, now)
+                late = index == 0 or now - self._next_due >= period
+                self._next_due = now + period if late else self._next_due + period
         if due:
             frame = VideoFrame(index, now - self._started, image)
             self._offer(frame)

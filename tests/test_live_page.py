@@ -141,3 +141,32 @@ def test_an_uploaded_file_that_is_not_a_video_is_said_and_an_uploaded_video_play
     assert session.wait_done(TIMEOUT) and session.source == "clip.mp4"
     assert session.offered == 2  # 4 frames at 10 fps offered at 5 fps: the ones at 0.0 and 0.2 s
     assert session.video_path.parent == default_store_dir() / "videos"
+
+
+def test_a_camera_session_offers_at_its_rate_and_its_recording_becomes_a_run(monkeypatch):
+    """Camera frames at t = 100.0, 100.1, 100.5, 100.6, 101.2, 102.4 s with rate 2 (a period of 0.5 s): offered at
+    100.0 (first), 100.5 (due), 101.2 (due at 101.0), 102.4 (late: the schedule restarts); times from the first."""
+    monkeypatch.setenv("DETLENS_WORKER_AUTOSTART", "0")
+    from PIL import Image
+
+    from core.live import LiveComparison, LiveSeries
+    from dashboard.live_video import LiveSession, SeriesChoice, keep_recording
+
+    now = [0.0]
+    offered = []
+    comparison = LiveComparison([LiveSeries("a", lambda f: offered.append(f.index)), LiveSeries("b", lambda f: None)])
+    choice = SeriesChoice(SMALL, "untrained", "eager", "fp32")
+    session = LiveSession(comparison, "camera", 2.0, choices=(choice,), clock=lambda: now[0], recording=True)
+    for i, t in enumerate([100.0, 100.1, 100.5, 100.6, 101.2, 102.4]):
+        now[0] = t
+        image = Image.fromarray(videos.frame_pixels(i, 40, 30))
+        shown = session.camera_frame(image)
+        assert shown.size == (80, 30)  # one panel per series
+    assert (session.seen, session.offered) == (6, 4)
+    names = [s.name for s in session.recorded]
+    assert names == ["camera#f000000@0.000s", "camera#f000002@0.500s", "camera#f000004@1.200s", "camera#f000005@2.400s"]
+    run_id = keep_recording(session, "tester")
+    store = Store(default_store_dir())
+    assert run_pending(store) == [run_id] and not session.recorded
+    inf = store.load_run(run_id)[0]
+    assert inf["image_name"].tolist() == names and (inf["weights"] == "untrained").all()
