@@ -24,6 +24,7 @@ from core.engine import load_detector
 from core.images import ImageSource, content_id
 from core.live import FrameResult, LiveComparison, LiveSeries, SeriesSummary, detector_fn
 from core.runner import RunSettings
+from core.runtimes import Variant
 from core.video import Sampling, Video, VideoError, VideoFrame
 from core.videojobs import submit_video
 from dashboard import cache
@@ -174,15 +175,23 @@ class LiveSession:
         self.comparison.stop()
 
     def settings(self) -> RunSettings:
-        """The run settings a kept run uses: the series' models, weights, runtimes; this session's device."""
+        """The run settings a kept run uses: each series as a variant of its model (`runtime-precision`, so each keeps
+        its precision), this session's device and threshold. ValueError when two series of one model have different
+        weights (a run holds one weights choice per model)."""
         models = list(dict.fromkeys(c.model for c in self.choices))
+        weights = {m: {c.weights for c in self.choices if c.model == m} for m in models}
+        mixed = [m for m, w in weights.items() if len(w) > 1]
+        if mixed:
+            raise ValueError(f"a run holds one weights choice per model; {', '.join(mixed)} has several here")
         return RunSettings(
             models=models,
-            weights={c.model: c.weights for c in self.choices},
+            weights={m: next(iter(w)) for m, w in weights.items()},
             device=self.device,
-            precision=self.choices[0].precision if self.choices else "fp32",
             threshold=self.threshold,
-            runtimes={m: list(dict.fromkeys(c.runtime for c in self.choices if c.model == m)) for m in models},
+            runtimes={
+                m: list(dict.fromkeys(Variant(c.runtime, c.precision).token for c in self.choices if c.model == m))
+                for m in models
+            },  # fmt: skip
         )
 
 

@@ -10,7 +10,7 @@ from core.config import (
     LIVE_CHART_REFRESH_S,
     LIVE_DEFAULT_RATE,
     PRECISIONS,
-    RUNTIME_TOKENS,
+    RUNTIMES,
     UNTRAINED_MARK,
 )
 from core.devices import DeviceError, resolve_device
@@ -40,7 +40,7 @@ def series_ui() -> list[live_video.SeriesChoice]:
             f"Model {i + 1}", model_names(), index=model_names().index(default), key=f"live_model_{i}"
         )
         weights = col.selectbox(f"Weights {i + 1}", ["default", "untrained"], key=f"live_weights_{i}")
-        runtime = col.selectbox(f"Runtime {i + 1}", RUNTIME_TOKENS, key=f"live_runtime_{i}")
+        runtime = col.selectbox(f"Runtime {i + 1}", RUNTIMES, key=f"live_runtime_{i}")
         precision = col.selectbox(f"Precision {i + 1}", PRECISIONS, key=f"live_precision_{i}")
         out.append(live_video.SeriesChoice(model, weights, runtime, precision))
     return out

@@ -170,3 +170,35 @@ def test_a_camera_session_offers_at_its_rate_and_its_recording_becomes_a_run(mon
     assert run_pending(store) == [run_id] and not session.recorded
     inf = store.load_run(run_id)[0]
     assert inf["image_name"].tolist() == names and (inf["weights"] == "untrained").all()
+
+
+@pytest.mark.parametrize(
+    ("choices", "runtimes", "series"),
+    [
+        ([(SMALL, "untrained", "eager", "fp32")] * 2, {SMALL: ["eager-fp32"]}, [SMALL]),
+        ([(SMALL, "untrained", "eager", "fp32"), (SMALL, "untrained", "onnxruntime", "fp32")],
+         {SMALL: ["eager-fp32", "onnxruntime-fp32"]}, [SMALL, f"{SMALL}@onnxruntime"]),
+        ([("fasterrcnn_resnet50_fpn", "untrained", "eager", "bf16"), (SMALL, "untrained", "eager", "fp32")],
+         {"fasterrcnn_resnet50_fpn": ["eager-bf16"], SMALL: ["eager-fp32"]},
+         ["fasterrcnn_resnet50_fpn@eager-bf16", SMALL]),
+    ],
+)  # fmt: skip
+def test_a_kept_run_has_each_series_as_a_variant_of_its_model(choices, runtimes, series):
+    from core.live import LiveComparison, LiveSeries
+    from dashboard.live_video import LiveSession, SeriesChoice
+
+    session = LiveSession(LiveComparison([LiveSeries("a", lambda f: None)]), "camera", 1.0,
+                          choices=tuple(SeriesChoice(*c) for c in choices))  # fmt: skip
+    settings = session.settings()
+    assert settings.runtimes == runtimes and settings.precision == "fp32"
+    assert [s.name for s in settings.series()] == series
+
+
+def test_a_kept_run_refuses_one_model_with_two_weights():
+    from core.live import LiveComparison, LiveSeries
+    from dashboard.live_video import LiveSession, SeriesChoice
+
+    choices = (SeriesChoice(SMALL, "untrained", "eager", "fp32"), SeriesChoice(SMALL, "default", "eager", "fp32"))
+    session = LiveSession(LiveComparison([LiveSeries("a", lambda f: None)]), "camera", 1.0, choices=choices)
+    with pytest.raises(ValueError, match="one weights choice per model"):
+        session.settings()
