@@ -106,6 +106,8 @@ def panel() -> None:
     if s is None:
         st.info("Choose the series and a source, then Start.")
         return
+    if active and s.ended and s.comparison.idle():
+        st.rerun()  # the file ended: one full run draws the page at rest (no more timed redraws)
     snap = s.comparison.snapshot()
     st.markdown(live_video.status_line(s))
     if s.error:
