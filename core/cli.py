@@ -31,7 +31,7 @@ from core.config import (
 from core.devices import DeviceError
 from core.models import UnknownModelError, list_models, parse_model_list
 from core.runtimes import RuntimeRefusedError, parse_variants
-from core.video import VideoError, add_video_options, sampling_from
+from core.video import VideoError, add_video_options, is_video_path, sampling_from
 from core.weights import WeightsError
 
 EXIT_OK = 0
@@ -92,6 +92,10 @@ def _export_progress(series: str, step: str) -> None:
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from core.distributed import cli_detect
+
+        if any(is_video_path(p) for p in args.paths):
+            print("error: video files run locally (not with --engine ray)", file=sys.stderr)
+            return EXIT_USAGE
 
         return cli_detect(args)
     with tempfile.TemporaryDirectory(prefix="detlens-frames-") as frames_dir:  # video frames as PNG files, for the run

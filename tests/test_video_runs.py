@@ -131,3 +131,9 @@ def test_a_video_job_extracts_its_frames_once(clip, capsys, monkeypatch):
     run_pending(store)
     assert store.job(run_id).status == "finished"
     pd.testing.assert_frame_equal(store.load_run(run_id)[0], first)
+
+
+def test_videos_are_refused_on_the_ray_engine(clip, capsys):
+    assert main(["detect", str(clip), "--engine", "ray", *OPTIONS]) == 2
+    assert "not with --engine ray" in capsys.readouterr().err
+    assert main(["submit", str(clip), "--engine", "ray", *OPTIONS[:4]]) == 2
