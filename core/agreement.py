@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = ("image_id", "f1", "mean_iou", "max_score_diff", "n_series", "n_reference")
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "series", "reference", "runtime", "precision", "images", "share_f1_ok", "mean_f1", "mean_iou", "max_score_diff",
-    "defect", "ap", "ap_eager", "ap_diff",
+    "series", "reference", "runtime", "precision", "images", "boxes", "share_f1_ok", "mean_f1", "mean_iou",
+    "max_score_diff", "defect", "ap", "ap_eager", "ap_diff",
 )  # fmt: skip
 
 
@@ -149,7 +149,11 @@ def runtime_agreement(
     )
     for series, reference in references(inferences).items():
         images = per_image(inferences, detections, series, reference, threshold=threshold)
-        share = float((images["f1"] >= RUNTIME_F1_OK).mean()) if len(images) else math.nan
+        # boxes at or above the threshold, both sides: with none (untrained weights, a high threshold) every image
+        # "agrees" on nothing, which measures nothing: the share and F1 are NaN, never 100%
+        boxes = int(images["n_series"].sum() + images["n_reference"].sum()) if len(images) else 0
+        measured = len(images) and boxes
+        share = float((images["f1"] >= RUNTIME_F1_OK).mean()) if measured else math.nan
         precision = str(precision_of[series])
         rows.append(
             {
@@ -158,11 +162,12 @@ def runtime_agreement(
                 "runtime": str(runtime_of[series]),
                 "precision": precision,
                 "images": len(images),
+                "boxes": boxes,
                 "share_f1_ok": share,
-                "mean_f1": float(images["f1"].mean()) if len(images) else math.nan,
+                "mean_f1": float(images["f1"].mean()) if measured else math.nan,
                 "mean_iou": float(images["mean_iou"].mean()) if images["mean_iou"].notna().any() else math.nan,
                 "max_score_diff": float(images["max_score_diff"].max()) if len(images) else math.nan,
-                "defect": bool(precision == "fp32" and len(images) and share < RUNTIME_F1_OK),
+                "defect": bool(precision == "fp32" and measured and share < RUNTIME_F1_OK),
                 "ap": math.nan,
                 "ap_eager": math.nan,
                 "ap_diff": math.nan,
@@ -250,8 +255,10 @@ def ap_text(row: Mapping[str, object]) -> str:
 def verdict(row: Mapping[str, object]) -> str:
     """One short line for a summary row: "same as eager", "DEFECT: ...", or the measured loss of a lower precision."""
     share = float(row["share_f1_ok"])  # type: ignore[arg-type]
-    if math.isnan(share):
+    if not int(row.get("images", 0) or 0):  # type: ignore[call-overload]
         return "no image in common with eager"
+    if math.isnan(share):
+        return "not measured: neither side has a box at or above the threshold"
     text = f"{share:.0%} of images with F1 >= {RUNTIME_F1_OK}, max score diff {float(row['max_score_diff']):.3f}"  # type: ignore[arg-type]
     if row["defect"]:
         return f"DEFECT (fp32 should match eager): {text}"

@@ -167,13 +167,16 @@ def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
             print(f"{r['series']:52} {r['error']}")
             continue
         export = "cached" if r["cache_hit"] else f"{r['export_s']:.1f}"
-        agreement = (
-            f"{r['share_f1_ok']:.0%}, IoU {r['mean_iou']:.3f}, {r['max_score_diff']:.3f}, {r['eager_boxes']} boxes"
-            + (" DEFECT" if r.get("defect") else "")
-            + f"; {ap_text(r)}"
-            if "share_f1_ok" in r
-            else "reference"
-        )
+        if "share_f1_ok" not in r:
+            agreement = "reference"
+        elif r["share_f1_ok"] != r["share_f1_ok"]:  # NaN: no box at or above the threshold on either side
+            agreement = f"not measured: 0 boxes >= {threshold} on either side; {ap_text(r)}"
+        else:
+            agreement = (
+                f"{r['share_f1_ok']:.0%}, IoU {r['mean_iou']:.3f}, {r['max_score_diff']:.3f}, {r['eager_boxes']} boxes"
+                + (" DEFECT" if r.get("defect") else "")
+                + f"; {ap_text(r)}"
+            )
         print(
             f"{r['series']:52} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {export:>9} {r['artifact_mb']:6.1f}  {agreement}"
         )

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from core.bench import make_images
+from core.cluster import RayOptions, cluster_environment, connect
 from core.devices import device_name, physical_cores
-from core.distributed import RayOptions, cluster_environment, connect, run_ray
+from core.distributed import run_ray
 from core.images import sources_from_paths
 from core.runner import RunSettings, run
 from core.store import Store

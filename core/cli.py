@@ -85,19 +85,74 @@ def _download_progress(model: str):
     return update
 
 
+def _detect_on_ray(args: argparse.Namespace) -> int:
+    """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
+    and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
+    from core.cluster import ClusterError
+    from core.distributed import check_ray_settings, list_images, options_from, run_ray
+    from core.images import gallery_paths
+    from core.store import current_user
+    from core.weights import parse_weights
+
+    models = parse_model_list(args.models)
+    parse_weights(args.weights)  # a bad weights choice fails here, before any cluster work
+    paths = list_images(args.paths) if args.paths else [p.absolute() for p in gallery_paths()]
+    if not paths:
+        print("error: no images found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    settings = _settings_from(args)
+    opts = options_from(args)
+    try:
+        check_ray_settings(settings, opts)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    store = _open_store(args.store)
+    bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        out = run_ray(paths, settings, opts, store=store, user=current_user(), out_dir=Path(args.out),
+                      on_progress=progress)  # fmt: skip
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        bar.close()
+    ray_env = out.info.environment["ray"]
+    print(
+        f"run {out.info.run_id}: {len(paths)} images x {len(models)} models on Ray {ray_env['version']} "
+        f"({ray_env['nodes']} node(s), {ray_env['cpus']:g} CPUs, {ray_env['gpus']:g} GPUs, {opts.workers} worker(s) "
+        f"per model): {out.wall_s:.1f} s, {ray_env['images_per_s']:.2f} images/s"
+    )
+    inf = out.inferences
+    for model, grp in inf[inf["error"] == ""].groupby("model", sort=False):
+        print(
+            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
+            f"  detections >= {args.threshold}: {int(grp['n_detections'].sum())}"
+        )
+    if (inf["weights"] == "untrained").any():
+        print(f"  NOTE: {UNTRAINED_MARK}")
+    for _, row in inf[inf["error"] != ""].drop_duplicates("image_name").iterrows():
+        print(f"  failed: {row['image_name']}: {row['error']}")
+    if out.parts_dir is not None:
+        print(f"wrote Parquet parts under {out.parts_dir}")
+    print(f"stored run {out.info.run_id} in {store.path}")
+    return EXIT_OK
+
+
 def _export_progress(series: str, step: str) -> None:
     print(f"  {series}: {step} ...", file=sys.stderr, flush=True)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.engine == "ray":
-        from core.distributed import cli_detect
-
         if any(is_video_path(p) for p in args.paths):
             print("error: video files run locally (not with --engine ray)", file=sys.stderr)
             return EXIT_USAGE
-
-        return cli_detect(args)
+        return _detect_on_ray(args)
     with tempfile.TemporaryDirectory(prefix="detlens-frames-") as frames_dir:  # video frames as PNG files, for the run
         return _detect(args, Path(frames_dir))
 
@@ -299,7 +354,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     ray = None
     if args.engine == "ray":  # refused here in one line: non-eager runtimes, options that cannot work
-        from core.distributed import ClusterError, check_ray_settings, options_from
+        from core.cluster import ClusterError
+        from core.distributed import check_ray_settings, options_from
 
         ray = options_from(args)
         try:
@@ -564,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_rev.add_argument("--json", action="store_true", help="print JSON")
     p_rev.set_defaults(func=cmd_reviews)
 
-    from core.evaluate import add_cli as add_evaluate
+    from core.evaluate.cli import add_cli as add_evaluate
 
     add_evaluate(sub)
     return parser

@@ -112,6 +112,14 @@ EVAL_MAX_DETS: tuple[int, int, int] = (1, 10, 100)  # COCO's maxDets: AR1, AR10,
 STORE_ENV = "DETLENS_STORE"  # the store folder; unset: DEFAULT_STORE_DIR
 DEFAULT_STORE_DIR = Path.home() / ".local" / "share" / "detlens"
 STORE_DB_NAME = "detlens.sqlite"
+
+
+def default_store_dir() -> Path:
+    """The run store folder: `$DETLENS_STORE` when set, else `~/.local/share/detlens`."""
+    value = os.environ.get(STORE_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_STORE_DIR
+
+
 STORE_BUSY_TIMEOUT_S = 10.0  # a writer waits this long for another writer before "database is locked"
 MAX_IMPORT_BYTES = 4 * 1024**3  # total uncompressed size of a run zip that `import` accepts
 
@@ -121,6 +129,10 @@ REVIEW_WITHDRAWN = "withdrawn"  # a history row that takes a reviewer's verdict 
 REVIEW_FLIPPED: dict[str, str] = {"A better": "B better", "B better": "A better"}  # the verdict with A and B swapped
 REVIEW_IDENTITIES: tuple[str, ...] = ("typed", "signed-in")  # a typed name is unverified; signed-in: OpenID Connect
 REVIEW_CONFIDENCE = 0.95  # the Wilson interval of a pair's win rate
+
+# Where a run runs: this process (or the worker's), or on a Ray cluster (core.distributed).
+ENGINE_LOCAL = "local"
+ENGINE_RAY = "ray"
 
 # Ray path (core.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
 RAY_BATCH_ROWS = 16

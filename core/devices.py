@@ -151,8 +151,29 @@ def _cpu_model() -> str:
     return ""
 
 
+OMP_POLICY_UNSET = "unset (the OpenMP runtime's default)"
+
+
+def _niceness() -> int:
+    """This process's niceness (a worker started by the dashboard runs at +10)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux/macOS
+        return 0
+
+
+@functools.cache
+def _parallel_backend() -> str:
+    """torch's intra-op backend as `torch.__config__.parallel_info()` names it (OpenMP, native thread pool, TBB)."""
+    for line in torch.__config__.parallel_info().splitlines():
+        if line.startswith("ATen parallel backend:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
 def environment(device: torch.device) -> dict[str, str | int]:
-    """What a run's figures depend on, kept with the run."""
+    """What a run's figures depend on, kept with the run: versions, the device, and the threads, OpenMP wait policy
+    and niceness the timed process ran with."""
     return {
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -161,7 +182,10 @@ def environment(device: torch.device) -> dict[str, str | int]:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "interop_threads": torch.get_num_interop_threads(),
+        "parallel_backend": _parallel_backend(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "") or OMP_POLICY_UNSET,
+        "nice": _niceness(),
         "cuda": torch.version.cuda or "",
         "cudnn": str(torch.backends.cudnn.version() or "") if device.type == "cuda" else "",
     }

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,25 +30,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.cluster import (  # noqa: F401 (the Ray path's public names, importable from here as before)
-    LOCAL_ADDRESSES,
-    ClusterError,
+from core.cluster import (
     RayOptions,
     check_options,
-    check_reachable,
     cluster_environment,
     connect,
-    local_cpus,
-    parse_address,
 )
 from core.config import (
     DETECTION_COLUMNS,
+    ENGINE_RAY,
     IMAGE_EXTENSIONS,
     INFERENCE_COLUMNS,
     RAY_MAX_RESTARTS,
     RAY_MAX_RETRIES,
     RAY_MAX_TASK_RETRIES,
-    RUNTIME_EAGER,
     SCORE_FLOOR,
 )
 from core.images import LoadedImage, expand_paths, load_image
@@ -415,8 +409,10 @@ def _new_rows(
         fresh.append(k not in seen)
         seen.add(k)
     new_keys = {k for k, f in zip(keys, fresh, strict=True) if f}
-    inf = inf[fresh]
-    det = det[[(i, m) in new_keys for i, m in zip(det["image_id"], det["model"], strict=True)]]
+    # boolean arrays, not lists: an empty list would select no columns (a 0x0 table) instead of no rows
+    inf = inf.loc[np.asarray(fresh, dtype=bool)]
+    det = det.loc[np.fromiter(((i, m) in new_keys for i, m in zip(det["image_id"], det["model"], strict=True)),
+                              dtype=bool, count=len(det))]  # fmt: skip
     return inf.reset_index(drop=True), det.reset_index(drop=True)
 
 
@@ -433,26 +429,12 @@ def _keep_images(store, run_id: str, table: pa.Table, kept: set[str]) -> None:
 def _write_part(parts_dir: Path, index: int, inferences: pd.DataFrame, detections: pd.DataFrame) -> None:
     """`inferences/part-NNNNN.parquet` and `detections/part-NNNNN.parquet` in the records schema (written, then
     renamed, so a reader never sees half a part)."""
-    for name, frame in (("inferences", inferences), ("detections", detections)):
+    for name, frame in (("inferences", coerce_inferences(inferences)), ("detections", coerce_detections(detections))):
         folder = parts_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".part-{index:05d}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         tmp.replace(folder / f"part-{index:05d}.parquet")
-
-
-def read_parts(parts_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two tables back from a run's Parquet parts."""
-    tables = []
-    for name, coerce in (("inferences", coerce_inferences), ("detections", coerce_detections)):
-        files = sorted((Path(parts_dir) / name).glob("part-*.parquet"))
-        tables.append(coerce(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)) if files else None)
-    inf, det = tables
-    if inf is None:
-        inf = coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))
-    if det is None:
-        det = coerce_detections(pd.DataFrame(columns=list(DETECTION_COLUMNS)))
-    return inf, det
 
 
 def ray_settings_record(settings: RunSettings, opts: RayOptions, *, user: str, device: str | None = None,
@@ -483,74 +465,7 @@ def options_from(args) -> RayOptions:
 
 
 def check_ray_settings(settings: RunSettings, opts: RayOptions) -> None:
-    """What the Ray path refuses before any cluster work, in one line: an unknown model (UnknownModelError), a weights
-    file that is not there (WeightsError), a runtime other than eager and options that cannot work (ClusterError, see
-    `check_options`). Nothing is contacted: a cluster that is down is found when the run starts."""
-    from core.models import get_model
-    from core.weights import parse_weights
-
-    for model in settings.models:
-        get_model(model)
-        parse_weights(settings.weights_for(model))
-    if any(s.runtime != RUNTIME_EAGER for s in settings.series()):
-        raise ClusterError("the Ray path runs the eager runtime only (drop --runtime)")
+    """`settings.resolve(engine="ray")` and the options (`check_options`): what the Ray path refuses before any
+    cluster work, in one line. Nothing is contacted: a cluster that is down is found when the run starts."""
+    settings.resolve(engine=ENGINE_RAY, check_files=False)
     check_options(opts)
-
-
-def cli_detect(args) -> int:
-    """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
-    and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
-    from core.cli import EXIT_OK, EXIT_USAGE, _open_store, _progress_bar, _settings_from
-    from core.config import UNTRAINED_MARK
-    from core.images import gallery_paths
-    from core.models import parse_model_list
-    from core.store import current_user
-    from core.weights import parse_weights
-
-    models = parse_model_list(args.models)
-    parse_weights(args.weights)  # a bad weights choice fails here, before any cluster work
-    paths = list_images(args.paths) if args.paths else [p.absolute() for p in gallery_paths()]
-    if not paths:
-        print("error: no images found in the given paths", file=sys.stderr)
-        return EXIT_USAGE
-    settings = _settings_from(args)
-    opts = options_from(args)
-    try:
-        check_ray_settings(settings, opts)
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    store = _open_store(args.store)
-    bar = _progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
-    try:
-        out = run_ray(paths, settings, opts, store=store, user=current_user(), out_dir=Path(args.out),
-                      on_progress=progress)  # fmt: skip
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        bar.close()
-    ray_env = out.info.environment["ray"]
-    print(
-        f"run {out.info.run_id}: {len(paths)} images x {len(models)} models on Ray {ray_env['version']} "
-        f"({ray_env['nodes']} node(s), {ray_env['cpus']:g} CPUs, {ray_env['gpus']:g} GPUs, {opts.workers} worker(s) "
-        f"per model): {out.wall_s:.1f} s, {ray_env['images_per_s']:.2f} images/s"
-    )
-    inf = out.inferences
-    for model, grp in inf[inf["error"] == ""].groupby("model", sort=False):
-        print(
-            f"  {model:40} median {grp['total_ms'].median():8.1f} ms  p95 {grp['total_ms'].quantile(0.95):8.1f} ms"
-            f"  detections >= {args.threshold}: {int(grp['n_detections'].sum())}"
-        )
-    if (inf["weights"] == "untrained").any():
-        print(f"  NOTE: {UNTRAINED_MARK}")
-    for _, row in inf[inf["error"] != ""].drop_duplicates("image_name").iterrows():
-        print(f"  failed: {row['image_name']}: {row['error']}")
-    if out.parts_dir is not None:
-        print(f"wrote Parquet parts under {out.parts_dir}")
-    print(f"stored run {out.info.run_id} in {store.path}")
-    return EXIT_OK

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS
 from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
 from core.images import LoadedImage
 from core.models import ModelSpec, get_model, label_name
+from core.records import DetectionResult
 from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime, series_name
 from core.text import exception_line
 from core.weights import ProgressFn, build_model, parse_weights
@@ -234,52 +235,6 @@ def load_detector(
     if series is not None and series != found.series:  # the same loaded detector under the run's series name
         return replace(found, series=series)
     return found
-
-
-@dataclass
-class DetectionResult:
-    """One image through one model: boxes in original-image pixels, scores, labels and timings."""
-
-    image_id: str
-    image_name: str
-    width: int
-    height: int
-    model: str
-    weights: str
-    device: str
-    precision: str
-    batch_size: int
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    label_names: tuple[str, ...] = ()
-    preprocess_ms: float = math.nan
-    inference_ms: float = math.nan
-    postprocess_ms: float = math.nan
-    error: str = ""
-    notes: tuple[str, ...] = ()
-    runtime: str = RUNTIME_EAGER
-
-    def __post_init__(self) -> None:
-        n = len(self.scores)
-        if self.boxes.shape != (n, 4) or len(self.labels) != n or len(self.label_names) != n:
-            raise ValueError(
-                f"inconsistent detections: boxes {self.boxes.shape}, {n} scores, {len(self.labels)} labels"
-            )
-        if n and not (np.all(self.boxes[:, 2] >= self.boxes[:, 0]) and np.all(self.boxes[:, 3] >= self.boxes[:, 1])):
-            raise ValueError("boxes must be x1 <= x2 and y1 <= y2")
-        if self.error and n:
-            raise ValueError("a failed image has no detections")
-        if "\n" in self.error:
-            raise ValueError("error must be one line")
-
-    @property
-    def total_ms(self) -> float:
-        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
 
 
 def _result(image: LoadedImage, det: Detector, batch_size: int, **fields: object) -> DetectionResult:

@@ -47,11 +47,10 @@ from core.store import JobRow, Store, StoreError
 from core.store.jobs import worker_name
 
 if TYPE_CHECKING:
-    from core.distributed import RayOptions
+    from core.cluster import RayOptions
 
 SPEC_VERSION = 1  # a spec without `engine` (older ones) is a local job
 ENGINE_LOCAL, ENGINE_RAY = "local", "ray"
-STARTED_PIDS = "worker.pids"  # the store folder's list of workers the dashboard started
 _START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) before it beats: do not start another
 
 
@@ -59,23 +58,8 @@ _START_GRACE_S = 30.0  # a worker just started needs a few seconds (imports) bef
 
 
 def check_settings(settings: RunSettings, class_names: dict[str, Sequence[str]] | None = None) -> str:
-    """Raise now (UnknownModelError, DeviceError, RuntimeRefusedError, WeightsError) for settings a worker could not
-    run; returns the resolved device. Nothing is loaded onto a device and nothing is stored."""
-    from core.config import RUNTIME_EAGER
-    from core.devices import check_precision, resolve_device
-    from core.models import get_model
-    from core.runtimes import check_runtime
-    from core.weights import check_weights
-
-    specs = [get_model(m) for m in settings.models]
-    device = resolve_device(settings.device)
-    check_precision(settings.precision, device)
-    for series in settings.series():
-        if series.runtime != RUNTIME_EAGER:
-            check_runtime(series.runtime, series.precision, device)
-    for spec in specs:
-        check_weights(spec, settings.weights_for(spec.name), class_names=(class_names or {}).get(spec.name))
-    return str(device)
+    """`settings.resolve()` (the one check of a run's settings) before a job is queued; returns the resolved device."""
+    return str(settings.resolve(class_names=class_names).device)
 
 
 def submit(
@@ -212,7 +196,8 @@ def ray_todo(store: Store, job: JobRow) -> dict[str, list[Path]]:
 def _run_ray_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None) -> str:
     """`run_job` for a job submitted with `engine: ray`: the missing pairs through `core.distributed.run_ray` into the
     job's run; stops after the batch in flight (Ray Data hands back a batch at a time), ends like a local job."""
-    from core.distributed import RayOptions, run_ray
+    from core.cluster import RayOptions
+    from core.distributed import run_ray
 
     run_id = job.run_id
     todo = ray_todo(store, job)
@@ -244,19 +229,6 @@ def _ended(store: Store, run_id: str, stopped: bool, info: RunInfo | None) -> st
         return "cancelled"
     store.interrupt_job(run_id, "the worker was stopped: resume it")
     return "interrupted"
-
-
-def run_pending(store: Store, *, limit: int | None = None) -> list[str]:
-    """Run queued jobs in this process, in submission order, until none is left (tests, benchmarks); returns their
-    run ids. No heartbeat thread: use `serve` for long runs."""
-    ran: list[str] = []
-    while limit is None or len(ran) < limit:
-        job = store.claim_job(worker_name())
-        if job is None:
-            break
-        run_job(store, job)
-        ran.append(job.run_id)
-    return ran
 
 
 # --- the worker process ---------------------------------------------------------------------------------------------
@@ -460,8 +432,6 @@ def ensure_worker(store: Store, *, threads: int | None = None, nice: int | None 
             command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
     marker.write_text(str(proc.pid), encoding="utf-8")
-    with open(store.path / STARTED_PIDS, "a", encoding="utf-8") as pids:  # who to stop when tests end
-        pids.write(f"{proc.pid}\n")
     return "started"
 
 
@@ -472,23 +442,6 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def stop_started_workers(store_path: Path, sig: int = signal.SIGTERM) -> list[int]:
-    """Signal the workers `ensure_worker` started for this store that are still running (test clean-up)."""
-    stopped = []
-    with contextlib.suppress(OSError):
-        for line in (Path(store_path) / STARTED_PIDS).read_text(encoding="utf-8").split():
-            pid = int(line)
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"core\x00worker" in cmdline and _running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-                    stopped.append(pid)
-    return stopped
 
 
 def is_stale(job: JobRow, now: float | None = None) -> bool:

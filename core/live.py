@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from core.config import AGREEMENT_IOU, DEFAULT_WARMUP, LIVE_HISTORY, LIVE_WINDOW_FRAMES
-from core.engine import DetectionResult, Detector, run_detector
+from core.engine import Detector, run_detector
 from core.images import LoadedImage
 from core.matching import match_boxes
+from core.records import DetectionResult
 from core.video import VideoFrame
 
 Detect = Callable[[VideoFrame], DetectionResult]

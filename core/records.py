@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,52 @@ import numpy as np
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES, RUNTIME_EAGER
-from core.engine import DetectionResult
+
+
+@dataclass
+class DetectionResult:
+    """One image through one model: boxes in original-image pixels, scores, labels and timings."""
+
+    image_id: str
+    image_name: str
+    width: int
+    height: int
+    model: str
+    weights: str
+    device: str
+    precision: str
+    batch_size: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    label_names: tuple[str, ...] = ()
+    preprocess_ms: float = math.nan
+    inference_ms: float = math.nan
+    postprocess_ms: float = math.nan
+    error: str = ""
+    notes: tuple[str, ...] = ()
+    runtime: str = RUNTIME_EAGER
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.boxes.shape != (n, 4) or len(self.labels) != n or len(self.label_names) != n:
+            raise ValueError(
+                f"inconsistent detections: boxes {self.boxes.shape}, {n} scores, {len(self.labels)} labels"
+            )
+        if n and not (np.all(self.boxes[:, 2] >= self.boxes[:, 0]) and np.all(self.boxes[:, 3] >= self.boxes[:, 1])):
+            raise ValueError("boxes must be x1 <= x2 and y1 <= y2")
+        if self.error and n:
+            raise ValueError("a failed image has no detections")
+        if "\n" in self.error:
+            raise ValueError("error must be one line")
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
 
 
 def now_iso() -> str:
@@ -69,7 +115,7 @@ def failed_rows(inferences: pd.DataFrame) -> pd.DataFrame:
     return inferences[~ok_mask(inferences)]
 
 
-def _py(value: object) -> object:
+def plain_value(value: object) -> object:
     """A plain Python value: numpy scalars to Python, NaN to None (what sqlite3 binds, what a frame turns into NA)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -88,17 +134,17 @@ def inference_values(result: DetectionResult, run_id: str, threshold: float, cre
         run_id,
         result.image_id,
         result.image_name,
-        _py(result.width) or None,
-        _py(result.height) or None,
+        plain_value(result.width) or None,
+        plain_value(result.height) or None,
         result.model,
         result.weights,
         result.device,
         result.precision,
         int(result.batch_size),
-        _py(float(result.preprocess_ms)),
-        _py(float(result.inference_ms)),
-        _py(float(result.postprocess_ms)),
-        _py(float(result.total_ms)),
+        plain_value(float(result.preprocess_ms)),
+        plain_value(float(result.inference_ms)),
+        plain_value(float(result.postprocess_ms)),
+        plain_value(float(result.total_ms)),
         int(np.count_nonzero(result.scores >= threshold)),
         float(threshold),
         result.error,

@@ -146,8 +146,9 @@ def per_class(reviews: pd.DataFrame, detections: pd.DataFrame, threshold: float)
     rows = []
     for key, group in _pairs(reviews):
         a, b, run_a, run_b = key
-        mask = [s in {(run_a, a), (run_b or run_a, b)} for s in side]
-        labels = found[mask][["image_id", "label"]].drop_duplicates()
+        # a boolean array, not a list: an empty list of booleans would select columns, not rows
+        mask = np.fromiter((s in {(run_a, a), (run_b or run_a, b)} for s in side), dtype=bool, count=len(side))
+        labels = found.loc[mask, ["image_id", "label"]].drop_duplicates()
         joined = group.merge(labels, on="image_id", how="inner")
         for label, by_class in joined.groupby("label", sort=True):
             rows.append({**_key(key), "label": str(label), **_counts(by_class["verdict"])})

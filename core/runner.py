@@ -13,12 +13,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
-from core.config import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WARMUP, RUNTIME_EAGER, WEIGHTS_DEFAULT
-from core.devices import environment, resolve_device
-from core.engine import DetectionResult, Detector, load_detector, run_detector
+from core.cluster import ClusterError
+from core.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WARMUP,
+    ENGINE_LOCAL,
+    ENGINE_RAY,
+    RUNTIME_EAGER,
+    WEIGHTS_DEFAULT,
+)
+from core.devices import check_precision, environment, resolve_device
+from core.engine import Detector, load_detector, run_detector
 from core.images import ImageSource, LoadedImage
-from core.records import RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
+from core.models import get_model
+from core.records import DetectionResult, RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
 from core.runtimes import (
     CPU_ONLY_RUNTIMES,
     ExportError,
@@ -27,7 +38,7 @@ from core.runtimes import (
     parse_variants,
     series_name,
 )
-from core.weights import ProgressFn, parse_weights
+from core.weights import ProgressFn, WeightsChoice, check_weights, parse_weights
 
 
 @dataclass
@@ -57,6 +68,40 @@ class RunSettings:
 
     def variants_for(self, model: str) -> list[Variant]:
         return parse_variants(self.runtimes.get(model, self.default_runtimes))
+
+    def resolve(
+        self,
+        *,
+        engine: str = ENGINE_LOCAL,
+        class_names: Mapping[str, Sequence[str]] | None = None,
+        check_files: bool = True,
+    ) -> ResolvedSettings:
+        """The one check of a run's settings, made by every path that starts one (the Run page, `detect`, `submit`,
+        the worker, the Ray path): raises, with one message per bad setting and the same one everywhere, an
+        UnknownModelError (a model not in the registry), RuntimeRefusedError (an unknown runtime token, or one this
+        device or precision cannot run), DeviceError (no such device, or a precision it lacks), WeightsError (weights
+        that cannot be had: a missing file, default weights offline, a checkpoint that does not fit; with
+        `check_files`, which builds the model on the `meta` device and never on a real one) or ClusterError (the
+        Ray path runs eager only). Nothing is loaded and nothing is stored.
+
+        `engine` "ray": the device is the actors' (set per actor), so it is not resolved here."""
+
+        specs = {m: get_model(m) for m in self.models}
+        series = tuple(self.series())
+        weights = {m: parse_weights(self.weights_for(m)) for m in self.models}
+        if engine == ENGINE_RAY:
+            if any(s.runtime != RUNTIME_EAGER for s in series):
+                raise ClusterError("the Ray path runs the eager runtime only (drop --runtime)")
+            return ResolvedSettings(self, None, series, weights)
+        device = resolve_device(self.device)
+        check_precision(self.precision, device)
+        for s in series:  # refused combinations (runtime, precision, device) stop the run before any export
+            if s.runtime != RUNTIME_EAGER:
+                check_runtime(s.runtime, s.precision, device)
+        if check_files:
+            for name, spec in specs.items():
+                check_weights(spec, self.weights_for(name), class_names=(class_names or {}).get(name))
+        return ResolvedSettings(self, device, series, weights)
 
     def series(self) -> list[Series]:
         """Every (model, variant) of the run, in settings order; RuntimeRefusedError for an unknown token."""
@@ -104,6 +149,17 @@ class Series:
     model: str
     runtime: str
     precision: str
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Settings after `RunSettings.resolve`: the device the run will use (None on the Ray path, where each actor has
+    its own), every series, and each model's weights choice."""
+
+    settings: RunSettings
+    device: torch.device | None
+    series: tuple[Series, ...]
+    weights: Mapping[str, WeightsChoice]
 
 
 @dataclass
@@ -202,11 +258,9 @@ def execute(
 
     settings = planned.settings
     names = class_names or {}
-    device = resolve_device(settings.device)
-    series = {s.name: s for s in settings.series() if s.name in planned.todo}
-    for s in series.values():  # refused combinations (runtime, precision, device) stop the run before any export
-        if s.runtime != RUNTIME_EAGER:
-            check_runtime(s.runtime, s.precision, device)
+    resolved = settings.resolve(class_names=names, check_files=False)  # the weights are checked by loading them
+    device = resolved.device
+    series = {s.name: s for s in resolved.series if s.name in planned.todo}
     detectors: dict[str, Detector] = {}
     export_failures: dict[str, str] = {}
     for name, s in series.items():

@@ -48,6 +48,7 @@ from core.config import (
     UNTRAINED_SEED,
     WEIGHTS_DEFAULT,
     WEIGHTS_UNTRAINED,
+    default_store_dir,
 )
 from core.models import ModelSpec
 from core.weights import WeightsChoice, cached_weights_path
@@ -256,7 +257,6 @@ def artifact_key(
 
 def artifacts_root() -> Path:
     """`<store folder>/artifacts` (`$DETLENS_STORE`, else ~/.local/share/detlens)."""
-    from core.store import default_store_dir  # the store imports the engine: import late
 
     return default_store_dir() / ARTIFACTS_DIR
 

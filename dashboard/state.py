@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -207,9 +208,11 @@ def adopt_ended_jobs() -> list[str]:
                     strict=True,
                 )
             )
-            keep = [(i, m) not in seen for i, m in zip(inf["image_id"], inf["model"], strict=True)]
-            inf = inf[keep]
-            det = det[[(i, m) not in seen for i, m in zip(det["image_id"], det["model"], strict=True)]]
+            # boolean arrays, not lists: an empty list selects no columns instead of no rows
+            inf = inf.loc[np.fromiter(((i, m) not in seen for i, m in zip(inf["image_id"], inf["model"], strict=True)),
+                                      dtype=bool, count=len(inf))]  # fmt: skip
+            det = det.loc[np.fromiter(((i, m) not in seen for i, m in zip(det["image_id"], det["model"], strict=True)),
+                                      dtype=bool, count=len(det))]  # fmt: skip
         add_images([ref for image_id, ref in images.items() if image_id not in st.session_state[_IMAGES]])
         add_run(info, inf.reset_index(drop=True), det.reset_index(drop=True))
         pending.remove(run_id)

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from core.analytics import RunFrame
 from dashboard import state, views
 from dashboard.pagelist import page
-
-
-def require_results(
-    message: str = "No results yet: run some models first.", *, live_run: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The session's (inferences, detections); on an empty session, say so, link to Run and stop the page.
-    `live_run`: when the viewed run is still queued or running, show the live mark and redraw as records land."""
-    if live_run:
-        from dashboard import live
-
-        live.banner(state.viewed_run())
-    inf, det = state.inferences(), state.detections()
-    if inf.empty:
-        st.info(message)
-        st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
-        st.stop()
-    return inf, det
 
 
 def require_frame(message: str = "No results yet: run some models first.", *, live_run: bool = False) -> RunFrame:

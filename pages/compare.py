@@ -71,7 +71,7 @@ if len(runtime_rows):
     st.subheader("Runtimes against eager")
     table = runtime_rows.assign(verdict=[verdict(r) for r in runtime_rows.to_dict("records")])
     st.dataframe(
-        table[["series", "reference", "runtime", "precision", "images", "share_f1_ok", "mean_iou", "max_score_diff",
+        table[["series", "reference", "runtime", "precision", "images", "boxes", "share_f1_ok", "mean_iou", "max_score_diff",
                "defect", *(runtime_ap.AP_COLUMNS if with_gt else ()), "verdict"]],
         hide_index=True,
     )  # fmt: skip

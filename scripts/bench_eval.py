@@ -105,7 +105,7 @@ def main() -> int:
             t = time.perf_counter()
             ev = coco._run_cocoeval(gt.coco, results, img_ids, (1, 10, 100), backend)
             times.append(time.perf_counter() - t)
-        metrics[backend] = coco._metrics_from(ev, gt.coco, (1, 10, 100), 0.0, len(results), backend)
+        metrics[backend] = coco.metrics_from(ev, gt.coco, (1, 10, 100), 0.0, len(results), backend)
         print(
             f"{coco.evaluator_version(backend):28} best {min(times):.3f} s of {args.repeat}  AP {metrics[backend].AP:.6f}"
         )

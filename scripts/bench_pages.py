@@ -23,6 +23,11 @@ context per page) and sums the bytes of the websocket frames the page receives u
 `--gt` the Evaluate page's ground truth is uploaded through its file uploader, and the frames up to its metrics are
 counted too), then reads the server's peak RSS (`server_peak_rss_mb`, VmHWM: the server process alone, not the
 evaluation workers it starts). The AppTest timings come first, in this process.
+
+`--imported` times the imported case, each step in its own process, with wall time and peak RSS (the largest
+process of the step's tree): the run exported to a zip (`bench_run.zip` in the store, made once), `python -m core
+import` of it into a new store, the first open of the imported run in a fresh process (Home, cold: what a new server
+does at `?run=`), and `python -m core evaluate --run RUN --gt GT --json` on it (with `--gt`'s ground truth).
 """
 
 from __future__ import annotations
@@ -365,15 +370,25 @@ def main() -> int:
     parser.add_argument("--pages", nargs="+", choices=[p.split("/")[1][:-3] for p in BENCH_PAGES], help="only these")
     parser.add_argument("--gt", action="store_true", help="time Evaluate with ground truth for every image")
     parser.add_argument("--payload", action="store_true", help="bytes each page sends to headless Chromium")
+    parser.add_argument("--imported", action="store_true", help="time import, first open and evaluate --run of a zip")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--first-open", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     store_dir = args.store or Path(tempfile.mkdtemp(prefix="detlens-bench-"))
     if args.build_only:
         build(store_dir, args.images, args.boxes)
         return 0
+    if args.first_open:  # a fresh process: the first page of the stored run, nothing cached
+        import os
+
+        os.environ["DETLENS_STORE"] = str(store_dir)
+        print(json.dumps({"first_open_s": time_page("pages/home.py", clear=True, repeat=1)["total_s"]}))
+        return 0
     if not (store_dir / "detlens.sqlite").is_file():
         cmd = [sys.executable, __file__, "--build-only", "--store", str(store_dir)]
         subprocess.run([*cmd, "--images", str(args.images), "--boxes", str(args.boxes)], check=True)
+    if args.imported:
+        return imported_case(store_dir, gt=args.gt, as_json=args.json)
     import os
 
     os.environ["DETLENS_STORE"] = str(store_dir)
@@ -424,6 +439,58 @@ def main() -> int:
     print(f"peak RSS: {peak_mb:.0f} MB (AppTest process)")
     if server_peak is not None:
         print(f"server peak RSS: {server_peak:.0f} MB (streamlit run, after the payload pages)")
+    return 0
+
+
+# A step's wall time and the peak RSS of its process tree (RUSAGE_CHILDREN: the largest waited-for descendant).
+_TIMED = (
+    "import json, resource, subprocess, sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "out = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "wall = time.perf_counter() - t0\n"
+    "if out.returncode:\n"
+    "    sys.exit(out.stderr[-2000:])\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+    "print(json.dumps({'wall_s': wall, 'peak_mb': peak, 'stdout': out.stdout[-4000:]}))\n"
+)
+
+
+def timed(cmd: list[str]) -> dict:
+    """Run `cmd` from a small wrapper process: its wall seconds, peak RSS in MB and the end of its output."""
+    out = subprocess.run([sys.executable, "-c", _TIMED, *cmd], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout)
+
+
+def imported_case(store_dir: Path, *, gt: bool, as_json: bool) -> int:
+    """Export the bench run once, then time import, the imported run's first open and `evaluate --run` on it."""
+    zip_path = store_dir / "bench_run.zip"
+    if not zip_path.is_file():
+        subprocess.run([sys.executable, "-m", "core", "export", RUN_ID, str(zip_path), "--store", str(store_dir)],
+                       check=True, cwd=ROOT)  # fmt: skip
+    gt_path = write_ground_truth(store_dir) if gt else None
+    with tempfile.TemporaryDirectory(prefix="detlens-imported-") as tmp:
+        target = Path(tmp) / "store"
+        report = {"zip_mb": round(zip_path.stat().st_size / 1e6, 1)}
+        step = timed([sys.executable, "-m", "core", "import", str(zip_path), "--store", str(target)])
+        report["import_s"], report["import_peak_mb"] = round(step["wall_s"], 2), round(step["peak_mb"])
+        step = timed([sys.executable, __file__, "--first-open", "--store", str(target)])
+        report["first_open_s"] = round(json.loads(step["stdout"].strip().splitlines()[-1])["first_open_s"], 2)
+        report["first_open_process_s"] = round(step["wall_s"], 2)
+        if gt_path is not None:
+            step = timed([sys.executable, "-m", "core", "evaluate", "--run", RUN_ID, "--store", str(target), "--gt",
+                          str(gt_path), "--json"])  # fmt: skip
+            report["evaluate_s"], report["evaluate_peak_mb"] = round(step["wall_s"], 2), round(step["peak_mb"])
+    n_images, n_boxes = run_size(store_dir)
+    report = {"images": n_images, "boxes": n_boxes, **report}
+    if as_json:
+        print(json.dumps(report))
+        return 0
+    print(f"imported run: {n_images} images x 2 models, {n_boxes} boxes, zip {report['zip_mb']} MB")
+    print(f"  import           : {report['import_s']:7.2f} s   peak {report['import_peak_mb']} MB")
+    print(f"  first open (Home): {report['first_open_s']:7.2f} s   (its process, imports included: "
+          f"{report['first_open_process_s']:.2f} s)")  # fmt: skip
+    if "evaluate_s" in report:
+        print(f"  evaluate --run   : {report['evaluate_s']:7.2f} s   peak {report['evaluate_peak_mb']} MB")
     return 0
 
 

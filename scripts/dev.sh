@@ -35,11 +35,13 @@ ensure_venv() {
 }
 
 ensure_requirements() {
-    if [[ -f "$STAMP" && "$STAMP" -nt requirements.txt && "$STAMP" -nt requirements-dev.txt ]]; then
+    if [[ -f "$STAMP" && "$STAMP" -nt requirements.txt && "$STAMP" -nt requirements-dev.txt && "$STAMP" -nt pyproject.toml ]]; then
         return
     fi
     log "installing requirements-dev.txt into .venv"
     PIP_NO_INPUT=1 "$PY" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    # the `detlens` command (pyproject.toml's console script), on the code of this checkout
+    PIP_NO_INPUT=1 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
     touch "$STAMP"
 }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,9 +83,44 @@ def seeded(weights: str = "default") -> tuple[pd.DataFrame, pd.DataFrame, dict[s
 def finish_jobs(at, *, timeout: float = 600):
     """What the dashboard's worker does, in this process: run every queued job of the store, then rerun the page (the
     ended jobs join the session tables). Returns the AppTest."""
-    from core.jobs import run_pending
     from core.store import Store, default_store_dir
 
     with Store(default_store_dir()) as store:
         run_pending(store)
     return at.run(timeout=timeout)
+
+
+def run_pending(store, *, limit: int | None = None) -> list[str]:
+    """Run queued jobs in this process, in submission order, until none is left (what a worker does, without its
+    heartbeat thread); returns their run ids."""
+    from core import jobs
+
+    ran: list[str] = []
+    while limit is None or len(ran) < limit:
+        job = store.claim_job(jobs.worker_name())
+        if job is None:
+            break
+        jobs.run_job(store, job)
+        ran.append(job.run_id)
+    return ran
+
+
+def stop_workers_of(store_path: Path, sig: int = signal.SIGTERM) -> list[int]:
+    """Signal every `python -m core worker --store STORE_PATH` process still running (clean-up after a test whose
+    dashboard started one); returns their pids."""
+    wanted = [b"core", b"worker", b"--store", str(Path(store_path)).encode()]
+    stopped = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        found = all(w in args for w in wanted) and args.index(b"core") + 1 == args.index(b"worker")
+        if found and state != "Z":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), sig)
+                stopped.append(int(proc.name))
+    return stopped

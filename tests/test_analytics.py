@@ -3,14 +3,17 @@ correct for a finished, a growing and a resumed run."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from core.analytics import RunFrame, load_run_frame, queries, segment_dir, threshold_bin
+from core.analytics import RunFrame, load_run_frame, queries, threshold_bin
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
 from core.records import RunInfo, coerce_detections, coerce_inferences, latest_run
 from core.store import Store
+from core.store.segments import segment_dir
 from dashboard.figures import counts_above, mean_count_curve
 
 MODELS = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn")
@@ -434,3 +437,42 @@ def test_the_least_recently_used_entries_go_past_the_limit(tmp_path):
     assert evalcache.load(tmp_path, "a") is not None  # read: now the most recently used
     evalcache.save(tmp_path, "e", result, max_entries=3)
     assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["a", "d", "e"]
+
+
+def test_an_imported_run_has_its_segment_at_once_equal_to_its_sqlite_rows(tmp_path):
+    """`import` writes the columnar segment from the tables it read, so the first open reads no SQLite; a replaced
+    run's segment is the new run's."""
+    from core.store.segments import read_from_sqlite
+
+    inf, det = random_run(7)
+    source = Store(tmp_path / "source")
+    _store_run(source, "run-i", inf, det, finish=True)
+    zip_path = source.export_run("run-i", tmp_path / "run-i.zip")
+    target = Store(tmp_path / "target")
+    assert target.import_run(zip_path) == "run-i"
+    assert (segment_dir(target, "run-i") / "version.json").is_file()
+    sq_inf, sq_det, version = read_from_sqlite(target, "run-i")
+    assert version == target.run_version("run-i")
+    _same(load_run_frame(target, "run-i"), RunFrame.from_arrow(sq_inf, sq_det))
+
+    fewer = inf["image_id"].isin(inf["image_id"].unique()[:10])
+    _store_run(source, "run-j", inf[fewer], det[det["image_id"].isin(inf.loc[fewer, "image_id"])], finish=True)
+    other = source.export_run("run-j", tmp_path / "run-j.zip")
+    renamed = tmp_path / "renamed.zip"
+    import zipfile
+
+    with zipfile.ZipFile(other) as src, zipfile.ZipFile(renamed, "w") as dst:  # run-j's records as run-i's
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "run.json":
+                data = data.replace(b"run-j", b"run-i")
+            elif item.filename.endswith(".parquet"):
+                frame = pd.read_parquet(io.BytesIO(data)).assign(run_id="run-i")
+                buffer = io.BytesIO()
+                frame.to_parquet(buffer, index=False)
+                data = buffer.getvalue()
+            dst.writestr(item, data)
+    target.import_run(renamed, replace=True)
+    sq_inf, sq_det, _ = read_from_sqlite(target, "run-i")
+    _same(load_run_frame(target, "run-i"), RunFrame.from_arrow(sq_inf, sq_det))
+    assert load_run_frame(target, "run-i").n_boxes == int(det["image_id"].isin(inf.loc[fewer, "image_id"]).sum())

@@ -281,3 +281,25 @@ def test_store_commands_exit_2_with_a_message(tmp_path, capsys, argv, message):
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.zip").exists() and not (tmp_path.parent / "evil").exists()
+
+
+@pytest.mark.slow
+def test_the_detlens_command_is_python_m_core():
+    """pyproject.toml's console script (installed by `scripts/dev.sh setup`) runs the same CLI as `python -m core`."""
+    import importlib
+    import shutil
+    import subprocess
+    import sys
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]["detlens"]
+    module, _, name = target.partition(":")
+    assert getattr(importlib.import_module(module), name) is main
+    command = shutil.which("detlens", path=str(Path(sys.executable).parent))
+    if command is None:
+        pytest.skip("the detlens command is not installed in this environment (run scripts/dev.sh setup)")
+    got = subprocess.run([command, "models", "--json"], capture_output=True, text=True, check=True, cwd=root)
+    want = subprocess.run([sys.executable, "-m", "core", "models", "--json"], capture_output=True, text=True,
+                          check=True, cwd=root)  # fmt: skip
+    assert json.loads(got.stdout) == json.loads(want.stdout) != []

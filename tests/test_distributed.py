@@ -20,17 +20,9 @@ ray = pytest.importorskip("ray")
 
 from core import jobs  # noqa: E402
 from core.cli import EXIT_USAGE, main  # noqa: E402
+from core.cluster import ClusterError, RayOptions, check_reachable, connect  # noqa: E402
 from core.config import GALLERY_DIR  # noqa: E402
-from core.distributed import (  # noqa: E402
-    ClusterError,
-    DetectWorker,
-    RayOptions,
-    check_reachable,
-    connect,
-    list_images,
-    read_parts,
-    run_ray,
-)
+from core.distributed import DetectWorker, list_images, run_ray  # noqa: E402
 from core.images import content_id, gallery_paths, sources_from_paths  # noqa: E402
 from core.records import new_run_id  # noqa: E402
 from core.runner import RunSettings, run  # noqa: E402
@@ -154,6 +146,46 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(ray_session, tmp_p
     assert sorted(pairs) == sorted((content_id(p.read_bytes()), MODEL) for p in paths)  # each pair exactly once
     assert (inf["error"] == "").all()
     assert not det.duplicated(BOX_COLUMNS).any()
+
+
+def read_parts(parts_dir: Path):
+    """The two tables back from a run's Parquet parts folder, as a user reads them (pandas over each folder)."""
+    import pandas as pd
+
+    from core.records import coerce_detections, coerce_inferences
+
+    return (coerce_inferences(pd.read_parquet(parts_dir / "inferences")),
+            coerce_detections(pd.read_parquet(parts_dir / "detections")))  # fmt: skip
+
+
+class NoBoxes(DetectWorker):
+    """Keeps no box (a score floor above every score): each batch's detections are empty."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "score_floor": 1.01})
+
+
+def test_a_run_whose_images_had_no_boxes_reads_back_from_its_parts(ray_session, tmp_path: Path) -> None:
+    """Every part, empty or not, carries the records schema: pandas reads the parts folder back, and so does
+    read_parts (an empty part used to be a 0x0 table, and reading the folder failed on `image_id`)."""
+    import pandas as pd
+
+    from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS
+
+    paths = list_images([GALLERY_DIR])[:3]
+    out = run_ray(paths, settings(), RayOptions(batch_rows=2), store=Store(tmp_path / "store"),
+                  out_dir=tmp_path / "out", worker=NoBoxes)  # fmt: skip
+    parts = sorted((out.parts_dir / "detections").glob("part-*.parquet"))
+    assert len(parts) == 2  # two batches, each its own (empty) part
+    for part in parts:
+        assert list(pd.read_parquet(part).columns) == list(DETECTION_COLUMNS)
+    det = pd.read_parquet(out.parts_dir / "detections")  # the whole folder, as a user reads it
+    assert det.empty and list(det.columns) == list(DETECTION_COLUMNS)
+    assert det.groupby("image_id").size().empty
+    part_inf, part_det = read_parts(out.parts_dir)
+    assert part_det.empty and dict(part_det.dtypes.astype(str)) == DETECTION_DTYPES
+    assert list(part_inf.columns) == list(INFERENCE_COLUMNS) and len(part_inf) == 3
+    assert (part_inf["n_detections"] == 0).all()
 
 
 def test_unreachable_cluster_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:

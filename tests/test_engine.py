@@ -12,8 +12,9 @@ from PIL import Image
 
 from core import devices, engine
 from core.devices import DeviceError, check_precision, configure_threads, physical_cores, resolve_device
-from core.engine import DetectionResult, load_detector, run_detector
+from core.engine import load_detector, run_detector
 from core.images import load_image
+from core.records import DetectionResult
 from core.weights import BuiltModel
 
 SMALL = "ssdlite320_mobilenet_v3_large"

@@ -19,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 
 from core import evaluate as ev
 from core.config import DETECTION_COLUMNS, GALLERY_ANNOTATIONS, GALLERY_DIR
+from core.evaluate.cli import add_cli
 from core.images import ImageSource, load_image
 from core.models import get_model
 from core.records import coerce_detections
@@ -231,7 +232,7 @@ def test_faster_coco_eval_gives_pycocotools_figures(case):
     got = {}
     for backend in (coco.PYCOCOTOOLS, coco.FASTER):
         e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
-        got[backend] = _figures(coco._metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+        got[backend] = _figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
     reference, faster = got[coco.PYCOCOTOOLS], got[coco.FASTER]
     assert reference.keys() == faster.keys()
     assert np.isfinite(reference["AP"]) and reference["AP"] > 0.05, "a case with something to measure"
@@ -272,7 +273,7 @@ def test_the_default_evaluator_gives_pycocotools_figures_exactly(case):
     got = {}
     for backend in (coco.PYCOCOTOOLS, coco.VECTOR):
         e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
-        got[backend] = _figures(coco._metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+        got[backend] = _figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
     assert coco.evaluator_backend() == coco.VECTOR
     assert np.isfinite(got[coco.PYCOCOTOOLS]["AP"]) and got[coco.PYCOCOTOOLS]["AP"] > 0.05, "something to measure"
     assert got[coco.VECTOR].keys() == got[coco.PYCOCOTOOLS].keys()
@@ -578,7 +579,7 @@ def test_gallery_annotations_validate_against_the_gallery():
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m core")
-    ev.add_cli(parser.add_subparsers(dest="command", required=True))
+    add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -632,8 +633,7 @@ def test_cli_run_from_a_store(tmp_path, capsys):
     """Ground truth stored as a run's detections (score 1) evaluates to AP 1 through `evaluate --run`."""
     import numpy as np
 
-    from core.engine import DetectionResult
-    from core.records import RunInfo
+    from core.records import DetectionResult, RunInfo
     from core.store import Store
 
     names = gallery_names()
@@ -679,3 +679,54 @@ def test_images_match_by_exact_then_base_file_name(gt_names, ours, want):
     gt = ev.with_images(ev.load_ground_truth(json.dumps(doc).encode()), ours)
     assert gt.image_id_map == want
     assert sorted(gt.unmatched_images) == sorted(set(ours) - set(want))
+
+
+def test_cli_run_gives_pycocotools_figures_for_every_model_and_score_floor(tmp_path, capsys):
+    """`evaluate --run` reads the run's columnar segment: its figures are pycocotools' on the same boxes, per model,
+    with the score floor applied first."""
+    import json as _json
+
+    from core.records import DetectionResult, RunInfo
+    from core.store import Store
+
+    names = gallery_names()
+    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=names)
+    truth = ev.gt_boxes(gt)
+    rng = np.random.default_rng(7)
+    store = Store(tmp_path / "runs")
+    store.start_run(RunInfo("r1", "2026-01-01T00:00:00+00:00", {"models": ["a", "b"]}))
+    results: dict[str, list[dict]] = {"a": [], "b": []}
+    for model, jitter in (("a", 2.0), ("b", 12.0)):
+        for image_id, name in names.items():
+            mine = truth[truth["image_id"] == image_id]
+            size = ImageSource.from_path(GALLERY_DIR / name).load()
+            xyxy = mine[["x1", "y1", "x2", "y2"]].to_numpy(np.float64) + rng.normal(0, jitter, (len(mine), 4))
+            fp = rng.uniform(0, 200, (3, 2))
+            xyxy = np.vstack([xyxy, np.hstack([fp, fp + 40])]).astype(np.float32)
+            labels = np.concatenate([mine["label_id"].to_numpy(np.int64), rng.choice([1, 3, 18], 3)])
+            scores = rng.uniform(0.05, 1.0, len(labels)).astype(np.float32)
+            result = DetectionResult(
+                image_id=image_id, image_name=name, width=size.width, height=size.height, model=model,
+                weights="default", device="cpu", precision="fp32", batch_size=1, boxes=xyxy, scores=scores,
+                labels=labels, label_names=tuple(COCO_NAMES[int(c)] for c in labels), preprocess_ms=1.0,
+                inference_ms=1.0, postprocess_ms=1.0,
+            )  # fmt: skip
+            store.add_result("r1", result, threshold=0.5, created_at="2026-01-01T00:00:00+00:00")
+            for box, label, score in zip(xyxy.astype(np.float64), labels, scores.astype(np.float64), strict=True):
+                if score >= 0.3:  # the score floor below, applied by hand
+                    x1, y1, x2, y2 = (float(v) for v in box)
+                    results[model].append({"image_id": gt.image_id_map[image_id], "category_id": int(label),
+                                           "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
+    store.finish_run("r1")
+    assert (
+        run_cli(["evaluate", "--run", "r1", "--store", str(tmp_path / "runs"), "--score-floor", "0.3", "--json"]) == 0
+    )
+    out = _json.loads(capsys.readouterr().out)
+    assert list(out) == ["a", "b"]
+    for model in ("a", "b"):
+        want = pycocotools_stats(gt.coco, results[model])
+        got = [out[model][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")]
+        got = [-1.0 if v is None else v for v in got]
+        assert got == pytest.approx(list(want[:9]), abs=1e-12)  # AP..AR100 (stats 9-11: AR by size)
+        assert out[model]["score_floor"] == 0.3
+    assert out["a"]["AP"] != out["b"]["AP"]  # each model evaluated on its own boxes

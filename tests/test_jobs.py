@@ -18,6 +18,7 @@ from core.models import UnknownModelError
 from core.runner import RunSettings
 from core.store import Store, StoreError
 from core.weights import WeightsError
+from tests.factories import run_pending
 from tests.test_store_migrations import RUN, result, v1_store
 
 SMALL = "ssdlite320_mobilenet_v3_large"
@@ -164,7 +165,7 @@ def test_two_users_submitting_at_once_get_two_jobs_run_in_order_each_with_its_ow
         t.join()
     assert len(set(ids.values())) == 2
     by_seq = sorted(ids.values(), key=lambda r: store.job(r).seq)
-    assert jobs.run_pending(store) == by_seq
+    assert run_pending(store) == by_seq
     for user, name in (("ana", "cat.jpg"), ("bo", "coffee.jpg")):
         inf = store.load_run(ids[user])[0]
         assert inf["image_name"].tolist() == [name] and store.job(ids[user]).submitted_by == user
@@ -188,14 +189,14 @@ def test_cancel_stops_after_the_image_in_flight_and_resume_runs_only_the_missing
     models = (SMALL, "fasterrcnn_mobilenet_v3_large_320_fpn")
     run_id = queued(store, ("cat.jpg", "coffee.jpg", "rocket.jpg"), models=models)
     _cancel_after_first_record(store, monkeypatch)
-    assert jobs.run_pending(store) == [run_id]
+    assert run_pending(store) == [run_id]
     job = store.job(run_id)
     assert job.status == "cancelled" and job.done == 1 and job.total == 6
     first = store.load_run(run_id)[0]
     assert first["error"].tolist() == [""]  # the record is kept and usable
     monkeypatch.undo()
     store.resume_job(run_id)
-    assert jobs.run_pending(store) == [run_id]
+    assert run_pending(store) == [run_id]
     inf = store.load_run(run_id)[0]
     pairs = list(zip(inf["image_id"], inf["model"], strict=True))
     assert len(pairs) == len(set(pairs)) == 6 and status(store, run_id) == "finished"
@@ -211,7 +212,7 @@ def test_a_worker_stopped_mid_run_leaves_the_job_interrupted_and_resumable(store
     assert jobs.run_job(store, job, stop=stop) == "interrupted"
     assert store.job(run_id).done == 1
     store.resume_job(run_id)
-    jobs.run_pending(store)
+    run_pending(store)
     assert store.job(run_id).done == 2 and status(store, run_id) == "finished"
 
 
@@ -219,7 +220,7 @@ def test_images_that_fail_inside_a_job_stay_per_image_errors(store):
     bad = ImageSource.from_bytes("notes.png", b"<html>not an image</html>")
     empty = ImageSource.from_bytes("empty.png", b"")
     run_id = jobs.submit(store, settings(), [*sources("cat.jpg"), bad, empty])
-    jobs.run_pending(store)
+    run_pending(store)
     inf = store.load_run(run_id)[0].set_index("image_name")
     assert inf.loc["cat.jpg", "error"] == "" and inf.loc["notes.png", "error"] and inf.loc["empty.png", "error"]
     assert status(store, run_id) == "finished" and store.job(run_id).errors == 2
@@ -303,7 +304,7 @@ def test_a_run_held_by_its_process_ends_interrupted_on_ctrl_c_or_failed_and_resu
     done = job.done
     assert 1 <= done < 3
     store.resume_job(job.run_id)
-    assert jobs.run_pending(store) == [job.run_id]
+    assert run_pending(store) == [job.run_id]
     inf = store.load_run(job.run_id)[0]
     pairs = list(zip(inf["image_id"], inf["model"], strict=True))
     assert len(pairs) == len(set(pairs)) == 3 and status(store, job.run_id) == "finished"
@@ -332,3 +333,29 @@ def test_a_run_held_by_its_process_whose_model_does_not_load_keeps_nothing(store
     with pytest.raises(WeightsError, match="broken.pth"):
         jobs.run_here(store, plan(settings(default_weights=_bad_checkpoint(tmp_path)), images), images)
     assert store.list_runs().empty and store.jobs() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", [None, "PASSIVE"])
+def test_a_worker_records_the_threads_wait_policy_and_niceness_its_model_calls_ran_with(store, policy):
+    """The figures of a job depend on them: the run's environment says what the worker process really had."""
+    import os
+    import subprocess
+    import sys
+
+    run_id = queued(store)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "DETLENS_THREADS")}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    subprocess.run(
+        [sys.executable, "-m", "core", "worker", "--store", str(store.path), "--threads", "1", "--nice", "3",
+         "--idle-exit", "0"],
+        cwd=Path(__file__).resolve().parent.parent, env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert status(store, run_id) == "finished"
+    environment = store.load_run(run_id)[2].environment
+    assert environment["threads"] == 1
+    assert environment["nice"] == min(before + 3, 19)
+    assert environment["omp_wait_policy"] == (policy or "unset (the OpenMP runtime's default)")
+    assert environment["parallel_backend"]

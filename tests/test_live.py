@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.engine import DetectionResult
 from core.live import LiveComparison, LiveSeries
+from core.records import DetectionResult
 from core.video import VideoFrame
 
 IMAGE = Image.new("RGB", (16, 16))

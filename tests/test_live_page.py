@@ -7,10 +7,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import UNTRAINED_MARK
-from core.jobs import run_pending
 from core.store import Store, default_store_dir
 from dashboard.live_video import SESSION_KEY
 from tests import videos
+from tests.factories import run_pending
 from tests.test_pages import APP, TIMEOUT, texts
 
 SMALL = "ssdlite320_mobilenet_v3_large"

@@ -29,7 +29,7 @@ from core.evaluate import (
     load_ground_truth,
     match_outcomes,
 )
-from core.evaluate.groundtruth import _one_model
+from core.evaluate.groundtruth import one_model
 from core.evaluate.outcomes import match_all, outcomes_at
 from core.records import coerce_detections
 
@@ -58,7 +58,7 @@ def _reference_ious(dt_xywh: np.ndarray, gt_xywh: np.ndarray, iscrowd: np.ndarra
 def reference_match_outcomes(
     gt: GroundTruth, detections: pd.DataFrame, threshold: float, iou: float = 0.5, *, model: str | None = None
 ) -> pd.DataFrame:
-    dets, model_name = _one_model(detections, model)
+    dets, model_name = one_model(detections, model)
     dets = dets[(dets["score"] >= threshold) & dets["image_id"].astype(str).isin(list(gt.image_id_map))]
     names = gt.class_names
     anns_by_image: dict[int, list[dict]] = {}

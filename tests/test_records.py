@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES
-from core.engine import DetectionResult
-from core.records import RunInfo, coco_results, detections_frame, inferences_frame, new_run_id, write_run
+from core.records import (
+    DetectionResult,
+    RunInfo,
+    coco_results,
+    detections_frame,
+    inferences_frame,
+    new_run_id,
+    write_run,
+)
 from tests.factories import read_written_run
 
 

@@ -460,3 +460,63 @@ def test_cli_reviews_shows_the_cross_run_pairs_of_either_run(two_runs, capsys):
     assert main(["reviews", RUN2, "--store", str(two_runs.path), "--json"]) == 0
     pair = json.loads(capsys.readouterr().out)["pairs"][0]
     assert (pair["run_a"], pair["run_b"], pair["losses"], pair["pair"]) == (RUN, RUN2, 2, label)
+
+
+# --- empty cases: every statistic comes out whatever the reviews and boxes are -----------------------------------
+
+NO_REVIEWS = verdicts()
+ONE_REVIEWER = verdicts(("i1", "ana", "A better"), ("i2", "ana", "B better"))
+ONE_IMAGE = verdicts(("i1", "ana", "A better"), ("i1", "bo", "B better"))
+NO_BOXES = boxes()
+LOW_BOXES = boxes(("i1", "m1", "dog", 0.2), ("i2", "m2", "cat", 0.3))  # all under the threshold (untrained-like)
+
+
+@pytest.mark.parametrize(
+    ("reviews", "det", "pairs", "agree", "classes"),
+    [
+        (NO_REVIEWS, NO_BOXES, [], [], []),
+        (NO_REVIEWS, LOW_BOXES, [], [], []),
+        (ONE_REVIEWER, NO_BOXES, [(2, 1, 1)], [(1, 0, "")], []),
+        (ONE_REVIEWER, LOW_BOXES, [(2, 1, 1)], [(1, 0, "")], []),
+        (ONE_IMAGE, NO_BOXES, [(2, 1, 1)], [(2, 1, "Cohen's kappa")], []),
+        (ONE_IMAGE, boxes(("i1", "m1", "dog", 0.9)), [(2, 1, 1)], [(2, 1, "Cohen's kappa")], [("dog", 2)]),
+    ],
+    ids=[
+        "no reviews",
+        "no reviews low boxes",
+        "one reviewer no boxes",
+        "one reviewer boxes under threshold",
+        "one image no boxes",
+        "one image one box",
+    ],  # fmt: skip
+)
+def test_every_review_statistic_comes_out_for_empty_and_tiny_inputs(reviews, det, pairs, agree, classes):
+    summary = summarize(RUN, reviews, det, threshold=0.5)
+    assert [(r.n, r.wins, r.losses) for r in summary.pairs.itertuples()] == pairs
+    assert [(r.reviewers, r.images, r.statistic) for r in summary.agreement.itertuples()] == agree
+    assert [(r.label, r.n) for r in summary.classes.itertuples()] == classes
+    assert list(summary.classes.columns) == list(per_class(reviews, det, 0.5).columns)
+    if pairs:  # a decided pair always has its win rate and Wilson interval, boxes or not
+        row = summary.pairs.iloc[0]
+        assert row["win_rate"] == pytest.approx(0.5)
+        assert (row["win_low"], row["win_high"]) == pytest.approx(wilson_by_hand(1, 2))
+    data = json.loads(summary.to_json())
+    assert data["per_class"] == [{"pair": "m1 vs m2", "model_a": "m1", "model_b": "m2", "run_a": "", "run_b": "",
+                                  "label": label, **_class_counts(summary, label)} for label, _ in classes]  # fmt: skip
+
+
+def _class_counts(summary, label: str) -> dict:
+    row = summary.classes.set_index("label").loc[label]
+    return json.loads(row.drop(["pair", "model_a", "model_b", "run_a", "run_b"]).to_json())
+
+
+def test_cli_reviews_with_no_box_at_or_above_the_threshold(store, capsys):
+    """Every untrained run, and any high threshold: the results come out and the per-class table is empty."""
+    store.add_review(RUN, image_id(0), "ana", "A better")
+    store.add_review(RUN, image_id(1), "ana", "B better")
+    assert main(["reviews", RUN, "--store", str(store.path), "--threshold", "1.0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(p["wins"], p["losses"]) for p in data["pairs"]] == [(1, 1)]
+    assert data["per_class"] == []
+    assert main(["reviews", RUN, "--store", str(store.path), "--threshold", "1.0"]) == 0
+    assert "model_a vs model_b" in capsys.readouterr().out

@@ -15,8 +15,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import runner
-from core.engine import DetectionResult, Detector, load_detector, run_detector
+from core.engine import Detector, load_detector, run_detector
 from core.images import ImageSource, load_image
+from core.records import DetectionResult
 from core.runner import RunSettings
 from tests.factories import finish_jobs
 

@@ -128,6 +128,41 @@ def test_image_agreement_counts_matches_one_to_one(series, reference, f1, score_
     assert got.max_score_diff == pytest.approx(score_diff)
 
 
+def _two_series(eager_scores, ort_scores):
+    """Inferences and detections of one image by SMALL (eager) and SMALL@onnxruntime, one cat box each per score."""
+    inf = pd.DataFrame(
+        [{"run_id": "r", "image_id": "img", "model": m, "weights": "untrained", "precision": "fp32", "runtime": rt,
+          "error": ""} for m, rt in ((SMALL, "eager"), (f"{SMALL}@onnxruntime", "onnxruntime"))]
+    )  # fmt: skip
+    det = pd.DataFrame(
+        [{"run_id": "r", "image_id": "img", "model": m, "label_id": 17, "label": "cat", "score": s, "x1": 10.0,
+          "y1": 10.0, "x2": 60.0, "y2": 50.0}
+         for m, scores in ((SMALL, eager_scores), (f"{SMALL}@onnxruntime", ort_scores)) for s in scores],
+        columns=list(DETECTION_COLUMNS),
+    )  # fmt: skip
+    return inf, det
+
+
+@pytest.mark.parametrize(
+    ("eager", "ort", "boxes", "share", "says"),
+    [
+        ([], [], 0, None, "not measured"),  # untrained weights: nothing to compare
+        ([0.2], [0.21], 0, None, "not measured"),  # every box under the threshold
+        ([0.9], [0.9], 2, 1.0, "same as eager"),
+        ([0.9], [], 1, 0.0, "DEFECT"),
+    ],
+)
+def test_agreement_measured_on_no_boxes_says_so(eager, ort, boxes, share, says):
+    """100% agreement on zero boxes measures nothing: the share is NaN (never 1.0) and the verdict says why."""
+    row = runtime_agreement(*_two_series(eager, ort), threshold=0.5).iloc[0]
+    assert row["images"] == 1 and row["boxes"] == boxes
+    if share is None:
+        assert np.isnan(row["share_f1_ok"]) and np.isnan(row["mean_f1"]) and not row["defect"]
+    else:
+        assert row["share_f1_ok"] == share
+    assert verdict(row).startswith(says)
+
+
 # --- the variants, end to end (slow: exports) -----------------------------------------------------------------------
 
 

@@ -26,9 +26,8 @@ from core.config import (
     STORE_DB_NAME,
     STORE_ENV,
 )
-from core.engine import DetectionResult
 from core.images import ImageSource, content_id
-from core.records import RunInfo, detections_frame, inferences_frame
+from core.records import DetectionResult, RunInfo, detections_frame, inferences_frame
 from core.store import (
     REVIEW_COLUMNS,
     RUN_LIST_COLUMNS,

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, STORE_DB_NAME
-from core.engine import DetectionResult
-from core.records import RunInfo, detections_frame, inference_values, inferences_frame
+from core.records import DetectionResult, RunInfo, detections_frame, inference_values, inferences_frame
 from core.store import SCHEMA_VERSION, Store, StoreError
 from core.store import schema as schema_module
 from core.store.schema import MIGRATIONS, Migration

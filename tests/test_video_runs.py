@@ -8,10 +8,10 @@ import pytest
 
 from core.cli import main
 from core.config import INFERENCE_COLUMNS, UNTRAINED_MARK
-from core.jobs import run_pending
 from core.store import Store, default_store_dir
 from core.video import frame_name
 from tests import factories, videos
+from tests.factories import run_pending
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 N_FRAMES, RATE = 12, 10

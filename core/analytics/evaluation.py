@@ -35,7 +35,7 @@ from core.analytics.frame import RunFrame
 from core.config import EVAL_IOU, EVAL_MAX_DETS
 from core.evalcore import ArrayEval, ArrayJob, evaluate_job
 from core.evaluate import FN, PRF, GroundTruth, Metrics, prf_at
-from core.evaluate.coco import _check_max_dets, _metrics_from, evaluator_backend, evaluator_version, no_match_message
+from core.evaluate.coco import check_max_dets, evaluator_backend, evaluator_version, metrics_from, no_match_message
 from core.evaluate.outcomes import OUTCOME_NAMES
 
 EVAL_WORKER_MIN_BOXES = 200_000  # below this many boxes in all, variants are evaluated in this process
@@ -90,7 +90,7 @@ def array_job(gt: GroundTruth, columns: dict[str, np.ndarray], iou: float = EVAL
     return ArrayJob(
         coco=gt.coco,
         img_ids=sorted(set(gt.image_id_map.values())),
-        max_dets=_check_max_dets(EVAL_MAX_DETS),
+        max_dets=check_max_dets(EVAL_MAX_DETS),
         backend=evaluator_backend(),
         iou=iou,
         gt_image=code_gt[c["img"]],
@@ -109,7 +109,7 @@ def box_eval(gt: GroundTruth, job: ArrayJob, result: ArrayEval) -> BoxEval:
     """The BoxEval of an ArrayJob's result: `evaluate`'s Metrics and `match_all`'s MATCHED_COLUMNS."""
     metrics = None
     if result.summary is not None:
-        metrics = _metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
+        metrics = metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
     matched = pd.DataFrame(
         {
             "outcome": pd.Categorical.from_codes(result.outcome.astype(np.int8), categories=list(OUTCOME_NAMES)),
@@ -231,3 +231,38 @@ def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
     taken_at = matched["matched_score"].to_numpy(np.float64)
     keep = np.where(is_gt, ~(taken_at >= threshold), matched["score"].to_numpy(np.float64) >= threshold)
     return prf_at(matched.loc[keep, ["outcome"]].astype({"outcome": "string"}))
+
+
+def evaluate_frame(
+    rf: RunFrame,
+    gt: GroundTruth,
+    *,
+    model: str | None = None,
+    score_floor: float = 0.0,
+    cache_dir: Path | None = None,
+) -> dict[str, Metrics]:
+    """COCO metrics of every model of a RunFrame (or only `model`), each against `gt` matched to the images it
+    processed, from the frame's arrays (a stored run's segment: no detections table in pandas, the boxes of a large
+    run evaluated in worker processes). The same figures as `core.evaluate.evaluate` on the run's pandas tables.
+    GroundTruthError when a model's images match no ground-truth image."""
+    from dataclasses import replace
+
+    from core.evaluate import GroundTruthError, image_names_from, image_sizes_from, with_images
+
+    inferences = rf.inferences
+    present = list(dict.fromkeys(inferences["model"].astype(str)))
+    models = [model] if model else present
+    jobs = []
+    for name in models:
+        rows = inferences[inferences["model"].astype(str) == name]
+        matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
+        index = variant_index(rf, name, rows)
+        if score_floor > 0:
+            index = index[rf.score[index] >= score_floor]
+        jobs.append((matched, name, rf.columns(index)))
+    out = {}
+    for name, result in zip(models, evaluate_all(jobs, cache_dir=cache_dir), strict=True):
+        if result.metrics is None:
+            raise GroundTruthError(f"{name}: {result.error}")
+        out[name] = replace(result.metrics, score_floor=score_floor)
+    return out

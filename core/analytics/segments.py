@@ -1,130 +1,15 @@
-"""Parquet segments kept beside the store: a finished run's records in columnar form, read in a fraction of a second.
-
-Layout: `<store>/segments/<run_id>/{inferences,detections}.parquet` and `version.json` holding the run version
-(`Store.run_version`: status and record count) they were written at. A segment is written when a run finishes
-(`Store.finish_run`) and otherwise on the first open of a finished run (an imported run, a store made before
-segments); it is written to a temporary folder and renamed, so a reader never sees half of one. A run that is still
-`running` (a worker appending records) is always read from SQLite, so its growing records are never stale; a segment
-whose version differs from the run's (the run was resumed, deleted and re-imported) is rebuilt.
-
-Why Parquet + Arrow rather than pandas over SQLite rows: reading 2 million detection rows through `sqlite3` takes
-seconds and a gigabyte of Python objects; the same rows from a dictionary-encoded Parquet file take ~0.3 s and
-~100 MB (README, performance).
-"""
+"""A stored run as a RunFrame: from its Parquet segment (core.store.segments) when current, else from SQLite once
+(then the segment is written, so the next open is fast)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
-import sqlite3
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core.analytics.frame import RunFrame
-from core.config import DETECTION_COLUMNS, DETECTION_DTYPES
-from core.records import coerce_inferences
-
-if TYPE_CHECKING:
-    from core.store import Store
-
-SEGMENTS_DIR = "segments"
-_FETCH_ROWS = 200_000  # rows per fetchmany when reading detections out of SQLite
-_ARROW_TYPES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
-_DETECTION_SCHEMA = pa.schema([(c, _ARROW_TYPES[DETECTION_DTYPES[c]]) for c in DETECTION_COLUMNS])
-
-
-def segment_dir(store: Store, run_id: str) -> Path:
-    return store.path / SEGMENTS_DIR / run_id
-
-
-def _sqlite_detections(conn: sqlite3.Connection, run_id: str) -> pa.Table:
-    """The run's detections as an Arrow table, read in chunks (no per-row Python objects kept)."""
-    cursor = conn.execute(
-        f"SELECT {', '.join(DETECTION_COLUMNS)} FROM detections WHERE run_id = ? ORDER BY rowid", (run_id,)
-    )
-    batches = []
-    while rows := cursor.fetchmany(_FETCH_ROWS):
-        cols = list(zip(*rows, strict=True))
-        arrays = []
-        for name, values in zip(DETECTION_COLUMNS, cols, strict=True):
-            if DETECTION_DTYPES[name] == "string":
-                arrays.append(pa.array(values, type=pa.string()).dictionary_encode())
-            else:
-                arrays.append(pa.array(np.asarray(values, dtype=DETECTION_DTYPES[name])))
-        batches.append(pa.Table.from_arrays(arrays, names=list(DETECTION_COLUMNS)))
-    if not batches:
-        return _DETECTION_SCHEMA.empty_table()
-    return pa.concat_tables([_decode(b) for b in batches])
-
-
-def _decode(table: pa.Table) -> pa.Table:
-    """Dictionary columns back to plain strings (so chunks with different dictionaries concatenate)."""
-    return pa.Table.from_arrays(
-        [c.cast(_DETECTION_SCHEMA.field(n).type) for n, c in zip(table.column_names, table.columns, strict=True)],
-        names=table.column_names,
-    )
-
-
-def read_from_sqlite(store: Store, run_id: str) -> tuple[pd.DataFrame, pa.Table, tuple[str, int]]:
-    """(inferences, detections as Arrow, version) of a run, read in one snapshot."""
-    from core.config import INFERENCE_COLUMNS
-    from core.store.common import _frame
-
-    with store._read() as conn:
-        status = store._require_run(conn, run_id).status
-        inf_rows = conn.execute(
-            f"SELECT {', '.join(INFERENCE_COLUMNS)} FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)
-        ).fetchall()
-        det = _sqlite_detections(conn, run_id)
-    inf = coerce_inferences(_frame(inf_rows, INFERENCE_COLUMNS))
-    return inf, det, (str(status), len(inf))
-
-
-def write_segment(store: Store, run_id: str) -> Path | None:
-    """Write the run's segment (None for a run still `running`: its records are still growing)."""
-    inf, det, version = read_from_sqlite(store, run_id)
-    if version[0] == "running":
-        return None
-    return _write(store, run_id, inf, det, version)
-
-
-def _write(store: Store, run_id: str, inf: pd.DataFrame, det: pa.Table, version: tuple[str, int]) -> Path:
-    final = segment_dir(store, run_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=final.parent))
-    try:
-        inf.to_parquet(tmp / "inferences.parquet", index=False)
-        pq.write_table(det, tmp / "detections.parquet", compression="zstd", use_dictionary=True)
-        (tmp / "version.json").write_text(json.dumps(list(version)))
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def drop_segment(store: Store, run_id: str) -> None:
-    shutil.rmtree(segment_dir(store, run_id), ignore_errors=True)
-
-
-def _read_segment(path: Path, version: tuple[str, int]) -> tuple[pd.DataFrame, pa.Table] | None:
-    try:
-        if tuple(json.loads((path / "version.json").read_text())) != tuple(version):
-            return None
-        inf = coerce_inferences(pd.read_parquet(path / "inferences.parquet"))
-        det = pq.read_table(path / "detections.parquet", read_dictionary=["run_id", "image_id", "model", "label"])
-    except (OSError, ValueError, pa.ArrowException):
-        return None
-    return inf, det
+from core.store import Store
+from core.store.segments import read_from_sqlite, read_segment, segment_dir, write_tables
 
 
 def _released(rf: RunFrame) -> RunFrame:
@@ -139,11 +24,11 @@ def load_run_frame(store: Store, run_id: str) -> RunFrame:
     for a finished run). StoreError for an unknown run."""
     version = store.run_version(run_id)
     if version[0] != "running":
-        found = _read_segment(segment_dir(store, run_id), version)
+        found = read_segment(segment_dir(store, run_id), version)
         if found is not None:
             return _released(RunFrame.from_arrow(*found))
     inf, det, version = read_from_sqlite(store, run_id)
     if version[0] != "running":
         with contextlib.suppress(OSError):  # a read-only store still shows the run, from SQLite each time
-            _write(store, run_id, inf, det, version)
+            write_tables(store, run_id, inf, det, version)
     return _released(RunFrame.from_arrow(inf, det))

@@ -10,7 +10,8 @@
 - `outcomes`: `match_outcomes` labels each box above a threshold as a true positive, a false positive (with its
   reason) or a missed ground-truth box, COCO-style, for overlays; `match_all` does it for every threshold at once and
   `outcomes_at` picks one threshold's rows out; `prf_at` turns those into precision, recall and F1.
-- `cli`: `add_cli` registers `python -m core evaluate`.
+- `cli`: `add_cli` registers `python -m core evaluate` (imported by core.cli, not by this package: it reads stored
+  runs through core.analytics, which stands on this package).
 
 Only images that have both ground truth and a processed image of ours are evaluated; an image that a model saw and
 found nothing on counts (its ground-truth boxes are misses), an image it never saw does not.
@@ -19,7 +20,6 @@ found nothing on counts (its ground-truth boxes are misses), an image it never s
 from __future__ import annotations
 
 from core.config import EVAL_IOU, EVAL_MAX_DETS
-from core.evaluate.cli import EXIT_OK, EXIT_USAGE, add_cli, main_evaluate
 from core.evaluate.coco import (
     JSON_KEYS,
     METRIC_KEYS,
@@ -63,10 +63,10 @@ from core.evaluate.outcomes import (
 from core.evaluate.validate import GroundTruthError, ResultsError, load_results
 
 __all__ = [
-    "CROWD", "DUPLICATE", "EVAL_IOU", "EVAL_MAX_DETS", "EXIT_OK", "EXIT_USAGE", "FN", "FP", "GT_BOX_COLUMNS",
+    "CROWD", "DUPLICATE", "EVAL_IOU", "EVAL_MAX_DETS", "FN", "FP", "GT_BOX_COLUMNS",
     "IGNORED", "JSON_KEYS", "LOW_IOU", "METRIC_KEYS", "MISSED", "NAME_ALIASES", "OUTCOME_COLUMNS", "OUTCOME_DTYPES",
-    "PRF", "TP", "WRONG_CLASS", "GroundTruth", "GroundTruthError", "Metrics", "ResultsError", "add_cli",
+    "PRF", "TP", "WRONG_CLASS", "GroundTruth", "GroundTruthError", "Metrics", "ResultsError",
     "default_categories", "detections_to_results", "evaluate", "evaluate_results_file", "evaluator_version",
     "gt_boxes", "image_names_from", "image_sizes_from", "load_ground_truth",
-    "load_results", "main_evaluate", "map_categories", "match_all", "match_outcomes", "outcomes_at", "pr_curve", "prf_at", "with_images",
+    "load_results", "map_categories", "match_all", "match_outcomes", "outcomes_at", "pr_curve", "prf_at", "with_images",
 ]  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from core.config import GALLERY_ANNOTATIONS
-from core.evaluate.coco import METRIC_KEYS, Metrics, evaluate, evaluate_results_file
-from core.evaluate.groundtruth import image_names_from, image_sizes_from, load_ground_truth, with_images
+from core.evaluate.coco import METRIC_KEYS, Metrics, evaluate_results_file
+from core.evaluate.groundtruth import load_ground_truth
 from core.evaluate.validate import GroundTruthError, ResultsError
 
 EXIT_OK = 0
@@ -59,24 +59,25 @@ def _print_table(rows: dict[str, Metrics]) -> None:
 
 
 def _evaluate_run(args: argparse.Namespace) -> dict[str, Metrics]:
+    """A stored run from its columnar segment (written at import or finish; from SQLite once if missing), evaluated
+    as the Evaluate page does: the same figures as `evaluate` on the pandas tables, in a fraction of the memory."""
+    from core.analytics import load_run_frame
+    from core.analytics.evaluation import evaluate_frame
+    from core.config import EVAL_CACHE_DIR
     from core.store import Store, StoreError, default_store_dir
 
     try:
-        inferences, detections, _ = Store(args.store or default_store_dir(), create=False).load_run(args.run)
+        store = Store(args.store or default_store_dir(), create=False)
+        rf = load_run_frame(store, args.run)
     except StoreError as exc:
         raise GroundTruthError(f"run {args.run}: {exc}") from None
-    present = list(dict.fromkeys(inferences["model"].astype(str)))
+    present = list(dict.fromkeys(rf.inferences["model"].astype(str)))
     if args.model and args.model not in present:
         raise GroundTruthError(f"run {args.run} has no model {args.model!r} (it has {', '.join(present) or 'none'})")
-    gt = load_ground_truth(args.gt)
-    out = {}
-    for model in [args.model] if args.model else present:
-        rows = inferences[inferences["model"] == model]
-        matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
-        out[model] = evaluate(matched, detections, model=model, score_floor=args.score_floor)
-    if not out:
+    if not present:
         raise GroundTruthError(f"run {args.run} is empty")
-    return out
+    gt = load_ground_truth(args.gt)
+    return evaluate_frame(rf, gt, model=args.model, score_floor=args.score_floor, cache_dir=store.path / EVAL_CACHE_DIR)
 
 
 def main_evaluate(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from core.config import EVAL_IOU, EVAL_MAX_DETS
 from core.evalcore import FASTER, PYCOCOTOOLS, VECTOR, CocoSummary, coco_summary, evaluate_arrays, run_cocoeval
-from core.evaluate.groundtruth import GroundTruth, _one_model, load_ground_truth
+from core.evaluate.groundtruth import GroundTruth, load_ground_truth, one_model
 from core.evaluate.validate import GroundTruthError, load_results
 from core.text import fmt_ids
 
@@ -105,7 +105,7 @@ def _nan(v: float) -> float:
     return math.nan if v < 0 else float(v)
 
 
-def _check_max_dets(max_dets: Sequence[int]) -> tuple[int, int, int]:
+def check_max_dets(max_dets: Sequence[int]) -> tuple[int, int, int]:
     md = tuple(int(m) for m in max_dets)
     if len(md) != 3 or md[0] < 1 or not md[0] < md[1] < md[2]:
         raise ValueError(f"max_dets must be three increasing positive counts, e.g. (1, 10, 100), not {max_dets}")
@@ -125,7 +125,7 @@ def _run_cocoeval(
     return run_cocoeval(gt_dict, results, img_ids, max_dets, backend or evaluator_backend(), owned=owned)
 
 
-def _metrics_from(
+def metrics_from(
     ev, gt_dict: dict[str, Any], max_dets, score_floor: float, n_dets: int, backend: str | None = None
 ) -> Metrics:
     """Metrics of a finished COCOeval, or of its CocoSummary (what an evaluation worker sends back)."""
@@ -186,10 +186,10 @@ def evaluate(
     `model` picks one model's rows (needed when the frame holds several). Boxes below `score_floor` are dropped
     first (COCO's own protocol keeps every box: leave it at 0 for figures comparable with published mAP).
     """
-    md = _check_max_dets(max_dets)
+    md = check_max_dets(max_dets)
     if not gt.image_id_map:
         raise GroundTruthError(no_match_message(gt))
-    dets, _ = _one_model(detections, model)
+    dets, _ = one_model(detections, model)
     dets = dets[dets["score"] >= score_floor]
     ids = dets["image_id"].astype(str)
     on = ids.isin(list(gt.image_id_map)).to_numpy()
@@ -205,7 +205,7 @@ def evaluate(
         rows["score"].to_numpy(np.float64),
         rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float64),
     )
-    return _metrics_from(ev, gt.coco, md, score_floor, len(rows), backend)
+    return metrics_from(ev, gt.coco, md, score_floor, len(rows), backend)
 
 
 def no_match_message(gt: GroundTruth) -> str:
@@ -230,14 +230,14 @@ def evaluate_results_file(
     or the model's label ids (`"model"`: DetLens's own export with a GT of another numbering; the same for a GT
     with the standard COCO ids).
     """
-    md = _check_max_dets(max_dets)
+    md = check_max_dets(max_dets)
     gt = load_ground_truth(gt_path, categories=categories)
     results = load_results(results_path, (im["id"] for im in gt.raw["images"]))
     results = [r for r in results if r["score"] >= score_floor]
     target = gt.raw if label_ids == "gt" else gt.coco
     backend = evaluator_backend()
     ev = _run_cocoeval(target, results, [im["id"] for im in gt.raw["images"]], md, backend)
-    return _metrics_from(ev, target, md, score_floor, len(results), backend)
+    return metrics_from(ev, target, md, score_floor, len(results), backend)
 
 
 def pr_curve(metrics: Metrics, class_name: str | None = None, iou: float = EVAL_IOU) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from core.config import GT_BOX_TOLERANCE_PX, GT_MAX_BYTES, HEADLINE_MODELS
-from core.evaluate.validate import GroundTruthError, _norm, _read_json, _validate
+from core.evaluate.validate import GroundTruthError, norm_name, read_json, validate_coco
 from core.models import is_class_name
 from core.text import basename, fmt_ids
 
@@ -91,13 +91,13 @@ def map_categories(
     """
     by_name: dict[str, int] = {}
     for label_id, cname in enumerate(model_categories):
-        key = _norm(cname)
+        key = norm_name(cname)
         if is_class_name(key):
             by_name.setdefault(key, label_id)
     mapping: dict[int, int] = {}
     unmapped: list[str] = []
     for c in gt_categories:
-        key = _norm(c["name"])
+        key = norm_name(c["name"])
         label_id = by_name.get(key, by_name.get(NAME_ALIASES.get(key, ""), -1))
         if label_id < 0:
             unmapped.append(c["name"])
@@ -131,8 +131,8 @@ def load_ground_truth(
     boxes would be in other pixels). `categories` is the model's category list (label id = index; torchvision's
     COCO list by default). Raises GroundTruthError (one line) for anything unusable.
     """
-    doc, name = _read_json(path_or_bytes, max_bytes, "ground truth", GroundTruthError)
-    raw = _validate(doc, name, tolerance_px)
+    doc, name = read_json(path_or_bytes, max_bytes, "ground truth", GroundTruthError)
+    raw = validate_coco(doc, name, tolerance_px)
     model_categories = tuple(categories) if categories is not None else default_categories()
     category_map, unmapped = map_categories(raw["categories"], model_categories)
     gt_names = {c["id"]: c for c in raw["categories"]}
@@ -239,7 +239,7 @@ def gt_boxes(gt: GroundTruth) -> pd.DataFrame:
     )
 
 
-def _one_model(detections: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str]:
+def one_model(detections: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str]:
     if model is not None:
         return detections[detections["model"] == model], model
     models = list(dict.fromkeys(detections["model"].dropna().astype(str))) if "model" in detections else []

@@ -14,7 +14,7 @@ import pandas as pd
 
 from core.config import EVAL_IOU
 from core.evalcore import greedy_match, match_order, matched_rows
-from core.evaluate.groundtruth import GroundTruth, _one_model, gt_boxes
+from core.evaluate.groundtruth import GroundTruth, gt_boxes, one_model
 
 OUTCOME_COLUMNS: tuple[str, ...] = (
     "image_id", "model", "outcome", "reason", "label_id", "label", "score", "iou", "x1", "y1", "x2", "y2", "gt_id",
@@ -66,7 +66,7 @@ def match_outcomes(
 
     The same as `outcomes_at(match_all(gt, detections, iou, model=model), threshold)`.
     """
-    dets, model_name = _one_model(detections, model)
+    dets, model_name = one_model(detections, model)
     return outcomes_at(_match(gt, dets[dets["score"] >= threshold], model_name, iou), threshold)
 
 
@@ -81,7 +81,7 @@ def match_all(
     at threshold 0 (GT rows for every non-crowd box), plus `matched_score` (on GT rows: the score of the detection
     that took the box; NaN when none did); `outcomes_at` picks a threshold's rows out without matching again.
     """
-    return _match(gt, *_one_model(detections, model), iou)
+    return _match(gt, *one_model(detections, model), iou)
 
 
 def _match(gt: GroundTruth, dets: pd.DataFrame, model_name: str, iou: float) -> pd.DataFrame:

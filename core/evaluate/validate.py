@@ -25,7 +25,7 @@ class ResultsError(ValueError):
     """A COCO results file that cannot be used; the message is one line."""
 
 
-def _read_json(source: object, max_bytes: int, what: str, error: type[ValueError]) -> tuple[Any, str]:
+def read_json(source: object, max_bytes: int, what: str, error: type[ValueError]) -> tuple[Any, str]:
     """Bytes, a path or a file-like object -> (parsed JSON, display name); size checked before parsing."""
     name = ""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -85,7 +85,7 @@ def _dups(ids: Iterable[object]) -> list[object]:
     return [i for i, n in Counter(ids).items() if n > 1]
 
 
-def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
+def validate_coco(doc: object, name: str, tol: float) -> dict[str, Any]:
     """Check a COCO instances document; return a normalised copy (area and iscrowd filled in)."""
     if not isinstance(doc, dict):
         raise GroundTruthError(
@@ -131,7 +131,7 @@ def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
         raise GroundTruthError(f"categories {fmt_ids(bad)}: each needs an integer id and a name")
     if dup := _dups(c["id"] for c in cats):
         raise GroundTruthError(f"duplicate category ids: {fmt_ids(dup)}")
-    if dup := _dups(_norm(c["name"]) for c in cats):
+    if dup := _dups(norm_name(c["name"]) for c in cats):
         raise GroundTruthError(f"duplicate category names: {fmt_ids(repr(n) for n in dup)}")
 
     bad = [
@@ -208,13 +208,13 @@ def _validate(doc: object, name: str, tol: float) -> dict[str, Any]:
     }
 
 
-def _norm(name: str) -> str:
+def norm_name(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
 def load_results(source: object, gt_image_ids: Iterable[int], *, max_bytes: int = RESULTS_MAX_BYTES) -> list[dict]:
     """Read and check a COCO results JSON: a list of {image_id, category_id, bbox [x, y, w, h], score}."""
-    doc, name = _read_json(source, max_bytes, "results", ResultsError)
+    doc, name = read_json(source, max_bytes, "results", ResultsError)
     if not isinstance(doc, list):
         raise ResultsError(
             f"{_called('results', name)} is not a COCO results list (expected [{{'image_id': ...}}, ...])"

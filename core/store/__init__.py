@@ -37,9 +37,10 @@ from core.store.common import (
     default_store_dir,
 )
 from core.store.connection import RunRow
+from core.store.images import ImagesMixin
 from core.store.jobs import JobRow, JobsMixin, ModelProgress
-from core.store.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS
-from core.store.runs import record_into
+from core.store.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, ReviewsMixin
+from core.store.runs import RunsMixin, record_into
 from core.store.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -63,10 +64,11 @@ __all__ = [
 ]
 
 
-class Store(ArchiveMixin, JobsMixin):
+class Store(RunsMixin, ImagesMixin, ReviewsMixin, ArchiveMixin, JobsMixin):
     """A data folder of runs. Safe to share between threads (one SQLite connection each) and processes.
 
     `Store(path)` creates the folder and the database when missing (`create=False`: a missing store is a
     StoreError instead) and brings its schema up to date. Every method that names a run raises StoreError for an
-    unknown one. Composed of the parts' mixins: runs and records, images, reviews, export/import, jobs.
+    unknown one. Composed of parts that each stand on `StoreBase` alone (folder, connections, transactions, the run
+    reads every part shares): runs and records, images, reviews, export/import, jobs; none inherits another.
     """

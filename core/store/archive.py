@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+import pyarrow as pa
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS, MAX_IMPORT_BYTES, RUNTIME_EAGER
 from core.files import temp_beside, write_atomic
@@ -22,12 +23,14 @@ from core.store.common import (
     REVIEW_COLUMNS,
     RUN_STATUSES,
     StoreError,
-    _check_run_id,
-    _dumps,
-    _rows,
+    check_run_id,
+    dumps_json,
+    sql_rows,
 )
-from core.store.images import ImagesMixin, _image_format
-from core.store.reviews import ReviewsMixin, canonicalise_reviews
+from core.store.connection import StoreBase
+from core.store.images import image_format
+from core.store.schema import canonicalise_reviews
+from core.store.segments import drop_segment, write_tables
 
 EXPORT_FORMAT = "detlens-run"
 EXPORT_VERSION = 1
@@ -38,8 +41,10 @@ _ZIP_IMAGE = re.compile(r"images/([0-9a-f]{16})(\.[a-z0-9]{1,5})")
 _OLD_REVIEW_COLUMNS = tuple(c for c in REVIEW_COLUMNS if c not in ("identity", "run_b"))  # older zips lack them
 
 
-class ArchiveMixin(ReviewsMixin, ImagesMixin):
-    """export_run / import_run: a run with its reviews and images in one zip."""
+class ArchiveMixin(StoreBase):
+    """export_run / import_run: a run with its reviews and images in one zip. It stands on the base alone; the
+    records, reviews and images it packs are read and written through the other parts' public methods and the
+    base's transactions, as `Store` composes them."""
 
     def export_run(self, run_id: str, zip_path: str | Path) -> Path:
         """One zip with inferences.parquet, detections.parquet, reviews.parquet (the whole history), run.json (the
@@ -112,7 +117,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                 raise
             except Exception as exc:  # malformed JSON/Parquet, wrong types: one line, not a traceback
                 raise StoreError(f"{zip_path.name}: not a DetLens run zip ({type(exc).__name__}: {exc})") from exc
-            run_id = _check_run_id(info.run_id)
+            run_id = check_run_id(info.run_id)
             if not (isinstance(info.settings, dict) and isinstance(info.environment, dict)):
                 raise StoreError(f"{zip_path.name}: run.json's settings and environment must be objects")
             for name, df in (("inferences", inf), ("detections", det), ("reviews", reviews)):
@@ -143,6 +148,9 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
             links = [(str(m.get("image_id")), str(m.get("name", ""))) for m in linked if str(m.get("image_id")) in kept]
         else:  # a zip without a manifest: every image in it belongs to the run
             links = [(i, names.get(i) or f"{i}{s}") for i, s, _ in images]
+        status = manifest.get("status") if manifest.get("status") in RUN_STATUSES else "finished"
+        if replace:  # the replaced run's segment may carry the same version (status, count) as the new one
+            drop_segment(self, run_id)
         try:
             with self._write() as conn:
                 if replace:
@@ -154,18 +162,18 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                         run_id,
                         info.created_at,
                         str(manifest.get("user", "") or info.settings.get("user", "") or ""),
-                        _dumps(info.settings),
-                        _dumps(info.environment),
-                        manifest.get("status") if manifest.get("status") in RUN_STATUSES else "finished",
+                        dumps_json(info.settings),
+                        dumps_json(info.environment),
+                        status,
                         manifest.get("finished_at"),
                     ),
                 )
-                self._insert_records(conn, run_id, inf, det)
+                self.insert_records(conn, run_id, inf, det)
                 for image_id, suffix, data in images:
                     conn.execute(
                         "INSERT OR IGNORE INTO images (image_id, name, format, suffix, path, bytes, created_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (image_id, names.get(image_id) or f"{image_id}{suffix}", _image_format(data), suffix,
+                        (image_id, names.get(image_id) or f"{image_id}{suffix}", image_format(data), suffix,
                          f"images/{image_id}{suffix}", len(data), now_iso()),
                     )  # fmt: skip
                 conn.executemany("INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
@@ -176,13 +184,16 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                     rows["run_b"] = rows["run_b"].fillna("")  # zips from before cross-run pairs: same-run pairs
                     conn.executemany(
                         f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES ({', '.join('?' * len(REVIEW_COLUMNS))})",
-                        _rows(rows.fillna("")),
+                        sql_rows(rows.fillna("")),
                     )
                     canonicalise_reviews(conn, run_id)  # zips from before pairs were unordered
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"{zip_path.name}: the run's rows are not valid ({exc})") from exc
         except StoreError as exc:  # the records tables (a pair twice, boxes without their record)
             raise StoreError(f"{zip_path.name}: {exc}") from exc
+        if status != "running":  # the columnar segment from the tables just read: the first open is fast too
+            with contextlib.suppress(OSError, ValueError, pa.ArrowException):
+                write_tables(self, run_id, inf, det, (status, len(inf)))
         return run_id
 
 

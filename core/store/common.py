@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import re
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
-import numpy as np
 import pandas as pd
 
-from core.config import DEFAULT_STORE_DIR, STORE_ENV
+from core.config import default_store_dir  # noqa: F401 (the store's public name, re-exported by core.store)
+from core.records import plain_value
 
 RUN_STATUSES: tuple[str, ...] = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATUSES: tuple[str, ...] = ("queued", "running")  # a job not ended yet
@@ -32,12 +30,6 @@ class StoreError(Exception):
     """A clear, one-line reason: unknown run, bad verdict, bad zip, a store from a newer DetLens..."""
 
 
-def default_store_dir() -> Path:
-    """`$DETLENS_STORE` when set, else `~/.local/share/detlens`."""
-    value = os.environ.get(STORE_ENV, "").strip()
-    return Path(value).expanduser() if value else DEFAULT_STORE_DIR
-
-
 def current_user() -> str:
     """The login name of this process ("" when the system cannot tell)."""
     try:
@@ -46,44 +38,41 @@ def current_user() -> str:
         return ""
 
 
-def _py(value: object) -> object:
+def sql_value(value: object) -> object:
     """A value sqlite3 can bind: numpy scalars to Python, NA/NaN to NULL."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value != value:  # NaN
-        return None
-    return value
+    return None if value is pd.NA else plain_value(value)
 
 
-def _rows(df: pd.DataFrame) -> list[tuple]:
-    return [tuple(_py(v) for v in row) for row in df.itertuples(index=False, name=None)]
+def sql_rows(df: pd.DataFrame) -> Iterator[tuple]:
+    """The frame's rows as tuples sqlite3 binds, one at a time (executemany takes them as they come: a run of
+    millions of boxes is never a list of millions of tuples)."""
+    return (tuple(sql_value(v) for v in row) for row in df.itertuples(index=False, name=None))
 
 
-def _frame(rows: list[tuple], columns: Sequence[str]) -> pd.DataFrame:
+def rows_frame(rows: list[tuple], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=list(columns))
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> str:
+def insert_sql(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
-def _check_run_id(run_id: str) -> str:
+def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise StoreError(f"invalid run id {run_id!r}: letters, digits, '.', '_' and '-', at most 100 characters")
     return run_id
 
 
-def _one_line(text: str, limit: int) -> str:
+def clip_line(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters (a stored value: no ellipsis)."""
     return " ".join(str(text).split())[:limit]
 
 
-def _dumps(value: object) -> str:
+def dumps_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _loads(text: str | None) -> dict:
+def loads_json(text: str | None) -> dict:
     try:
         value = json.loads(text or "{}")
     except ValueError:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from core.config import STORE_BUSY_TIMEOUT_S, STORE_DB_NAME
 from core.records import RunInfo
-from core.store.common import StoreError, _loads
+from core.store.common import StoreError, loads_json
+from core.store.schema import open_schema
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class RunRow:
     finished_at: str | None
 
     def info(self) -> RunInfo:
-        return RunInfo(self.run_id, self.created_at, _loads(self.settings), _loads(self.environment))
+        return RunInfo(self.run_id, self.created_at, loads_json(self.settings), loads_json(self.environment))
 
 
 def _use_wal(conn: sqlite3.Connection) -> None:
@@ -57,8 +58,6 @@ class StoreBase:
     """
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        from core.store.schema import open_schema
-
         self.path = Path(path).expanduser()
         self.db_path = self.path / STORE_DB_NAME
         self.images_dir = self.path / "images"
@@ -135,3 +134,17 @@ class StoreBase:
         if row is None:
             raise StoreError(f"unknown run {run_id!r} in {self.path}")
         return RunRow(*row)
+
+    # -- what every part reads of a run, inside its own transaction --
+
+    def _run_models(self, conn: sqlite3.Connection, run_id: str) -> list[str]:
+        names = [str(m) for m in loads_json(self._require_run(conn, run_id).settings).get("models", []) or []]
+        for (m,) in conn.execute("SELECT DISTINCT model FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)):
+            if m not in names:
+                names.append(m)
+        return names
+
+    def _done_pairs(self, conn: sqlite3.Connection, run_id: str) -> set[tuple[str, str]]:
+        self._require_run(conn, run_id)
+        sql = "SELECT image_id, model FROM inferences WHERE run_id = ? AND image_id != ''"
+        return set(conn.execute(sql, (run_id,)).fetchall())

@@ -19,7 +19,7 @@ _FORMAT_SUFFIX = {
 }  # fmt: skip
 
 
-def _image_format(data: bytes) -> str:
+def image_format(data: bytes) -> str:
     """Pillow's format name of these bytes (from the header only), or "" when Pillow does not know them."""
     from PIL import Image
 
@@ -33,7 +33,7 @@ def _image_format(data: bytes) -> str:
 def _suffix_for(data: bytes, name: str) -> tuple[str, str]:
     """(format, suffix) of a stored copy, by content: Pillow's format; a HEIF/AVIF container this Pillow cannot
     read keeps its `.heic`/`.heif`/`.avif` name; anything else (text, PDF, random bytes) is `.bin`."""
-    fmt = _image_format(data)
+    fmt = image_format(data)
     if fmt in _FORMAT_SUFFIX:
         return fmt, _FORMAT_SUFFIX[fmt]
     if data[4:8] == b"ftyp":

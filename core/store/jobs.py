@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from core.config import JOB_STALE_AFTER_S
 from core.records import RunInfo, new_run_id, now_iso
-from core.store.common import ACTIVE_STATUSES, RESUMABLE_STATUSES, StoreError, _check_run_id, _dumps, _loads
+from core.store.common import ACTIVE_STATUSES, RESUMABLE_STATUSES, StoreError, check_run_id, dumps_json, loads_json
 from core.store.connection import StoreBase
 
 
@@ -129,7 +129,7 @@ class JobsMixin(StoreBase):
 
         `worker`: the job is claimed by that worker in the same transaction (`running`, its heartbeat now), so no
         other worker can take it: `detect --store` runs its own job in its own process this way."""
-        run_id = _check_run_id(run_id or new_run_id())
+        run_id = check_run_id(run_id or new_run_id())
         status = "running" if worker else "queued"
         images = [i for i in spec.get("images", []) if i.get("image_id")]
         try:
@@ -143,7 +143,7 @@ class JobsMixin(StoreBase):
                 conn.execute(
                     "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
                     "VALUES (?, ?, ?, ?, '{}', ?)",
-                    (run_id, created, user, _dumps(settings), status),
+                    (run_id, created, user, dumps_json(settings), status),
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
@@ -153,7 +153,7 @@ class JobsMixin(StoreBase):
                 conn.execute(
                     "INSERT INTO jobs (run_id, seq, spec, submitted_by, submitted_at, worker, started_at, heartbeat_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, seq, _dumps(spec), user, created, worker or "", now, now),
+                    (run_id, seq, dumps_json(spec), user, created, worker or "", now, now),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run {run_id!r} already exists in {self.path}") from exc
@@ -224,7 +224,7 @@ class JobsMixin(StoreBase):
             if info is not None:
                 conn.execute(
                     "UPDATE runs SET settings = ?, environment = ? WHERE run_id = ?",
-                    (_dumps(info.settings), _dumps(info.environment), run_id),
+                    (dumps_json(info.settings), dumps_json(info.environment), run_id),
                 )
             conn.execute("UPDATE jobs SET message = ?, cancel_requested = 0 WHERE run_id = ?", (message[:500], run_id))
 
@@ -243,14 +243,14 @@ class JobsMixin(StoreBase):
             self._require_run(conn, info.run_id)
             conn.execute(
                 "UPDATE runs SET settings = ?, environment = ? WHERE run_id = ?",
-                (_dumps(info.settings), _dumps(info.environment), info.run_id),
+                (dumps_json(info.settings), dumps_json(info.environment), info.run_id),
             )
 
     def set_job_spec(self, run_id: str, spec: dict) -> None:
         """Replace a job's spec (a video job lists its frames once its worker has extracted them: core.videojobs)."""
         with self._write() as conn:
             self._require_job(conn, run_id)
-            conn.execute("UPDATE jobs SET spec = ? WHERE run_id = ?", (_dumps(spec), run_id))
+            conn.execute("UPDATE jobs SET spec = ? WHERE run_id = ?", (dumps_json(spec), run_id))
 
     # -- users ----------------------------------------------------------------------------------------------------
 
@@ -338,7 +338,7 @@ class JobsMixin(StoreBase):
             return [self._with_progress(conn, row) for row in [*active, *ended]]
 
     def _with_progress(self, conn: sqlite3.Connection, row: tuple) -> JobRow:
-        job = JobRow(*row[:3], _loads(row[3]), *row[4:10], bool(row[10]), row[11], row[12])
+        job = JobRow(*row[:3], loads_json(row[3]), *row[4:10], bool(row[10]), row[11], row[12])
         todo = job.spec.get("todo", {}) or {}
         job.models = {str(m): ModelProgress(total=len(ids)) for m, ids in todo.items()}
         for model, n, n_err in conn.execute(

@@ -22,8 +22,8 @@ import pandas as pd
 
 from core.config import REVIEW_FLIPPED, REVIEW_IDENTITIES, REVIEW_VERDICTS, REVIEW_WITHDRAWN
 from core.records import now_iso
-from core.store.common import REVIEW_COLUMNS, StoreError, _frame, _one_line
-from core.store.runs import RunsMixin
+from core.store.common import REVIEW_COLUMNS, StoreError, clip_line, rows_frame
+from core.store.connection import StoreBase
 
 MAX_REVIEWER_CHARS = 80
 MAX_NOTE_CHARS = 2000
@@ -44,22 +44,8 @@ def canonical_sides(run_a: str, model_a: str, run_b: str, model_b: str, verdict:
     return run_a, model_a, run_b, model_b, verdict
 
 
-def canonicalise_reviews(conn: sqlite3.Connection, run_id: str | None = None) -> None:
-    """Rewrite stored same-run rows whose pair is not in sorted order (stores and zips made before pairs were
-    unordered); cross-run rows are written sorted."""
-    where = "model_b != '' AND (model_a = '' OR model_b < model_a)" + (" AND run_id = ?" if run_id else "")
-    if "run_b" in {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}:
-        where += " AND run_b = ''"
-    conn.execute(
-        "UPDATE reviews SET model_a = model_b, model_b = model_a, verdict = CASE verdict "
-        "WHEN 'A better' THEN 'B better' WHEN 'B better' THEN 'A better' ELSE verdict END "
-        f"WHERE {where}",
-        (run_id,) if run_id else (),
-    )
-
-
-class ReviewsMixin(RunsMixin):
-    """The `reviews` table (verdicts name the run's models, hence the runs part)."""
+class ReviewsMixin(StoreBase):
+    """The `reviews` table: a verdict per (run, image, pair of the run's models, reviewer), with its history."""
 
     def add_review(
         self,
@@ -85,7 +71,7 @@ class ReviewsMixin(RunsMixin):
         `run_b` (another run: a cross-run pair) is model_b's run; the image needs a record in both runs, and the
         row goes under the run whose side sorts first, as the module docstring says.
         """
-        reviewer = _one_line(reviewer or "", MAX_REVIEWER_CHARS)
+        reviewer = clip_line(reviewer or "", MAX_REVIEWER_CHARS)
         if not reviewer:
             raise StoreError("a review needs a reviewer name")
         if verdict not in (*REVIEW_VERDICTS, REVIEW_WITHDRAWN):
@@ -156,7 +142,7 @@ class ReviewsMixin(RunsMixin):
                 )
                 params = (*runs, REVIEW_WITHDRAWN)
             rows = conn.execute(sql, params).fetchall()
-        return _frame(rows, REVIEW_COLUMNS).astype("string")
+        return rows_frame(rows, REVIEW_COLUMNS).astype("string")
 
 
 def _insert(conn: sqlite3.Connection, row: tuple) -> None:

@@ -6,32 +6,37 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
 from core.images import ImageSource
-from core.records import RunInfo, coerce_detections, coerce_inferences, detection_values, inference_values, now_iso
+from core.records import (
+    DetectionResult,
+    RunInfo,
+    coerce_detections,
+    coerce_inferences,
+    detection_values,
+    inference_values,
+    now_iso,
+)
 from core.store.common import (
     RUN_LIST_COLUMNS,
     RUN_STATUSES,
     StoreError,
-    _check_run_id,
-    _dumps,
-    _frame,
-    _insert_sql,
-    _loads,
-    _rows,
+    check_run_id,
+    dumps_json,
+    insert_sql,
+    loads_json,
+    rows_frame,
+    sql_rows,
 )
 from core.store.connection import StoreBase
+from core.store.segments import drop_segment, write_segment
 
-if TYPE_CHECKING:
-    from core.engine import DetectionResult
-    from core.store import Store
-
-_INSERT_INFERENCE = _insert_sql("inferences", INFERENCE_COLUMNS)
-_INSERT_DETECTION = _insert_sql("detections", DETECTION_COLUMNS)
+_INSERT_INFERENCE = insert_sql("inferences", INFERENCE_COLUMNS)
+_INSERT_DETECTION = insert_sql("detections", DETECTION_COLUMNS)
 
 
 class RunsMixin(StoreBase):
@@ -39,14 +44,14 @@ class RunsMixin(StoreBase):
 
     def start_run(self, info: RunInfo, user: str = "") -> None:
         """Add a run (status `running`). `user` defaults to `info.settings["user"]`. An existing run_id is an error."""
-        run_id = _check_run_id(info.run_id)
+        run_id = check_run_id(info.run_id)
         user = user or str(info.settings.get("user", "") or "")
         try:
             with self._write() as conn:
                 conn.execute(
                     "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
                     "VALUES (?, ?, ?, ?, ?, 'running')",
-                    (run_id, info.created_at, user, _dumps(info.settings), _dumps(info.environment)),
+                    (run_id, info.created_at, user, dumps_json(info.settings), dumps_json(info.environment)),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"run {run_id!r} already exists in {self.path}") from exc
@@ -86,7 +91,7 @@ class RunsMixin(StoreBase):
             if info is not None:
                 conn.execute(
                     "UPDATE runs SET settings = ?, environment = ? WHERE run_id = ?",
-                    (_dumps(info.settings), _dumps(info.environment), run_id),
+                    (dumps_json(info.settings), dumps_json(info.environment), run_id),
                 )
         if status != "running":
             self._write_segment(run_id)
@@ -94,19 +99,15 @@ class RunsMixin(StoreBase):
     def _write_segment(self, run_id: str) -> None:
         """The finished run's Parquet segment, so the dashboard opens it fast (best effort: a failure here only means
         the first open reads SQLite and writes it then)."""
-        from core.analytics.segments import write_segment
-
         with contextlib.suppress(OSError, StoreError):
-            write_segment(self, run_id)  # type: ignore[arg-type]
+            write_segment(self, run_id)
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run with its rows, image links and reviews (image files stay: other runs may share them)."""
         with self._write() as conn:
             self._require_run(conn, run_id)
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-        from core.analytics.segments import drop_segment
-
-        drop_segment(self, run_id)  # type: ignore[arg-type]
+        drop_segment(self, run_id)
 
     def has_run(self, run_id: str) -> bool:
         with self._read() as conn:
@@ -148,7 +149,7 @@ class RunsMixin(StoreBase):
             ).fetchall()
         out = []
         for run_id, created, user, status, finished, settings, models, n, n_err, n_img, n_rev, untrained in rows:
-            planned = _loads(settings)
+            planned = loads_json(settings)
             names = [str(m) for m in planned.get("models", []) or []]
             for m in (models or "").split(","):
                 if m and m not in names:
@@ -157,7 +158,7 @@ class RunsMixin(StoreBase):
                 (run_id, created, user, status, finished or "", ",".join(names), str(planned.get("device", "")),
                  n, n_err, n_img, n_rev, bool(untrained))
             )  # fmt: skip
-        frame = _frame(out, RUN_LIST_COLUMNS)
+        frame = rows_frame(out, RUN_LIST_COLUMNS)
         ints = {c: "int64" for c in ("n_inferences", "n_errors", "n_images", "n_reviews")}
         strings = {c: "string" for c in RUN_LIST_COLUMNS if c not in ints and c != "untrained"}
         return frame.astype({**strings, **ints, "untrained": "bool"})
@@ -173,8 +174,8 @@ class RunsMixin(StoreBase):
                 f"SELECT {', '.join(DETECTION_COLUMNS)} FROM detections WHERE run_id = ? ORDER BY rowid", (run_id,)
             ).fetchall()
         return (
-            coerce_inferences(_frame(inf, INFERENCE_COLUMNS)),
-            coerce_detections(_frame(det, DETECTION_COLUMNS)),
+            coerce_inferences(rows_frame(inf, INFERENCE_COLUMNS)),
+            coerce_detections(rows_frame(det, DETECTION_COLUMNS)),
             info,
         )
 
@@ -183,24 +184,12 @@ class RunsMixin(StoreBase):
         with self._read() as conn:
             return self._run_models(conn, run_id)
 
-    def _run_models(self, conn: sqlite3.Connection, run_id: str) -> list[str]:
-        names = [str(m) for m in _loads(self._require_run(conn, run_id).settings).get("models", []) or []]
-        for (m,) in conn.execute("SELECT DISTINCT model FROM inferences WHERE run_id = ? ORDER BY rowid", (run_id,)):
-            if m not in names:
-                names.append(m)
-        return names
-
     # -- pairs: one record per (image, model); bulk ingest and resume --
 
     def done_pairs(self, run_id: str) -> set[tuple[str, str]]:
         """The (image_id, model) pairs of the run that have a record (failed ones included)."""
         with self._read() as conn:
             return self._done_pairs(conn, run_id)
-
-    def _done_pairs(self, conn: sqlite3.Connection, run_id: str) -> set[tuple[str, str]]:
-        self._require_run(conn, run_id)
-        sql = "SELECT image_id, model FROM inferences WHERE run_id = ? AND image_id != ''"
-        return set(conn.execute(sql, (run_id,)).fetchall())
 
     def missing_pairs(self, run_id: str, image_ids: Sequence[str], models: Sequence[str]) -> list[tuple[str, str]]:
         """The (image_id, model) pairs with no record yet, image by image in the order given, each once."""
@@ -218,11 +207,13 @@ class RunsMixin(StoreBase):
         or detections of a pair `inferences` does not have.
         """
         with self._write() as conn:
-            return self._insert_records(conn, run_id, inferences, detections)
+            return self.insert_records(conn, run_id, inferences, detections)
 
-    def _insert_records(
+    def insert_records(
         self, conn: sqlite3.Connection, run_id: str, inferences: pd.DataFrame, detections: pd.DataFrame
     ) -> int:
+        """`add_records` inside the caller's write transaction `conn` (an import adds the run and its records in one);
+        returns the records added."""
         inf = coerce_inferences(inferences)
         det = coerce_detections(detections)
         for name, df in (("inferences", inf), ("detections", det)):
@@ -232,8 +223,8 @@ class RunsMixin(StoreBase):
         identified = [p for p in pairs if p[0]]
         if len(set(identified)) != len(identified):
             raise StoreError(f"inferences for run {run_id} hold an (image, model) pair twice")
-        det_pairs = list(zip(det["image_id"], det["model"], strict=True))
-        if not set(det_pairs) <= set(identified):
+        det_pairs = set(det[["image_id", "model"]].drop_duplicates().itertuples(index=False, name=None))
+        if not det_pairs <= set(identified):
             raise StoreError(f"detections for run {run_id} hold boxes of a pair with no inferences row")
         done = self._done_pairs(conn, run_id)
         # rows without a content id (unreadable images) are not pairs: each is added as its own error row
@@ -241,8 +232,13 @@ class RunsMixin(StoreBase):
         if not any(keep):
             return 0
         new = {p for p, k in zip(pairs, keep, strict=True) if k and p[0]}
-        conn.executemany(_INSERT_INFERENCE, [r for r, k in zip(_rows(inf), keep, strict=True) if k])
-        conn.executemany(_INSERT_DETECTION, [r for r, p in zip(_rows(det), det_pairs, strict=True) if p in new])
+        conn.executemany(_INSERT_INFERENCE, (r for r, k in zip(sql_rows(inf), keep, strict=True) if k))
+        if det_pairs <= new:  # every box is new (a whole run, an import): no filter per box
+            conn.executemany(_INSERT_DETECTION, sql_rows(det))
+        else:
+            keep_box = np.fromiter((p in new for p in zip(det["image_id"], det["model"], strict=True)), bool, len(det))
+            mine = det.loc[keep_box]
+            conn.executemany(_INSERT_DETECTION, sql_rows(mine))
         return sum(keep)
 
 
@@ -250,7 +246,7 @@ class RunsMixin(StoreBase):
 
 
 def record_into(
-    store: Store,
+    store: RunsMixin,
     run_id: str,
     threshold: float,
     *,

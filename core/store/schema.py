@@ -13,18 +13,17 @@ Adding a schema change: write `_name(conn)` (idempotent where cheap: `IF NOT EXI
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES, RUNTIME_EAGER
 from core.records import now_iso
 from core.store.common import StoreError
-
-if TYPE_CHECKING:
-    from core.store.connection import StoreBase
 
 BASE_VERSION = 1  # the schema of `_SCHEMA`, which stores made before migrations have
 BASE_INFERENCE_COLUMNS = tuple(c for c in INFERENCE_COLUMNS if c != "runtime")  # v1's; "records_runtime" adds it
@@ -94,6 +93,20 @@ _EXPECTED_COLUMNS = {"inferences": INFERENCE_COLUMNS, "detections": DETECTION_CO
 _MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
 
 
+def canonicalise_reviews(conn: sqlite3.Connection, run_id: str | None = None) -> None:
+    """Rewrite stored same-run rows whose pair is not in sorted order (stores and zips made before pairs were
+    unordered); cross-run rows are written sorted."""
+    where = "model_b != '' AND (model_a = '' OR model_b < model_a)" + (" AND run_id = ?" if run_id else "")
+    if "run_b" in {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}:
+        where += " AND run_b = ''"
+    conn.execute(
+        "UPDATE reviews SET model_a = model_b, model_b = model_a, verdict = CASE verdict "
+        "WHEN 'A better' THEN 'B better' WHEN 'B better' THEN 'A better' ELSE verdict END "
+        f"WHERE {where}",
+        (run_id,) if run_id else (),
+    )
+
+
 @dataclass(frozen=True)
 class Migration:
     """A named schema change, applied once per store inside a write transaction (no COMMIT of its own).
@@ -139,7 +152,6 @@ def _unique_records(conn: sqlite3.Connection) -> None:
 def _reviews_pairs(conn: sqlite3.Connection) -> None:
     """Reviews per (image, pair, reviewer): pairs stored in sorted order (verdicts flipped to match), the reviewer's
     `identity` ("typed" for every earlier review: a name typed in, unverified) and an index on the new key."""
-    from core.store.reviews import canonicalise_reviews
 
     columns = {row[1] for row in conn.execute("PRAGMA table_info(reviews)")}
     if "identity" not in columns:
@@ -235,7 +247,17 @@ def _applied(conn: sqlite3.Connection) -> set[str]:
     return {name for (name,) in conn.execute("SELECT name FROM schema_migrations")} if has_table else set()
 
 
-def open_schema(store: StoreBase) -> None:
+class OpenedStore(Protocol):
+    """What `open_schema` needs of a store being opened: its folder, its connection and write transactions."""
+
+    path: Path
+
+    def _conn(self) -> sqlite3.Connection: ...
+
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+
+
+def open_schema(store: OpenedStore) -> None:
     """Bring an opened store up to date (base schema, then missing migrations); refuse one from a newer DetLens or
     with other records columns. Safe when several threads or processes open the same store at once: each step
     re-checks under the write lock."""

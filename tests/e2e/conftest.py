@@ -178,9 +178,9 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path, server_store: Path) 
             yield base_url
         finally:
             _stop(proc)
-            from core.jobs import stop_started_workers
+            from tests.factories import stop_workers_of
 
-            stop_started_workers(server_store)
+            stop_workers_of(server_store)
 
 
 @pytest.fixture(scope="session")
