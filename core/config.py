@@ -38,6 +38,24 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
      ".heic", ".heif", ".avif", ".jfif", ".ico", ".tga"}
 )  # fmt: skip
 
+# Video (core.video, the Live page): file extensions routed to the video decoder (PyAV sniffs the content), frames
+# kept as PNG (lossless: the stored frame is the pixels the model saw), guards on what one source may give.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv", ".y4m"}
+)  # fmt: skip
+VIDEO_MAX_BYTES = 2 * 1024**3  # a video file the page or a job accepts
+VIDEO_MAX_FRAMES = 3600  # sampled frames one video run keeps (an hour at one a second)
+FRAME_NAME_SEP = "#"  # a frame's image name: clip.mp4#f000120@4.000s
+DEFAULT_FRAME_EVERY = 1
+
+# Live comparison (core.live, pages/live.py): the rolling window of the charts and of the disagreement.
+LIVE_WINDOW_FRAMES = 30  # disagreement: the last N frames both series processed
+LIVE_HISTORY = 600  # frames of history kept per series for the charts
+LIVE_CHART_REFRESH_S = 1.0  # the Live page's charts redraw this often (st.fragment run_every)
+LIVE_MAX_BOXES_DRAWN = 100  # boxes drawn per series on a live frame, best scores first (all are counted)
+LIVE_RECORD_MAX_FRAMES = 600  # camera frames one recording keeps (then recording stops, and says so)
+LIVE_DEFAULT_RATE = 5.0  # frames per second offered to the models by default
+
 # Server folders the dashboard may read (besides the gallery): os.pathsep-separated paths in this variable.
 FOLDER_ROOTS_ENV = "DETLENS_FOLDER_ROOTS"
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core import runner
+from core import runner, videojobs
 from core.config import (
     JOB_HEARTBEAT_S,
     JOB_STALE_AFTER_S,
@@ -161,28 +161,24 @@ def run_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None
     run_id = job.run_id
     if job.spec.get("engine") == ENGINE_RAY:
         return _run_ray_job(store, job, stop=stop)
-    planned = plan_job(store, job)
-    if not planned.todo:
-        store.end_job(run_id, "finished")
-        return "finished"
 
     def should_stop() -> bool:
         return bool(stop and stop()) or store.cancel_requested(run_id)
 
+    job, video_error = videojobs.extract_job_frames(store, job, stop=should_stop)  # a video job's frames, once
+    if videojobs.unextracted(job):  # stopped while its frames were being extracted
+        return _ended(store, run_id, True, None)
+    planned = plan_job(store, job)
+    if not planned.todo:
+        store.end_job(run_id, "failed" if video_error else "finished", message=video_error)
+        return "failed" if video_error else "finished"
     try:
-        output = runner.execute(
-            planned,
-            store=store,
-            run_id=run_id,
-            existing=True,
-            user=job.submitted_by,
-            should_stop=should_stop,
-            class_names=job.spec.get("class_names") or None,
-        )
+        output = runner.execute(planned, store=store, run_id=run_id, existing=True, user=job.submitted_by,
+                                should_stop=should_stop, class_names=job.spec.get("class_names") or None)  # fmt: skip
     except Exception as exc:  # the runner marked the run failed; keep why with the job
         store.end_job(run_id, "failed", message=" ".join(str(exc).split())[:500] or type(exc).__name__)
         return "failed"
-    return _ended(store, run_id, output.stopped, output.info)
+    return videojobs.fail_if_broken(store, run_id, _ended(store, run_id, output.stopped, output.info), video_error)
 
 
 def ray_todo(store: Store, job: JobRow) -> dict[str, list[Path]]:
@@ -224,7 +220,7 @@ def _run_ray_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None =
     return _ended(store, run_id, output.stopped, output.info)
 
 
-def _ended(store: Store, run_id: str, stopped: bool, info: RunInfo) -> str:
+def _ended(store: Store, run_id: str, stopped: bool, info: RunInfo | None) -> str:
     """A run that returned: finished (the runner closed it), or stopped: `cancelled` when asked, else `interrupted`."""
     if not stopped:
         return "finished"

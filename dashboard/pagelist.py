@@ -21,6 +21,7 @@ class PageDef:
 PAGES: tuple[PageDef, ...] = (
     PageDef("pages/home.py", "Home", ":material/home:", default=True),
     PageDef("pages/run.py", "Run", ":material/play_arrow:"),
+    PageDef("pages/live.py", "Live", ":material/videocam:"),
     PageDef("pages/gallery.py", "Gallery", ":material/photo_library:"),
     PageDef("pages/compare.py", "Compare", ":material/monitoring:"),
     PageDef("pages/evaluate.py", "Evaluate", ":material/fact_check:"),

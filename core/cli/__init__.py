@@ -15,6 +15,7 @@ from core.devices import DeviceError
 from core.models import UnknownModelError
 from core.runtimes import RuntimeRefusedError
 from core.store import StoreError
+from core.video import VideoError, sampling_from
 from core.weights import WeightsError
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -36,8 +37,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--threshold must be between 0 and 1")
         if args.warmup < 0 or args.batch_size < 1:
             parser.error("--warmup must be >= 0 and --batch-size >= 1")
+        try:
+            sampling_from(args)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         return args.func(args)
-    except (UnknownModelError, DeviceError, WeightsError, StoreError, RuntimeRefusedError, ClusterError) as exc:
+    except (
+        UnknownModelError,
+        DeviceError,
+        WeightsError,
+        StoreError,
+        RuntimeRefusedError,
+        ClusterError,
+        VideoError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,6 +20,7 @@ from core.config import (
 )
 from core.models import parse_model_list
 from core.runtimes import parse_variants
+from core.video import add_video_options
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -99,6 +100,7 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold for counts")
     p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="warm-up calls per model, not recorded")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    add_video_options(p)
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:

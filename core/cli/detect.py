@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from core.cli.common import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     STORE_HELP,
@@ -27,6 +29,7 @@ from core.config import (
     WEIGHTS_UNTRAINED,
 )
 from core.models import list_models, parse_model_list
+from core.video import is_video_path, sampling_from
 
 
 def _models_table() -> list[dict[str, object]]:
@@ -110,16 +113,26 @@ def _detect_on_ray(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     if args.engine == "ray":
+        if any(is_video_path(p) for p in args.paths):
+            print("error: video files run locally (not with --engine ray)", file=sys.stderr)
+            return EXIT_USAGE
         return _detect_on_ray(args)
+    with tempfile.TemporaryDirectory(prefix="detlens-frames-") as frames_dir:  # video frames as PNG files, for the run
+        return _detect(args, Path(frames_dir))
+
+
+def _detect(args: argparse.Namespace, frames_dir: Path) -> int:
     from core.images import gallery_paths, sources_from_paths
     from core.records import write_run
     from core.runner import run
     from core.store import current_user
+    from core.videojobs import extract_to_folder, split_videos
 
-    paths = [Path(p) for p in args.paths] if args.paths else gallery_paths()
+    videos, paths = split_videos([Path(p) for p in args.paths] if args.paths else gallery_paths())
     settings = settings_from(args)
     n_series = len(settings.series())
-    images = sources_from_paths(paths)
+    frames = extract_to_folder(videos, sampling_from(args), frames_dir)
+    images = sources_from_paths(paths) + frames.sources
     if not images:
         print("error: no images found in the given paths", file=sys.stderr)
         return EXIT_USAGE
@@ -152,6 +165,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in written))
     if store is not None:
         print(f"stored run {output.info.run_id} in {store.path}")
+    if frames.error:  # a video broke mid-way: its frames so far ran and are kept; the run (a job) ends failed
+        if store is not None:
+            store.end_job(output.info.run_id, "failed", message=frames.error)
+        print(f"error: {frames.error}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -218,7 +236,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p_models.set_defaults(func=cmd_models)
 
     p_det = sub.add_parser("detect", help="run detectors on images (the bundled gallery when no path is given)")
-    p_det.add_argument("paths", nargs="*", help="image files or folders")
+    p_det.add_argument("paths", nargs="*", help="image files or folders, or video files (see --every)")
     run_options(p_det)
     p_det.add_argument("--out", default="out", help="output folder for inferences.csv and detections.csv")
     p_det.add_argument("--parquet", action="store_true", help="write Parquet beside the CSV files")

@@ -21,6 +21,7 @@ from core.cli.common import (
 from core.config import (
     WORKER_IDLE_EXIT_S,
 )
+from core.video import sampling_from
 
 
 def _job_sources(store, items: Sequence[str], *, lists: bool = False):
@@ -71,7 +72,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     else:
         check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
+    from core.videojobs import split_videos, submit_video
+
+    videos, _ = split_videos(args.images)
+    if videos and (ray is not None or len(args.images) > 1):
+        print("error: submit takes one video file alone (and not with --engine ray)", file=sys.stderr)
+        return EXIT_USAGE
     store = open_store(args.store)
+    if videos:
+        print(submit_video(store, settings, videos[0], sampling_from(args), user=current_user()))
+        return EXIT_OK
     sources = _job_sources(store, args.images or [str(p) for p in gallery_paths()], lists=ray is not None)
     if not sources:
         print("error: no images found in the given paths", file=sys.stderr)
@@ -151,7 +161,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register `submit`, `jobs`, `cancel`, `resume` and `worker`."""
     store_help = f"run store folder (default: {STORE_HELP})"
     p_sub = sub.add_parser("submit", help="queue a run for a worker; prints its run id at once")
-    p_sub.add_argument("images", nargs="*", help="image files or folders, or id:IMAGE_ID of a stored image")
+    p_sub.add_argument("images", nargs="*", help="image files or folders, id:IMAGE_ID of a stored image, or one video")
     run_options(p_sub)
     p_sub.add_argument("--store", metavar="DIR", help=store_help)
     engine_options(p_sub)

@@ -246,6 +246,12 @@ class JobsMixin(StoreBase):
                 (dumps_json(info.settings), dumps_json(info.environment), info.run_id),
             )
 
+    def set_job_spec(self, run_id: str, spec: dict) -> None:
+        """Replace a job's spec (a video job lists its frames once its worker has extracted them: core.videojobs)."""
+        with self._write() as conn:
+            self._require_job(conn, run_id)
+            conn.execute("UPDATE jobs SET spec = ? WHERE run_id = ?", (dumps_json(spec), run_id))
+
     # -- users ----------------------------------------------------------------------------------------------------
 
     def cancel_job(self, run_id: str) -> str:
