@@ -13,10 +13,14 @@ reaches is counted, not searched, so no resample's rows are mixed.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from core.evalcore.vector import CocoFlags
 
+WEIGHTED_AP_THREADS = 2  # categories accumulated at once (numpy's loops run outside the GIL)
 CELL_BUDGET = 4_000_000  # (resample, threshold, point) cells held at once per category
 
 
@@ -40,51 +44,107 @@ def _between_fp(flags: CocoFlags, a: int, pos: np.ndarray, weights: np.ndarray) 
     ok = seg < len(pos)
     ok[ok] = flags.k[pos[seg[ok]]] == flags.k[q[ok]]  # trailing false positives of a category do not count
     seg, img = seg[ok], flags.img[q[ok]]
-    out = np.zeros((weights.shape[0], len(pos)))
+    out = np.zeros((weights.shape[0], len(pos)), dtype=weights.dtype)
     if not len(seg):
         return out
     pair = seg * (len(flags.img_ids) + 1) + img
     keys, counts = np.unique(pair, return_counts=True)
     k_seg, k_img = keys // (len(flags.img_ids) + 1), keys % (len(flags.img_ids) + 1)
     starts = np.flatnonzero(np.r_[True, k_seg[1:] != k_seg[:-1]])
-    out[:, k_seg[starts]] = np.add.reduceat(weights[:, k_img] * counts[None, :], starts, axis=1)
+    gathered = weights[:, k_img]
+    if (counts != 1).any():
+        gathered *= counts.astype(gathered.dtype)[None, :]
+    out[:, k_seg[starts]] = np.add.reduceat(gathered, starts, axis=1)
     return out
 
 
-def weighted_ap(flags: CocoFlags, weights: np.ndarray, areas: tuple[int, ...] = (0,)) -> np.ndarray:
-    """Per resample, area range, IoU threshold and category, COCO's AP (maxDets 100) with `weights` (B, I) per
-    image: (B, len(areas), T, K), NaN where the category has no box that counts in that resample."""
-    weights = np.asarray(weights, dtype=np.float64)
+def _targets(rec: np.ndarray, npig: np.ndarray) -> np.ndarray:
+    """(b, R): the least true-positive count v with `rec[q] <= v / npig` in float64 (pycocotools' test), per row."""
+    v = np.ceil(rec[None, :] * npig[:, None])
+    v -= (v - 1 >= 0) & ((v - 1) / npig[:, None] >= rec[None, :])
+    v += v / npig[:, None] < rec[None, :]
+    return v.astype(np.int64)
+
+
+def _class_ap(w, tp_f, valid, base, npig, rec, dtype) -> np.ndarray:  # noqa: ANN001
+    """(b, T) AP of one category: `w` (b, S) int the points' image weights, `tp_f`/`valid` (T, S) their flags (a
+    true positive; a true or false positive), `base` (b, S) int the false positives between points, `npig` (b,)."""
+    n_b, (n_t, n_s), n_r = len(w), tp_f.shape, len(rec)
+    tps = np.multiply(w[:, None, :], tp_f[None, :, :], dtype=w.dtype)
+    np.cumsum(tps, axis=2, out=tps)
+    if (valid == valid[:1]).all():
+        den = np.cumsum(w * valid[0] + base, axis=1, dtype=dtype)[:, None, :]
+    else:
+        den = np.cumsum(w[:, None, :] * valid[None, :, :], axis=2, dtype=dtype)
+        den += np.cumsum(base, axis=1, dtype=dtype)[:, None, :]
+    den += np.spacing(dtype(1))
+    prec = np.divide(tps, den, dtype=dtype)
+    # the first point reaching each recall threshold: tps >= target, every row searched at once (rows offset)
+    target = _targets(rec, npig.astype(np.float64))  # (b, R)
+    off = int(npig.max()) + 2
+    int_t = np.int32 if n_b * n_t * off < 2**31 - off else np.int64
+    rows = np.arange(n_b * n_t, dtype=int_t).reshape(n_b, n_t, 1)
+    flat = tps.astype(int_t, copy=False)
+    flat += rows * int_t(off)
+    queries = (target.astype(int_t)[:, None, :] + rows * int_t(off)).ravel()
+    at = np.searchsorted(flat.ravel(), queries, side="left").reshape(n_b, n_t, n_r) - rows * n_s
+    reached = at < n_s
+    idx = np.minimum(at + rows * n_s, flat.size - 1).ravel()
+    seg_max = np.maximum.reduceat(prec.ravel(), idx).reshape(n_b, n_t, n_r)
+    seg_max[~reached] = 0.0
+    env = np.maximum.accumulate(seg_max[:, :, ::-1], axis=2)[:, :, ::-1]
+    return env.sum(axis=2, dtype=np.float64) / n_r
+
+
+def _threads() -> int:
+    return max(1, min(WEIGHTED_AP_THREADS, os.cpu_count() or 1))
+
+
+def _job(weights, rec, ai, k, sel, exact, tp_k, valid_k, point_img, base, npig):  # noqa: ANN001
+    """One category's AP on the resamples `sel` (float64 where `exact`)."""
+    dtype = np.float64 if exact else np.float32
+    int_t = np.int64 if exact else np.int32
+    w = weights[sel][:, point_img].astype(int_t)
+    return ai, k, sel, _class_ap(w, tp_k, valid_k, base[sel].astype(int_t), npig[sel], rec, dtype)
+
+
+def weighted_ap(
+    flags: CocoFlags, weights: np.ndarray, areas: tuple[int, ...] = (0,), *, exact_rows: int = 1
+) -> np.ndarray:
+    """Per resample, area range, IoU threshold and category, COCO's AP (maxDets 100) with integer `weights` (B, I)
+    per image: (B, len(areas), T, K), NaN where the category has no box that counts in that resample.
+
+    The first `exact_rows` rows are computed in float64, pycocotools' arithmetic (weights of 1: COCOeval's AP to
+    1e-15); the others, resamples, with float32 precision (counts are exact integers; a precision differs by ~1e-7)."""
+    weights = np.asarray(weights).astype(np.int32 if np.max(weights, initial=0) < 2**20 else np.int64)
     n_b = weights.shape[0]
     n_t, n_k = len(flags.iou_thresholds), len(flags.cat_ids)
     rec = flags.recall_thresholds
     out = np.full((n_b, len(areas), n_t, n_k), np.nan)
     for ai, a in enumerate(areas):
-        npig = weights @ flags.gt_counted[a].astype(np.float64)  # (B, K)
+        npig = np.rint(weights.astype(np.float64) @ flags.gt_counted[a].astype(np.float64)).astype(np.int64)  # (B, K)
         pos, k_start = _points(flags, a)
         base = _between_fp(flags, a, pos, weights)
-        tp_f, fp_f = flags.tp[a][:, pos], flags.fp[a][:, pos]
+        tp_all, fp_all = flags.tp[a][:, pos], flags.fp[a][:, pos]
         point_img = flags.img[pos]
+        jobs = []
         for k in range(n_k):
             lo, hi = k_start[k], k_start[k + 1]
             has = npig[:, k] > 0
             out[has, ai, :, k] = 0.0
-            if hi == lo:
+            if hi == lo or not has.any():
                 continue
             chunk = max(1, CELL_BUDGET // (n_t * (hi - lo)))
-            for b0 in range(0, n_b, chunk):
-                b1 = min(n_b, b0 + chunk)
-                w = weights[b0:b1][:, point_img[lo:hi]]  # (b, S)
-                tps = np.cumsum(w[:, None, :] * tp_f[None, :, lo:hi], axis=2)
-                fps = np.cumsum(w[:, None, :] * fp_f[None, :, lo:hi], axis=2)
-                fps = fps + np.cumsum(base[b0:b1, lo:hi], axis=1)[:, None, :]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    rc = tps / npig[b0:b1, k][:, None, None]
-                pr = tps / (fps + tps + np.spacing(1))
-                env = np.maximum.accumulate(pr[:, :, ::-1], axis=2)[:, :, ::-1]
-                reached = np.searchsorted(rec, np.nan_to_num(rc, nan=-1.0).ravel(), side="right").reshape(rc.shape)
-                gained = np.diff(reached, axis=2, prepend=0)
-                ap = (env * gained).sum(axis=2) / len(rec)  # (b, T)
-                keep = has[b0:b1]
-                out[b0:b1][keep, ai, :, k] = ap[keep]
+            tp_k, valid_k = tp_all[:, lo:hi], tp_all[:, lo:hi] | fp_all[:, lo:hi]
+            rows = np.flatnonzero(has)
+            cuts = sorted({0, min(exact_rows, n_b), *range(exact_rows, n_b, chunk), n_b})
+            for b0, b1 in zip(cuts[:-1], cuts[1:], strict=True):
+                sel = rows[(rows >= b0) & (rows < b1)]
+                if len(sel):
+                    jobs.append(
+                        (ai, k, sel, b0 < exact_rows, tp_k, valid_k, point_img[lo:hi], base[:, lo:hi], npig[:, k])
+                    )
+        with ThreadPoolExecutor(max_workers=_threads()) as pool:  # numpy lets go of the GIL in its loops
+            for ai_, k, sel, ap in pool.map(lambda job: _job(weights, rec, *job), jobs):
+                out[sel, ai_, :, k] = ap
     return out
