@@ -106,7 +106,7 @@ def from_results(gt_path: object, results: Sequence[object]) -> SeriesSet:
         raise SeriesError(f"{gt.source or 'the ground truth'} has no box on any image")
     all_ids = np.unique(np.array([im["id"] for im in raw["images"]], dtype=np.int64))
     out: dict[str, Series] = {}
-    for path in results:
+    for path in dict.fromkeys(str(r) for r in results):  # the same file twice is one series
         name = series_name(path)
         if name in out:
             raise SeriesError(f"two results files are named {name!r}: rename one")
