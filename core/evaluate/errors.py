@@ -11,7 +11,8 @@ classes that have a box or a prediction averaged (a class with predictions and n
 Each main error's dAP is the AP with only that error fixed by tidecv's oracle (Cls/Loc: the highest-scoring error per
 box becomes a true positive, the others are removed; Dupe/Bkg/Both: removed; Miss: the box leaves the count) minus
 the AP, floored at 0; FalsePos: every false positive scored 0; FalseNeg: every unmatched box leaves the count. All in
-AP points (0-100). Ties in score keep tidecv's insertion order (errors first, then the true positives).
+AP points (0-100). Ties in score keep tidecv's insertion order (errors first, then the true positives). Where a fix
+leaves no class to average (tidecv divides by zero) the dAP is NaN.
 """
 
 from __future__ import annotations
