@@ -37,7 +37,9 @@ def tidecv_run(tmp_path, gt: dict, dets: list[dict], name: str = "res"):
 def test_ap50_daps_and_counts_equal_tidecvs(tmp_path, seed):
     gt, dets = coco_fixture(seed)
     run, main_err, special = tidecv_run(tmp_path, gt, dets)
-    report = error_report(from_results(write_json(tmp_path / "gt.json", gt), [write_json(tmp_path / "s.json", dets)]), "s")
+    report = error_report(
+        from_results(write_json(tmp_path / "gt.json", gt), [write_json(tmp_path / "s.json", dets)]), "s"
+    )
     r = report.result
     assert r.ap50 == pytest.approx(run.ap, abs=TOL)
     for key, short in TIDE_NAMES.items():
@@ -120,7 +122,10 @@ def test_an_empty_series_is_all_missed():
 def test_errors_command_json_has_the_issue_keys(tmp_path, capsys):
     gt, dets = coco_fixture(1)
     g = write_json(tmp_path / "gt.json", gt)
-    base, cand = write_json(tmp_path / "runs" / "base.json", dets), write_json(tmp_path / "cand.json", degraded(dets, 0.5))
+    base, cand = (
+        write_json(tmp_path / "runs" / "base.json", dets),
+        write_json(tmp_path / "cand.json", degraded(dets, 0.5)),
+    )
     assert main(["errors", "--results", str(base), "--results", str(cand), "--gt", str(g), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert list(doc) == ["base", "cand"]
