@@ -163,3 +163,20 @@ def test_errors_command_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, 
     assert main(["errors", *[a.format(tmp=tmp_path) for a in argv]]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_errors_command_analyses_add_the_other_figures(tmp_path, capsys):
+    gt, dets = coco_fixture(1)
+    g, a = write_json(tmp_path / "gt.json", gt), write_json(tmp_path / "a.json", dets)
+    tags = tmp_path / "tags.csv"
+    tags.write_text("image,tags\nimg1.png,night\nimg2.png,night;rain\n")
+    assert main(["errors", "--results", str(a), "--gt", str(g), "--analyses", "--tags", str(tags),
+                 "--threshold", "0.3", "--json"]) == 0  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)["a"]
+    assert doc["threshold"] == 0.3 and doc["confusion"]["labels"][-1] == "background"
+    assert {r["slice"] for r in doc["slices"]} >= {"all", "size: small", "tag: night", "tag: rain"}
+    assert 0 <= doc["calibration"]["ece"] <= 1 and len(doc["calibration"]["bins"]) == 10
+    assert {p["label"] for p in doc["operating_points"]["points"]} <= {"person", "car", "cat", "dog"}
+    assert doc["worst_images"][0]["f1"] <= doc["worst_images"][-1]["f1"]
+    assert main(["errors", "--results", str(a), "--gt", str(g), "--analyses"]) == 0
+    assert "ECE" in capsys.readouterr().out

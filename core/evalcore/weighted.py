@@ -35,8 +35,9 @@ def _points(flags: CocoFlags, a: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, np.searchsorted(flags.k[pos], np.arange(n_k + 1), side="left")
 
 
-def _between_fp(flags: CocoFlags, a: int, pos: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B, P): the weighted false positives that are not points, up to and including each point, per segment."""
+def _between_fp(flags: CocoFlags, a: int, pos: np.ndarray, weights_t: np.ndarray) -> np.ndarray:
+    """(P, B): the weighted false positives that are not points, after the previous point and up to this one
+    (`weights_t`: the weights, image-major)."""
     not_point = np.ones(len(flags.k), dtype=bool)
     not_point[pos] = False
     q = np.flatnonzero(not_point & flags.fp[a, 0])  # a non-point is a false positive at every threshold or at none
@@ -44,17 +45,17 @@ def _between_fp(flags: CocoFlags, a: int, pos: np.ndarray, weights: np.ndarray) 
     ok = seg < len(pos)
     ok[ok] = flags.k[pos[seg[ok]]] == flags.k[q[ok]]  # trailing false positives of a category do not count
     seg, img = seg[ok], flags.img[q[ok]]
-    out = np.zeros((weights.shape[0], len(pos)), dtype=weights.dtype)
+    out = np.zeros((len(pos), weights_t.shape[1]), dtype=weights_t.dtype)
     if not len(seg):
         return out
     pair = seg * (len(flags.img_ids) + 1) + img
     keys, counts = np.unique(pair, return_counts=True)
     k_seg, k_img = keys // (len(flags.img_ids) + 1), keys % (len(flags.img_ids) + 1)
     starts = np.flatnonzero(np.r_[True, k_seg[1:] != k_seg[:-1]])
-    gathered = weights[:, k_img]
+    gathered = weights_t[k_img]  # (pairs, B): rows, so the segment sums run over whole rows
     if (counts != 1).any():
-        gathered *= counts.astype(gathered.dtype)[None, :]
-    out[:, k_seg[starts]] = np.add.reduceat(gathered, starts, axis=1)
+        gathered *= counts.astype(gathered.dtype)[:, None]
+    out[k_seg[starts]] = np.add.reduceat(gathered, starts, axis=0)
     return out
 
 
@@ -105,7 +106,7 @@ def _job(weights, rec, ai, k, sel, exact, tp_k, valid_k, point_img, base, npig):
     dtype = np.float64 if exact else np.float32
     int_t = np.int64 if exact else np.int32
     w = weights[sel][:, point_img].astype(int_t)
-    return ai, k, sel, _class_ap(w, tp_k, valid_k, base[sel].astype(int_t), npig[sel], rec, dtype)
+    return ai, k, sel, _class_ap(w, tp_k, valid_k, base[:, sel].T.astype(int_t), npig[sel], rec, dtype)
 
 
 def weighted_ap(
@@ -117,6 +118,7 @@ def weighted_ap(
     The first `exact_rows` rows are computed in float64, pycocotools' arithmetic (weights of 1: COCOeval's AP to
     1e-15); the others, resamples, with float32 precision (counts are exact integers; a precision differs by ~1e-7)."""
     weights = np.asarray(weights).astype(np.int32 if np.max(weights, initial=0) < 2**20 else np.int64)
+    weights_t = np.ascontiguousarray(weights.T)
     n_b = weights.shape[0]
     n_t, n_k = len(flags.iou_thresholds), len(flags.cat_ids)
     rec = flags.recall_thresholds
@@ -124,7 +126,7 @@ def weighted_ap(
     for ai, a in enumerate(areas):
         npig = np.rint(weights.astype(np.float64) @ flags.gt_counted[a].astype(np.float64)).astype(np.int64)  # (B, K)
         pos, k_start = _points(flags, a)
-        base = _between_fp(flags, a, pos, weights)
+        base = _between_fp(flags, a, pos, weights_t)
         tp_all, fp_all = flags.tp[a][:, pos], flags.fp[a][:, pos]
         point_img = flags.img[pos]
         jobs = []
@@ -141,9 +143,7 @@ def weighted_ap(
             for b0, b1 in zip(cuts[:-1], cuts[1:], strict=True):
                 sel = rows[(rows >= b0) & (rows < b1)]
                 if len(sel):
-                    jobs.append(
-                        (ai, k, sel, b0 < exact_rows, tp_k, valid_k, point_img[lo:hi], base[:, lo:hi], npig[:, k])
-                    )
+                    jobs.append((ai, k, sel, b0 < exact_rows, tp_k, valid_k, point_img[lo:hi], base[lo:hi], npig[:, k]))
         with ThreadPoolExecutor(max_workers=_threads()) as pool:  # numpy lets go of the GIL in its loops
             for ai_, k, sel, ap in pool.map(lambda job: _job(weights, rec, *job), jobs):
                 out[sel, ai_, :, k] = ap

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from core.config import GALLERY_ANNOTATIONS, UNTRAINED_MARK
-from core.evaluate.report import error_report, error_table
+from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, UNTRAINED_MARK
+from core.evaluate.operating import MAX_F1, TARGET_PRECISION
+from core.evaluate.report import analyses_json, error_report, error_table
 from core.evaluate.series import SeriesError, SeriesSet, from_results, from_run
 from core.evaluate.significance import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Comparison, compare
+from core.evaluate.slices import read_tags
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 GATE_MAX_DROP = 0.01  # AP (0-1) the candidate may lose before the gate fails
@@ -32,6 +35,20 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     _inputs(p, gt_required=False)
     p.add_argument("--series", action="append", help="only this series (repeatable)")
     p.add_argument("--no-sizes", action="store_true", help="skip the per-size decomposition")
+    p.add_argument(
+        "--analyses",
+        action="store_true",
+        help="also the confusion matrix, slices, worst images, calibration and per-class operating points",
+    )
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="score threshold of --analyses (0.5)")
+    p.add_argument("--tags", help="with --analyses: a CSV of image name, tags (separated by ;) to slice by")
+    p.add_argument(
+        "--objective",
+        choices=(MAX_F1, TARGET_PRECISION),
+        default=MAX_F1,
+        help="per-class thresholds: maximise F1, or reach --target precision",
+    )
+    p.add_argument("--target", type=float, default=0.9, help="the precision of --objective precision (0.9)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=main_errors)
 
@@ -84,17 +101,43 @@ def main_errors(args: argparse.Namespace) -> int:
         ss = load_series(args)
         names = args.series or list(ss.series)
         reports = [error_report(ss, n, sizes=not args.no_sizes) for n in names]
-    except (SeriesError, ValueError) as exc:
+        extra = {}
+        if args.analyses:
+            tags = read_tags(Path(args.tags), ss) if args.tags else None
+            extra = {n: analyses_json(ss, n, threshold=args.threshold, tags=tags, objective=args.objective,
+                                      target=args.target) for n in names}  # fmt: skip
+    except (SeriesError, ValueError, OSError) as exc:
         return _fail(exc)
     if args.json:
-        print(json.dumps({r.series: r.to_json() for r in reports}, indent=2))
+        print(json.dumps({r.series: r.to_json() | extra.get(r.series, {}) for r in reports}, indent=2))
         return EXIT_OK
     for line in error_table(reports):
         print(line)
+    for name, doc in extra.items():
+        for line in analyses_lines(name, doc):
+            print(line)
     untrained = [r.series for r in reports if r.untrained]
     if untrained:
         print(f"{', '.join(untrained)}: {UNTRAINED_MARK}")
     return EXIT_OK
+
+
+def analyses_lines(name: str, doc: dict[str, Any]) -> list[str]:
+    """A few text lines of `analyses_json`: ECE, slices, the worst images, the per-class thresholds."""
+    lines = ["", f"{name} at score >= {doc['threshold']:g}: ECE {_f(doc['calibration']['ece'])} over "
+             f"{doc['calibration']['detections']} detections"]  # fmt: skip
+    lines += [f"  {r['slice']:24} {r['images']:6d} images  AP {_f(r['AP'])}  AP50 {_f(r['AP50'])}  "
+              f"recall50 {_f(r['recall50'])}" for r in doc["slices"]]  # fmt: skip
+    worst = doc["worst_images"][:5]
+    lines.append("  worst images (F1): " + ", ".join(f"{r['name']} ({_f(r['f1'])})" for r in worst))
+    pts = doc["operating_points"]["points"]
+    lines.append(f"  per-class thresholds ({doc['operating_points']['objective']}): "
+                 + ", ".join(f"{p['label']} {_f(p['threshold'])}" for p in pts))  # fmt: skip
+    return lines
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def gate_passes(c: Comparison, max_drop: float) -> bool:

@@ -3,13 +3,19 @@ Evaluate page. TIDE walks the images in the ground truth's order, as tidecv does
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from core.evaluate.boxlevel import confusion, match_series, worst_images
+from core.evaluate.calibration import calibration
 from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS, TideInput, TideResult, tide
+from core.evaluate.operating import operating_points
 from core.evaluate.series import Series, SeriesSet
+from core.evaluate.slices import folder_tags, size_slices, tag_slices
 
 # COCO's area bounds (pycocotools' areaRng), on box area w * h for ground truth and predictions alike.
 SIZE_BOUNDS: dict[str, tuple[float, float]] = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2),
@@ -103,3 +109,37 @@ def error_table(reports: list[ErrorReport]) -> list[str]:
         f"{r.series}: " + ", ".join(f"{ERROR_NAMES[k]} {r.result.counts[k]}" for k in MAIN_ERRORS) for r in reports
     ))  # fmt: skip
     return lines
+
+
+def analyses_json(
+    ss: SeriesSet, name: str, *, threshold: float, tags: dict[str, np.ndarray] | None = None, worst: int = 20,
+    objective: str = "max-f1", target: float = 0.9,
+) -> dict[str, Any]:  # fmt: skip
+    """The other analyses of a series as JSON: confusion matrix (IoU 0.5, score >= threshold), slices (sizes,
+    folders, tags), worst images by F1, calibration (reliability bins and ECE), per-class operating points."""
+    s = ss.get(name)
+    m = match_series(ss, s)
+    conf = confusion(ss, m, threshold)
+    slice_tags = folder_tags(ss) | (tags or {})
+    slices = size_slices(ss, s)
+    if len(slice_tags) > 1 or tags:
+        slices = pd.concat([slices, tag_slices(ss, s, slice_tags)], ignore_index=True)
+    cal = calibration(m.d_score[~m.ignored], m.tp[~m.ignored])
+    keep = ~m.ignored
+    points = operating_points(m.d_score[keep], m.d_cls[keep], m.tp[keep], m.g_cls[~m.g_crowd], ss.class_names,
+                              objective=objective, target=target, global_threshold=threshold)  # fmt: skip
+
+    def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return json.loads(frame.to_json(orient="records"))
+
+    return {
+        "threshold": threshold,
+        "confusion": {"labels": conf.labels, "counts": conf.counts.tolist(),
+                      "images": {f"{conf.labels[r]} -> {conf.labels[c]}": ids for (r, c), ids in conf.images.items()}},
+        "slices": records(slices),
+        "worst_images": records(worst_images(ss, m, threshold, n=worst)),
+        "calibration": {"ece": _num(cal.ece), "detections": cal.n, "bins": records(cal.bins)},
+        "operating_points": {"objective": objective, "target": target if objective != "max-f1" else None,
+                             "points": [{k: _num(v) if isinstance(v, float) else v for k, v in p.__dict__.items()}
+                                        for p in points]},
+    }  # fmt: skip
