@@ -538,9 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     from core.evaluate import add_cli as add_evaluate
 
     add_evaluate(sub)
-    from core.evaluate.errors_cli import add_cli as add_errors
-
-    add_errors(sub)
     return parser
 
 

@@ -62,7 +62,9 @@ def synthetic(n_images: int, seed: int) -> SeriesSet:
             {i: float(v) for i, v in zip(range(1, n_images + 1), rng.gamma(9, 5, n_images), strict=True)},
         )
 
-    return SeriesSet(coco, {"a": series("a", 0.8), "b": series("b", 0.75)}, {im["id"]: im["file_name"] for im in images})
+    return SeriesSet(
+        coco, {"a": series("a", 0.8), "b": series("b", 0.75)}, {im["id"]: im["file_name"] for im in images}
+    )
 
 
 def main() -> None:

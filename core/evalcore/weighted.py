@@ -101,7 +101,7 @@ def _threads() -> int:
     return max(1, min(WEIGHTED_AP_THREADS, os.cpu_count() or 1))
 
 
-def _job(weights, rec, ai, k, sel, exact, tp_k, valid_k, point_img, base, npig):  # noqa: ANN001
+def _class_job(weights, rec, ai, k, sel, exact, tp_k, valid_k, point_img, base, npig):  # noqa: ANN001
     """One category's AP on the resamples `sel` (float64 where `exact`)."""
     dtype = np.float64 if exact else np.float32
     int_t = np.int64 if exact else np.int32
@@ -145,6 +145,6 @@ def weighted_ap(
                 if len(sel):
                     jobs.append((ai, k, sel, b0 < exact_rows, tp_k, valid_k, point_img[lo:hi], base[lo:hi], npig[:, k]))
         with ThreadPoolExecutor(max_workers=_threads()) as pool:  # numpy lets go of the GIL in its loops
-            for ai_, k, sel, ap in pool.map(lambda job: _job(weights, rec, *job), jobs):
+            for ai_, k, sel, ap in pool.map(lambda job: _class_job(weights, rec, *job), jobs):
                 out[sel, ai_, :, k] = ap
     return out

@@ -115,7 +115,7 @@ def confusion(ss: SeriesSet, m: Matched, threshold: float, iou: float = EVAL_IOU
     return Confusion(labels, counts, images)
 
 
-def per_image(ss: SeriesSet, m: Matched, threshold: float) -> pd.DataFrame:
+def image_counts(ss: SeriesSet, m: Matched, threshold: float) -> pd.DataFrame:
     """Per image at `threshold`: true positives, false positives, missed boxes, precision, recall, F1 and the error
     count (false positives + missed), worst first (lowest F1, then most errors); NaN where a rate is undefined."""
     n = len(m.image_ids)
@@ -137,7 +137,7 @@ def per_image(ss: SeriesSet, m: Matched, threshold: float) -> pd.DataFrame:
 
 def worst_images(ss: SeriesSet, m: Matched, threshold: float, *, by: str = "f1", n: int = 20) -> pd.DataFrame:
     """The `n` worst images by per-image F1 (lowest first; images with nothing to score last) or error count."""
-    frame = per_image(ss, m, threshold)
+    frame = image_counts(ss, m, threshold)
     if by == "errors":
         frame = frame.sort_values(["errors", "f1"], ascending=[False, True], kind="stable")
     elif by != "f1":

@@ -11,6 +11,7 @@ from typing import Any
 
 from core.config import GALLERY_ANNOTATIONS
 from core.evaluate.coco import METRIC_KEYS, Metrics, evaluate, evaluate_results_file
+from core.evaluate.errors_cli import add_errors_cli
 from core.evaluate.groundtruth import image_names_from, image_sizes_from, load_ground_truth, with_images
 from core.evaluate.validate import GroundTruthError, ResultsError
 
@@ -19,7 +20,8 @@ EXIT_USAGE = 2
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `evaluate` on the `python -m core` sub-command parsers (handler: `main_evaluate`)."""
+    """Register `evaluate` on the `python -m core` sub-command parsers (handler: `main_evaluate`), and `errors` and
+    `gate` (core.evaluate.errors_cli)."""
     p = subparsers.add_parser(
         "evaluate",
         help="COCO mAP of detections against COCO-format ground truth (COCOeval)",
@@ -36,6 +38,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--score-floor", type=float, default=0.0, help="drop boxes below this score first (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=main_evaluate)
+    add_errors_cli(subparsers)
 
 
 def _fmt(v: float) -> str:

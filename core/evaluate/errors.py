@@ -73,11 +73,18 @@ class TideResult:
 
     def to_json(self) -> dict[str, Any]:
         """{"ap50", "dAP": {cls, loc, both, dupe, bkg, miss, fp, fn}, "counts": {...}} (JSON-ready)."""
-        return {"ap50": _num(self.ap50), "dAP": {k: _num(v) for k, v in self.dap.items()}, "counts": dict(self.counts)}
+        return {
+            "ap50": json_number(self.ap50),
+            "dAP": {k: json_number(v) for k, v in self.dap.items()},
+            "counts": dict(self.counts),
+        }
 
 
-def _num(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+def json_number(v: float | None, digits: int | None = 6) -> float | None:
+    """A figure for JSON: None for NaN/inf/None, else a float (rounded to `digits`, None: as it is)."""
+    if v is None or not math.isfinite(v):
+        return None
+    return float(v) if digits is None else round(float(v), digits)
 
 
 @dataclass
@@ -90,7 +97,7 @@ class _Points:
     seq: np.ndarray
 
 
-def _class_ap(score: np.ndarray, correct: np.ndarray, seq: np.ndarray, n_pos: int) -> float:
+def _tide_class_ap(score: np.ndarray, correct: np.ndarray, seq: np.ndarray, n_pos: int) -> float:
     """tidecv's APDataObject.get_ap (0-100)."""
     if n_pos == 0:
         return 0.0
@@ -113,7 +120,7 @@ def _aps(points: _Points, n_pos: dict[int, int]) -> dict[int, float]:
         on = points.cls == k
         if not on.any() and npos == 0:
             continue
-        out[k] = _class_ap(points.score[on], points.correct[on], points.seq[on], npos)
+        out[k] = _tide_class_ap(points.score[on], points.correct[on], points.seq[on], npos)
     return out
 
 

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 GATE_MAX_DROP = 0.01  # AP (0-1) the candidate may lose before the gate fails
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
+def add_errors_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `errors` and `gate` on the `python -m core` sub-command parsers."""
     p = subparsers.add_parser(
         "errors",

@@ -12,7 +12,7 @@ import pandas as pd
 
 from core.evaluate.boxlevel import confusion, match_series, worst_images
 from core.evaluate.calibration import calibration
-from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS, TideInput, TideResult, tide
+from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS, TideInput, TideResult, json_number, tide
 from core.evaluate.operating import operating_points
 from core.evaluate.series import Series, SeriesSet
 from core.evaluate.slices import folder_tags, size_slices, tag_slices
@@ -36,7 +36,7 @@ class ErrorReport:
 
     def to_json(self) -> dict[str, Any]:
         out = self.result.to_json()
-        out["per_class"] = {k: {m: _num(v) for m, v in row.items()} for k, row in self.per_class.items()}
+        out["per_class"] = {k: {m: json_number(v) for m, v in row.items()} for k, row in self.per_class.items()}
         out["per_size"] = {k: r.to_json() for k, r in self.per_size.items()}
         out["untrained"] = self.untrained
         return out
@@ -49,10 +49,6 @@ class ErrorReport:
             imgs = errs[errs[:, 0] == code, 1]
             out[name] = [int(self.image_ids[i]) for i in dict.fromkeys(imgs.tolist())]
         return out
-
-
-def _num(v: float) -> float | None:
-    return None if v is None or v != v else round(float(v), 6)
 
 
 def tide_input(ss: SeriesSet, s: Series) -> tuple[TideInput, np.ndarray, np.ndarray]:
@@ -138,8 +134,8 @@ def analyses_json(
                       "images": {f"{conf.labels[r]} -> {conf.labels[c]}": ids for (r, c), ids in conf.images.items()}},
         "slices": records(slices),
         "worst_images": records(worst_images(ss, m, threshold, n=worst)),
-        "calibration": {"ece": _num(cal.ece), "detections": cal.n, "bins": records(cal.bins)},
+        "calibration": {"ece": json_number(cal.ece), "detections": cal.n, "bins": records(cal.bins)},
         "operating_points": {"objective": objective, "target": target if objective != "max-f1" else None,
-                             "points": [{k: _num(v) if isinstance(v, float) else v for k, v in p.__dict__.items()}
+                             "points": [{k: json_number(v) if isinstance(v, float) else v for k, v in p.__dict__.items()}
                                         for p in points]},
     }  # fmt: skip

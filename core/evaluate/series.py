@@ -90,7 +90,7 @@ class SeriesSet:
         return np.array([im["id"] for im in self.coco["images"] if im["id"] in on], dtype=np.int64)
 
 
-def series_name(path: object) -> str:
+def results_series_name(path: object) -> str:
     """A results file's series: its file stem (`runs/base.json` -> `base`)."""
     return Path(str(path)).stem
 
@@ -107,7 +107,7 @@ def from_results(gt_path: object, results: Sequence[object]) -> SeriesSet:
     all_ids = np.unique(np.array([im["id"] for im in raw["images"]], dtype=np.int64))
     out: dict[str, Series] = {}
     for path in dict.fromkeys(str(r) for r in results):  # the same file twice is one series
-        name = series_name(path)
+        name = results_series_name(path)
         if name in out:
             raise SeriesError(f"two results files are named {name!r}: rename one")
         try:

@@ -20,6 +20,7 @@ import numpy as np
 from core.config import EVAL_MAX_DETS
 from core.evalcore.vector import CocoFlags, coco_flags
 from core.evalcore.weighted import weighted_ap
+from core.evaluate.errors import json_number
 from core.evaluate.series import Series, SeriesError, SeriesSet, paired
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -40,11 +41,7 @@ class Interval:
     high: float
 
     def to_json(self) -> dict[str, float | None]:
-        return {k: _num(getattr(self, k)) for k in ("a", "b", "diff", "low", "high")}
-
-
-def _num(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
+        return {k: json_number(getattr(self, k), None) for k in ("a", "b", "diff", "low", "high")}
 
 
 @dataclass
@@ -138,7 +135,7 @@ def _latency(sa: Series, sb: Series, ids: np.ndarray, weights: np.ndarray) -> In
     return _interval(weighted_median(la[both], weights[:, both]), weighted_median(lb[both], weights[:, both]))
 
 
-def verdict(ap: Interval) -> str:
+def ap_verdict(ap: Interval) -> str:
     """The words for an AP interval of B - A."""
     if ap.low > 0:
         return B_BETTER
@@ -198,4 +195,4 @@ def compare(
         a_ap, a_50 = _ap_rows(weighted_ap(flags_of(ss, sa, sub), w)[:, 0])
         b_ap, b_50 = _ap_rows(weighted_ap(flags_of(ss, sb, sub), w)[:, 0])
         per_slice[name] = {"AP": _interval(a_ap, b_ap), "AP50": _interval(a_50, b_50)}
-    return Comparison(a, b, len(ids), resamples, seed, metrics, per_class, per_slice, verdict(metrics["AP"]))
+    return Comparison(a, b, len(ids), resamples, seed, metrics, per_class, per_slice, ap_verdict(metrics["AP"]))
