@@ -57,9 +57,10 @@ def per_class_ap(ev, area: int = 0) -> np.ndarray:
     return np.where((p > -1).all(axis=1), p.mean(axis=1), np.nan)
 
 
-@pytest.mark.parametrize("seed", [0, 2, 7])
-def test_weights_of_one_give_cocoevals_ap_per_class_and_area(seed):
-    gt, dets = coco_fixture(seed)
+@pytest.mark.parametrize(("seed", "n_images"), [(0, 30), (2, 30), (7, 30), (5, 400)])
+def test_weights_of_one_give_cocoevals_ap_per_class_and_area(seed, n_images):
+    """30 images: fewer points per class than recall thresholds; 400: more (the two ways weighted_ap reads AP)."""
+    gt, dets = coco_fixture(seed, n_images)
     for a in gt["annotations"]:
         a.pop("segmentation")
     ids = [im["id"] for im in gt["images"]]

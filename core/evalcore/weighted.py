@@ -80,9 +80,18 @@ def _class_ap(w, tp_f, valid, base, npig, rec, dtype) -> np.ndarray:  # noqa: AN
         den += np.cumsum(base, axis=1, dtype=dtype)[:, None, :]
     den += np.spacing(dtype(1))
     prec = np.divide(tps, den, dtype=dtype)
-    # the first point reaching each recall threshold: tps >= target, every row searched at once (rows offset)
     target = _targets(rec, npig.astype(np.float64))  # (b, R)
-    off = int(npig.max()) + 2
+    if n_s < n_r:
+        return _ap_by_counts(tps, prec, target, n_r)
+    return _ap_by_positions(tps, prec, target, n_r)
+
+
+def _ap_by_positions(tps: np.ndarray, prec: np.ndarray, target: np.ndarray, n_r: int) -> np.ndarray:
+    """AP from the first point reaching each recall threshold (tps >= target), every row searched at once (rows
+    offset); the envelope there is the maximum precision of the segment up to the next threshold's point, then
+    accumulated from the right. For categories with more points than thresholds."""
+    n_b, n_t, n_s = tps.shape
+    off = int(target.max(initial=0)) + int(tps.max(initial=0)) + 2
     int_t = np.int32 if n_b * n_t * off < 2**31 - off else np.int64
     rows = np.arange(n_b * n_t, dtype=int_t).reshape(n_b, n_t, 1)
     flat = tps.astype(int_t, copy=False)
@@ -95,6 +104,21 @@ def _class_ap(w, tp_f, valid, base, npig, rec, dtype) -> np.ndarray:  # noqa: AN
     seg_max[~reached] = 0.0
     env = np.maximum.accumulate(seg_max[:, :, ::-1], axis=2)[:, :, ::-1]
     return env.sum(axis=2, dtype=np.float64) / n_r
+
+
+def _ap_by_counts(tps: np.ndarray, prec: np.ndarray, target: np.ndarray, n_r: int) -> np.ndarray:
+    """AP from how many recall thresholds each point reaches first (the targets <= tps, counted by one search of
+    every point in its row's targets): the precision envelope at a point counts once per threshold it reaches
+    first. For categories with fewer points than thresholds."""
+    n_b, n_t, n_s = tps.shape
+    off = int(target.max(initial=0)) + int(tps.max(initial=0)) + 2
+    rows = np.arange(n_b, dtype=np.int64).reshape(n_b, 1)
+    hay = (target.astype(np.int64) + rows * off).ravel()  # each row's targets, ascending, rows apart
+    reached = np.searchsorted(hay, (tps.astype(np.int64) + rows[:, :, None] * off).ravel(), side="right")
+    reached = reached.reshape(n_b, n_t, n_s) - rows[:, :, None] * n_r
+    gained = np.diff(reached, axis=2, prepend=0)
+    env = np.maximum.accumulate(prec[:, :, ::-1], axis=2)[:, :, ::-1]
+    return (env * gained).sum(axis=2, dtype=np.float64) / n_r
 
 
 def _threads() -> int:
