@@ -70,7 +70,7 @@ def _targets(rec: np.ndarray, npig: np.ndarray) -> np.ndarray:
 def _class_ap(w, tp_f, valid, base, npig, rec, dtype) -> np.ndarray:  # noqa: ANN001
     """(b, T) AP of one category: `w` (b, S) int the points' image weights, `tp_f`/`valid` (T, S) their flags (a
     true positive; a true or false positive), `base` (b, S) int the false positives between points, `npig` (b,)."""
-    n_b, (n_t, n_s), n_r = len(w), tp_f.shape, len(rec)
+    n_s, n_r = tp_f.shape[1], len(rec)
     tps = np.multiply(w[:, None, :], tp_f[None, :, :], dtype=w.dtype)
     np.cumsum(tps, axis=2, out=tps)
     if (valid == valid[:1]).all():
@@ -80,10 +80,26 @@ def _class_ap(w, tp_f, valid, base, npig, rec, dtype) -> np.ndarray:  # noqa: AN
         den += np.cumsum(base, axis=1, dtype=dtype)[:, None, :]
     den += np.spacing(dtype(1))
     prec = np.divide(tps, den, dtype=dtype)
+    if dtype != np.float64:
+        return _ap_by_arithmetic(tps, prec, npig, n_r)
     target = _targets(rec, npig.astype(np.float64))  # (b, R)
     if n_s < n_r:
         return _ap_by_counts(tps, prec, target, n_r)
     return _ap_by_positions(tps, prec, target, n_r)
+
+
+def _ap_by_arithmetic(tps: np.ndarray, prec: np.ndarray, npig: np.ndarray, n_r: int) -> np.ndarray:
+    """A resample's AP in float32: recall threshold q/(R-1) is reached where (R-1) * tps / npig >= q, counted as
+    floor((R-1) * tps / npig) + 1 (a hair of slack so that an exact hit counts; pycocotools compares with its own
+    rounded thresholds, which can differ at an exact hit by one threshold)."""
+    scale = ((n_r - 1) / npig.astype(np.float64)).astype(np.float32)[:, None, None]
+    reached = np.multiply(tps, scale, dtype=np.float32)
+    reached += np.float32(1e-4)
+    np.floor(reached, out=reached)
+    np.minimum(reached, np.float32(n_r - 1), out=reached)
+    gained = np.diff(reached, axis=2, prepend=np.float32(-1))
+    env = np.maximum.accumulate(prec[:, :, ::-1], axis=2)[:, :, ::-1]
+    return np.einsum("bts,bts->bt", env, gained, dtype=np.float64) / n_r
 
 
 def _ap_by_positions(tps: np.ndarray, prec: np.ndarray, target: np.ndarray, n_r: int) -> np.ndarray:
