@@ -66,7 +66,14 @@ def _set(gt, dets, tmp=None):
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_per_class_figures_equal_tidecvs_per_class_ap(tmp_path, seed):
-    from tidecv.errors.main_errors import BoxError, ClassError, DuplicateError, MissedError
+    from tidecv.errors.main_errors import (
+        BackgroundError,
+        BoxError,
+        ClassError,
+        DuplicateError,
+        MissedError,
+        OtherError,
+    )
 
     gt, dets = coco_fixture(seed)
     run, _, _ = tidecv_run(tmp_path, gt, dets)
@@ -75,7 +82,9 @@ def test_per_class_figures_equal_tidecvs_per_class_ap(tmp_path, seed):
     base = {k: obj.get_ap() for k, obj in run.ap_data.objs.items() if not obj.is_empty()}
     for k, ap in base.items():
         assert report.per_class[names[k]]["ap50"] == pytest.approx(ap, abs=TOL)
-    for key, kind in (("cls", ClassError), ("loc", BoxError), ("dupe", DuplicateError), ("miss", MissedError)):
+    kinds = (("cls", ClassError), ("loc", BoxError), ("both", OtherError), ("dupe", DuplicateError),
+             ("bkg", BackgroundError), ("miss", MissedError))  # fmt: skip
+    for key, kind in kinds:
         fixed = run.fix_errors(lambda e, kind=kind: isinstance(e, kind))
         for k, ap in base.items():
             obj = fixed.objs[k]
