@@ -24,7 +24,7 @@ NUM = {k: st.column_config.NumberColumn(format="%.3f") for k in ("AP", "AP50", "
                                                                   "high", "precision", "recall", "f1", "threshold")}  # fmt: skip
 
 
-def _gallery_link(ss, image_ids: list[int], label: str, key: str) -> None:  # noqa: ANN001
+def _gallery_link(ss, image_ids: list[int], label: str) -> None:  # noqa: ANN001
     params = E.gallery_params(ss, image_ids)
     if params is None:
         st.caption(f"{label}: no image of this view to open.")
@@ -47,11 +47,11 @@ def section(key: str, data: bytes, name: str, threshold: float, untrained: list[
     if view == VIEWS[0]:
         tide_ui(ss, key, data, name, names, untrained)
     elif view == VIEWS[1]:
-        confusion_ui(ss, key, data, name, names, threshold)
+        confusion_ui(ss, key, data, name, names, threshold, untrained)
     elif view == VIEWS[2]:
         slices_ui(ss, key, data, name, names, threshold)
     elif view == VIEWS[3]:
-        significance_ui(key, data, name, names)
+        significance_ui(key, data, name, names, untrained)
     elif view == VIEWS[4]:
         calibration_ui(key, data, name, names, untrained)
     else:
@@ -78,20 +78,21 @@ def tide_ui(ss, key: str, data: bytes, name: str, names: list[str], untrained: l
     cols = st.columns(len(MAIN_ERRORS))
     for col, err in zip(cols, MAIN_ERRORS, strict=True):
         with col:
-            _gallery_link(ss, images[err], f"{ERROR_NAMES[err]} errors", f"eval_tide_link_{err}")
+            _gallery_link(ss, images[err], f"{ERROR_NAMES[err]} errors")
 
 
-def confusion_ui(ss, key: str, data: bytes, name: str, names: list[str], threshold: float) -> None:  # noqa: ANN001
+def confusion_ui(ss, key: str, data: bytes, name: str, names: list[str], threshold: float,  # noqa: ANN001
+                 untrained: list[str]) -> None:  # fmt: skip
     series = st.selectbox("Series", names, key="eval_conf_series")
     c = E.confusion_of(key, data, name, series, threshold)
-    st.plotly_chart(F.confusion_heatmap(c.frame(), title=f"Confusion matrix at IoU 0.5, score ≥ {threshold:.2f}"),
-                    key="eval_confusion")  # fmt: skip
+    title = f"Confusion matrix at IoU 0.5, score ≥ {threshold:.2f}"
+    st.plotly_chart(F.confusion_heatmap(c.frame(), title=title, untrained=series in untrained), key="eval_confusion")
     cells = sorted(c.images, key=lambda rc: -c.counts[rc])
     if cells:
         cell = st.selectbox("Open a cell's images", cells, key="eval_conf_cell",
                             format_func=lambda rc: f"true {c.labels[rc[0]]} → predicted {c.labels[rc[1]]} "
                                                    f"({c.counts[rc]})")  # fmt: skip
-        _gallery_link(ss, c.images[cell], "Open them", "eval_conf_link")
+        _gallery_link(ss, c.images[cell], "Open them")
 
 
 def slices_ui(ss, key: str, data: bytes, name: str, names: list[str], threshold: float) -> None:  # noqa: ANN001
@@ -108,10 +109,10 @@ def slices_ui(ss, key: str, data: bytes, name: str, names: list[str], threshold:
                   format_func={"f1": "lowest F1", "errors": "most errors (FP + missed)"}.get)  # fmt: skip
     worst = E.worst_of(key, data, name, series, threshold, by, 20)
     st.dataframe(worst.drop(columns=["image_id"]), hide_index=True, column_config=NUM)
-    _gallery_link(ss, worst["image"].tolist(), "Open the worst images", "eval_worst_link")
+    _gallery_link(ss, worst["image"].tolist(), "Open the worst images")
 
 
-def significance_ui(key: str, data: bytes, name: str, names: list[str]) -> None:
+def significance_ui(key: str, data: bytes, name: str, names: list[str], untrained: list[str]) -> None:
     if len(names) < 2:
         st.info("A paired test needs two series on the same images.")
         return
@@ -130,7 +131,7 @@ def significance_ui(key: str, data: bytes, name: str, names: list[str]) -> None:
     st.markdown(f"**Verdict: {md(c.verdict)}** (AP, {c.n_images} images, {c.resamples} paired resamples, seed "
                 f"{c.seed}, 95% interval of B - A)")  # fmt: skip
     table = E.comparison_table(c)
-    st.plotly_chart(F.interval_chart(table), key="eval_sig_chart")
+    st.plotly_chart(F.interval_chart(table, untrained=a in untrained or b in untrained), key="eval_sig_chart")
     st.dataframe(table, hide_index=True, column_config=NUM)
 
 

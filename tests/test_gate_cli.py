@@ -120,3 +120,17 @@ def test_a_series_not_in_the_run_and_series_on_different_images_exit_2(files, ca
     assert main([*base, "--baseline", "model_a", "--candidate", "model_b"]) == 2
     err = capsys.readouterr().err
     assert "on different images (20 only in 'model_a', 0 only in 'model_b')" in err and err.count("\n") == 1
+
+
+def test_per_size_and_tag_intervals_are_printed_and_in_json(files, capsys):
+    tmp, _, _ = files
+    (tmp / "tags.csv").write_text("image,tags\n" + "\n".join(f"img{i}.png,first" for i in range(1, 31)) + "\n")
+    argv = ["--results", "{tmp}/runs/base.json", "--results", "{tmp}/worse.json", "--baseline", "base",
+            "--candidate", "worse", "--per-size", "--tags", "{tmp}/tags.csv"]  # fmt: skip
+    assert gate(tmp, *argv) == 1
+    out = capsys.readouterr().out
+    assert "AP size: small" in out and "AP tag: first" in out
+    assert gate(tmp, *argv, "--json") == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert {"size: small", "size: medium", "size: large", "tag: first"} <= set(doc["per_slice"])
+    assert doc["per_class"] and all("AP" in v and "AP50" in v for v in doc["per_class"].values())

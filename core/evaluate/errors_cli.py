@@ -17,7 +17,7 @@ from core.evaluate.operating import MAX_F1, TARGET_PRECISION
 from core.evaluate.report import analyses_json, error_report, error_table
 from core.evaluate.series import SeriesError, SeriesSet, from_results, from_run
 from core.evaluate.significance import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Comparison, compare
-from core.evaluate.slices import read_tags
+from core.evaluate.slices import folder_tags, read_tags
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 GATE_MAX_DROP = 0.01  # AP (0-1) the candidate may lose before the gate fails
@@ -65,6 +65,8 @@ def add_errors_cli(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-drop", type=float, default=GATE_MAX_DROP, help="AP (0-1) the candidate may lose (0.01)")
     g.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES, help="bootstrap resamples (1000)")
     g.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (0)")
+    g.add_argument("--per-size", action="store_true", help="intervals per COCO size too (about 4x the AP work)")
+    g.add_argument("--tags", help="a CSV of image name, tags: an interval per tag and per folder too")
     g.add_argument("--json", action="store_true", help="print JSON")
     g.set_defaults(func=main_gate)
 
@@ -154,6 +156,9 @@ def gate_lines(c: Comparison, max_drop: float) -> list[str]:
         label = "median latency" if name == "latency_ms" else name
         lines.append(f"  {label:15} baseline {iv.a:.4f}{unit}  candidate {iv.b:.4f}{unit}  "
                      f"diff {iv.diff:+.4f}{unit} [{iv.low:+.4f}, {iv.high:+.4f}]")  # fmt: skip
+    for name, row in c.per_slice.items():
+        iv = row["AP"]
+        lines.append(f"  AP {name:12} diff {iv.diff:+.4f} [{iv.low:+.4f}, {iv.high:+.4f}]")
     ok = gate_passes(c, max_drop)
     word = "PASS" if ok else "FAIL"
     why = "not significantly worse" if ok else "significantly worse"
@@ -168,8 +173,10 @@ def main_gate(args: argparse.Namespace) -> int:
         if args.max_drop < 0:
             raise SeriesError("--max-drop must be >= 0")
         ss = load_series(args)
-        c = compare(ss, args.baseline, args.candidate, resamples=args.resamples, seed=args.seed, sizes=False)
-    except (SeriesError, ValueError) as exc:
+        slices = folder_tags(ss) | (read_tags(Path(args.tags), ss) if args.tags else {})
+        c = compare(ss, args.baseline, args.candidate, resamples=args.resamples, seed=args.seed, sizes=args.per_size,
+                    slices=slices if len(slices) > 1 or args.tags else None)  # fmt: skip
+    except (SeriesError, ValueError, OSError) as exc:
         return _fail(exc)
     ok = gate_passes(c, args.max_drop)
     if args.json:
