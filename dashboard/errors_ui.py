@@ -63,7 +63,8 @@ def tide_ui(ss, key: str, data: bytes, name: str, names: list[str], untrained: l
     if not picked:
         st.info("Pick a series.")
         return
-    reports = E.reports(key, data, name, tuple(picked))
+    with st.spinner("Decomposing the errors (TIDE)..."):
+        reports = E.reports(key, data, name, tuple(picked))
     st.plotly_chart(F.tide_bars(E.tide_frame(reports), untrained=untrained), key="eval_tide")
     st.dataframe(E.summary_table(reports), hide_index=True)
     st.caption("TIDE (Bolya et al. 2020) as tidecv 1.0.1 computes it: AP50 with only one error type fixed by its "
@@ -124,7 +125,8 @@ def significance_ui(key: str, data: bytes, name: str, names: list[str], untraine
         st.info("Choose two different series.")
         return
     try:
-        c = E.compare_of(key, data, name, a, b, int(resamples), 0)
+        with st.spinner(f"{int(resamples)} paired bootstrap resamples..."):
+            c = E.compare_of(key, data, name, a, b, int(resamples), 0)
     except SeriesError as exc:
         st.warning(md(exc))
         return
