@@ -133,7 +133,8 @@ def significance_ui(key: str, data: bytes, name: str, names: list[str], untraine
     st.markdown(f"**Verdict: {md(c.verdict)}** (AP, {c.n_images} images, {c.resamples} paired resamples, seed "
                 f"{c.seed}, 95% interval of B - A)")  # fmt: skip
     table = E.comparison_table(c)
-    st.plotly_chart(F.interval_chart(table, untrained=a in untrained or b in untrained), key="eval_sig_chart")
+    ap_rows = table[table["name"] != "latency_ms"]  # AP differences on one axis; the latency (ms) is in the table
+    st.plotly_chart(F.interval_chart(ap_rows, untrained=a in untrained or b in untrained), key="eval_sig_chart")
     st.dataframe(table, hide_index=True, column_config=NUM)
 
 
