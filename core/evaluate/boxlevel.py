@@ -66,7 +66,7 @@ def match_series(ss: SeriesSet, s: Series, iou: float = EVAL_IOU) -> Matched:
 class Confusion:
     """Counts (true class + background rows, predicted class + background columns) and each cell's images."""
 
-    labels: list[str]  # class names, then BACKGROUND
+    labels: list[str]  # the classes with a box or a detection above the threshold, then BACKGROUND
     counts: np.ndarray  # (L, L): [true, predicted]
     images: dict[tuple[int, int], list[int]]  # (row, column) -> ground-truth image ids, first seen first
 
@@ -78,10 +78,11 @@ class Confusion:
 def confusion(ss: SeriesSet, m: Matched, threshold: float, iou: float = EVAL_IOU) -> Confusion:
     """The confusion matrix of the detections scoring >= `threshold` (see the module docstring)."""
     names = ss.class_names
-    classes = sorted(set(names) | set(np.unique(m.d_cls).tolist()))
+    above = (m.d_score >= threshold) & ~m.ignored
+    # the classes in play: a box on the images, or a detection above the threshold (not every category of the file)
+    classes = sorted(set(np.unique(m.g_cls[~m.g_crowd]).tolist()) | set(np.unique(m.d_cls[above]).tolist()))
     index = {c: k for k, c in enumerate(classes)}
     bg = len(classes)
-    above = (m.d_score >= threshold) & ~m.ignored
     d_left = above & ~m.tp
     g_taken = np.isfinite(m.g_score) & (m.g_score >= threshold)
     g_left = ~g_taken & ~m.g_crowd
