@@ -23,6 +23,7 @@ from dashboard.text import md
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
 PAGE_SIZE = GALLERY_PAGE_ROWS * GALLERY_PAGE_COLUMNS  # thumbnails per grid page
 PAGE_KEY = "gallery_page"
+IMAGES_PARAM = "images"  # query param: the only images to list (a link from Evaluate)
 FAILED_MARK = "⚠️"  # before the caption of an image some model failed on
 
 
@@ -60,7 +61,26 @@ def image_list(
         table = table[table["image_name"].str.contains(name_filter, case=False, regex=False)]
     if verdicts:
         table = table[table["verdict"].isin(verdicts)]
+    only = only_images()
+    if only is not None:
+        table = table[table["image_id"].isin(only)]
     return table
+
+
+def only_images() -> list[str] | None:
+    """The images a link from another page limits the Gallery to (`?images=id,id,...`: an error bin, a confusion
+    cell, the worst images on Evaluate), or None."""
+    raw = st.query_params.get(IMAGES_PARAM)
+    return [i for i in raw.split(",") if i] if raw else None
+
+
+def only_note() -> None:
+    """Say that the grid is limited to a linked set of images, with a button that shows them all again."""
+    only = only_images()
+    if only is not None:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption(f"Showing only the {len(only)} images of the link you followed (from Evaluate).")
+        c2.button("Show all images", key="gallery_all", on_click=lambda: st.query_params.pop(IMAGES_PARAM, None))
 
 
 def opened_image(ids: list[str]) -> str | None:

@@ -8,7 +8,7 @@ from core.config import UNTRAINED_MARK
 from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
 from core.external import ExternalResultsError
 from core.store import StoreError
-from dashboard import evaluation, figures, state, views
+from dashboard import errors_ui, evaluation, figures, state, views
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -141,3 +141,5 @@ st.caption(evaluation.PRF_NOTE)
 st.subheader("Accuracy against speed")
 st.plotly_chart(figures.frontier(evaluation.frontier_points(evals), untrained=untrained_labels), key="eval_frontier")
 st.caption(evaluation.FRONTIER_NOTE)
+
+errors_ui.section(key, data, gt_name, threshold, untrained_labels)

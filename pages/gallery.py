@@ -42,6 +42,7 @@ f1, f2 = st.columns([3, 2])
 name_filter = f1.text_input("Name contains", key="gallery_name")
 verdicts = f2.multiselect("Review verdict", [*REVIEW_VERDICTS, views.NOT_REVIEWED], key="gallery_verdicts")
 
+gallery.only_note()
 table = gallery.image_list(rf, models, threshold, classes, sort_by, descending, name_filter, verdicts)
 if table.empty:
     st.warning("No image matches these filters.")

@@ -1,6 +1,6 @@
 """The command line, `detlens` or `python -m core`: one parser, its subcommands registered by the modules beside this
 one (`detect`: models, detect; `store`: runs, export, import, reviews; `jobs`: submit, jobs, cancel, resume, worker;
-`evaluate`: evaluate). Bad input is one line on stderr and exit status 2."""
+`evaluate`: evaluate; `errors`: errors, gate). Bad input is one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from core.cli import detect, evaluate, jobs, store
+from core.cli import detect, errors, evaluate, jobs, store
 from core.cli.common import EXIT_OK, EXIT_USAGE
 from core.cluster import ClusterError
 from core.devices import DeviceError
@@ -24,7 +24,7 @@ __all__ = ["EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detlens", description="DetLens: compare torchvision detectors.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for part in (detect, store, jobs, evaluate):
+    for part in (detect, store, jobs, evaluate, errors):
         part.add_cli(sub)
     return parser
 

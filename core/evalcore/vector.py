@@ -356,3 +356,64 @@ def _summarize(p: SimpleNamespace, evaluated: dict[str, np.ndarray]) -> np.ndarr
             one(0, area="large", max_dets=m2),
         ]
     )
+
+
+@dataclass(frozen=True)
+class CocoFlags:
+    """COCOeval's per-detection outcomes, for AP on re-weighted images (`core.evalcore.weighted`): the detections in
+    accumulation order (by category, then decreasing score, stable), cut to the largest maxDets per (image, category),
+    with per area range and IoU threshold whether each is a true or a false positive (neither: ignored), and per
+    image the ground-truth boxes that count (npig) per category and area range."""
+
+    iou_thresholds: np.ndarray  # (T,)
+    recall_thresholds: np.ndarray  # (R,)
+    area_labels: tuple[str, ...]  # (A,)
+    img_ids: np.ndarray  # (I,) the evaluated image ids, ascending
+    cat_ids: np.ndarray  # (K,)
+    img: np.ndarray  # (D,) image index of each detection
+    k: np.ndarray  # (D,) category index
+    score: np.ndarray  # (D,)
+    tp: np.ndarray  # (A, T, D) bool
+    fp: np.ndarray  # (A, T, D) bool
+    gt_counted: np.ndarray  # (A, I, K) ground-truth boxes that count
+
+
+def coco_flags(
+    gt_dict: dict[str, Any],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    image_id: np.ndarray,
+    category_id: np.ndarray,
+    score: np.ndarray,
+    boxes: np.ndarray,
+) -> CocoFlags:
+    """`vector_cocoeval`'s matching (x1, y1, x2, y2 boxes), kept per detection instead of accumulated."""
+    p = coco_params(max_dets)
+    p.imgIds = np.unique(np.asarray(img_ids, dtype=np.int64)).tolist()
+    p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
+    gt = _ground_truth(gt_dict, p)
+    dt = _detections(p, image_id, category_id, score, *coco_xywh(boxes))
+    m = _match(p, gt, dt)
+    acc = _stable_order(dt.k, -dt.score)
+    n_a, n_t, n_k, n_i = len(p.areaRng), len(p.iouThrs), len(p.catIds), len(p.imgIds)
+    tracked = m.tracked[acc]
+    on = tracked >= 0
+    area = dt.area[acc]
+    tp = np.zeros((n_a, n_t, len(acc)), dtype=bool)
+    fp = np.zeros((n_a, n_t, len(acc)), dtype=bool)
+    for a in range(n_a):
+        out = (area < p.areaRng[a][0]) | (area > p.areaRng[a][1])
+        fp[a][:, ~on] = ~out[~on][None, :]
+        mid = m.gt_id[a][:, tracked[on]]
+        ign = m.gt_ignored[a][:, tracked[on]] | ((mid == 0) & out[on][None, :])
+        tp[a][:, on] = (mid != 0) & ~ign
+        fp[a][:, on] = (mid == 0) & ~ign
+    counted = np.zeros((n_a, n_i * n_k), dtype=np.int64)
+    for a in range(n_a):
+        counted[a] = np.bincount(gt.key[~gt.ignored[a]], minlength=n_i * n_k)
+    return CocoFlags(
+        iou_thresholds=p.iouThrs, recall_thresholds=p.recThrs, area_labels=tuple(p.areaRngLbl),
+        img_ids=np.asarray(p.imgIds, dtype=np.int64), cat_ids=np.asarray(p.catIds, dtype=np.int64),
+        img=dt.key[acc] // max(n_k, 1), k=dt.k[acc], score=dt.score[acc], tp=tp, fp=fp,
+        gt_counted=counted.reshape(n_a, n_i, n_k),
+    )  # fmt: skip

@@ -10,6 +10,10 @@
 - `outcomes`: `match_outcomes` labels each box above a threshold as a true positive, a false positive (with its
   reason) or a missed ground-truth box, COCO-style, for overlays; `match_all` does it for every threshold at once and
   `outcomes_at` picks one threshold's rows out; `prf_at` turns those into precision, recall and F1.
+- Error analysis and decisions (docs/evaluation-errors.md): `series` (results files by stem, a run's models),
+  `errors` (TIDE exactly as tidecv 1.0.1), `report`, `boxlevel` (confusion matrix, worst images), `slices`,
+  `significance` (paired bootstrap), `calibration` (ECE), `operating` (per-class thresholds). Their commands, `errors`
+  and `gate`, are core.cli.errors.
 
 Only images that have both ground truth and a processed image of ours are evaluated; an image that a model saw and
 found nothing on counts (its ground-truth boxes are misses), an image it never saw does not.
