@@ -28,7 +28,7 @@ import pandas as pd
 from core.config import AGREEMENT_IOU, DEFAULT_THRESHOLD, RUNTIME_EAGER, RUNTIME_F1_OK, RUNTIME_SCORE_TOL
 from core.matching import latest_run, match_boxes
 from core.records import succeeded
-from core.runtimes import split_series
+from core.series import split_series
 
 if TYPE_CHECKING:
     from core.evaluate import GroundTruth

@@ -109,7 +109,8 @@ def runtimes_table(
     from core.agreement import ap_against_eager, runtime_agreement
     from core.devices import resolve_device
     from core.evaluate import load_ground_truth
-    from core.runtimes import RuntimeRefusedError, check_runtime, parse_variants
+    from core.runtimes import check_runtime
+    from core.series import RuntimeRefusedError, parse_variants
 
     variants = parse_variants(["eager", *tokens])
     dev = resolve_device(device)

@@ -28,7 +28,8 @@ from core.devices import autocast, check_precision, configure_threads, device_lo
 from core.images import LoadedImage
 from core.models import ModelSpec, get_model, label_name
 from core.records import DetectionResult
-from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime, series_name
+from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime
+from core.series import series_name
 from core.text import exception_line
 from core.weights import ProgressFn, build_model, parse_weights
 
@@ -47,7 +48,7 @@ class Detector:
     """A model in eval mode on its device. Calls are serialised per device (see `devices.device_lock`).
 
     With a `runtime` other than eager, `variant` (see core.runtimes) runs instead of `module`, under the same contract;
-    `series` is the name its records carry (core.runtimes.series_name), `export` how its artifact was made.
+    `series` is the name its records carry (core.series.series_name), `export` how its artifact was made.
     """
 
     spec: ModelSpec

@@ -30,14 +30,8 @@ from core.engine import Detector, load_detector, run_detector
 from core.images import ImageSource, LoadedImage
 from core.models import get_model
 from core.records import DetectionResult, RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
-from core.runtimes import (
-    CPU_ONLY_RUNTIMES,
-    ExportError,
-    Variant,
-    check_runtime,
-    parse_variants,
-    series_name,
-)
+from core.runtimes import CPU_ONLY_RUNTIMES, ExportError, check_runtime
+from core.series import Variant, parse_variants, series_name
 from core.weights import ProgressFn, WeightsChoice, check_weights, parse_weights
 
 
@@ -183,7 +177,7 @@ class PlannedRun:
 
 IsDone = Callable[[ImageSource, str], bool]
 """Whether (image, series) is already done and must not run again (e.g. in this session, or in a resumed run).
-A series is named like the records' `model` column: the model itself for eager (see core.runtimes.series_name)."""
+A series is named like the records' `model` column: the model itself for eager (see core.series.series_name)."""
 
 
 def plan(settings: RunSettings, sources: Sequence[ImageSource], *, done: IsDone | None = None) -> PlannedRun:

@@ -16,7 +16,8 @@ from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.runner import PlannedRun, RunSettings
-from core.runtimes import runs_on, split_series
+from core.runtimes import runs_on
+from core.series import split_series
 from core.weights import WeightsChoice, cached_weights_path, parse_weights
 from dashboard import cache, state
 

@@ -24,7 +24,7 @@ from core.engine import load_detector
 from core.images import ImageSource, content_id
 from core.live import FrameResult, LiveComparison, LiveSeries, SeriesSummary, detector_fn
 from core.runner import RunSettings
-from core.runtimes import Variant
+from core.series import Variant
 from core.video import Sampling, Video, VideoError, VideoFrame
 from core.videojobs import submit_video
 from dashboard import cache

@@ -18,7 +18,8 @@ from core.config import (
 from core.devices import DeviceError, check_precision, resolve_device
 from core.models import UnknownModelError, model_names
 from core.runner import RunSettings
-from core.runtimes import RuntimeRefusedError, check_runtime
+from core.runtimes import check_runtime
+from core.series import RuntimeRefusedError
 from core.store import StoreError, current_user
 from core.weights import WeightsError, WeightsUnavailableError
 from dashboard import cache, launch, live, run_widgets, state

@@ -19,15 +19,8 @@ from core.images import ImageSource
 from core.matching import match_boxes
 from core.models import get_model
 from core.runner import RunSettings, run
-from core.runtimes import (
-    ExportError,
-    RuntimeRefusedError,
-    Variant,
-    check_runtime,
-    parse_variant,
-    series_name,
-    split_series,
-)
+from core.runtimes import ExportError, check_runtime
+from core.series import RuntimeRefusedError, Variant, parse_variant, series_name, split_series
 from core.store import Store
 from core.store.schema import SCHEMA_VERSION
 from core.weights import build_model, parse_weights

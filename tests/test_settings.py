@@ -16,7 +16,7 @@ from core.distributed import check_ray_settings
 from core.images import ImageSource
 from core.models import UnknownModelError
 from core.runner import RunSettings, run
-from core.runtimes import RuntimeRefusedError
+from core.series import RuntimeRefusedError
 from core.store import Store
 from core.weights import WeightsError
 

@@ -13,7 +13,7 @@ from core.cli.common import EXIT_OK, EXIT_USAGE
 from core.cluster import ClusterError
 from core.devices import DeviceError
 from core.models import UnknownModelError
-from core.runtimes import RuntimeRefusedError
+from core.series import RuntimeRefusedError
 from core.store import StoreError
 from core.video import VideoError, sampling_from
 from core.weights import WeightsError

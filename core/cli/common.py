@@ -19,7 +19,7 @@ from core.config import (
     WEIGHTS_DEFAULT,
 )
 from core.models import parse_model_list
-from core.runtimes import parse_variants
+from core.series import parse_variants
 from core.video import add_video_options
 
 EXIT_OK = 0

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.config import SERIES_SEP, WEIGHTS_UNTRAINED
-from core.runtimes import base_model, split_series
+from core.series import base_model, split_series
 from dashboard.figures.common import (
     display_name,
     empty_figure,
