@@ -3,11 +3,13 @@ Each draws widgets and returns plain values; the page composes them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.config import WEIGHTS_UNTRAINED
 from core.images import ImageSource, gallery_paths
-from dashboard import launch, state
+from dashboard import choices, launch, state
 from dashboard.text import md
 
 WEIGHTS_FILE = "file"
@@ -20,19 +22,27 @@ def weights_file_ui(col, model: str) -> str:
         "Class names (JSON, optional)", type=["json"], key=f"run_names_{model}",
         help='A list of names in label-id order, {"categories": [...]}, or COCO-style [{"id": 1, "name": ...}].',
     )  # fmt: skip
-    if ckpt is None:
+    kept_key = f"run_ckpt_path_{model}"
+    if ckpt is None:  # the uploader forgets its file when the page is left: the saved checkpoint stays chosen
+        earlier = str(st.session_state.get(choices.keep_key(kept_key), ""))
+        if earlier and Path(earlier).is_file():
+            col.caption(f"Using the checkpoint uploaded earlier: {Path(earlier).name}")
+            return earlier
         return ""
-    return str(launch.save_checkpoint(ckpt.name, ckpt.getvalue(), names.getvalue() if names else None))
+    path = str(launch.save_checkpoint(ckpt.name, ckpt.getvalue(), names.getvalue() if names else None))
+    choices.remember(kept_key, path)
+    return path
 
 
 def images_ui() -> list[ImageSource]:
     """Image source widgets; returns the chosen images."""
-    source = st.radio(
-        "Images", ["Bundled gallery", "Upload", "Server folder", "Camera"], horizontal=True, key="run_source"
-    )
+    sources = ["Bundled gallery", "Upload", "Server folder", "Camera"]
+    source = choices.kept(st.radio, "Images", key="run_source", default=sources[0], options=sources, horizontal=True)
     if source == "Bundled gallery":
         names = [p.name for p in gallery_paths()]
-        chosen = st.multiselect("Gallery photos", names, default=names, key="run_gallery")
+        chosen = choices.kept(
+            st.multiselect, "Gallery photos", key="run_gallery", default=names, options=names, many=True
+        )
         return launch.refs_from_paths([p for p in gallery_paths() if p.name in chosen])
     if source == "Upload":
         files = st.file_uploader("Images", accept_multiple_files=True, key="run_upload")
@@ -40,7 +50,7 @@ def images_ui() -> list[ImageSource]:
     if source == "Server folder":
         roots = launch.folder_roots()
         st.caption("Allowed roots: " + ", ".join(f"`{r}`" for r in roots))
-        text = st.text_input("Folder on the server", key="run_folder")
+        text = choices.kept(st.text_input, "Folder on the server", key="run_folder", default="")
         if not text:
             return []
         try:
@@ -55,5 +65,5 @@ def images_ui() -> list[ImageSource]:
 def use_untrained(models: list[str]) -> None:
     """Switch the given models to untrained weights (a callback: widget state may change only before drawing)."""
     for m in models:
-        st.session_state[f"run_weights_{m}"] = WEIGHTS_UNTRAINED
+        choices.set_choice(f"run_weights_{m}", WEIGHTS_UNTRAINED)
     st.session_state.pop("run_weights_problem", None)
