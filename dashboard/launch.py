@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import streamlit as st
+
 from core import jobs, runner
-from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
+from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR, WEIGHTS_DEFAULT
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.runner import PlannedRun, RunSettings
 from core.runtimes import runs_on, split_series
-from core.weights import WeightsChoice, cached_weights_path, parse_weights
+from core.weights import WeightsChoice, WeightsUnavailableError, cached_weights_path, check_weights, parse_weights
 from dashboard import cache, state
 
 
@@ -95,6 +97,23 @@ def weights_status(model: str, weights: str) -> WeightsStatus:
         return WeightsStatus(model, choice, False)
     path = cached_weights_path(get_model(model))
     return WeightsStatus(model, choice, not path.is_file(), path)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def download_blocked(model: str) -> str:
+    """Why `model`'s default weights cannot be downloaded now ("" when they are cached or the host answers); asked at
+    most once a minute per model (a HEAD request, or DETLENS_OFFLINE)."""
+    try:
+        check_weights(get_model(model), WEIGHTS_DEFAULT, timeout=2.0)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    return ""
+
+
+def missing_offline(statuses: Sequence[WeightsStatus]) -> list[WeightsStatus]:
+    """The statuses whose default weights are missing here and cannot be downloaded (empty when online)."""
+    missing = [s for s in statuses if s.needs_download]
+    return [s for s in missing if download_blocked(s.model)]
 
 
 def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> PlannedRun:

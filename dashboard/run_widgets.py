@@ -62,6 +62,42 @@ def images_ui() -> list[ImageSource]:
     return launch.refs_from_uploads([(f"camera_{len(state.images()) + 1}.jpg", shot.getvalue())]) if shot else []
 
 
+def use_file(model: str) -> None:
+    """Set `model` to a checkpoint file (a callback): its uploader appears under its Weights box."""
+    choices.set_choice(f"run_weights_{model}", WEIGHTS_FILE)
+    st.session_state.pop("run_weights_problem", None)
+
+
+def offline_ui(missing: list[launch.WeightsStatus]) -> None:
+    """One message for every model whose default weights are missing on an offline machine, with its ways out as
+    buttons: untrained weights for all of them, or a checkpoint upload per model."""
+    folder = missing[0].expected_file.parent if missing[0].expected_file else ""
+    files = "\n".join(
+        f"- **{md(s.model)}** needs `{s.expected_file.name if s.expected_file else '?'}`" for s in missing
+    )
+    noun = "this model" if len(missing) == 1 else f"these {len(missing)} models"
+    st.error(
+        f"**No internet, and the default weights of {noun} are not on this machine.**\n\n{files}\n\n"
+        f"Choose a way out below, or copy the files into `{folder}` from a machine with internet."
+    )
+    models = [s.model for s in missing]
+    st.button(
+        "Use untrained for these models" if len(models) > 1 else f"Use untrained for {models[0]}",
+        key="run_use_untrained", type="primary", on_click=use_untrained, args=(models,),
+        help="Random weights: the run is marked untrained, for smoke tests and latency only.",
+    )  # fmt: skip
+    for m in models:
+        st.button(f"Upload the checkpoint for {m}", key=f"run_use_file_{m}", on_click=use_file, args=(m,))
+
+
+def download_notes(statuses: list[launch.WeightsStatus]) -> None:
+    """One note for the default weights a run will download first (online)."""
+    pending = [s for s in statuses if s.needs_download]
+    if pending:
+        files = ", ".join(f"{md(s.model)} (`{s.expected_file.name if s.expected_file else '?'}`)" for s in pending)
+        st.info(f"Default weights will be downloaded once before the run: {files}.")
+
+
 def use_untrained(models: list[str]) -> None:
     """Switch the given models to untrained weights (a callback: widget state may change only before drawing)."""
     for m in models:

@@ -95,13 +95,15 @@ st.caption(f"{len(refs)} image(s) chosen.")
 if chosen:
     settings, device = chosen
     statuses = [launch.weights_status(m, settings.weights_for(m)) for m in settings.models]
-    for s in statuses:
-        if s.needs_download:
-            st.info(f"{s.model}: default weights will be downloaded once to `{s.expected_file}`.")
+    offline = launch.missing_offline(statuses)
+    if offline:
+        run_widgets.offline_ui(offline)
+    else:
+        run_widgets.download_notes(statuses)
     if any(settings.weights_for(m) == WEIGHTS_UNTRAINED for m in settings.models):
         st.warning(f"Untrained models selected: {UNTRAINED_MARK}. Use them for smoke tests and latency only.")
 
-    if st.button("Run", type="primary", disabled=not refs, key="run_go"):
+    if st.button("Run", type="primary", disabled=not refs or bool(offline), key="run_go"):
         st.session_state.pop("run_refused", None)
         st.session_state.pop("run_weights_problem", None)
         state.add_images(refs)
@@ -123,19 +125,13 @@ if chosen:
         st.error(f"The run was not started: {md(refused)}")
 
     problem = st.session_state.get("run_weights_problem")
-    if problem:
+    if problem and not offline:  # the download failed after the page's check: the same message, every model named
         models, message = problem
-        st.error(f"The run was not started: {md(message)}")
-        st.markdown(
-            "Ways out: set **Weights** to `file` and upload that file as the model's checkpoint, or run the models "
-            "with untrained weights (random: for smoke tests and latency only)."
-        )
-        st.button(
-            "Use untrained weights for these models",
-            key="run_use_untrained",
-            on_click=run_widgets.use_untrained,
-            args=(models,),
-        )
+        failed = [s for s in statuses if s.needs_download and s.model in models]
+        if failed:
+            run_widgets.offline_ui(failed)
+        else:
+            st.error(f"The run was not started: {md(message)}")
 
 live.worker_caption()
 shown = st.session_state.get(state.LAST_JOB_KEY) or state.viewed_run()

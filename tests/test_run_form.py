@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_pages import open_page
+from tests.test_pages import open_page, texts
 
 SSD, FRCNN = "ssdlite320_mobilenet_v3_large", "fasterrcnn_resnet50_fpn"
 
@@ -49,3 +50,67 @@ def test_the_image_source_and_folder_survive_a_page_change(monkeypatch, tmp_path
     at = visit_and_return(at, "pages/data.py")
     assert at.radio(key="run_source").value == "Server folder"
     assert at.text_input(key="run_folder").value == str(tmp_path)
+
+
+def _files() -> dict[str, str]:
+    """The default weights' file names, from torchvision's own enums."""
+    from torchvision.models import detection
+
+    enums = {
+        FRCNN: detection.FasterRCNN_ResNet50_FPN_Weights.DEFAULT,
+        SSD: detection.SSDLite320_MobileNet_V3_Large_Weights.DEFAULT,
+    }
+    return {m: w.url.rsplit("/", 1)[-1] for m, w in enums.items()}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty hub cache and no way to download."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("DETLENS_OFFLINE", "1")
+
+
+def _offline_form() -> AppTest:
+    at = open_page("pages/run.py")
+    at.multiselect(key="run_models").set_value([FRCNN, SSD]).run()
+    at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
+    return at
+
+
+def test_offline_one_message_names_every_missing_file_instead_of_the_download_notes(offline):
+    at = _offline_form()
+    assert not at.exception
+    assert "will be downloaded" not in texts(at)
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert len(errors) == 1 and all(f in errors[0] for f in _files().values())
+    assert "--weights" not in errors[0] and "TORCH_HOME" not in errors[0]
+    assert at.button(key="run_go").disabled
+    labels = {b.key: b.label for b in at.button}
+    assert labels["run_use_untrained"] == "Use untrained for these models"
+    assert labels[f"run_use_file_{SSD}"] == f"Upload the checkpoint for {SSD}"
+
+
+def test_offline_use_untrained_switches_every_missing_model_and_the_run_can_start(offline):
+    at = _offline_form()
+    at.button(key="run_use_untrained").click().run()
+    assert [at.selectbox(key=f"run_weights_{m}").value for m in (FRCNN, SSD)] == ["untrained", "untrained"]
+    assert not at.error and not at.button(key="run_go").disabled
+    at = visit_and_return(at)  # and the way out stays chosen
+    assert at.selectbox(key=f"run_weights_{FRCNN}").value == "untrained"
+
+
+def test_offline_upload_button_opens_that_models_checkpoint_uploader(offline):
+    at = _offline_form()
+    at.button(key=f"run_use_file_{SSD}").click().run()
+    assert at.selectbox(key=f"run_weights_{SSD}").value == "file"
+    assert at.selectbox(key=f"run_weights_{FRCNN}").value == "default"
+    assert any(f"Checkpoint for {SSD}" == u.label for u in at.get("file_uploader"))
+
+
+def test_online_the_download_is_one_note(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr("dashboard.launch.check_weights", lambda *a, **k: None)  # the host answers
+    at = _offline_form()
+    notes = [i.value.replace("\\", "") for i in at.info if "will be downloaded" in i.value]
+    assert len(notes) == 1 and all(f in notes[0] for f in _files().values())
+    assert not at.error and not at.button(key="run_go").disabled
