@@ -19,6 +19,7 @@ from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.runner import PlannedRun, RunSettings
 from core.runtimes import runs_on, split_series
+from core.store import StoreError
 from core.weights import WeightsChoice, WeightsUnavailableError, cached_weights_path, check_weights, parse_weights
 from dashboard import cache, state
 
@@ -126,6 +127,25 @@ def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> 
         return (src.image_id, series, label, runs_on(runtime, device), precision or settings.precision) in done
 
     return runner.plan(settings, sources, done=already)
+
+
+def plan_all(settings: RunSettings, sources: Sequence[ImageSource]) -> PlannedRun:
+    """Every (image, model) pair, done before or not: "Measure again" on purpose."""
+    return runner.plan(settings, sources)
+
+
+def measure_again(run_id: str, *, user: str = "") -> str:
+    """A new job of a stored job's images and settings, every pair measured again; returns its run id. A run that
+    was not a job (imported) has no spec to repeat: StoreError."""
+    store = cache.store()
+    if not store.is_job(run_id):
+        raise StoreError(f"run {run_id} was not started as a job here (imported?): nothing to repeat")
+    spec = store.job(run_id).spec
+    settings = RunSettings(**spec["settings"])
+    sources = [s for s in jobs.job_sources(store, run_id, spec) if s.path is not None or s.data]
+    planned = plan_all(settings, sources)
+    state.add_images(sources)
+    return submit(planned, user=user)
 
 
 def submit(planned: PlannedRun, *, user: str = "") -> str:

@@ -8,7 +8,13 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import WEIGHTS_UNTRAINED
+from core.devices import DeviceError
 from core.images import ImageSource, gallery_paths
+from core.models import UnknownModelError
+from core.runner import RunSettings
+from core.runtimes import RuntimeRefusedError
+from core.store import StoreError, current_user
+from core.weights import WeightsError
 from dashboard import choices, launch, state
 from dashboard.text import md
 
@@ -96,6 +102,16 @@ def download_notes(statuses: list[launch.WeightsStatus]) -> None:
     if pending:
         files = ", ".join(f"{md(s.model)} (`{s.expected_file.name if s.expected_file else '?'}`)" for s in pending)
         st.info(f"Default weights will be downloaded once before the run: {files}.")
+
+
+def measure_again(settings: RunSettings, refs: list[ImageSource]) -> None:
+    """Submit every (image, model) pair of the form again as a new run (a callback)."""
+    st.session_state.pop("run_again", None)
+    state.add_images(refs)
+    try:
+        launch.submit(launch.plan_all(settings, refs), user=state.reviewer() or current_user())
+    except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:
+        st.session_state["run_refused"] = str(exc)
 
 
 def use_untrained(models: list[str]) -> None:

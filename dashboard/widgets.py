@@ -53,13 +53,29 @@ def adopt_gallery_params(models_all: list[str]) -> None:
             st.session_state["gallery_models"] = wanted
 
 
+def run_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """run_id -> the run's name for choosers (`Store.list_runs()` rows); a name two runs share gets its run id."""
+    names = runs["name"].astype(str).tolist()
+    ids = runs["run_id"].astype(str).tolist()
+    twice = {n for n in names if names.count(n) > 1}
+    return {r: f"{n} ({r})" if n in twice or not n else n for r, n in zip(ids, names, strict=True)}
+
+
 def pick_two(
-    options: list[str], labels: tuple[str, str], key: str, *, index: tuple[int, int] = (0, 1), noun: str = "models"
+    options: list[str],
+    labels: tuple[str, str],
+    key: str,
+    *,
+    index: tuple[int, int] = (0, 1),
+    noun: str = "models",
+    names: dict[str, str] | None = None,
 ) -> tuple[str, str] | None:
-    """Two selectboxes side by side; the picked pair, or None (with a note) when the same option is picked twice."""
+    """Two selectboxes side by side; the picked pair, or None (with a note) when the same option is picked twice.
+    `names`: how an option is shown (a run's name), the option itself otherwise."""
     a_col, b_col = st.columns(2)
-    a = a_col.selectbox(labels[0], options, index=index[0], key=f"{key}_a")
-    b = b_col.selectbox(labels[1], options, index=index[1], key=f"{key}_b")
+    shown = (lambda o: names.get(o, o)) if names else str
+    a = a_col.selectbox(labels[0], options, index=index[0], key=f"{key}_a", format_func=shown)
+    b = b_col.selectbox(labels[1], options, index=index[1], key=f"{key}_b", format_func=shown)
     if a == b:
         st.info(f"Choose two different {noun}.")
         return None

@@ -7,19 +7,23 @@ import streamlit as st
 
 from core.config import REVIEW_CONFIDENCE
 from core.reviews import disagreements, summarize
-from dashboard import cache, reviewing, state
+from dashboard import cache, reviewing, state, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
 state.init()
 st.title("Reviews")
 store = cache.store()
-runs = store.list_runs()["run_id"].tolist()
+stored = store.list_runs()
+runs = stored["run_id"].tolist()
+names = widgets.run_labels(stored)
 if not runs:
     st.info("No stored run yet.")
     st.stop()
 viewed = state.viewed_run()
-run_id = st.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="reviews_run")
+run_id = st.selectbox(
+    "Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="reviews_run", format_func=lambda r: names[r]
+)
 st.page_link(page("pages/review.py"), label="Review this run (blind A/B)")
 reviews = reviewing.run_reviews(run_id, as_run_b=True)  # its pairs, and the cross-run pairs it is part of
 if reviews.empty:

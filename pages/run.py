@@ -108,17 +108,28 @@ if chosen:
         st.session_state.pop("run_weights_problem", None)
         state.add_images(refs)
         planned = launch.plan(settings, refs, device)
-        if planned.skipped:
-            st.caption(f"{planned.skipped} (image, model) pair(s) already done with these settings: not run again.")
-        if not planned.todo:
-            st.success("Everything chosen is already in the session.")
-        else:
+        st.session_state.pop("run_again", None)
+        if planned.skipped:  # kept so that "Measure again" can run every pair on purpose
+            st.session_state["run_again"] = (planned.skipped, settings, refs)
+        if planned.todo:
             try:
                 launch.submit(planned, user=state.reviewer() or current_user())
             except WeightsUnavailableError as exc:
                 st.session_state["run_weights_problem"] = (list(settings.models), str(exc))
             except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:
                 st.session_state["run_refused"] = str(exc)
+
+    again = st.session_state.get("run_again")
+    if again:
+        skipped, again_settings, again_refs = again
+        st.info(
+            f"{skipped} (image, model) pair{'s were' if skipped != 1 else ' was'} measured already in this session "
+            "with these settings, so not again. Measure again to start a new run of every chosen image."
+        )
+        st.button(
+            "Measure again", key="run_measure_again", on_click=run_widgets.measure_again,
+            args=(again_settings, again_refs), help="A new run of the same images and settings; the earlier stays.",
+        )  # fmt: skip
 
     refused = st.session_state.get("run_refused")
     if refused:

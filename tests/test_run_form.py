@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.factories import finish_jobs
 from tests.test_pages import open_page, texts
 
 SSD, FRCNN = "ssdlite320_mobilenet_v3_large", "fasterrcnn_resnet50_fpn"
@@ -114,3 +115,29 @@ def test_online_the_download_is_one_note(monkeypatch, tmp_path):
     notes = [i.value.replace("\\", "") for i in at.info if "will be downloaded" in i.value]
     assert len(notes) == 1 and all(f in notes[0] for f in _files().values())
     assert not at.error and not at.button(key="run_go").disabled
+
+
+def test_a_stored_run_is_named_renamed_and_measured_again_from_the_runs_page(private_run_store):
+    from core.store import Store
+    from tests.test_store_pages import run_in_ui
+
+    at = run_in_ui(["cat.jpg"])
+    (run_id,) = Store(private_run_store).list_runs()["run_id"]
+    at.switch_page("../pages/runs.py").run()
+    listed = at.dataframe[1].value
+    assert listed["name"].iloc[0].startswith(f"{SSD}, 1 image, ")
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    at.text_input(key=f"runs_name_{run_id}").set_value("cat, before the fp16 change")
+    at.button[[b.label for b in at.button].index("Rename")].click().run()
+    assert not at.exception
+    assert Store(private_run_store).run_label(run_id) == "cat, before the fp16 change"
+    at.switch_page("../pages/reviews.py").run()  # a run is chosen by its name
+    assert at.selectbox(key="reviews_run").format_func(run_id) == "cat, before the fp16 change"
+    at.switch_page("../pages/runs.py").run()
+    at.session_state["runs_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    finish_jobs(at.button(key="runs_measure_again").click().run())
+    assert not at.exception
+    runs = Store(private_run_store).list_runs()
+    assert len(runs) == 2 and set(runs["status"]) == {"finished"} and set(runs["n_inferences"]) == {1}

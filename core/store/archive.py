@@ -20,6 +20,7 @@ from core.images import content_id
 from core.records import RunInfo, coerce_detections, coerce_inferences, now_iso
 from core.store.common import (
     REVIEW_COLUMNS,
+    RUN_NAME_MAX,
     RUN_STATUSES,
     StoreError,
     _check_run_id,
@@ -58,12 +59,14 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
             links = conn.execute(
                 "SELECT image_id, name FROM run_images WHERE run_id = ? ORDER BY rowid", (run_id,)
             ).fetchall()
+            (name,) = conn.execute("SELECT name FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         kept = [row for row in images if (self.path / row[4]).is_file()]
         manifest = {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
             "run_id": run_id,
             "user": run.user,
+            "name": name,
             "status": run.status,
             "finished_at": run.finished_at,
             "images": [{"image_id": i, "name": n, "format": f, "suffix": s, "bytes": b} for i, n, f, s, _, b in kept],
@@ -148,8 +151,8 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                 if replace:
                     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
                 conn.execute(
-                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status, finished_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status, finished_at, name) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
                         info.created_at,
@@ -158,6 +161,7 @@ class ArchiveMixin(ReviewsMixin, ImagesMixin):
                         _dumps(info.environment),
                         manifest.get("status") if manifest.get("status") in RUN_STATUSES else "finished",
                         manifest.get("finished_at"),
+                        " ".join(str(manifest.get("name", "") or "").split())[:RUN_NAME_MAX],
                     ),
                 )
                 self._insert_records(conn, run_id, inf, det)

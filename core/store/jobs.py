@@ -22,8 +22,16 @@ import time
 from dataclasses import dataclass, field
 
 from core.config import JOB_STALE_AFTER_S
-from core.records import RunInfo, new_run_id, now_iso
-from core.store.common import ACTIVE_STATUSES, RESUMABLE_STATUSES, StoreError, _check_run_id, _dumps, _loads
+from core.records import RunInfo, new_run_id, now_iso, run_name
+from core.store.common import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    RUN_NAME_MAX,
+    StoreError,
+    _check_run_id,
+    _dumps,
+    _loads,
+)
 from core.store.connection import StoreBase
 
 
@@ -121,14 +129,23 @@ class JobsMixin(StoreBase):
     # -- submit ---------------------------------------------------------------------------------------------------
 
     def submit_job(
-        self, spec: dict, *, settings: dict, user: str = "", run_id: str | None = None, worker: str | None = None
+        self,
+        spec: dict,
+        *,
+        settings: dict,
+        user: str = "",
+        run_id: str | None = None,
+        worker: str | None = None,
+        name: str = "",
     ) -> str:
         """Queue a job: its run (status `queued`, `settings` as asked), its images listed in the run, its spec; one
         transaction. `spec["images"]` lists {"image_id", "name"}; each id must be in the store's images already
         (`put_image`), else StoreError and nothing is written. Returns the run id.
 
         `worker`: the job is claimed by that worker in the same transaction (`running`, its heartbeat now), so no
-        other worker can take it: `detect --store` runs its own job in its own process this way."""
+        other worker can take it: `detect --store` runs its own job in its own process this way.
+
+        `name`: the run's readable name; by default its models, image count and date (`core.records.run_name`)."""
         run_id = _check_run_id(run_id or new_run_id())
         status = "running" if worker else "queued"
         images = [i for i in spec.get("images", []) if i.get("image_id")]
@@ -140,10 +157,13 @@ class JobsMixin(StoreBase):
                     raise StoreError(f"image(s) not in the run store {self.path}: {', '.join(missing[:5])}")
                 (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
                 created = now_iso()
+                name = " ".join(name.split()) or run_name(
+                    settings.get("models", []) or [], len({i["image_id"] for i in images}), created
+                )
                 conn.execute(
-                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
-                    "VALUES (?, ?, ?, ?, '{}', ?)",
-                    (run_id, created, user, _dumps(settings), status),
+                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status, name) "
+                    "VALUES (?, ?, ?, ?, '{}', ?, ?)",
+                    (run_id, created, user, _dumps(settings), status, name[:RUN_NAME_MAX]),
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
