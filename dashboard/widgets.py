@@ -6,8 +6,26 @@ import pandas as pd
 import streamlit as st
 
 from core.analytics import RunFrame
+from core.store import StoreError
+from core.store.common import ACTIVE_STATUSES
 from dashboard import state, views
 from dashboard.pagelist import page
+
+
+def _waiting(live_run: bool) -> str:
+    """While the viewed run is queued or running and has no record yet: say that results are on their way."""
+    run_id = state.viewed_run()
+    if not (live_run and run_id):
+        return ""
+    from dashboard import cache
+
+    try:
+        status, _ = cache.store().run_version(run_id)
+    except StoreError:
+        return ""
+    if status not in ACTIVE_STATUSES:
+        return ""
+    return "The run has started: its first results appear here as soon as they are measured."
 
 
 def require_results(
@@ -21,7 +39,7 @@ def require_results(
         live.banner(state.viewed_run())
     inf, det = state.inferences(), state.detections()
     if inf.empty:
-        st.info(message)
+        st.info(_waiting(live_run) or message)
         st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
         st.stop()
     return inf, det
@@ -36,7 +54,7 @@ def require_frame(message: str = "No results yet: run some models first.", *, li
         live.banner(state.viewed_run())
     rf = state.frame()
     if rf.inferences.empty:
-        st.info(message)
+        st.info(_waiting(live_run) or message)
         st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
         st.stop()
     return rf

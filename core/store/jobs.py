@@ -19,6 +19,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.config import JOB_STALE_AFTER_S
@@ -98,6 +99,25 @@ class JobRow:
         """Seconds left at the current rate (None until there is a rate)."""
         rate = self.rate(now)
         return (self.total - self.done) / rate if rate else None
+
+    def time_left_s(self, ms_per_image: Mapping[str, float], now: float | None = None) -> float | None:
+        """Seconds left: each series' (image, model) pairs still to run times its measured time per image
+        (`ms_per_image`: series -> ms, e.g. `Store.measured_ms`); series not measured yet fall back to the current
+        rate; None while neither is known."""
+        left, unmeasured = 0.0, 0
+        for series, p in self.models.items():
+            todo = max(0, p.total - p.done)
+            ms = ms_per_image.get(series)
+            if ms is not None and ms > 0:
+                left += todo * ms / 1000.0
+            else:
+                unmeasured += todo
+        if unmeasured:
+            rate = self.rate(now)
+            if not rate:
+                return None
+            left += unmeasured / rate
+        return left
 
     def as_dict(self, now: float | None = None) -> dict[str, object]:
         """A JSON-ready summary (`core jobs --json`)."""
@@ -233,6 +253,40 @@ class JobsMixin(StoreBase):
                 (time.time() - stale_after,),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def measured_ms(self, run_id: str, series: Sequence[str] = ()) -> dict[str, float]:
+        """Mean time per image (total_ms) of each series: in this run where it has records, else in the most recent
+        records of the series in any run of the store (at most 200 of them), for the time left of a job."""
+        with self._read() as conn:
+            found = {
+                str(m): float(ms)
+                for m, ms in conn.execute(
+                    "SELECT model, AVG(total_ms) FROM inferences WHERE run_id = ? AND error = '' "
+                    "AND total_ms IS NOT NULL GROUP BY model",
+                    (run_id,),
+                )
+                if ms is not None
+            }
+            for name in series:
+                if name in found:
+                    continue
+                (ms,) = conn.execute(
+                    "SELECT AVG(total_ms) FROM (SELECT total_ms FROM inferences WHERE model = ? AND error = '' "
+                    "AND total_ms IS NOT NULL ORDER BY rowid DESC LIMIT 200)",
+                    (name,),
+                ).fetchone()
+                if ms is not None:
+                    found[name] = float(ms)
+        return found
+
+    def worker_states(self, stale_after: float = JOB_STALE_AFTER_S) -> list[tuple[str, str, int, str]]:
+        """Live workers as (host, started_at, pid, job run id or ''), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT host, started_at, pid, job FROM workers WHERE heartbeat_at >= ? ORDER BY started_at",
+                (time.time() - stale_after,),
+            ).fetchall()
+        return [(str(h), str(s), int(p), str(j or "")) for h, s, p, j in rows]
 
     def end_job(self, run_id: str, status: str, *, info: RunInfo | None = None, message: str = "") -> None:
         """The worker is done with the job: `finished`, `failed` or `cancelled` (with the runner's final RunInfo)."""
