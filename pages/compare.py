@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.agreement import has_ap, verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
-from dashboard import charts, figures, runtime_ap, runviews, state, views, widgets
+from dashboard import charts, figures, runtime_ap, runviews, state, tables, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -95,7 +95,12 @@ if len(runtime_rows):
         )
 
 st.subheader("Model cards")
-st.dataframe(runtime_ap.card_with_ap(static["card"], runtime_rows), hide_index=True)
+card = runtime_ap.card_with_ap(static["card"], runtime_rows)
+st.dataframe(
+    tables.no_none(card, tables.MODEL_CARD_FORMATS), hide_index=True, column_config=tables.MODEL_CARD_CONFIG,
+    column_order=[c for c in tables.MODEL_CARD_ORDER if c in card.columns]
+    + [c for c in card.columns if c not in tables.MODEL_CARD_ORDER],
+)  # fmt: skip
 charts.show(static["accuracy"], key="cmp_accuracy")
 st.caption(
     "Published box mAP (COCO val2017, torchvision's weights metadata; shown for default weights only) against the "
