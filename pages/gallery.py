@@ -57,7 +57,7 @@ st.query_params["models"] = ",".join(models)
 current = gallery.opened_image(ids)
 if current is None:  # the grid: one page of thumbnails kept in the store
     st.query_params.pop("image", None)
-    gallery.grid(table, inf, models, refs)
+    gallery.grid(table, inf, models, refs, rf=rf, threshold=threshold, classes=classes or None)
     st.page_link(pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=REVIEW_ICON)
     st.stop()
 
