@@ -34,10 +34,17 @@ NA = "–"  # a missing number, instead of a raw None
 
 
 def no_none(df: pd.DataFrame, formats: dict[str, str]) -> Styler:
-    """`df` shown with `formats` (column -> format string, e.g. "{:,.1f} ms") and "–" for every missing value (the
-    grid shows a raw None otherwise); sorting still uses the numbers."""
+    """`df` shown with `formats` (column -> format string, e.g. "{:,.1f} ms") and "–" for a missing value. The grid
+    draws any missing cell as a raw None whatever its display value, so a column with a missing value is shown as
+    text (formatted); the others stay numbers (sortable), formatted for display."""
     known = {c: f for c, f in formats.items() if c in df.columns}
-    return df.style.format(known, na_rep=NA).format(na_rep=NA, subset=[c for c in df.columns if c not in known])
+    out = df.copy()
+    for column in out.columns:
+        if not out[column].isna().any():
+            continue
+        fmt = known.get(column, "{}")
+        out[column] = [NA if pd.isna(v) else fmt.format(v) for v in out[column]]
+    return out.style.format({c: f for c, f in known.items() if not df[c].isna().any()})
 
 
 MODEL_CARD_ORDER = (
@@ -49,16 +56,17 @@ MODEL_CARD_FORMATS = {
     "p95_inference_ms": "{:,.1f} ms", "box_map": "{:.1f}", "gflops": "{:,.2f}", "params": "{:,.0f}",
     "file_size_mb": "{:,.1f} MB", "n_images": "{:,}", "n_errors": "{:,}",
 }  # fmt: skip
+_col = st.column_config.Column
 MODEL_CARD_CONFIG = {
-    "model": _text("Model", width="medium"),
-    "median_total_ms": _text("Median total", width="small"),
-    "p95_total_ms": _text("p95 total", width="small"),
-    "box_map": _text("Box mAP (published)", width="small"),
-    "n_images": _text("Images", width="small"),
-    "n_errors": _text("Errors", width="small"),
-    "median_inference_ms": _text("Median model call", width="small"),
-    "p95_inference_ms": _text("p95 model call", width="small"),
-    "file_size_mb": _text("File", width="small"),
+    "model": _col("Model", width="medium"),
+    "median_total_ms": _col("Median total", width=110),
+    "p95_total_ms": _col("p95 total", width=110),
+    "box_map": _col("Box mAP", width=90, help="Published COCO box mAP of the default weights"),
+    "n_images": _col("Images", width=70),
+    "n_errors": _col("Errors", width=70),
+    "median_inference_ms": _col("Median model call", width=130),
+    "p95_inference_ms": _col("p95 model call", width=120),
+    "file_size_mb": _col("File", width=90),
 }
 
 _ms = _num(format="%.1f", width="small")

@@ -114,7 +114,7 @@ table = evaluation.metrics_table(evals)
 if table.empty:
     st.warning("No model could be evaluated: none of its processed images matches the ground truth by name and size.")
 else:
-    st.dataframe(tables.no_none(table, METRIC_FORMATS), hide_index=True, column_config=METRICS)
+    st.dataframe(tables.no_none(table, METRIC_FORMATS), hide_index=True)  # formatted by the Styler
     st.caption(evaluation.metrics_note(evaluated[0].metrics))
 for line in evaluation.notes(evals):
     st.caption(line)
@@ -136,7 +136,7 @@ if state.viewed_run():
 else:
     outcomes = evaluation.outcomes_view(key, data, gt_name, inf, det, threshold)
     prf = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
-st.dataframe(tables.no_none(prf, dict.fromkeys(RATES, "{:.3f}")), hide_index=True, column_config=RATES)
+st.dataframe(prf, hide_index=True, column_config=RATES)
 st.caption(evaluation.PRF_NOTE)
 
 st.subheader("Accuracy against speed")

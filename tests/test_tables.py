@@ -8,7 +8,7 @@ import math
 import pytest
 
 from dashboard.review_tables import NOT_DECIDED, agreement_text, win_rate_text
-from tests.test_review_pages import A, B, RUN, open_page, stored_pair_run
+from tests.test_review_pages import RUN, A, B, open_page, stored_pair_run
 
 
 @pytest.mark.parametrize(

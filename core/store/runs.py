@@ -206,13 +206,15 @@ class RunsMixin(StoreBase):
                 raise StoreError(f"unknown run {run_id!r} in {self.path}")
             if row[0]:
                 return str(row[0])
-            (n,) = conn.execute(
+            (linked,) = conn.execute(
                 "SELECT COUNT(DISTINCT image_id) FROM run_images WHERE run_id = ?", (run_id,)
             ).fetchone()
-            if not n:
-                (n,) = conn.execute(
-                    "SELECT COUNT(DISTINCT image_id) FROM inferences WHERE run_id = ?", (run_id,)
-                ).fetchone()
+            (recorded,) = conn.execute(
+                "SELECT COUNT(DISTINCT image_id || char(0) || COALESCE(image_name, '')) FROM inferences "
+                "WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            n = max(int(linked or 0), int(recorded or 0))
             models = [str(m) for m in _loads(row[2]).get("models", []) or []]
             if not models:
                 models = self._run_models(conn, run_id)
