@@ -198,10 +198,10 @@ def grid(
         col = cols[i % GALLERY_PAGE_COLUMNS]
         boxes = tiles.tile_boxes(queries.image_boxes(rf, r.image_id), drawn, threshold, classes) if drawn else ()
         shown, why = thumbnail_image(r.image_id, refs, sizes.get(r.image_id), boxes)
-        col.image(shown, width="stretch")
+        col.image(shown, width=tiles.TILE_SIZE[0])  # its own size: never stretched past the thumbnail's pixels
         col.caption(caption(r, failed.get(r.image_id, [])) + (f"  \n_{md(why)}_" if why else ""))
         col.button(
-            f"Open {short_text(r.image_name, 16)}", key=f"gallery_open_{i}", on_click=open_image, args=(r.image_id,),
+            f"Open {short_text(r.image_name, 14)}", key=f"gallery_open_{i}", on_click=open_image, args=(r.image_id,),
             width="stretch", help=f"Open {r.image_name} with every model's boxes",
         )  # fmt: skip
 
