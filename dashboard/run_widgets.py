@@ -104,7 +104,23 @@ def download_notes(statuses: list[launch.WeightsStatus]) -> None:
         st.info(f"Default weights will be downloaded once before the run: {files}.")
 
 
-def measure_again(settings: RunSettings, refs: list[ImageSource]) -> None:
+def measure_again_ui() -> None:
+    """After a Run that left out pairs already measured: say so, and offer "Measure again" (every pair, a new run)."""
+    again = st.session_state.get("run_again")
+    if not again:
+        return
+    skipped, settings, refs = again
+    st.info(
+        f"{skipped} (image, model) pair{'s were' if skipped != 1 else ' was'} measured already in this session "
+        "with these settings, so not again. Measure again to start a new run of every chosen image."
+    )
+    st.button(
+        "Measure again", key="run_measure_again", on_click=submit_all, args=(settings, refs),
+        help="A new run of the same images and settings; the earlier one stays.",
+    )  # fmt: skip
+
+
+def submit_all(settings: RunSettings, refs: list[ImageSource]) -> None:
     """Submit every (image, model) pair of the form again as a new run (a callback)."""
     st.session_state.pop("run_again", None)
     state.add_images(refs)

@@ -119,17 +119,7 @@ if chosen:
             except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:
                 st.session_state["run_refused"] = str(exc)
 
-    again = st.session_state.get("run_again")
-    if again:
-        skipped, again_settings, again_refs = again
-        st.info(
-            f"{skipped} (image, model) pair{'s were' if skipped != 1 else ' was'} measured already in this session "
-            "with these settings, so not again. Measure again to start a new run of every chosen image."
-        )
-        st.button(
-            "Measure again", key="run_measure_again", on_click=run_widgets.measure_again,
-            args=(again_settings, again_refs), help="A new run of the same images and settings; the earlier stays.",
-        )  # fmt: skip
+    run_widgets.measure_again_ui()
 
     refused = st.session_state.get("run_refused")
     if refused:
