@@ -28,15 +28,15 @@ SIZES = ((1280, 800), (1920, 1080))
 START_TIMEOUT_S = 90.0
 SETTLE_TIMEOUT_MS = 180_000
 
-# page url path -> the columns a user came for, per table in page order (None: no check for that table)
-PAGES: dict[str, list[tuple[str, ...] | None]] = {
+# page url path -> the columns a user came for, each tuple shown together by one of the page's tables
+PAGES: dict[str, list[tuple[str, ...]]] = {
     "": [("Model", "Box mAP (COCO)", "GFLOPS")],
     "run": [],
     "gallery": [],
     "compare": [("Model", "Median total", "p95 total", "Box mAP")],
     "evaluate": [],
     "data": [("Image", "Model", "Total ms", "Model call ms", "Boxes"), ("Class", "Score")],
-    "runs": [("Run", "Status", "Done"), ("Run", "Status", "Images", "Models")],
+    "runs": [("Run", "Status", "Images", "Models")],
     "review": [],
     "reviews": [],
 }
@@ -47,7 +47,8 @@ SETTLED_JS = """() => {
     const app = document.querySelector('[data-testid="stApp"]');
     if (app === null || app.getAttribute('data-test-connection-state') !== 'CONNECTED'
         || app.getAttribute('data-test-script-state') !== 'notRunning'
-        || document.querySelector('[data-testid="stElementContainer"][data-stale="true"]') !== null) return false;
+        || document.querySelector('[data-testid="stElementContainer"][data-stale="true"]') !== null
+        || document.querySelector('[data-testid="stSkeleton"]') !== null) return false;  // a lazy element loading
     const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
     return charts.every(c => c.querySelector('.main-svg') !== null);
 }"""
@@ -69,7 +70,9 @@ CLIPPED_JS = """() => {
     }
     return out;
 }"""
-HEADERS_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')].map(
+SHOWN_TABLES = """[...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(d => d.checkVisibility())"""  # not in a closed expander
+TABLES_DRAWN_JS = f"""() => {SHOWN_TABLES}.every(d => d.querySelector('th[role="columnheader"]') !== null)"""
+HEADERS_JS = f"""() => {SHOWN_TABLES}.map(
     d => [...d.querySelectorAll('th[role="columnheader"]')].map(h => h.textContent.trim()))"""
 
 
@@ -199,17 +202,17 @@ def check_page(browser, base: str, page_path: str, run_id: str, size: tuple[int,
     try:
         look = PageLook(page_path or "home", size, console_errors=errors)
         look.clipped = page.evaluate(CLIPPED_JS)
-        headers = page.evaluate(HEADERS_JS)
-        for i, wanted in enumerate(PAGES[page_path]):
-            if wanted is None:
-                continue
-            shown = headers[i] if i < len(headers) else []
-            look.missing_columns += [f"table {i + 1} hides '{c}' (shown: {shown})" for c in wanted if c not in shown]
         shots.mkdir(parents=True, exist_ok=True)
         look.screenshot = shots / f"look-{look.page}-{size[0]}x{size[1]}.png"
-        # Streamlit scrolls its main block, not the document: the whole page is shot in a window as tall as it
+        # Streamlit scrolls its main block, not the document: the whole page is seen in a window as tall as it (a
+        # table draws its header cells once it is in view)
         page.set_viewport_size({"width": size[0], "height": max(size[1], min(page.evaluate(MAIN_HEIGHT_JS), 12_000))})
         settle(page)
+        page.wait_for_function(TABLES_DRAWN_JS, timeout=SETTLE_TIMEOUT_MS)
+        headers = page.evaluate(HEADERS_JS)
+        for wanted in PAGES[page_path]:  # some table of the page shows all these columns without scrolling
+            if not any(all(c in shown for c in wanted) for shown in headers):
+                look.missing_columns.append(f"no table shows {wanted} (tables show: {headers})")
         page.screenshot(path=str(look.screenshot))
         look.console_errors = list(errors)  # late ones too
         return look
