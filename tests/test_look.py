@@ -76,7 +76,7 @@ def test_latency_percentiles_are_written_under_the_axis_not_on_the_boxes():
         assert next(t for t in fig.data if t.name == name).mode == "markers"  # no text on the data
     notes = {a.x: a.text for a in fig.layout.annotations if a.name == "percentiles"}
     # hand-worked: the median of 5279.9227 and 5301.0 is 5290.46135; p95 = 5279.9227 + 0.95 * 21.0773 = 5299.946
-    assert notes["fasterrcnn_resnet50_fpn"] == "p50 5,290.5 · p95 5,299.9 ms"
+    assert notes["fasterrcnn_resnet50_fpn"] == "p50 5,290.5 ms<br>p95 5,299.9 ms"
     assert all(
         a.yref == "paper" and a.y == 0 and a.yshift < 0 for a in fig.layout.annotations if a.name == "percentiles"
     )

@@ -138,9 +138,9 @@ def latency_box(inferences: pd.DataFrame | None = None, *, stats: pd.DataFrame |
     for row in stats.itertuples(index=False):
         fig.add_annotation(
             name="percentiles", x=str(row.model), xref="x", y=0, yref="paper", yanchor="top", yshift=-26,
-            text=f"p50 {row.median:,.1f} · p95 {row.p95:,.1f} ms", showarrow=False, font={"size": 11, "color": "#4B5563"},
+            text=f"p50 {row.median:,.1f} ms<br>p95 {row.p95:,.1f} ms", showarrow=False, font={"size": 11, "color": "#4B5563"},
         )  # fmt: skip
-    fig.update_layout(margin_b=96, legend_y=-0.22)
+    fig.update_layout(margin_b=110, legend_y=-0.3)
     spread = pd.concat([stats["lowerfence"], stats["upperfence"], outliers.get("total_ms", pd.Series(dtype=float))])
     latency_axis(fig, spread.astype(float))
     return fig

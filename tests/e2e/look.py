@@ -58,7 +58,7 @@ MAIN_HEIGHT_JS = """() => {
 }"""
 CLIPPED_JS = """() => {
     const selectors = ['button p', '[data-testid="stWidgetLabel"] p', '[data-testid="stCaptionContainer"]',
-                       '[data-testid="stImageCaption"]', '[data-testid="stMetricLabel"] p',
+                       '[data-testid="stImageCaption"]', '[data-testid="stMetricLabel"] p', '[data-testid="stCheckbox"] p',
                        '[data-testid="stMetricValue"] div', '[data-testid="stSidebarNavLink"] span'];
     const out = [];
     for (const sel of selectors) {
