@@ -8,7 +8,7 @@ from core.config import UNTRAINED_MARK
 from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
 from core.external import ExternalResultsError
 from core.store import StoreError
-from dashboard import evaluation, figures, state, tables, views
+from dashboard import evaluation, figures, state, views
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -16,7 +16,6 @@ SOURCES = {evaluation.GALLERY: "Bundled gallery annotations", evaluation.UPLOAD:
 FLASH_KEY = "eval_flash"
 RATES = {k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")}
 METRICS = {k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.METRIC_TABLE_COLUMNS[1:10]}
-METRIC_FORMATS = dict.fromkeys(evaluation.METRIC_TABLE_COLUMNS[1:10], "{:.3f}")  # and "–" where a metric is missing
 
 
 def ground_truth_ui() -> GroundTruth | None:
@@ -114,7 +113,7 @@ table = evaluation.metrics_table(evals)
 if table.empty:
     st.warning("No model could be evaluated: none of its processed images matches the ground truth by name and size.")
 else:
-    st.dataframe(tables.no_none(table, METRIC_FORMATS), hide_index=True)  # formatted by the Styler
+    st.dataframe(table, hide_index=True, column_config=METRICS)
     st.caption(evaluation.metrics_note(evaluated[0].metrics))
 for line in evaluation.notes(evals):
     st.caption(line)
