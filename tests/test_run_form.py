@@ -117,6 +117,7 @@ def test_online_the_download_is_one_note(monkeypatch, tmp_path):
     assert not at.error and not at.button(key="run_go").disabled
 
 
+@pytest.mark.slow  # runs SSDLite twice
 def test_a_stored_run_is_named_renamed_and_measured_again_from_the_runs_page(private_run_store):
     from core.store import Store
     from tests.test_store_pages import run_in_ui
