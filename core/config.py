@@ -162,5 +162,6 @@ EVAL_CACHE_MAX_ENTRIES = 32  # the oldest used are removed past this many (a mil
 THUMB_SIDE = 160  # longest side in pixels
 THUMB_QUALITY = 80  # JPEG quality (a 160 px photo is 4-8 KB)
 THUMB_ON_PUT_MAX_BYTES = 8 * 1024 * 1024  # Store.put_image makes the thumbnail at once for files up to this size
-GALLERY_PAGE_ROWS = 4  # the Gallery grid: rows x columns thumbnails per page
-GALLERY_PAGE_COLUMNS = 6
+GALLERY_PAGE_ROWS = 6  # the Gallery grid: rows x columns thumbnails per page (4 columns: tiles, captions and
+# "Open NAME" buttons fit at 1280 px beside the sidebar)
+GALLERY_PAGE_COLUMNS = 4

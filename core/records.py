@@ -66,6 +66,24 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def run_name(models: Iterable[str], n_images: int, created_at: str) -> str:
+    """A run's readable default name: its models, image count and date, e.g.
+    "fasterrcnn_resnet50_fpn vs ssdlite320_mobilenet_v3_large, 12 images, 4 Dec 2026 17:20"."""
+    names = list(dict.fromkeys(str(m) for m in models if m))
+    if len(names) == 2:
+        who = f"{names[0]} vs {names[1]}"
+    elif len(names) > 3:
+        who = f"{', '.join(names[:2])} + {len(names) - 2} more"
+    else:
+        who = ", ".join(names) or "no model"
+    try:
+        when = datetime.fromisoformat(created_at)
+        date = f", {when.day} {when:%b %Y %H:%M}"
+    except ValueError:
+        date = ""
+    return f"{who}, {n_images} image{'s' if n_images != 1 else ''}{date}"
+
+
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus a random suffix."""
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"

@@ -14,7 +14,9 @@ import streamlit as st  # noqa: E402
 from dashboard import reviewing, state  # noqa: E402
 from dashboard.pagelist import PAGES, page  # noqa: E402
 
-st.set_page_config(page_title="DetLens", page_icon=":material/center_focus_strong:", layout="wide")
+# A local icon: a :material/...: page icon makes the browser fetch its SVG from fonts.gstatic.com (an offline
+# machine logs two net::ERR_NAME_NOT_RESOLVED console errors per page load).
+st.set_page_config(page_title="DetLens", page_icon=str(ROOT / "dashboard" / "favicon.png"), layout="wide")
 state.init()
 reviewing.gate()  # with sign-in set up: nothing below runs for a visitor or a user outside the allowlist
 navigation = st.navigation([page(p.path) for p in PAGES])

@@ -12,12 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from core import thumbs
-from core.analytics import RunFrame
+from core.analytics import RunFrame, queries
 from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
 from core.images import ImageSource, LoadedImage
 from core.models import short_name
 from core.store import REVIEW_COLUMNS
-from dashboard import cache, evaluation, runviews, state, views
+from dashboard import cache, evaluation, runviews, state, tiles, views
 from dashboard.text import md
 
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
@@ -152,38 +152,82 @@ def failures(inf: pd.DataFrame, image_ids: list[str], models: list[str]) -> dict
     return {str(i): list(dict.fromkeys(g["model"].astype(str))) for i, g in bad.groupby("image_id", sort=False)}
 
 
+NAME_CHARS = 22  # an image name in a tile's caption and button: longer ones keep their start and end
+
+
+def short_text(text: str, limit: int = NAME_CHARS) -> str:
+    """`text` in at most `limit` characters: its start and end around an ellipsis when longer."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) * 2 // 3
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head) :]}"
+
+
 def caption(row: object, failed: list[str]) -> str:
-    """A thumbnail's caption: name, boxes per model at the threshold (a line each, short names), the models that
-    failed."""
+    """A thumbnail's caption: name (shortened to fit the tile), boxes per model at the threshold (a line each, short
+    names), the models that failed."""
     counts = "  \n".join(f"{md(short_name(m))}: {n}" for m, n in row.per_model.items())
-    text = f"**{md(row.image_name)}**  \n{counts}"
+    text = f"**{md(short_text(row.image_name))}**  \n{counts}"
     if failed:
         text += f"  \n{FAILED_MARK} failed: {md(', '.join(short_name(m) for m in failed))}"
     return text
 
 
-def thumbnail_image(image_id: str, refs: dict[str, ImageSource]) -> tuple[str | bytes, str]:
-    """(what st.image shows: the kept thumbnail's path, else the placeholder's bytes; why there is no thumbnail)."""
+def thumbnail_image(
+    image_id: str, refs: dict[str, ImageSource], size: tuple[int, int] | None = None, boxes: tuple = ()
+) -> tuple[bytes, str]:
+    """(the tile st.image shows: the kept thumbnail with `boxes` drawn, fitted into one tile size, else the
+    placeholder; why there is no thumbnail)."""
     thumb = cache.store().thumbnail(image_id, refs.get(image_id))
-    return (str(thumb.path), "") if thumb.ok else (thumbs.placeholder(), thumb.error)
+    if not thumb.ok:
+        return tiles.placeholder_tile(thumbs.placeholder()), thumb.error
+    try:
+        return tiles.tile_jpeg(str(thumb.path), thumb.path.stat().st_mtime, size, boxes), ""
+    except OSError as exc:
+        return tiles.placeholder_tile(thumbs.placeholder()), str(exc)
 
 
-def grid(table: pd.DataFrame, inf: pd.DataFrame, models: list[str], refs: dict[str, ImageSource]) -> None:
-    """The page chooser and one page of thumbnails, each with its caption and Open button."""
+def grid(
+    table: pd.DataFrame,
+    inf: pd.DataFrame,
+    models: list[str],
+    refs: dict[str, ImageSource],
+    *,
+    rf: RunFrame | None = None,
+    threshold: float = 0.0,
+    classes: list[str] | None = None,
+) -> None:
+    """The page chooser and one page of tiles (the first model's boxes drawn at the threshold), each with its caption
+    and one Open button naming the image it opens."""
     pages = page_count(len(table))
     st.session_state[PAGE_KEY] = min(max(1, int(st.session_state.get(PAGE_KEY, 1))), pages)
     c1, c2 = st.columns([1, 5], vertical_alignment="bottom")
     page = int(c1.number_input(f"Page (of {pages})", 1, pages, key=PAGE_KEY))
     rows = page_rows(table, page)
     first = (page - 1) * PAGE_SIZE
-    c2.caption(f"Images {first + 1}–{first + len(rows)} of {len(table)}, {PAGE_SIZE} per page.")
+    drawn = models[0] if models and rf is not None else None
+    shows = f" Boxes drawn: {md(short_name(drawn))}, score ≥ {threshold:.2f}." if drawn else ""
+    c2.caption(f"Images {first + 1:,}–{first + len(rows):,} of {len(table):,}, {PAGE_SIZE} per page.{shows}")
     failed = failures(inf, rows["image_id"].astype(str).tolist(), models)
+    sizes = image_sizes(inf, rows["image_id"].astype(str).tolist()) if drawn else {}
     cols: list = []
     for i, r in enumerate(rows.itertuples(index=False)):
         if i % GALLERY_PAGE_COLUMNS == 0:  # one row of columns per grid row: the rows line up whatever the shapes
             cols = st.columns(GALLERY_PAGE_COLUMNS)
         col = cols[i % GALLERY_PAGE_COLUMNS]
-        shown, why = thumbnail_image(r.image_id, refs)
-        col.image(shown, width="stretch")
+        boxes = tiles.tile_boxes(queries.image_boxes(rf, r.image_id), drawn, threshold, classes) if drawn else ()
+        shown, why = thumbnail_image(r.image_id, refs, sizes.get(r.image_id), boxes)
+        col.image(shown, width=tiles.TILE_SIZE[0])  # its own size: never stretched past the thumbnail's pixels
         col.caption(caption(r, failed.get(r.image_id, [])) + (f"  \n_{md(why)}_" if why else ""))
-        col.button("Open", key=f"gallery_open_{i}", on_click=open_image, args=(r.image_id,), width="stretch")
+        col.button(
+            f"Open {short_text(r.image_name, 14)}", key=f"gallery_open_{i}", on_click=open_image, args=(r.image_id,),
+            width="stretch", help=f"Open {r.image_name} with every model's boxes",
+        )  # fmt: skip
+
+
+def image_sizes(inf: pd.DataFrame, image_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """image_id -> (width, height) recorded for the few images of one grid page."""
+    rows = inf[inf["image_id"].isin(image_ids) & (inf["error"] == "")].dropna(subset=["width", "height"])
+    last = rows.drop_duplicates("image_id", keep="last")
+    return {str(i): (int(w), int(h)) for i, w, h in zip(last["image_id"], last["width"], last["height"], strict=True)}

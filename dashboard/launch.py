@@ -11,14 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import streamlit as st
+
 from core import jobs, runner
-from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR
+from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR, WEIGHTS_DEFAULT
 from core.images import ImageSource, content_id, expand_paths
 from core.models import get_model
 from core.runner import PlannedRun, RunSettings
 from core.runtimes import runs_on
 from core.series import split_series
-from core.weights import WeightsChoice, cached_weights_path, parse_weights
+from core.store import StoreError
+from core.weights import WeightsChoice, WeightsUnavailableError, cached_weights_path, check_weights, parse_weights
 from dashboard import cache, state
 
 
@@ -98,6 +101,23 @@ def weights_status(model: str, weights: str) -> WeightsStatus:
     return WeightsStatus(model, choice, not path.is_file(), path)
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def download_blocked(model: str) -> str:
+    """Why `model`'s default weights cannot be downloaded now ("" when they are cached or the host answers); asked at
+    most once a minute per model (a HEAD request, or DETLENS_OFFLINE)."""
+    try:
+        check_weights(get_model(model), WEIGHTS_DEFAULT, timeout=2.0)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    return ""
+
+
+def missing_offline(statuses: Sequence[WeightsStatus]) -> list[WeightsStatus]:
+    """The statuses whose default weights are missing here and cannot be downloaded (empty when online)."""
+    missing = [s for s in statuses if s.needs_download]
+    return [s for s in missing if download_blocked(s.model)]
+
+
 def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> PlannedRun:
     """Leave out (image, model, weights, device, precision) already done without error in this session."""
     done = state.done_keys()
@@ -108,6 +128,25 @@ def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> 
         return (src.image_id, series, label, runs_on(runtime, device), precision or settings.precision) in done
 
     return runner.plan(settings, sources, done=already)
+
+
+def plan_all(settings: RunSettings, sources: Sequence[ImageSource]) -> PlannedRun:
+    """Every (image, model) pair, done before or not: "Measure again" on purpose."""
+    return runner.plan(settings, sources)
+
+
+def measure_again(run_id: str, *, user: str = "") -> str:
+    """A new job of a stored job's images and settings, every pair measured again; returns its run id. A run that
+    was not a job (imported) has no spec to repeat: StoreError."""
+    store = cache.store()
+    if not store.is_job(run_id):
+        raise StoreError(f"run {run_id} was not started as a job here (imported?): nothing to repeat")
+    spec = store.job(run_id).spec
+    settings = RunSettings(**spec["settings"])
+    sources = [s for s in jobs.job_sources(store, run_id, spec) if s.path is not None or s.data]
+    planned = plan_all(settings, sources)
+    state.add_images(sources)
+    return submit(planned, user=user)
 
 
 def submit(planned: PlannedRun, *, user: str = "") -> str:

@@ -10,7 +10,7 @@ import streamlit as st
 from core.config import LIVE_REFRESH_S
 from core.jobs import ensure_worker, is_stale, worker_alive
 from core.records import failed_rows, succeeded
-from core.store import JobRow, StoreError
+from core.store import JobRow, Store, StoreError
 from dashboard import cache, state
 from dashboard.text import md
 
@@ -20,7 +20,7 @@ _SEEN_KEY = "live_seen_version"
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "-"
+        return "not known yet"
     seconds = int(round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
@@ -39,13 +39,56 @@ def _job(run_id: str) -> JobRow | None:
     return job
 
 
-def worker_caption() -> None:
-    """Whether a worker serves this store (the next run starts one when none does)."""
-    workers = cache.store().live_workers()
+def worker_status(store: Store, jobs: list[JobRow]) -> str:
+    """The worker's state in words: busy with which run, idle, starting, or none (the next run starts one)."""
+    workers = store.worker_states()
+    active = [j for j in jobs if j.active]
+    busy = {job for _, _, _, job in workers if job}
     if workers:
-        st.caption(f"Worker alive: `{workers[0]}`" + (f" (+{len(workers) - 1})" if len(workers) > 1 else ""))
-    else:
-        st.caption("No worker running: the next run starts one (or run `python -m core worker`).")
+        host, _, pid, _ = workers[0]
+        who = f"process {pid} on {host}" + (f", and {len(workers) - 1} more" if len(workers) > 1 else "")
+        running = [j for j in active if j.run_id in busy]
+        if running:
+            j = running[0]
+            return f"Worker busy ({who}): running {label(j.run_id, store)}, {j.done:,} of {j.total:,} done."
+        queued = [j for j in active if j.status == "queued"]
+        if queued:
+            return f"Worker ({who}) is taking the next queued run."
+        return f"Worker ready ({who}): idle, waiting for the next run."
+    if active:
+        return "Starting a worker for the queued run..."
+    return "No worker running yet: pressing Run starts one (or run python -m core worker)."
+
+
+def label(run_id: str, store: Store | None = None) -> str:
+    """The run's name (its id when it cannot be read)."""
+    try:
+        return (store or cache.store()).run_label(run_id)
+    except StoreError:
+        return run_id
+
+
+def worker_caption() -> None:
+    """The worker's state in words; redrawn while a job is queued or running, so it never says "no worker" while
+    one works."""
+    store = cache.store()
+    active = any(j.active for j in store.jobs(recent=5))
+
+    @st.fragment(run_every=LIVE_REFRESH_S if active else None)
+    def caption() -> None:
+        jobs = store.jobs(recent=5)
+        st.caption(md(worker_status(store, jobs)))
+
+    caption()
+
+
+def time_left(job: JobRow) -> float | None:
+    """Seconds left from the measured time per image of each series still to run (core.store.JobRow.time_left_s)."""
+    try:
+        ms = cache.store().measured_ms(job.run_id, list(job.models))
+    except StoreError:
+        ms = {}
+    return job.time_left_s(ms)
 
 
 def _cancel(run_id: str) -> None:
@@ -75,15 +118,20 @@ def _progress(job: JobRow) -> None:
         "cancelled": "Cancelled",
         "interrupted": "Interrupted: the worker stopped before the end",
     }
-    st.markdown(f"**Run `{job.run_id}`: {labels.get(job.status, job.status)}** ({job.done}/{job.total} done)")
+    st.markdown(
+        f"**{md(label(job.run_id))}: {labels.get(job.status, job.status)}** ({job.done:,} of {job.total:,} done)"
+    )
     for model, p in job.models.items():
         frac = p.done / p.total if p.total else 1.0
         errors = f", {p.errors} error(s)" if p.errors else ""
-        st.progress(min(frac, 1.0), text=f"{model}: {p.done}/{p.total}{errors}")
+        st.progress(min(frac, 1.0), text=f"{md(model)}: {p.done:,} of {p.total:,}{errors}")
     if job.status == "running":
         c1, c2, c3 = st.columns(3)
         c1.metric("Images per second", f"{job.rate():.2f}")
-        c2.metric("Time left", _duration(job.eta_s()))
+        left = time_left(job)
+        c2.metric("Time left", "estimating" if left is None else _duration(left),
+                  help="From each model's measured time per image in this run (or its latest runs), times the "
+                  "images it has left.")  # fmt: skip
         c3.metric("Errors so far", job.errors)
     if job.message:
         (st.error if job.status == "failed" else st.info)(md(job.message))
@@ -151,8 +199,8 @@ def banner(run_id: str | None) -> None:
         if not paused and (not now.active or cache.store().run_version(run_id) != st.session_state.get(_SEEN_KEY)):
             st.rerun()  # records landed (or the run ended): redraw the page's charts with them
         mark = "paused" if paused else "live"
-        st.info(f"**{mark}**: run `{run_id}` is {now.status}, {now.done}/{now.total} records; "
-                f"{now.rate():.2f} per second, {_duration(now.eta_s())} left")  # fmt: skip
+        st.info(f"**{mark}**: {md(label(run_id))} is {now.status}, {now.done:,} of {now.total:,} done; "
+                f"{now.rate():.2f} per second, {_duration(time_left(now))} left")  # fmt: skip
 
     with c1:
         live()

@@ -19,6 +19,7 @@ from core.config import DEFAULT_THRESHOLD
 from core.images import ImageSource
 from core.records import RunInfo, empty_detections, empty_inferences
 from core.store import StoreError
+from dashboard.text import md
 
 _INF, _DET, _IMAGES, _RUNS = "detlens_inferences", "detlens_detections", "detlens_images", "detlens_runs"
 _FRAME = "detlens_frame"  # (key of the session tables, their RunFrame)
@@ -253,7 +254,13 @@ def sidebar_settings() -> None:
     )
     run_id = viewed_run()
     if run_id:
-        st.sidebar.info(f"Viewing stored run `{run_id}`")
+        from dashboard import cache
+
+        try:
+            label = cache.store().run_label(run_id)
+        except StoreError:
+            label = run_id
+        st.sidebar.info(f"Viewing stored run **{md(label)}**  \n`{run_id}`")
         st.sidebar.button("Back to this session", key="view_session", on_click=view_run, args=(None,))
     rf = frame()
     inf = rf.inferences

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.analytics import RunFrame
+from core.store import StoreError
+from core.store.common import ACTIVE_STATUSES
 from dashboard import state, views
 from dashboard.pagelist import page
+
+
+def _waiting(live_run: bool) -> str:
+    """While the viewed run is queued or running and has no record yet: say that results are on their way."""
+    run_id = state.viewed_run()
+    if not (live_run and run_id):
+        return ""
+    from dashboard import cache
+
+    try:
+        status, _ = cache.store().run_version(run_id)
+    except StoreError:
+        return ""
+    if status not in ACTIVE_STATUSES:
+        return ""
+    return "The run has started: its first results appear here as soon as they are measured."
 
 
 def require_frame(message: str = "No results yet: run some models first.", *, live_run: bool = False) -> RunFrame:
@@ -18,7 +37,7 @@ def require_frame(message: str = "No results yet: run some models first.", *, li
         live.banner(state.viewed_run())
     rf = state.frame()
     if rf.inferences.empty:
-        st.info(message)
+        st.info(_waiting(live_run) or message)
         st.page_link(page("pages/run.py"), label="Go to Run", icon=":material/play_arrow:")
         st.stop()
     return rf
@@ -35,13 +54,29 @@ def adopt_gallery_params(models_all: list[str]) -> None:
             st.session_state["gallery_models"] = wanted
 
 
+def run_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """run_id -> the run's name for choosers (`Store.list_runs()` rows); a name two runs share gets its run id."""
+    names = runs["name"].astype(str).tolist()
+    ids = runs["run_id"].astype(str).tolist()
+    twice = {n for n in names if names.count(n) > 1}
+    return {r: f"{n} ({r})" if n in twice or not n else n for r, n in zip(ids, names, strict=True)}
+
+
 def pick_two(
-    options: list[str], labels: tuple[str, str], key: str, *, index: tuple[int, int] = (0, 1), noun: str = "models"
+    options: list[str],
+    labels: tuple[str, str],
+    key: str,
+    *,
+    index: tuple[int, int] = (0, 1),
+    noun: str = "models",
+    names: dict[str, str] | None = None,
 ) -> tuple[str, str] | None:
-    """Two selectboxes side by side; the picked pair, or None (with a note) when the same option is picked twice."""
+    """Two selectboxes side by side; the picked pair, or None (with a note) when the same option is picked twice.
+    `names`: how an option is shown (a run's name), the option itself otherwise."""
     a_col, b_col = st.columns(2)
-    a = a_col.selectbox(labels[0], options, index=index[0], key=f"{key}_a")
-    b = b_col.selectbox(labels[1], options, index=index[1], key=f"{key}_b")
+    shown = (lambda o: names.get(o, o)) if names else str
+    a = a_col.selectbox(labels[0], options, index=index[0], key=f"{key}_a", format_func=shown)
+    b = b_col.selectbox(labels[1], options, index=index[1], key=f"{key}_b", format_func=shown)
     if a == b:
         st.info(f"Choose two different {noun}.")
         return None

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.agreement import has_ap, verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
-from dashboard import figures, runtime_ap, runviews, state, views, widgets
+from dashboard import charts, figures, runtime_ap, runviews, state, tables, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -24,14 +24,14 @@ data = runviews.compare_data(rf, threshold)  # small frames: counts, class count
 
 st.subheader("Latency")
 c1, c2 = st.columns(2)
-c1.plotly_chart(static["latency"], key="cmp_latency")
-c2.plotly_chart(static["breakdown"], key="cmp_breakdown")
+charts.show(static["latency"], key="cmp_latency", where=c1)
+charts.show(static["breakdown"], key="cmp_breakdown", where=c2)
 if note := static["latency_note"]:
     st.caption(note)
 
 st.subheader("Speed versus detections")
 st.caption("Select a point to open that image in the Gallery.")
-event = st.plotly_chart(
+event = charts.show(
     figures.speed_vs_count(inf, None, threshold, table=data["table"]),
     key="cmp_speed",
     on_select="rerun",
@@ -45,9 +45,12 @@ if picked:
 st.subheader("Scores and classes")
 c1, c2 = st.columns(2)
 flag = bool(untrained)
-c1.plotly_chart(figures.score_histograms(None, threshold, untrained=flag, binned=data["scores"]), key="cmp_scores")
-c2.plotly_chart(figures.count_vs_threshold(None, inf, threshold=threshold, curves=data["curves"]), key="cmp_threshold")
-st.plotly_chart(figures.class_counts(None, threshold, untrained=flag, counts=data["classes"]), key="cmp_classes")
+charts.show(
+    figures.score_histograms(None, threshold, untrained=flag, binned=data["scores"]), key="cmp_scores", where=c1
+)
+charts.show(figures.count_vs_threshold(None, inf, threshold=threshold, curves=data["curves"]), key="cmp_threshold",
+            where=c2)  # fmt: skip
+charts.show(figures.class_counts(None, threshold, untrained=flag, counts=data["classes"]), key="cmp_classes")
 
 st.subheader("Agreement without ground truth")
 models = static["models"]
@@ -60,7 +63,7 @@ elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
         column.metric(label, value)
     st.caption(f"Same-label boxes with score >= {threshold:.2f} matched one to one at IoU >= {agreement.iou}.")
     pair_untrained = any(m in untrained for m in pair)
-    st.plotly_chart(
+    charts.show(
         figures.agreement_figure(agreement, names=static["names"], untrained=pair_untrained),
         key="cmp_agreement",
     )
@@ -92,8 +95,13 @@ if len(runtime_rows):
         )
 
 st.subheader("Model cards")
-st.dataframe(runtime_ap.card_with_ap(static["card"], runtime_rows), hide_index=True)
-st.plotly_chart(static["accuracy"], key="cmp_accuracy")
+card = runtime_ap.card_with_ap(static["card"], runtime_rows)
+st.dataframe(
+    tables.no_none(card, tables.MODEL_CARD_FORMATS), hide_index=True, column_config=tables.MODEL_CARD_CONFIG,
+    column_order=[c for c in tables.MODEL_CARD_ORDER if c in card.columns]
+    + [c for c in card.columns if c not in tables.MODEL_CARD_ORDER],
+)  # fmt: skip
+charts.show(static["accuracy"], key="cmp_accuracy")
 st.caption(
     "Published box mAP (COCO val2017, torchvision's weights metadata; shown for default weights only) against the "
     "median latency measured here."

@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from core.config import UNTRAINED_MARK
-from dashboard import runviews, state, views, widgets
+from dashboard import runviews, state, tables, views, widgets
 
 state.init()
 st.title("Data")
@@ -34,9 +34,13 @@ def table_page(label: str, n_rows: int, key: str) -> int:
 
 PAGE_ROWS = 500  # rows sent to the browser per table: a page, never a multi-million-row table
 page = table_page("Inferences", len(view), "inf")
-st.dataframe(view.iloc[(page - 1) * PAGE_ROWS : page * PAGE_ROWS], hide_index=True)
+shown = view.iloc[(page - 1) * PAGE_ROWS : page * PAGE_ROWS]
+st.dataframe(shown, hide_index=True, column_config=tables.INFERENCE_CONFIG,
+             column_order=tables.order(shown.columns, tables.INFERENCE_ORDER))  # fmt: skip
 page = table_page("Detections", len(boxes), "det")
-st.dataframe(runviews.detection_page(rf, boxes, page, PAGE_ROWS), hide_index=True)
+shown = runviews.detection_page(rf, boxes, page, PAGE_ROWS)
+st.dataframe(shown, hide_index=True, column_config=tables.DETECTION_CONFIG,
+             column_order=tables.order(shown.columns, tables.DETECTION_ORDER))  # fmt: skip
 
 st.subheader("Downloads")
 st.caption("Files are written when you click, chunk by chunk, whatever the size of the run.")

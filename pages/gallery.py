@@ -21,7 +21,7 @@ inf = rf.inferences
 threshold = state.threshold()
 models_all = list(dict.fromkeys(inf["model"]))
 widgets.adopt_gallery_params(models_all)
-c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+c1, c2, c3, c4 = st.columns([4, 3, 2, 2])  # the Models box wide enough for two full names
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
 labels_all = runviews.labels_above(rf, threshold)
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
@@ -58,7 +58,7 @@ st.query_params["models"] = ",".join(models)
 current = gallery.opened_image(ids)
 if current is None:  # the grid: one page of thumbnails kept in the store
     st.query_params.pop("image", None)
-    gallery.grid(table, inf, models, refs)
+    gallery.grid(table, inf, models, refs, rf=rf, threshold=threshold, classes=classes or None)
     st.page_link(pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=REVIEW_ICON)
     st.stop()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import cache, state, tables
 
 state.init()
 st.title("DetLens")
@@ -22,17 +22,9 @@ for i, (name, data) in enumerate(photos):
 st.caption("Public-domain and CC0 photographs from scikit-image's data set: see gallery/LICENSE.md.")
 
 st.subheader("Detectors")
-st.dataframe(
-    cache.model_table(),
-    hide_index=True,
-    column_config={
-        "box_map": st.column_config.NumberColumn("box mAP (COCO)", format="%.1f"),
-        "gflops": st.column_config.NumberColumn("GFLOPS", format="%.2f"),
-        "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
-        "file_size_mb": st.column_config.NumberColumn("file (MB)", format="%.1f"),
-        "weights_cached": st.column_config.CheckboxColumn("weights in cache"),
-    },
-)
+models = cache.model_table()
+st.dataframe(models, hide_index=True, column_config=tables.MODEL_TABLE_CONFIG,
+             column_order=tables.order(models.columns, tables.MODEL_TABLE_ORDER))  # fmt: skip
 st.caption(
     "Published figures come from torchvision's weights metadata (COCO val2017). Default weights download once into "
     "the torch hub cache; without them, choose untrained weights for smoke tests and latency studies."

@@ -7,19 +7,23 @@ import streamlit as st
 
 from core.config import REVIEW_CONFIDENCE
 from core.reviews import disagreements, summarize
-from dashboard import cache, reviewing, state
+from dashboard import cache, review_tables, reviewing, state, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
 state.init()
 st.title("Reviews")
 store = cache.store()
-runs = store.list_runs()["run_id"].tolist()
+stored = store.list_runs()
+runs = stored["run_id"].tolist()
+names = widgets.run_labels(stored)
 if not runs:
     st.info("No stored run yet.")
     st.stop()
 viewed = state.viewed_run()
-run_id = st.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="reviews_run")
+run_id = st.selectbox(
+    "Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="reviews_run", format_func=lambda r: names[r]
+)
 st.page_link(page("pages/review.py"), label="Review this run (blind A/B)")
 reviews = reviewing.run_reviews(run_id, as_run_b=True)  # its pairs, and the cross-run pairs it is part of
 if reviews.empty:
@@ -36,25 +40,20 @@ st.subheader("Per pair")
 st.caption(
     f"Pairs of this run's series, and of a series of it with one of another run (\"model (run X) vs model (run "
     f"Y)\"). Every reviewer's current verdict counts once. Win rate: A's wins / (A's wins + B's wins), ties and 'both "
-    f"wrong' left out; {pct} Wilson interval."
+    f"wrong' left out; {pct} Wilson interval, e.g. 62% (48-74%)."
 )
-number = st.column_config.NumberColumn
-rate_cols = {
-    "win_rate": number("A win rate", format="%.2f"),
-    "win_low": number(f"{pct} low", format="%.2f"),
-    "win_high": number(f"{pct} high", format="%.2f"),
-    "wins": "A better",
-    "losses": "B better",
-    "ties": "both fine",
-    "both_wrong": "both wrong",
-}
-st.dataframe(summary.pairs, hide_index=True, column_config=rate_cols)
+pairs = review_tables.pair_table(summary.pairs, summary.agreement)
+st.dataframe(pairs, hide_index=True, column_config=review_tables.PAIR_CONFIG, column_order=review_tables.PAIR_ORDER)
 st.subheader("Agreement between reviewers")
 st.caption("Cohen's kappa for two reviewers (images both judged), Krippendorff's alpha (nominal) for more.")
-st.dataframe(summary.agreement, hide_index=True, column_config={"value": number(format="%.3f")})
+st.dataframe(
+    review_tables.agreement_table(summary.agreement), hide_index=True,
+    column_config=review_tables.AGREEMENT_CONFIG, column_order=review_tables.AGREEMENT_ORDER,
+)  # fmt: skip
 st.subheader("Per class")
 st.caption(f"Verdicts on the images where either model found the class (score ≥ {state.threshold():.2f}).")
-st.dataframe(summary.classes, hide_index=True, column_config=rate_cols)
+classes = review_tables.pair_table(summary.classes, summary.agreement.iloc[0:0])
+st.dataframe(classes, hide_index=True, column_config=review_tables.PAIR_CONFIG, column_order=review_tables.CLASS_ORDER)
 st.subheader("Where reviewers disagree")
 if summary.disagreements.empty:
     st.caption("Nowhere.")

@@ -83,12 +83,18 @@ def test_run_page_runs_untrained_models_and_rows_appear():
     assert any("4 inference(s) added" in s.value for s in at.success)
     # the same images and settings again: nothing is recomputed (no second job is even queued)
     at.button(key="run_go").click().run(timeout=600)
-    assert any("already" in c.value for c in [*at.caption, *at.success])
+    assert any("4 (image, model) pairs were measured already" in c.value for c in at.info)
     finish_jobs(at)
     assert len(at.session_state["detlens_inferences"]) == 4
     from core.store import Store, default_store_dir
 
     assert len(Store(default_store_dir()).jobs()) == 1
+    # "Measure again": a new run of the same images and settings, on purpose
+    finish_jobs(at.button(key="run_measure_again").click().run(timeout=600))
+    assert not at.exception
+    inf = at.session_state["detlens_inferences"]
+    assert len(inf) == 8 and inf["run_id"].nunique() == 2
+    assert len(Store(default_store_dir()).jobs()) == 2
 
 
 def test_run_page_says_why_default_weights_are_missing_and_offers_untrained(monkeypatch, tmp_path):
@@ -97,8 +103,7 @@ def test_run_page_says_why_default_weights_are_missing_and_offers_untrained(monk
     at = open_page("pages/run.py")
     at.multiselect(key="run_models").set_value(["ssdlite320_mobilenet_v3_large"]).run()
     at.multiselect(key="run_gallery").set_value(["cat.jpg"]).run()
-    assert "will be downloaded once" in texts(at)
-    finish_jobs(at.button(key="run_go").click().run())
+    assert "will be downloaded" not in texts(at) and at.button(key="run_go").disabled
     assert any("ssdlite320_mobilenet_v3_large_coco-a79551df.pth" in e.value.replace("\\", "") for e in at.error)
     at.button(key="run_use_untrained").click().run()
     assert at.selectbox(key="run_weights_ssdlite320_mobilenet_v3_large").value == "untrained"

@@ -331,3 +331,68 @@ def test_inference_values_follow_the_schema_columns():
         "preprocess_ms": 1.0, "inference_ms": 10.0, "postprocess_ms": 0.5, "total_ms": 11.5, "n_detections": 1,
         "threshold": 0.5, "error": "", "created_at": CREATED, "runtime": "eager",
     }  # fmt: skip
+
+
+# --- run names -----------------------------------------------------------------------------------------------------
+
+
+def test_run_names_migration_gives_earlier_runs_their_default_name(tmp_path):
+    path = v1_store(tmp_path / "s", [(result(0), CREATED), (result(1, "model_b"), CREATED)])
+    conn = sqlite3.connect(path / STORE_DB_NAME)
+    assert "name" not in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    conn.close()
+    with Store(path) as s:
+        assert s.list_runs().loc[0, "name"] == "model_a vs model_b, 2 images, 1 Jan 2026 00:00"
+        assert s.run_label(RUN) == "model_a vs model_b, 2 images, 1 Jan 2026 00:00"
+    conn = sqlite3.connect(path / STORE_DB_NAME)
+    assert conn.execute("SELECT name FROM runs").fetchall() == [("",)]  # not named: the default is made when listed
+    assert "run_names" in {n for (n,) in conn.execute("SELECT name FROM schema_migrations")}
+
+
+RENAMES = {
+    "a name": ("baseline before the fp16 change", "baseline before the fp16 change"),
+    "spaces and new lines folded": ("  two\n lines  ", "two lines"),
+    "too long: cut": ("x" * 500, "x" * 120),
+    "empty: the default again": ("", "model_a vs model_b, 0 images, 1 Jan 2026 00:00"),
+}
+
+
+@pytest.mark.parametrize(("name", "shown"), RENAMES.values(), ids=RENAMES.keys())
+def test_a_renamed_run_keeps_its_name_through_export_and_import(store, tmp_path, name, shown):
+    store.rename_run(RUN, name)
+    assert store.run_label(RUN) == shown and store.list_runs().loc[0, "name"] == shown
+    zip_path = store.export_run(RUN, tmp_path / "run.zip")
+    with Store(tmp_path / "other") as other:
+        other.import_run(zip_path)
+        assert other.run_label(RUN) == shown
+
+
+def test_renaming_an_unknown_run_is_refused(store):
+    with pytest.raises(StoreError, match="unknown run"):
+        store.rename_run("nope", "x")
+
+
+NAMES = {
+    "two models": (["a", "b"], 12, "2026-12-04T17:20:05+00:00", "a vs b, 12 images, 4 Dec 2026 17:20"),
+    "one model, one image": (["a"], 1, "2026-01-31T09:05:00+00:00", "a, 1 image, 31 Jan 2026 09:05"),
+    "three models": (["a", "b", "c"], 3, "2026-02-01T00:00:00+00:00", "a, b, c, 3 images, 1 Feb 2026 00:00"),
+    "five models": (list("abcde"), 2, "2026-02-01T00:00:00+00:00", "a, b + 3 more, 2 images, 1 Feb 2026 00:00"),
+    "a model twice, no date": (["a", "a"], 0, "not a date", "a, 0 images"),
+}
+
+
+@pytest.mark.parametrize(("models", "n", "created", "expected"), NAMES.values(), ids=NAMES.keys())
+def test_default_run_names(models, n, created, expected):
+    from core.records import run_name
+
+    assert run_name(models, n, created) == expected
+
+
+def test_a_submitted_job_is_named_by_its_models_and_images_unless_named(tmp_path):
+    with Store(tmp_path / "s") as s:
+        default = s.submit_job({"images": []}, settings={"models": ["model_a", "model_b"]})
+        named = s.submit_job({"images": []}, settings={"models": ["model_a"]}, name="my  run")
+        created = s.list_runs().set_index("run_id")["created_at"][default]
+        day = created[8:10].lstrip("0")
+        assert s.run_label(default).startswith("model_a vs model_b, 0 images, " + day)
+        assert s.run_label(named) == "my run"

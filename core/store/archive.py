@@ -21,6 +21,7 @@ from core.images import content_id
 from core.records import RunInfo, coerce_detections, coerce_inferences, now_iso
 from core.store.common import (
     REVIEW_COLUMNS,
+    RUN_NAME_MAX,
     RUN_STATUSES,
     StoreError,
     check_run_id,
@@ -63,12 +64,14 @@ class ArchiveMixin(StoreBase):
             links = conn.execute(
                 "SELECT image_id, name FROM run_images WHERE run_id = ? ORDER BY rowid", (run_id,)
             ).fetchall()
+            (name,) = conn.execute("SELECT name FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         kept = [row for row in images if (self.path / row[4]).is_file()]
         manifest = {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
             "run_id": run_id,
             "user": run.user,
+            "name": name,
             "status": run.status,
             "finished_at": run.finished_at,
             "images": [{"image_id": i, "name": n, "format": f, "suffix": s, "bytes": b} for i, n, f, s, _, b in kept],
@@ -156,8 +159,8 @@ class ArchiveMixin(StoreBase):
                 if replace:
                     conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
                 conn.execute(
-                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status, finished_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status, finished_at, name) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
                         info.created_at,
@@ -166,6 +169,7 @@ class ArchiveMixin(StoreBase):
                         dumps_json(info.environment),
                         status,
                         manifest.get("finished_at"),
+                        " ".join(str(manifest.get("name", "") or "").split())[:RUN_NAME_MAX],
                     ),
                 )
                 self.insert_records(conn, run_id, inf, det)

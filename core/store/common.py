@@ -19,11 +19,14 @@ REVIEW_COLUMNS: tuple[str, ...] = (
     "run_id", "image_id", "model_a", "model_b", "reviewer", "verdict", "note", "created_at", "identity", "run_b",
 )  # fmt: skip
 RUN_LIST_COLUMNS: tuple[str, ...] = (
-    "run_id", "created_at", "user", "status", "finished_at", "models", "device", "n_inferences", "n_errors",
+    "run_id", "name", "created_at", "user", "status", "finished_at", "models", "device", "n_inferences", "n_errors",
     "n_images", "n_reviews", "untrained",
 )  # fmt: skip
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+RUN_NAME_MAX = 120  # characters of a run's name
 
 
 class StoreError(Exception):

@@ -19,11 +19,20 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.config import JOB_STALE_AFTER_S
-from core.records import RunInfo, new_run_id, now_iso
-from core.store.common import ACTIVE_STATUSES, RESUMABLE_STATUSES, StoreError, check_run_id, dumps_json, loads_json
+from core.records import RunInfo, new_run_id, now_iso, run_name
+from core.store.common import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    RUN_NAME_MAX,
+    StoreError,
+    check_run_id,
+    dumps_json,
+    loads_json,
+)
 from core.store.connection import StoreBase
 
 
@@ -91,6 +100,25 @@ class JobRow:
         rate = self.rate(now)
         return (self.total - self.done) / rate if rate else None
 
+    def time_left_s(self, ms_per_image: Mapping[str, float], now: float | None = None) -> float | None:
+        """Seconds left: each series' (image, model) pairs still to run times its measured time per image
+        (`ms_per_image`: series -> ms, e.g. `Store.measured_ms`); series not measured yet fall back to the current
+        rate; None while neither is known."""
+        left, unmeasured = 0.0, 0
+        for series, p in self.models.items():
+            todo = max(0, p.total - p.done)
+            ms = ms_per_image.get(series)
+            if ms is not None and ms > 0:
+                left += todo * ms / 1000.0
+            else:
+                unmeasured += todo
+        if unmeasured:
+            rate = self.rate(now)
+            if not rate:
+                return None
+            left += unmeasured / rate
+        return left
+
     def as_dict(self, now: float | None = None) -> dict[str, object]:
         """A JSON-ready summary (`core jobs --json`)."""
         return {
@@ -121,14 +149,23 @@ class JobsMixin(StoreBase):
     # -- submit ---------------------------------------------------------------------------------------------------
 
     def submit_job(
-        self, spec: dict, *, settings: dict, user: str = "", run_id: str | None = None, worker: str | None = None
+        self,
+        spec: dict,
+        *,
+        settings: dict,
+        user: str = "",
+        run_id: str | None = None,
+        worker: str | None = None,
+        name: str = "",
     ) -> str:
         """Queue a job: its run (status `queued`, `settings` as asked), its images listed in the run, its spec; one
         transaction. `spec["images"]` lists {"image_id", "name"}; each id must be in the store's images already
         (`put_image`), else StoreError and nothing is written. Returns the run id.
 
         `worker`: the job is claimed by that worker in the same transaction (`running`, its heartbeat now), so no
-        other worker can take it: `detect --store` runs its own job in its own process this way."""
+        other worker can take it: `detect --store` runs its own job in its own process this way.
+
+        `name`: the run's readable name; by default its models, image count and date (`core.records.run_name`)."""
         run_id = check_run_id(run_id or new_run_id())
         status = "running" if worker else "queued"
         images = [i for i in spec.get("images", []) if i.get("image_id")]
@@ -140,10 +177,13 @@ class JobsMixin(StoreBase):
                     raise StoreError(f"image(s) not in the run store {self.path}: {', '.join(missing[:5])}")
                 (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()
                 created = now_iso()
+                name = " ".join(name.split()) or run_name(
+                    settings.get("models", []) or [], len({i["image_id"] for i in images}), created
+                )
                 conn.execute(
-                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status) "
-                    "VALUES (?, ?, ?, ?, '{}', ?)",
-                    (run_id, created, user, dumps_json(settings), status),
+                    "INSERT INTO runs (run_id, created_at, user, settings, environment, status, name) "
+                    "VALUES (?, ?, ?, ?, '{}', ?, ?)",
+                    (run_id, created, user, dumps_json(settings), status, name[:RUN_NAME_MAX]),
                 )
                 conn.executemany(
                     "INSERT OR IGNORE INTO run_images (run_id, image_id, name) VALUES (?, ?, ?)",
@@ -213,6 +253,40 @@ class JobsMixin(StoreBase):
                 (time.time() - stale_after,),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def measured_ms(self, run_id: str, series: Sequence[str] = ()) -> dict[str, float]:
+        """Mean time per image (total_ms) of each series: in this run where it has records, else in the most recent
+        records of the series in any run of the store (at most 200 of them), for the time left of a job."""
+        with self._read() as conn:
+            found = {
+                str(m): float(ms)
+                for m, ms in conn.execute(
+                    "SELECT model, AVG(total_ms) FROM inferences WHERE run_id = ? AND error = '' "
+                    "AND total_ms IS NOT NULL GROUP BY model",
+                    (run_id,),
+                )
+                if ms is not None
+            }
+            for name in series:
+                if name in found:
+                    continue
+                (ms,) = conn.execute(
+                    "SELECT AVG(total_ms) FROM (SELECT total_ms FROM inferences WHERE model = ? AND error = '' "
+                    "AND total_ms IS NOT NULL ORDER BY rowid DESC LIMIT 200)",
+                    (name,),
+                ).fetchone()
+                if ms is not None:
+                    found[name] = float(ms)
+        return found
+
+    def worker_states(self, stale_after: float = JOB_STALE_AFTER_S) -> list[tuple[str, str, int, str]]:
+        """Live workers as (host, started_at, pid, job run id or ''), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT host, started_at, pid, job FROM workers WHERE heartbeat_at >= ? ORDER BY started_at",
+                (time.time() - stale_after,),
+            ).fetchall()
+        return [(str(h), str(s), int(p), str(j or "")) for h, s, p, j in rows]
 
     def end_job(self, run_id: str, status: str, *, info: RunInfo | None = None, message: str = "") -> None:
         """The worker is done with the job: `finished`, `failed` or `cancelled` (with the runner's final RunInfo)."""

@@ -20,9 +20,11 @@ from core.records import (
     detection_values,
     inference_values,
     now_iso,
+    run_name,
 )
 from core.store.common import (
     RUN_LIST_COLUMNS,
+    RUN_NAME_MAX,
     RUN_STATUSES,
     StoreError,
     check_run_id,
@@ -127,9 +129,9 @@ class RunsMixin(StoreBase):
         with self._read() as conn:
             rows = conn.execute(
                 """
-                SELECT r.run_id, r.created_at, r.user, r.status, r.finished_at, r.settings, i.models,
+                SELECT r.run_id, r.name, r.created_at, r.user, r.status, r.finished_at, r.settings, i.models,
                        COALESCE(i.n, 0), COALESCE(i.n_err, 0), COALESCE(i.n_img, 0), COALESCE(v.n, 0),
-                       COALESCE(i.untrained, 0)
+                       COALESCE(i.untrained, 0), COALESCE(l.n, 0)
                 FROM runs r
                 LEFT JOIN (
                     SELECT run_id, COUNT(*) AS n, SUM(error != '') AS n_err,
@@ -137,6 +139,8 @@ class RunsMixin(StoreBase):
                            group_concat(DISTINCT model) AS models, MAX(weights = 'untrained') AS untrained
                     FROM inferences GROUP BY run_id
                 ) i ON i.run_id = r.run_id
+                LEFT JOIN (SELECT run_id, COUNT(DISTINCT image_id) AS n FROM run_images GROUP BY run_id) l
+                    ON l.run_id = r.run_id
                 LEFT JOIN (
                     SELECT run_id, COUNT(*) AS n FROM (
                         SELECT run_id, verdict, ROW_NUMBER() OVER (
@@ -148,20 +152,67 @@ class RunsMixin(StoreBase):
                 """
             ).fetchall()
         out = []
-        for run_id, created, user, status, finished, settings, models, n, n_err, n_img, n_rev, untrained in rows:
+        for (
+            run_id,
+            name,
+            created,
+            user,
+            status,
+            finished,
+            settings,
+            models,
+            n,
+            n_err,
+            n_img,
+            n_rev,
+            untrained,
+            n_linked,
+        ) in rows:
             planned = loads_json(settings)
             names = [str(m) for m in planned.get("models", []) or []]
             for m in (models or "").split(","):
                 if m and m not in names:
                     names.append(m)
+            name = name or run_name(names, max(n_img, n_linked), created)
             out.append(
-                (run_id, created, user, status, finished or "", ",".join(names), str(planned.get("device", "")),
+                (run_id, name, created, user, status, finished or "", ",".join(names), str(planned.get("device", "")),
                  n, n_err, n_img, n_rev, bool(untrained))
             )  # fmt: skip
         frame = rows_frame(out, RUN_LIST_COLUMNS)
         ints = {c: "int64" for c in ("n_inferences", "n_errors", "n_images", "n_reviews")}
         strings = {c: "string" for c in RUN_LIST_COLUMNS if c not in ints and c != "untrained"}
         return frame.astype({**strings, **ints, "untrained": "bool"})
+
+    def rename_run(self, run_id: str, name: str) -> str:
+        """Give a run a readable name (one line, at most RUN_NAME_MAX characters); "" gives back its default name.
+        Returns the name stored."""
+        name = " ".join(str(name).split())[:RUN_NAME_MAX]
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute("UPDATE runs SET name = ? WHERE run_id = ?", (name, run_id))
+        return name
+
+    def run_label(self, run_id: str) -> str:
+        """The run's name as listed: its stored name, else its default name (models, images, date)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT name, created_at, settings FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"unknown run {run_id!r} in {self.path}")
+            if row[0]:
+                return str(row[0])
+            (linked,) = conn.execute(
+                "SELECT COUNT(DISTINCT image_id) FROM run_images WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            (recorded,) = conn.execute(
+                "SELECT COUNT(DISTINCT image_id || char(0) || COALESCE(image_name, '')) FROM inferences "
+                "WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            n = max(int(linked or 0), int(recorded or 0))
+            models = [str(m) for m in loads_json(row[2]).get("models", []) or []]
+            if not models:
+                models = self._run_models(conn, run_id)
+        return run_name(models, int(n), str(row[1]))
 
     def load_run(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, RunInfo]:
         """The run's inferences and detections (schema columns and dtypes, in the order stored) and its RunInfo."""

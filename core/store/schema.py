@@ -230,12 +230,21 @@ def _jobs(conn: sqlite3.Connection) -> None:
     conn.execute(_WORKERS_TABLE)
 
 
+def _run_names(conn: sqlite3.Connection) -> None:
+    """A run's readable name (editable; '' = not named: its default name is made from its models, image count and
+    date when listed, `core.records.run_name`). Every earlier run starts without one."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "name" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN name TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("unique_records", _unique_records),
     Migration("reviews_pairs", _reviews_pairs),
     Migration("reviews_cross_run", _reviews_cross_run),
     Migration("records_runtime", _records_runtime),
     Migration("jobs", _jobs, rebuilds=True),
+    Migration("run_names", _run_names),
 )
 SCHEMA_VERSION = BASE_VERSION + len(MIGRATIONS)
 

@@ -4,7 +4,10 @@ One module per chart family: `common` (colours, names, marks, helpers), `latency
 `evaluation`, `overlays`, `cards`. Everything public is re-exported here (`from dashboard import figures`).
 
 Conventions every builder keeps:
-- one colour per class (`class_color`) and one per model (`model_color`), the same in every figure;
+- one colour per model (`model_color`, from its name: the same on every page and in every session) and per class
+  (`class_colors`: a class's own colour, never two classes of one image in the same colour);
+- one look (`apply_look`: font, title, margins, grid, hover), put on every builder's figure here;
+- a figure with nothing to show says why in one sentence (`empty_figure`), which pages show as text (`empty_message`);
 - a chart of detections drawn from any row with untrained weights (`core.config.WEIGHTS_UNTRAINED`) carries a visible
   `UNTRAINED_MARK` annotation (`mark_untrained`); builders fed only detections take an `untrained` flag (see
   `untrained_models`);
@@ -14,18 +17,26 @@ Conventions every builder keeps:
 
 from __future__ import annotations
 
+import functools
+
+import plotly.graph_objects as go
+
 from dashboard.figures.agreement import AGREEMENT_MAX_BARS, agreement_figure, most_disagreeing
 from dashboard.figures.cards import MODEL_CARD_COLUMNS, accuracy_vs_speed, model_card
 from dashboard.figures.common import (
     CLASS_PALETTE,
+    EMPTY_ANNOTATION_NAME,
     LOG_SCALE_SPREAD,
     MODEL_PALETTE,
     STAGE_COLORS,
     STAGE_NAMES,
     UNTRAINED_ANNOTATION_NAME,
+    apply_look,
     class_color,
+    class_colors,
     display_name,
     empty_figure,
+    empty_message,
     log_ticks,
     mark_untrained,
     model_color,
@@ -65,7 +76,7 @@ from dashboard.figures.overlays import (
 )
 
 __all__ = [
-    "CLASS_PALETTE", "JPEG_QUALITY", "LOG_SCALE_SPREAD", "MODEL_CARD_COLUMNS", "MODEL_PALETTE", "OUTCOME_STYLES",
+    "CLASS_PALETTE", "EMPTY_ANNOTATION_NAME", "JPEG_QUALITY", "apply_look", "class_colors", "empty_message", "LOG_SCALE_SPREAD", "MODEL_CARD_COLUMNS", "MODEL_PALETTE", "OUTCOME_STYLES",
     "OVERLAY_MARGIN", "OVERLAY_WIDTH", "PARETO_NAME", "STAGE_COLORS", "STAGE_NAMES", "UNTRAINED_ANNOTATION_NAME",
     "accuracy_vs_speed", "agreement_figure", "class_color", "class_counts", "count_vs_threshold", "counts_above",
     "display_size", "empty_figure", "frontier", "image_data_uri", "latency_box", "latency_breakdown",
@@ -75,3 +86,21 @@ __all__ = [
     "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks", "AGREEMENT_MAX_BARS",
     "most_disagreeing",
 ]  # fmt: skip
+
+
+def _with_look(builder):  # noqa: ANN001, ANN202 - a figure builder, wrapped
+    @functools.wraps(builder)
+    def build(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fig = builder(*args, **kwargs)
+        return apply_look(fig) if isinstance(fig, go.Figure) else fig
+
+    return build
+
+
+# every public figure builder gives its figure the app's look
+for _name in (
+    "accuracy_vs_speed", "agreement_figure", "class_counts", "count_vs_threshold", "empty_figure", "frontier",
+    "latency_box", "latency_breakdown", "latency_medians", "outcome_overlay_grid", "overlay_figure", "overlay_grid",
+    "per_class_ap", "pr_curves", "score_histograms", "speed_vs_count",
+):  # fmt: skip
+    globals()[_name] = _with_look(globals()[_name])

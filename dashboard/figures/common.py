@@ -13,11 +13,12 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from core.config import HEADLINE_MODELS, UNTRAINED_MARK
-from core.models import short_name
+from core.models import model_names, short_name
 from dashboard.views import untrained_models
 
 CLASS_PALETTE: tuple[str, ...] = tuple(qualitative.Dark24 + qualitative.Light24)
-MODEL_PALETTE: tuple[str, ...] = tuple(qualitative.Plotly)
+# Plotly's ten, then two more (brown, grey-blue) and Dark2's: one colour each for the twelve registered models
+MODEL_PALETTE: tuple[str, ...] = (*qualitative.Plotly, "#8C564B", "#5F7A8C", *qualitative.Dark2)
 STAGE_COLORS: dict[str, str] = {"preprocess_ms": "#9FB4CC", "inference_ms": "#3366CC", "postprocess_ms": "#F2A541"}
 STAGE_NAMES: dict[str, str] = {
     "preprocess_ms": "preprocess",
@@ -25,6 +26,9 @@ STAGE_NAMES: dict[str, str] = {
     "postprocess_ms": "postprocess",
 }
 UNTRAINED_ANNOTATION_NAME = "untrained"
+EMPTY_ANNOTATION_NAME = "empty"
+UNTRAINED_COLOR = "#B00020"
+UNTRAINED_MARGIN_T = 78  # px above the plot: the title, then the untrained subtitle line under it
 
 # --- colours and marks -------------------------------------------------------------------------------------------
 
@@ -54,16 +58,41 @@ def _stable_index(key: str, n: int) -> int:
 
 
 def class_color(label: str) -> str:
-    """One colour per class label, the same for every model, figure and session."""
+    """A class label's preferred colour: the same for every model, figure and session (`class_colors` keeps it
+    unless another class of the same image has it already)."""
     return CLASS_PALETTE[_stable_index(label, len(CLASS_PALETTE))]
 
 
+def class_colors(labels: Iterable[str]) -> dict[str, str]:
+    """One colour per class of one image, never the same for two classes (up to len(CLASS_PALETTE) classes): each
+    keeps its preferred colour (`class_color`) unless an earlier class (in sorted order) has it, then takes the next
+    free one in the palette."""
+    taken: set[int] = set()
+    out: dict[str, str] = {}
+    n = len(CLASS_PALETTE)
+    for label in sorted({str(x) for x in labels}):
+        k = _stable_index(label, n)
+        for step in range(n):
+            if (k + step) % n not in taken:
+                k = (k + step) % n
+                break
+        taken.add(k)
+        out[label] = CLASS_PALETTE[k]
+    return out
+
+
 def model_color(model: str) -> str:
-    """One colour per model; the headline models get their own colours, the rest a stable hash."""
-    if model in HEADLINE_MODELS:
-        return MODEL_PALETTE[HEADLINE_MODELS.index(model) % len(MODEL_PALETTE)]
-    rest = MODEL_PALETTE[len(HEADLINE_MODELS) :] or MODEL_PALETTE
-    return rest[_stable_index(model, len(rest))]
+    """One colour per model, from its name alone (the same on every page and in every session): the headline models
+    first, then each registered model its own colour in registry order; other series (a runtime, a checkpoint) a
+    stable hash of their name."""
+    known = _model_order()
+    if model in known:
+        return MODEL_PALETTE[known.index(model) % len(MODEL_PALETTE)]
+    return MODEL_PALETTE[_stable_index(model, len(MODEL_PALETTE))]
+
+
+def _model_order() -> list[str]:
+    return [*HEADLINE_MODELS, *(m for m in model_names() if m not in HEADLINE_MODELS)]
 
 
 def any_untrained(*frames: pd.DataFrame) -> bool:
@@ -71,36 +100,101 @@ def any_untrained(*frames: pd.DataFrame) -> bool:
 
 
 def mark_untrained(fig: go.Figure, untrained: bool) -> go.Figure:
-    """Add a visible warning that the figure shows the output of untrained weights (no-op when `untrained` is false)."""
+    """Add a visible warning that the figure shows the output of untrained weights (no-op when `untrained` is
+    false): a red subtitle line at the top left, just above the plot, in a top margin kept free for it (never on the
+    Plotly toolbar, which sits at the top right, nor clipped)."""
     if untrained and not any(a.name == UNTRAINED_ANNOTATION_NAME for a in fig.layout.annotations):
         fig.add_annotation(
             name=UNTRAINED_ANNOTATION_NAME,
             text=f"⚠ {UNTRAINED_MARK}",
             xref="paper",
             yref="paper",
-            x=0.5,
-            y=1.0,
-            xanchor="center",
+            x=0,
+            y=1,
+            xanchor="left",
             yanchor="bottom",
+            yshift=6,
             showarrow=False,
-            font={"color": "#B00020", "size": 14},
-            bgcolor="rgba(255, 235, 238, 0.9)",
-            bordercolor="#B00020",
-            borderwidth=1,
+            font={"color": UNTRAINED_COLOR, "size": 12},
         )
+        top = fig.layout.margin.t
+        fig.update_layout(margin_t=max(top if top is not None else 0, UNTRAINED_MARGIN_T))
     return fig
 
 
 def empty_figure(message: str, *, untrained: bool = False) -> go.Figure:
-    """A blank figure that says why there is nothing to show."""
+    """A blank figure that says why there is nothing to show (pages show `empty_message(fig)` as a sentence
+    instead of drawing it)."""
     fig = go.Figure()
     fig.add_annotation(
-        name="empty", text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False, font={"size": 16}
-    )
+        name=EMPTY_ANNOTATION_NAME, text=message, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+        font={"size": 16},
+    )  # fmt: skip
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(height=300, margin={"l": 20, "r": 20, "t": 40, "b": 20})
     return mark_untrained(fig, untrained)
+
+
+def empty_message(fig: go.Figure) -> str | None:
+    """The sentence of a figure that has nothing to show (`empty_figure`, or a chart with no trace that says why),
+    else None."""
+    if len(fig.data):
+        return None
+    texts = [a.text for a in fig.layout.annotations if a.name != UNTRAINED_ANNOTATION_NAME and a.text]
+    return texts[0] if texts else None
+
+
+# --- the app's look ------------------------------------------------------------------------------------------------
+
+FONT_FAMILY = '"Source Sans 3", "Source Sans Pro", -apple-system, "Segoe UI", Roboto, sans-serif'  # Streamlit's own
+GRID_COLOR = "#E9ECF1"
+LOOK_MARGIN = {"l": 56, "r": 28, "t": 56, "b": 48}
+
+
+def apply_look(fig: go.Figure) -> go.Figure:
+    """The app's one look on a figure (its builder's own choices win): font, title at the top left, margins, a light
+    grid, white hover labels, axes that make room for their labels (automargin), thousands separated."""
+    lay = fig.layout
+    margin = {k: v for k, v in LOOK_MARGIN.items() if getattr(lay.margin, k) is None}
+    fig.update_layout(
+        font_family=lay.font.family or FONT_FAMILY,
+        font_size=lay.font.size or 13,
+        font_color=lay.font.color or "#1F2937",
+        hoverlabel={"bgcolor": "white", "bordercolor": "#CBD2DC", "font_size": 12, "font_family": FONT_FAMILY},
+        separators=lay.separators or ".,",
+        colorway=lay.colorway or MODEL_PALETTE,
+        plot_bgcolor=lay.plot_bgcolor or "white",
+        paper_bgcolor=lay.paper_bgcolor or "white",
+        margin=margin,
+    )
+    if lay.title.text:
+        fig.update_layout(title_x=0, title_xanchor="left", title_xref="paper", title_font_size=16)
+    axis = {"gridcolor": GRID_COLOR, "zeroline": False, "automargin": True, "linecolor": "#CBD2DC"}
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    labels_inside(fig)
+    return fig
+
+
+def labels_inside(fig: go.Figure) -> None:
+    """Point labels (single-point scatter traces with text, one per model) never clipped at the plot's edges: the
+    rightmost label is written to the left of its point, the leftmost to the right, none clipped by the axes."""
+    labelled = [
+        t for t in fig.data
+        if isinstance(t, go.Scatter | go.Scattergl) and t.mode and "text" in t.mode and t.x is not None
+        and len(t.x) == 1 and isinstance(t.x[0], int | float)
+    ]  # fmt: skip
+    if len(labelled) < 2:
+        return
+    xs = [float(t.x[0]) for t in labelled]
+    for t, x in zip(labelled, xs, strict=True):
+        if x == max(xs):
+            t.textposition = "top left"
+        elif x == min(xs):
+            t.textposition = "top right"
+        if isinstance(t, go.Scatter):
+            t.cliponaxis = False
 
 
 # --- small table helpers -----------------------------------------------------------------------------------------
@@ -156,7 +250,7 @@ def latency_axis(fig: go.Figure, values: pd.Series, axis: str = "y") -> None:
     """Log scale when latencies span more than LOG_SCALE_SPREAD x, else linear from zero.
 
     A log axis gets labelled ticks at 1-2-5 per decade only (plotly's default labels every minor digit when zoomed,
-    a clutter of overlapping numbers), with unlabelled minor grid lines between them.
+    a clutter of overlapping numbers) and no minor grid lines (they drew dense grey bands).
     """
     positive = values[values > 0].dropna()
     log = len(positive) > 0 and positive.max() / positive.min() > LOG_SCALE_SPREAD
@@ -169,7 +263,7 @@ def latency_axis(fig: go.Figure, values: pd.Series, axis: str = "y") -> None:
             tickmode="array",
             tickvals=ticks,
             ticktext=[f"{t:g}" for t in ticks],
-            minor={"showgrid": True, "gridcolor": "rgba(0, 0, 0, 0.04)"},
+            minor={"showgrid": False},
         )
     else:
         update(rangemode="tozero")

@@ -17,6 +17,7 @@ from dashboard.figures.common import (
     UNTRAINED_ANNOTATION_NAME,
     at_or_above,
     class_color,
+    class_colors,
     display_name,
     mark_untrained,
     plain,
@@ -62,12 +63,14 @@ def overlay_figure(
     untrained: bool = False,
     max_side: int = 1024,
     uirevision: str | None = None,
+    colors: Mapping[str, str] | None = None,
 ) -> go.Figure:
     """The image with one model's boxes (score >= threshold, in `classes` if given): one outline trace per class.
 
     `detections` are in original-image pixels; the background is downscaled to `max_side` for display and the boxes
     are scaled with it. Hover shows label, score and the box size in original pixels. `uirevision` (default: the
-    title) keeps zoom and legend toggles across reruns.
+    title) keeps zoom and legend toggles across reruns. `colors`: class -> colour (default `class_colors` of the
+    classes drawn: no two alike).
     """
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
@@ -82,8 +85,9 @@ def overlay_figure(
     boxes = at_or_above(detections, threshold)
     if classes is not None:
         boxes = boxes[boxes["label"].isin(list(classes))]
+    colors = colors or class_colors(boxes["label"].astype(str).unique())
     for raw_label, part in sorted(boxes.groupby("label", sort=False), key=lambda kv: str(kv[0])):
-        color = class_color(str(raw_label))
+        color = colors.get(str(raw_label)) or class_color(str(raw_label))
         label = plain(raw_label)
         xs: list[float | None] = []
         ys: list[float | None] = []
@@ -161,6 +165,8 @@ def overlay_grid(
     legend entry toggles it in every panel.
     """
     models = list(models) or ["(no model)"]
+    shown = at_or_above(detections, threshold)
+    colors = class_colors(shown["label"].astype(str).unique())  # one image: no two classes alike in any panel
     panels = [
         overlay_figure(
             image,
@@ -169,6 +175,7 @@ def overlay_grid(
             threshold=threshold,
             classes=classes,
             max_side=max_side,
+            colors=colors,
         )
         for model in models
     ]

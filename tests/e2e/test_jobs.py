@@ -74,7 +74,7 @@ def test_a_gallery_run_survives_page_changes_reloads_and_closed_browsers(streaml
     run_id, clicked = start_gallery_run(page, streamlit_server, wait_for_app)
     total = _store().job(run_id).total
     # the first record shown live on the Run page (the panel polls the store)
-    page.get_by_text("1/", exact=False).first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    page.get_by_text(": 1 of ", exact=False).first.wait_for(timeout=RUN_TIMEOUT_S * 1000)
     first_shown = time.monotonic() - clicked
     print(f"\nRun click -> first record shown live: {first_shown:.1f} s")
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Gallery").click()
@@ -88,7 +88,7 @@ def test_a_gallery_run_survives_page_changes_reloads_and_closed_browsers(streaml
     page = context.new_page()
     page.goto(f"{streamlit_server}/run?run={run_id}", wait_until="domcontentloaded")
     wait_for_app(page)
-    page.get_by_text(f"Run {run_id}: Finished", exact=False).wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    page.get_by_text(f"{_store().run_label(run_id)}: Finished", exact=False).wait_for(timeout=RUN_TIMEOUT_S * 1000)
     assert _store().job(run_id).status == "finished" and every_pair_once(run_id) == total
     page.screenshot(path=str(artifacts_dir / "e2e_job_finished.png"), full_page=True)
     context.close()
@@ -133,7 +133,7 @@ def test_a_worker_killed_mid_run_is_resumed_with_every_pair_exactly_once(streaml
     assert page.get_by_text("Interrupted", exact=False).count() >= 1
     wait_for_app(page)
     resume.click()
-    page.get_by_text(f"Run {run_id}: Finished", exact=False).wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    page.get_by_text(f"{_store().run_label(run_id)}: Finished", exact=False).wait_for(timeout=RUN_TIMEOUT_S * 1000)
     assert every_pair_once(run_id) == total and _store().job(run_id).status == "finished"
     assert_no_exception(page, artifacts_dir)
     context.close()
