@@ -15,7 +15,8 @@ Every side runs the same seeded untrained model (torchvision's builder, `weights
   the dashboard would start (`core.jobs.ensure_worker`: physical cores - 1 threads, nice +10), compared with a bare
   loop at the worker's thread count.
 
-Rounds alternate bare, detect and worker so that machine drift spreads over all three. Targets (issue #20): recorded /
+Rounds alternate bare, detect and worker; each round's ratio is taken (DetLens over the bare loop just before it)
+and the median of those is printed with their range, so that machine drift spreads over both sides. Targets (issue #20): recorded /
 bare model call 0.90-1.10 for detect and for the worker; the detect process at most 1.15x the bare process.
 Prints the OpenMP wait policy and threads each side ran with (DetLens records them in each run's environment).
 """
@@ -165,12 +166,17 @@ def worker_job(model: str, folder: Path, store: Path, warmup: int) -> tuple[floa
     return float(inf["inference_ms"].astype(float).median()), int(env_used.get("threads", 0)), env_used
 
 
+def _ratio(values: list[float]) -> str:
+    """The median of the rounds' ratios, with their range."""
+    return f"{statistics.median(values):.3f} (rounds {min(values):.3f}-{max(values):.3f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(HEADLINE_MODELS))
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="bare loop and detect (default: physical cores)")
     parser.add_argument("--no-worker", action="store_true", help="skip the job through the worker")
@@ -205,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
                         ms, _, job_env = worker_job(model, folder, tmp_path / "store", args.warmup)
                         rows["job_ms"].append(ms)
                 med = {k: statistics.median(v) for k, v in rows.items() if v}
+                # each round's ratio, bare and DetLens side by side in time: robust to the machine's drift (on a shared
+                # VM the steal time moves every figure by tens of percent from minute to minute)
+                paired = {
+                    "det": [d / b for d, b in zip(rows["det_ms"], rows["bare_ms"], strict=True)],
+                    "proc": [d / b for d, b in zip(rows["det_s"], rows["bare_s"], strict=True)],
+                    "job": [j / b for j, b in zip(rows["job_ms"], rows["bare1_ms"], strict=True)],
+                }
                 print(f"\n{model}: {args.images} images {args.size}x{args.size}, fp32, untrained (seed "
                       f"{UNTRAINED_SEED}), warm-up {args.warmup}, {args.rounds} rounds (medians)")  # fmt: skip
                 print(f"  bare loop, {threads} threads        : model call {med['bare_ms']:8.1f} ms   process "
@@ -212,14 +225,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  detect, {threads} threads           : recorded   {med['det_ms']:8.1f} ms   process "
                       f"{med['det_s']:6.2f} s   (recorded: threads {det_env.get('threads')}, OMP_WAIT_POLICY "
                       f"{det_env.get('omp_wait_policy') or 'unset'})")  # fmt: skip
-                print(f"    recorded / bare model call: {med['det_ms'] / med['bare_ms']:.3f} (target 0.90-1.10); "
-                      f"detect process / bare process: {med['det_s'] / med['bare_s']:.3f} (target <= 1.15)")  # fmt: skip
+                print(f"    recorded / bare model call: {_ratio(paired['det'])} (target 0.90-1.10); "
+                      f"detect process / bare process: {_ratio(paired['proc'])} (target <= 1.15)")  # fmt: skip
                 if "job_ms" in med:
                     print(f"  bare loop, {worker_threads} thread(s)       : model call {med['bare1_ms']:8.1f} ms")
                     print(f"  worker job, dashboard idle : recorded   {med['job_ms']:8.1f} ms   (recorded: threads "
                           f"{job_env.get('threads')}, nice {job_env.get('nice', '?')}, OMP_WAIT_POLICY "
                           f"{job_env.get('omp_wait_policy') or 'unset'})")  # fmt: skip
-                    print(f"    recorded / bare model call: {med['job_ms'] / med['bare1_ms']:.3f} (target 0.90-1.10)")
+                    print(f"    recorded / bare model call: {_ratio(paired['job'])} (target 0.90-1.10)")
         finally:
             if dashboard is not None:
                 dashboard.close()
