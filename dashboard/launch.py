@@ -35,11 +35,12 @@ def folder_roots() -> list[Path]:
     return [GALLERY_DIR.resolve(), *(p.resolve() for p in extra)]
 
 
-def resolve_folder(text: str, roots: Sequence[Path] | None = None) -> Path:
-    """The folder `text` names, if it lies under an allowed root once links and `..` are resolved."""
+def resolve_under_roots(text: str, roots: Sequence[Path] | None = None, *, kind: str = "folder") -> Path:
+    """The `kind` ("folder" or "file") `text` names, if it lies under an allowed root (default: `folder_roots()`)
+    once links and `..` are resolved; FolderNotAllowedError otherwise."""
     roots = list(roots if roots is not None else folder_roots())
     if not text.strip():
-        raise FolderNotAllowedError("enter a folder path")
+        raise FolderNotAllowedError(f"enter a {kind} path")
     path = Path(text.strip()).expanduser()
     if not path.is_absolute():
         path = roots[0].parent / path
@@ -47,9 +48,14 @@ def resolve_folder(text: str, roots: Sequence[Path] | None = None) -> Path:
     if not any(real == r or real.is_relative_to(r) for r in roots):
         allowed = ", ".join(str(r) for r in roots)
         raise FolderNotAllowedError(f"{text} is outside the folders this server allows ({allowed})")
-    if not real.is_dir():
-        raise FolderNotAllowedError(f"{text} is not a folder")
+    if not (real.is_dir() if kind == "folder" else real.is_file()):
+        raise FolderNotAllowedError(f"{text} is not a {kind}")
     return real
+
+
+def resolve_folder(text: str, roots: Sequence[Path] | None = None) -> Path:
+    """The folder `text` names, if it lies under an allowed root once links and `..` are resolved."""
+    return resolve_under_roots(text, roots, kind="folder")
 
 
 def refs_from_paths(paths: Sequence[Path]) -> list[ImageSource]:

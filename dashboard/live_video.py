@@ -29,7 +29,7 @@ from core.video import Sampling, Video, VideoError, VideoFrame
 from core.videojobs import submit_video
 from dashboard import cache
 from dashboard.figures.live import series_color
-from dashboard.launch import FolderNotAllowedError
+from dashboard.launch import resolve_under_roots
 
 SESSION_KEY = "live_session"
 CAMERA_KEY = "live_camera"
@@ -301,16 +301,7 @@ def untrained_note(session: LiveSession) -> str:
 
 def resolve_file(text: str, roots: Sequence[Path]) -> Path:
     """The video file `text` names, if it lies under an allowed root once links and `..` are resolved."""
-    path = Path(text.strip()).expanduser()
-    if not path.is_absolute():
-        path = roots[0].parent / path
-    real = path.resolve()
-    if not any(real == r or real.is_relative_to(r) for r in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise FolderNotAllowedError(f"{text} is outside the folders this server allows ({allowed})")
-    if not real.is_file():
-        raise FolderNotAllowedError(f"{text} is not a file")
-    return real
+    return resolve_under_roots(text, roots, kind="file")
 
 
 def problem_line(exc: BaseException) -> str:
