@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from core.config import GALLERY_DIR, HEADLINE_MODELS, UNTRAINED_MARK
 from tests.e2e.ui import choose
 
 RUN_TIMEOUT_MS = 300_000
+
+
+OPEN_TILE = re.compile(r"^Open ")  # a Gallery tile's button: "Open NAME"
 
 
 def assert_no_exception(page, artifacts_dir) -> None:
@@ -53,7 +58,7 @@ def test_run_then_gallery_and_compare_in_a_real_browser(streamlit_server, browse
     thumbnail = page.locator('[data-testid="stImage"] img').first  # the grid: a thumbnail kept in the store
     thumbnail.wait_for(state="visible", timeout=60_000)
     assert page.evaluate("(img) => img.naturalWidth", thumbnail.element_handle()) > 0, "the thumbnail loaded"
-    page.locator('[data-testid="stButton"]').get_by_role("button", name="Open", exact=True).first.click()
+    page.locator('[data-testid="stButton"]').get_by_role("button", name=OPEN_TILE).first.click()
     wait_for_app(page)
     assert_charts_render(page, 1)
     assert page.get_by_text(UNTRAINED_MARK, exact=False).count() >= 1
