@@ -201,15 +201,24 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path, server_store: Path) 
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_executable: Path) -> Iterator[object]:
+def playwright_instance(chromium_executable: Path) -> Iterator[object]:
+    """One Playwright for the session: a second `sync_playwright()` while one runs fails (its event loop is taken),
+    so every browser of the suite is launched from this one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium_executable), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_instance, chromium_executable: Path) -> Iterator[object]:
+    browser = playwright_instance.chromium.launch(
+        executable_path=str(chromium_executable), headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture

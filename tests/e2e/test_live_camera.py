@@ -39,21 +39,18 @@ def camera_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def camera_browser(chromium_executable, camera_file):
-    from playwright.sync_api import sync_playwright
-
+def camera_browser(playwright_instance, chromium_executable, camera_file):
     args = [
         *CHROMIUM_ARGS,
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-video-capture={camera_file}",
     ]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium_executable), headless=True, args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    browser = playwright_instance.chromium.launch(executable_path=str(chromium_executable), headless=True, args=args)
+    try:
+        yield browser
+    finally:
+        browser.close()
 
 
 @pytest.fixture
