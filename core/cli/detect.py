@@ -70,11 +70,7 @@ def _detect_on_ray(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = settings_from(args)
     opts = options_from(args)
-    try:
-        check_ray_settings(settings, opts)
-    except ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    check_ray_settings(settings, opts)  # a refusal is one line and exit 2 (core.cli.main)
     store = open_store(args.store)
     bar = progress_bar(len(paths) * len(models), sys.stderr.isatty() and not args.quiet)
 

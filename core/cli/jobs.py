@@ -61,15 +61,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     ray = None
     if args.engine == "ray":  # refused here in one line: non-eager runtimes, options that cannot work
-        from core.cluster import ClusterError
         from core.distributed import check_ray_settings, options_from
 
         ray = options_from(args)
-        try:
-            check_ray_settings(settings, ray)
-        except ClusterError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+        check_ray_settings(settings, ray)  # a refusal is one line and exit 2 (core.cli.main)
     else:
         check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
     from core.videojobs import split_videos, submit_video

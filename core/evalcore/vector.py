@@ -106,6 +106,26 @@ def vector_cocoeval(
     return vector_cocoeval_xywh(gt_dict, img_ids, max_dets, image_id, category_id, score, *coco_xywh(boxes))
 
 
+def _matched(
+    gt_dict: dict[str, Any],
+    img_ids: list[int],
+    max_dets: tuple[int, int, int],
+    image_id: np.ndarray,
+    category_id: np.ndarray,
+    score: np.ndarray,
+    xywh: np.ndarray,
+    area: np.ndarray,
+):  # noqa: ANN202 (params, ground truth, detections, matches: this module's own steps)
+    """COCOeval's params for these images and the ground truth's categories, the ground truth, the detections and
+    their matching: what the accumulated evaluation and the per-detection flags both start from."""
+    p = coco_params(max_dets)
+    p.imgIds = np.unique(np.asarray(img_ids, dtype=np.int64)).tolist()
+    p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
+    gt = _ground_truth(gt_dict, p)
+    dt = _detections(p, image_id, category_id, score, xywh, area)
+    return p, gt, dt, _match(p, gt, dt)
+
+
 def vector_cocoeval_xywh(
     gt_dict: dict[str, Any],
     img_ids: list[int],
@@ -117,12 +137,7 @@ def vector_cocoeval_xywh(
     area: np.ndarray,
 ) -> VectorEval:
     """`vector_cocoeval` of COCO results as arrays: [x, y, w, h] boxes and their areas (`COCO.loadRes`: w * h)."""
-    p = coco_params(max_dets)
-    p.imgIds = np.unique(np.asarray(img_ids, dtype=np.int64)).tolist()
-    p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
-    gt = _ground_truth(gt_dict, p)
-    dt = _detections(p, image_id, category_id, score, xywh, area)
-    matches = _match(p, gt, dt)
+    p, gt, dt, matches = _matched(gt_dict, img_ids, max_dets, image_id, category_id, score, xywh, area)
     precision, recall, scores = _accumulate(p, gt, dt, matches)
     evaluated = {"precision": precision, "recall": recall, "scores": scores}
     return VectorEval(params=p, eval=evaluated, stats=_summarize(p, evaluated))
@@ -388,12 +403,7 @@ def coco_flags(
     boxes: np.ndarray,
 ) -> CocoFlags:
     """`vector_cocoeval`'s matching (x1, y1, x2, y2 boxes), kept per detection instead of accumulated."""
-    p = coco_params(max_dets)
-    p.imgIds = np.unique(np.asarray(img_ids, dtype=np.int64)).tolist()
-    p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
-    gt = _ground_truth(gt_dict, p)
-    dt = _detections(p, image_id, category_id, score, *coco_xywh(boxes))
-    m = _match(p, gt, dt)
+    p, gt, dt, m = _matched(gt_dict, img_ids, max_dets, image_id, category_id, score, *coco_xywh(boxes))
     acc = _stable_order(dt.k, -dt.score)
     n_a, n_t, n_k, n_i = len(p.areaRng), len(p.iouThrs), len(p.catIds), len(p.imgIds)
     tracked = m.tracked[acc]
