@@ -55,6 +55,7 @@ MODEL_CARD_FORMATS = {
     "median_total_ms": "{:,.1f} ms", "p95_total_ms": "{:,.1f} ms", "median_inference_ms": "{:,.1f} ms",
     "p95_inference_ms": "{:,.1f} ms", "box_map": "{:.1f}", "gflops": "{:,.2f}", "params": "{:,.0f}",
     "file_size_mb": "{:,.1f} MB", "n_images": "{:,}", "n_errors": "{:,}",
+    "AP (ground truth)": "{:.3f}", "eager AP": "{:.3f}", "ΔAP vs eager": "{:+.3f}",
 }  # fmt: skip
 _col = st.column_config.Column
 MODEL_CARD_CONFIG = {

@@ -18,6 +18,7 @@ from core.cli import main
 from core.evaluate import load_ground_truth
 from core.images import ImageSource
 from core.records import RunInfo
+from dashboard.tables import NA
 from tests.factories import RUN, box, gallery_ref, inference, tables
 
 EAGER = "ssdlite320_mobilenet_v3_large"
@@ -197,9 +198,10 @@ def test_compare_shows_ap_against_eager_only_with_ground_truth(with_gt):
         # (pycocotools' own mean of those 101-point precisions gives 0.49999999999999994 and 0.9999999999999998)
         ap, eager = pytest.approx(0.5, abs=1e-12), pytest.approx(1.0, abs=1e-12)
         assert table.loc[ORT, ["ap", "ap_eager", "ap_diff"]].tolist() == [ap, eager, pytest.approx(-0.5, abs=1e-12)]
-        assert card.loc[ORT, "ΔAP vs eager"] == pytest.approx(-0.5, abs=1e-12)
+        # the eager row has no ΔAP, so that column is shown as text, formatted, with "–" for the missing value
+        assert card.loc[ORT, "ΔAP vs eager"] == "-0.500"
         assert card.loc[EAGER, "AP (ground truth)"] == eager
-        assert math.isnan(card.loc[EAGER, "ΔAP vs eager"])
+        assert card.loc[EAGER, "ΔAP vs eager"] == NA
     else:
         assert "ap_diff" not in table.columns and "ΔAP vs eager" not in card.columns
         assert "No ground truth for these images" in texts(at)
