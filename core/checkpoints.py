@@ -24,12 +24,8 @@ import torchvision
 from torch import nn
 
 from core.config import UNNAMED_CLASS
+from core.errors import WeightsError
 from core.models import ModelSpec
-
-
-class WeightsError(RuntimeError):
-    """A weights file that cannot be used (refused pickle, wrong shapes, unreadable)."""
-
 
 # --- local files ----------------------------------------------------------------------------------------------------
 

@@ -158,6 +158,7 @@ LIVE_REFRESH_S = 1.0  # how often a page showing a live run polls the store
 # Gallery thumbnails (core.thumbs): made once per image, kept in the store under thumbs/<image_id>.jpg.
 THUMBS_DIR = "thumbs"
 EVAL_CACHE_DIR = "cache/evaluations"  # finished evaluations (core.analytics.evalcache), beside the store's database
+CATEGORIES_CACHE_DIR = "cache/categories"  # torchvision's category lists by torchvision version (core.categories)
 EVAL_CACHE_MAX_ENTRIES = 32  # the oldest used are removed past this many (a million-box variant: about 17 MB)
 THUMB_SIDE = 160  # longest side in pixels
 THUMB_QUALITY = 80  # JPEG quality (a 160 px photo is 4-8 KB)

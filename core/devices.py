@@ -13,10 +13,7 @@ import torch
 import torchvision
 
 from core.config import CPU_PRECISION_NEEDS, DEVICES, PRECISIONS
-
-
-class DeviceError(ValueError):
-    """Raised for a device or precision that this machine cannot provide."""
+from core.errors import DeviceError
 
 
 def _mps_available() -> bool:

@@ -25,10 +25,10 @@ from typing import Literal
 
 import numpy as np
 
+from core.categories import is_class_name
 from core.config import DEFAULT_THRESHOLD
 from core.evaluate import GroundTruth, ResultsError, default_categories, load_results
 from core.images import ImageSource, gallery_paths
-from core.models import is_class_name
 from core.records import DetectionResult, RunInfo, new_run_id, now_iso
 from core.store import Store
 from core.text import basename, fmt_ids

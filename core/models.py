@@ -13,16 +13,13 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from core.config import HEADLINE_MODELS
+from core.errors import UnknownModelError
 
 # Builders whose weights enum is not a COCO box detector are not listed (none today; the guard keeps it honest).
 _TASK_BY_PREFIX = {
     "maskrcnn": "boxes of an instance segmenter",
     "keypointrcnn": "boxes of a keypoint detector (person only: its mAP is on people)",
 }
-
-
-class UnknownModelError(ValueError):
-    """Raised for a model name that is not in the registry."""
 
 
 @dataclass(frozen=True)
@@ -192,14 +189,6 @@ def parse_model_list(text: str) -> list[str]:
 
 
 # Entries of a category list that are not classes: torchvision's "N/A" gaps and the background at index 0.
-NOT_CLASS_NAMES = frozenset({"", "n/a", "__background__", "background"})
-
-
-def is_class_name(name: str) -> bool:
-    """False for the placeholders of a category list ("N/A", "__background__", empty), true for real classes."""
-    return name.strip().lower() not in NOT_CLASS_NAMES
-
-
 def label_name(categories: tuple[str, ...] | list[str], label_id: int) -> str:
     """Category name of a label id; ids outside the list get a readable placeholder."""
     if 0 <= label_id < len(categories):

@@ -8,13 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import WEIGHTS_UNTRAINED
-from core.devices import DeviceError
+from core.errors import DeviceError, UnknownModelError, WeightsError
 from core.images import ImageSource, gallery_paths
-from core.models import UnknownModelError
 from core.runner import RunSettings
 from core.runtimes import RuntimeRefusedError
 from core.store import StoreError, current_user
-from core.weights import WeightsError
 from dashboard import choices, launch, state
 from dashboard.text import md
 

@@ -23,6 +23,7 @@ from core.config import DETECTION_COLUMNS, GALLERY_ANNOTATIONS, GALLERY_DIR
 from core.images import ImageSource, load_image
 from core.models import get_model
 from core.records import coerce_detections
+from tests.factories import ground_truth_run
 
 COCO_NAMES = get_model("fasterrcnn_resnet50_fpn").categories  # label id = index = COCO category id
 
@@ -631,27 +632,7 @@ def test_cli_invalid_ground_truth_exits_2(tmp_path, gallery_results, capsys):
 
 def test_cli_run_from_a_store(tmp_path, capsys):
     """Ground truth stored as a run's detections (score 1) evaluates to AP 1 through `evaluate --run`."""
-    import numpy as np
-
-    from core.records import DetectionResult, RunInfo
-    from core.store import Store
-
-    names = gallery_names()
-    gt = ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=names)
-    boxes = ev.gt_boxes(gt)
-    store = Store(tmp_path / "runs")
-    store.start_run(RunInfo("r1", "2026-01-01T00:00:00+00:00", {"models": ["m"]}))
-    for image_id, name in names.items():
-        mine = boxes[boxes["image_id"] == image_id]
-        size = ImageSource.from_path(GALLERY_DIR / name).load()
-        result = DetectionResult(
-            image_id=image_id, image_name=name, width=size.width, height=size.height, model="m", weights="default", device="cpu",
-            precision="fp32", batch_size=1, boxes=mine[["x1", "y1", "x2", "y2"]].to_numpy(np.float32).reshape(-1, 4),
-            scores=np.ones(len(mine), np.float32), labels=mine["label_id"].to_numpy(np.int64),
-            label_names=tuple(mine["label"]), preprocess_ms=1.0, inference_ms=1.0, postprocess_ms=1.0,
-        )  # fmt: skip
-        store.add_result("r1", result, threshold=0.5, created_at="2026-01-01T00:00:00+00:00")
-    path = str(tmp_path / "runs")
+    path = str(ground_truth_run(tmp_path / "runs", "r1"))
     assert run_cli(["evaluate", "--run", "r1", "--store", path, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["m"] and out["m"]["AP"] == pytest.approx(1.0)

@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from core.cli import detect, errors, evaluate, jobs, store
 from core.cli.common import EXIT_OK, EXIT_USAGE
 from core.cluster import ClusterError
-from core.devices import DeviceError
-from core.models import UnknownModelError
+from core.errors import DeviceError, UnknownModelError, WeightsError
 from core.series import RuntimeRefusedError
 from core.store import StoreError
 from core.video import VideoError, sampling_from
-from core.weights import WeightsError
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 

@@ -18,7 +18,6 @@ from core.config import (
     STORE_ENV,
     WEIGHTS_DEFAULT,
 )
-from core.models import parse_model_list
 from core.series import parse_variants
 from core.video import add_video_options
 
@@ -71,6 +70,7 @@ def open_store(value: str | None, *, create: bool = True):
 
 def settings_from(args: argparse.Namespace):
     """The RunSettings that `detect`'s and `submit`'s options ask for (the Ray path's too)."""
+    from core.models import parse_model_list
     from core.runner import RunSettings
 
     return RunSettings(

@@ -28,11 +28,12 @@ from core.config import (
     UNTRAINED_MARK,
     WEIGHTS_UNTRAINED,
 )
-from core.models import list_models, parse_model_list
 from core.video import is_video_path, sampling_from
 
 
 def _models_table() -> list[dict[str, object]]:
+    from core.models import list_models
+
     return [s.as_row() for s in list_models()]
 
 
@@ -59,6 +60,7 @@ def _detect_on_ray(args: argparse.Namespace) -> int:
     from core.cluster import ClusterError
     from core.distributed import check_ray_settings, list_images, options_from, run_ray
     from core.images import gallery_paths
+    from core.models import parse_model_list
     from core.store import current_user
     from core.weights import parse_weights
 

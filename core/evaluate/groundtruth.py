@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from core import categories as category_lists
+from core.categories import is_class_name
 from core.config import GT_BOX_TOLERANCE_PX, GT_MAX_BYTES, HEADLINE_MODELS
 from core.evaluate.validate import GroundTruthError, norm_name, read_json, validate_coco
-from core.models import is_class_name
 from core.text import basename, fmt_ids
 
 GT_BOX_COLUMNS: tuple[str, ...] = ("image_id", "gt_id", "label_id", "label", "iscrowd", "x1", "y1", "x2", "y2")
@@ -75,10 +76,17 @@ class GroundTruth:
 
 
 def default_categories() -> tuple[str, ...]:
-    """The torchvision COCO category list (91 entries, label id = index, "N/A" gaps) from the weights metadata."""
+    """The torchvision COCO category list (91 entries, label id = index, "N/A" gaps) from the weights metadata (the
+    copy `core.categories` keeps for the installed torchvision, so that reading it needs no torch import)."""
+    model = HEADLINE_MODELS[0]
+    kept = category_lists.read_cached(model)
+    if kept is not None:
+        return kept
     from core.models import get_model
 
-    return get_model(HEADLINE_MODELS[0]).categories
+    names = get_model(model).categories
+    category_lists.remember(model, names)
+    return names
 
 
 def map_categories(
