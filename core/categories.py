@@ -34,7 +34,7 @@ def cache_file(model: str, store_dir: Path | None = None) -> Path | None:
     return folder / f"{model}-torchvision-{version}.json"
 
 
-def read_cached(model: str, store_dir: Path | None = None) -> tuple[str, ...] | None:
+def kept_categories(model: str, store_dir: Path | None = None) -> tuple[str, ...] | None:
     """The kept category list of `model`, or None when there is none (or it is not a non-empty list of names)."""
     path = cache_file(model, store_dir)
     try:
@@ -46,7 +46,7 @@ def read_cached(model: str, store_dir: Path | None = None) -> tuple[str, ...] | 
     return tuple(names)
 
 
-def remember(model: str, names: tuple[str, ...], store_dir: Path | None = None) -> None:
+def keep_categories(model: str, names: tuple[str, ...], store_dir: Path | None = None) -> None:
     """Keep `names` for `model` (atomically: a reader sees the old file or the new one); a folder that cannot be
     written is left alone (the next call reads the weights' metadata again)."""
     path = cache_file(model, store_dir)

@@ -361,7 +361,7 @@ def run_ray(
                         break
             stopped = stopped and len(seen) < total  # asked after the last batch: nothing was left out
             wall_s = time.perf_counter() - t0
-            inferences = _joined(frames)
+            inferences = _arrived(frames)
             opened.info = _final_info(opening, inferences, settings, opts, user=user, wall_s=wall_s, n_pairs=total)
             opened.stopped = stopped
     finally:
@@ -373,7 +373,7 @@ def run_ray(
                         stopped=stopped)  # fmt: skip
 
 
-def _joined(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _arrived(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The run's kept inference rows, in arrival order (a typed empty table when nothing came back)."""
     if not frames:
         return coerce_inferences(pd.DataFrame(columns=list(INFERENCE_COLUMNS)))

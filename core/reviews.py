@@ -119,7 +119,7 @@ def krippendorff_alpha(matrix: pd.DataFrame) -> float:
         return math.nan
 
 
-def agreement(reviews: pd.DataFrame) -> pd.DataFrame:
+def reviewer_agreement(reviews: pd.DataFrame) -> pd.DataFrame:
     """Per pair (AGREEMENT_COLUMNS): reviewers, images judged by two or more, and kappa (two reviewers) or alpha."""
     rows = []
     for key, group in _pairs(reviews):
@@ -209,7 +209,7 @@ def summarize(run_id: str, reviews: pd.DataFrame, detections: pd.DataFrame, thre
     return ReviewSummary(
         run_id=run_id,
         pairs=pair_results(reviews),
-        agreement=agreement(reviews),
+        agreement=reviewer_agreement(reviews),
         classes=per_class(reviews, detections, threshold),
         disagreements=disagreements(reviews),
         reviewers=dict(sorted(reviewers.items())),

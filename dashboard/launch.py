@@ -124,7 +124,7 @@ def missing_offline(statuses: Sequence[WeightsStatus]) -> list[WeightsStatus]:
     return [s for s in missing if download_blocked(s.model)]
 
 
-def plan(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> PlannedRun:
+def plan_session(settings: RunSettings, sources: Sequence[ImageSource], device: str) -> PlannedRun:
     """Leave out (image, model, weights, device, precision) already done without error in this session."""
     done = state.done_keys()
 

@@ -52,7 +52,7 @@ def pair_table(pairs: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement_table(agreement: pd.DataFrame) -> pd.DataFrame:
-    """`core.reviews.agreement` with the statistic and its value as one text (`value_text`)."""
+    """`core.reviews.reviewer_agreement` with the statistic and its value as one text (`value_text`)."""
     out = agreement.copy()
     out["value_text"] = [
         agreement_text(s, v, n) for s, v, n in zip(out["statistic"], out["value"], out["reviewers"], strict=True)

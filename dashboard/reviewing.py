@@ -180,7 +180,7 @@ def pairs_of(models: Sequence[str]) -> list[tuple[str, str]]:
     return [tuple(sorted((a, b))) for i, a in enumerate(models) for b in models[i + 1 :]]
 
 
-def pair_label(index: int, pair: tuple[str, str], models: Sequence[str]) -> str:
+def blind_pair_label(index: int, pair: tuple[str, str], models: Sequence[str]) -> str:
     """A pair without model names: "Pair 1: series 1 vs series 2" (series numbered in the run's order)."""
     order = list(models)
     return f"Pair {index + 1}: series {order.index(pair[0]) + 1} vs series {order.index(pair[1]) + 1}"
@@ -213,7 +213,7 @@ def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
         if not pairs:
             st.info("This run has one series: a blind review needs two (or compare it with another run).")
             st.stop()
-        k = c2.selectbox("Pair", range(len(pairs)), format_func=lambda i: pair_label(i, pairs[i], models),
+        k = c2.selectbox("Pair", range(len(pairs)), format_func=lambda i: blind_pair_label(i, pairs[i], models),
                          key="review_pair")  # fmt: skip
         return Pair(run_id, pairs[k][0], run_id, pairs[k][1], key=f"{run_id}_{k}")
     others = [r for r in runs if r != run_id]

@@ -108,7 +108,7 @@ if chosen:
         st.session_state.pop("run_refused", None)
         st.session_state.pop("run_weights_problem", None)
         state.add_images(refs)
-        planned = launch.plan(settings, refs, device)
+        planned = launch.plan_session(settings, refs, device)
         st.session_state.pop("run_again", None)
         if planned.skipped:  # kept so that "Measure again" can run every pair on purpose
             st.session_state["run_again"] = (planned.skipped, settings, refs)

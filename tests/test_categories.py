@@ -52,7 +52,7 @@ def test_an_unusable_kept_list_is_read_again_from_the_weights(tmp_path, monkeypa
     kept = categories.cache_file(HEADLINE_MODELS[0])
     kept.parent.mkdir(parents=True)
     kept.write_text(content)
-    assert categories.read_cached(HEADLINE_MODELS[0]) is None
+    assert categories.kept_categories(HEADLINE_MODELS[0]) is None
     assert list(default_categories()) == weights_categories()
     assert json.loads(kept.read_text()) == weights_categories()
 
@@ -62,7 +62,7 @@ def test_a_folder_that_cannot_be_written_keeps_nothing_and_still_answers(tmp_pat
     blocker.write_text("not a folder")
     monkeypatch.setenv("DETLENS_STORE", str(blocker))
     assert list(default_categories()) == weights_categories()
-    assert categories.read_cached(HEADLINE_MODELS[0]) is None
+    assert categories.kept_categories(HEADLINE_MODELS[0]) is None
 
 
 @pytest.mark.slow

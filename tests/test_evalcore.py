@@ -83,7 +83,7 @@ def test_cocoeval_from_arrays_is_the_dict_paths(seed, max_dets):
     got = evalcore.coco_summary(evalcore.run_cocoeval_arrays(doc, img_ids, max_dets, img, cat, score, boxes))
     want = {}
     for backend in (evalcore.FASTER, evalcore.PYCOCOTOOLS):
-        results = evalcore.coco_results(img[on], cat[on], score[on], boxes[on])
+        results = evalcore.loaded_results(img[on], cat[on], score[on], boxes[on])
         want[backend] = evalcore.coco_summary(
             evalcore.run_cocoeval(doc, results, img_ids, max_dets, backend, owned=True)
         )

@@ -88,5 +88,5 @@ def test_a_pair_done_in_this_session_is_left_out_on_the_device_its_runtime_runs_
     src = ImageSource.from_path(GALLERY_DIR / "cat.jpg").hashed()
     done = {(src.image_id, series.name, "untrained", recorded_device, "fp32")}
     monkeypatch.setattr(launch.state, "done_keys", lambda: done)
-    planned = launch.plan(settings, [src], "cuda")
+    planned = launch.plan_session(settings, [src], "cuda")
     assert (planned.total, planned.skipped) == ((0, 1) if left_out else (1, 0))

@@ -16,7 +16,6 @@ import pytest
 from core.cli import main
 from core.config import REVIEW_WITHDRAWN, STORE_DB_NAME
 from core.reviews import (
-    agreement,
     cohens_kappa,
     disagreements,
     krippendorff_alpha,
@@ -24,6 +23,7 @@ from core.reviews import (
     pair_results,
     per_class,
     review_queue,
+    reviewer_agreement,
     summarize,
     wilson_interval,
 )
@@ -231,7 +231,7 @@ TWO = [("i1", "ana", "A better"), ("i1", "bo", "A better"), ("i2", "ana", "B bet
     ids=["kappa by hand", "kappa on shared images", "alpha three reviewers", "kappa undefined", "one reviewer"],
 )
 def test_agreement(rows, statistic, expected):
-    got = agreement(verdicts(*rows)).iloc[0]
+    got = reviewer_agreement(verdicts(*rows)).iloc[0]
     assert got["statistic"] == statistic
     if expected is None:  # against the library directly, with the verdicts as codes
         import krippendorff

@@ -55,7 +55,7 @@ def corner_case(seed: int, grid: bool) -> tuple[dict, np.ndarray, np.ndarray, np
 
 def pycocotools_eval(doc, img, cat, score, boxes, img_ids, max_dets):
     on = np.isin(img, img_ids)
-    results = evalcore.coco_results(img[on], cat[on], score[on], boxes[on])
+    results = evalcore.loaded_results(img[on], cat[on], score[on], boxes[on])
     return evalcore.run_cocoeval(doc, results, img_ids, max_dets, evalcore.PYCOCOTOOLS, owned=True)
 
 
@@ -152,7 +152,7 @@ def test_the_dict_path_gives_the_array_paths_figures(owned):
     """`run_cocoeval` with the vector backend (COCO results files, `evaluate_results_file`) reads boxes as given."""
     doc, img, cat, score, boxes, img_ids = corner_case(3, grid=False)
     on = np.isin(img, img_ids)
-    results = evalcore.coco_results(img[on], cat[on], score[on], boxes[on])
+    results = evalcore.loaded_results(img[on], cat[on], score[on], boxes[on])
     if not owned:
         results = [{k: r[k] for k in ("image_id", "category_id", "bbox", "score")} for r in results]
     got = evalcore.run_cocoeval(doc, results, img_ids, (1, 10, 100), evalcore.VECTOR, owned=owned)
@@ -164,7 +164,7 @@ def test_faster_coco_eval_agrees_to_the_last_bits():
     doc, img, cat, score, boxes, img_ids = corner_case(5, grid=True)
     got = evalcore.coco_summary(vector_cocoeval(doc, img_ids, (1, 10, 100), img, cat, score, boxes))
     on = np.isin(img, img_ids)
-    results = evalcore.coco_results(img[on], cat[on], score[on], boxes[on])
+    results = evalcore.loaded_results(img[on], cat[on], score[on], boxes[on])
     want = evalcore.coco_summary(
         evalcore.run_cocoeval(doc, results, img_ids, (1, 10, 100), evalcore.FASTER, owned=True)
     )

@@ -46,14 +46,14 @@ def _dictionary_chunk(chunk: pa.Array) -> bool:
     return pa.types.is_dictionary(chunk.type) and chunk.indices.null_count == 0
 
 
-def _codes(values: pa.ChunkedArray | pa.Array | list[pa.Array], dictionary: pa.Array) -> np.ndarray:
+def _dictionary_codes(values: pa.ChunkedArray | pa.Array | list[pa.Array], dictionary: pa.Array) -> np.ndarray:
     """Positions of `values` in `dictionary` (every value must be there) as int32, computed in Arrow. A dictionary-
     encoded chunk (a Parquet segment's string columns) maps its small dictionary and takes by index: the millions
     of strings are never materialised (that cast once cost hundreds of MB of peak memory at 2 million boxes)."""
     parts = []
     for chunk in _chunks(values):
         if _dictionary_chunk(chunk):
-            mapping = _codes(chunk.dictionary.cast(pa.string()), dictionary)
+            mapping = _dictionary_codes(chunk.dictionary.cast(pa.string()), dictionary)
             parts.append(mapping[chunk.indices.to_numpy(zero_copy_only=False)])
         else:
             idx = pc.index_in(chunk.cast(pa.string()), value_set=dictionary).fill_null(-1)  # -1: unused entry
@@ -61,7 +61,7 @@ def _codes(values: pa.ChunkedArray | pa.Array | list[pa.Array], dictionary: pa.A
     return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.empty(0, np.int32)
 
 
-def _unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+def _first_seen(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Distinct values in order of first appearance (Arrow's `unique` keeps that order); a dictionary chunk gives
     its values in order of their first index, without decoding the column."""
     firsts = []
@@ -115,23 +115,23 @@ class RunFrame:
         """From the inferences frame and an Arrow table with DETECTION_COLUMNS (one run per (image, model))."""
         inferences = coerce_inferences(inferences).reset_index(drop=True)
 
-        def column(name: str) -> list[pa.Array]:  # dictionary chunks stay encoded (see _codes)
+        def column(name: str) -> list[pa.Array]:  # dictionary chunks stay encoded (see _dictionary_codes)
             return _chunks(detections.column(name))
 
         def inf_column(name: str) -> pa.Array:
             return pa.array(inferences[name].fillna("").astype(object).to_numpy(), type=pa.string())
 
         det_ids = column("image_id")
-        image_ids = pc.unique(pa.concat_arrays([_unique(inf_column("image_id")), *map(_unique, det_ids)]))
-        models = pc.unique(pa.concat_arrays([_unique(inf_column("model")), *map(_unique, column("model"))]))
+        image_ids = pc.unique(pa.concat_arrays([_first_seen(inf_column("image_id")), *map(_first_seen, det_ids)]))
+        models = pc.unique(pa.concat_arrays([_first_seen(inf_column("model")), *map(_first_seen, column("model"))]))
         label_chunks = [c if _dictionary_chunk(c) else c.cast(pa.string()).fill_null("") for c in column("label")]
-        labels = pc.unique(pa.concat_arrays([pa.array([], pa.string()), *map(_unique, label_chunks)]))
-        run_ids = pc.unique(pa.concat_arrays([_unique(inf_column("run_id")), *map(_unique, column("run_id"))]))
-        img = _codes(det_ids, image_ids)
-        model = _codes(detections.column("model"), models).astype(np.int16)
-        label = _codes(label_chunks, labels)  # chunks may differ in type (dictionary or plain)
+        labels = pc.unique(pa.concat_arrays([pa.array([], pa.string()), *map(_first_seen, label_chunks)]))
+        run_ids = pc.unique(pa.concat_arrays([_first_seen(inf_column("run_id")), *map(_first_seen, column("run_id"))]))
+        img = _dictionary_codes(det_ids, image_ids)
+        model = _dictionary_codes(detections.column("model"), models).astype(np.int16)
+        label = _dictionary_codes(label_chunks, labels)  # chunks may differ in type (dictionary or plain)
         label = label.astype(np.int16)
-        run = _codes(detections.column("run_id"), run_ids).astype(np.int16)
+        run = _dictionary_codes(detections.column("run_id"), run_ids).astype(np.int16)
         score = detections.column("score").to_numpy().astype(np.float64, copy=False)
         boxes = np.column_stack(
             [detections.column(c).to_numpy().astype(np.float64, copy=False) for c in ("x1", "y1", "x2", "y2")]

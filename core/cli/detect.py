@@ -171,7 +171,7 @@ def _detect(args: argparse.Namespace, frames_dir: Path) -> int:
     return EXIT_OK
 
 
-def _runtime_ap(summary, output, gt_path: str | None):
+def _with_ground_truth_ap(summary, output, gt_path: str | None):
     """The agreement summary with AP against the ground truth at `gt_path` (AP columns NaN without one); a line
     saying why the ground truth is not used when it is unreadable."""
     from core.agreement import ap_against_eager, with_ap
@@ -213,7 +213,9 @@ def _print_summary(output, n_images: int, threshold: float, gt_path: str | None 
             print(
                 f"  {name}: {made}, loaded in {variant.get('load_s', 0):.1f} s" + (f", {size:.1f} MB" if size else "")
             )
-    summary, gt_note = _runtime_ap(runtime_agreement(inf, output.detections, threshold=threshold), output, gt_path)
+    summary, gt_note = _with_ground_truth_ap(
+        runtime_agreement(inf, output.detections, threshold=threshold), output, gt_path
+    )
     if len(summary):
         print(f"agreement with eager (same label, IoU >= {AGREEMENT_IOU}, score >= {threshold}; AP: COCO, every box):")
         for row in summary.to_dict("records"):

@@ -86,7 +86,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _duration(seconds: float | None) -> str:
+def _hours_minutes(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(round(seconds))
@@ -121,7 +121,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         models = ", ".join(f"{m} {p.done}/{p.total}" for m, p in j.models.items())
         print(
             f"{j.run_id:24} {j.status:11} {f'{j.done}/{j.total}':>11} {j.errors:>6} {j.rate():>6.2f} "
-            f"{_duration(j.eta_s()):>7}  {j.submitted_by[:10]:10} {j.engine:18} {models}"
+            f"{_hours_minutes(j.eta_s()):>7}  {j.submitted_by[:10]:10} {j.engine:18} {models}"
         )
         if j.message:
             print(f"{'':24} {j.message}")

@@ -1,6 +1,6 @@
 """COCOeval (DetLens' vectorised one, faster-coco-eval's or pycocotools') on detections given as arrays or dicts.
 
-`coco_results` and `run_cocoeval`: result dicts made in one pass from arrays, with the fields `COCO.loadRes` would add;
+`loaded_results` and `run_cocoeval`: result dicts made in one pass from arrays, with the fields `COCO.loadRes` would add;
 `run_cocoeval_arrays`: faster-coco-eval's C++ datasets filled straight from the arrays (no result dict per box);
 `evaluate_arrays` picks between them (`core.evalcore.vector` for the default backend); `coco_summary` keeps what
 `Metrics` needs of the COCOeval.
@@ -27,7 +27,7 @@ FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
 _COCO_LOCK = threading.Lock()
 
 
-def coco_results(
+def loaded_results(
     image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, boxes: np.ndarray
 ) -> list[dict[str, Any]]:
     """COCO result dicts ([x, y, w, h] from x1, y1, x2, y2; full precision) with the fields `COCO.loadRes` adds
@@ -83,7 +83,7 @@ def run_cocoeval(
 
     The results are indexed the way `COCO.loadRes` does it (area = w*h, id = position + 1, iscrowd 0), without its
     failure on an empty list. Copies go in, as COCOeval writes flags into the dicts it is given; `owned`: the caller
-    made `results` for this call alone with those fields (`coco_results`), so they are used as they are.
+    made `results` for this call alone with those fields (`loaded_results`), so they are used as they are.
     """
     if backend == VECTOR:
         return _vector_on_dicts(gt_dict, results, img_ids, max_dets, owned=owned)
@@ -122,7 +122,7 @@ def _vector_on_dicts(
     owned: bool,
 ):
     """`vector_cocoeval` of result dicts: their boxes as given ([x, y, w, h]) and areas as `COCO.loadRes` makes them
-    (w * h, or the `area` that `coco_results` put there)."""
+    (w * h, or the `area` that `loaded_results` put there)."""
     n = len(results)
     xywh = np.array([r["bbox"] for r in results], dtype=np.float64).reshape(n, 4)
     area = (
@@ -170,7 +170,7 @@ def run_cocoeval_arrays(
     score: np.ndarray,
     boxes: np.ndarray,
 ):
-    """`run_cocoeval(gt_dict, coco_results(image_id, category_id, score, boxes), img_ids, max_dets, FASTER)`, the same
+    """`run_cocoeval(gt_dict, loaded_results(image_id, category_id, score, boxes), img_ids, max_dets, FASTER)`, the same
     figures, without a COCO index of the results or a bbox list per box: faster-coco-eval's C++ evaluation reads only
     id, score and area of a detection, and the IoUs its `computeIoU` would make per (image, category) are made here for
     all pairs at once (`coco_pair_ious`, pycocotools' operations). Used where faster-coco-eval is the backend."""
@@ -291,12 +291,12 @@ def evaluate_arrays(
 ):
     """The finished COCOeval of detections given as arrays (GT image ids, label ids, scores, x1..y2 boxes):
     `vector_cocoeval` (the default backend), `run_cocoeval_arrays` with faster-coco-eval, else `run_cocoeval` on
-    `coco_results`."""
+    `loaded_results`."""
     if backend == VECTOR:
         return vector_cocoeval(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
     if backend == FASTER and _array_path_fits():
         return run_cocoeval_arrays(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
-    results = coco_results(image_id, category_id, score, boxes)
+    results = loaded_results(image_id, category_id, score, boxes)
     return run_cocoeval(gt_dict, results, img_ids, max_dets, backend, owned=True)
 
 

@@ -123,7 +123,7 @@ def _matched(
     p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
     gt = _ground_truth(gt_dict, p)
     dt = _detections(p, image_id, category_id, score, xywh, area)
-    return p, gt, dt, _match(p, gt, dt)
+    return p, gt, dt, _match_lanes(p, gt, dt)
 
 
 def vector_cocoeval_xywh(
@@ -180,12 +180,12 @@ class _Matches:
     gt_ignored: np.ndarray
 
 
-def _codes(p: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
+def _id_codes(p: SimpleNamespace) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(p.imgIds, dtype=np.int64), np.asarray(p.catIds, dtype=np.int64)
 
 
 def _ground_truth(gt_dict: dict[str, Any], p: SimpleNamespace) -> _GroundTruth:
-    imgs, cats = _codes(p)
+    imgs, cats = _id_codes(p)
     anns = gt_dict["annotations"]
     img = np.fromiter((a["image_id"] for a in anns), dtype=np.int64, count=len(anns))
     cat = np.fromiter((a["category_id"] for a in anns), dtype=np.int64, count=len(anns))
@@ -209,7 +209,7 @@ def _ground_truth(gt_dict: dict[str, Any], p: SimpleNamespace) -> _GroundTruth:
 def _detections(
     p: SimpleNamespace, image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, xywh, area
 ) -> _Detections:
-    imgs, cats = _codes(p)
+    imgs, cats = _id_codes(p)
     i, in_imgs = _lookup(imgs, np.asarray(image_id, dtype=np.int64))
     k, in_cats = _lookup(cats, np.asarray(category_id, dtype=np.int64))
     on = np.flatnonzero(in_imgs & in_cats)
@@ -249,7 +249,7 @@ def _candidates(gt: _GroundTruth, dt: _Detections, lowest: float) -> tuple[np.nd
     return tuple(np.concatenate(col) for col in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
-def _match(p: SimpleNamespace, gt: _GroundTruth, dt: _Detections) -> _Matches:
+def _match_lanes(p: SimpleNamespace, gt: _GroundTruth, dt: _Detections) -> _Matches:
     """pycocotools' evaluateImg matching for every (image, category) at once: rank by rank, each lane (area range,
     threshold) of each detection takes its best free candidate (GT not ignored first, then highest IoU, then the
     later GT: pycocotools' scan order); crowd GT stay free."""

@@ -121,7 +121,7 @@ def _run_cocoeval(
     *,
     owned: bool = False,
 ):
-    """`core.evalcore.run_cocoeval` with the backend in use by default (`owned`: results made by `coco_results`)."""
+    """`core.evalcore.run_cocoeval` with the backend in use by default (`owned`: results made by `loaded_results`)."""
     return run_cocoeval(gt_dict, results, img_ids, max_dets, backend or evaluator_backend(), owned=owned)
 
 

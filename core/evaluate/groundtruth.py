@@ -79,13 +79,13 @@ def default_categories() -> tuple[str, ...]:
     """The torchvision COCO category list (91 entries, label id = index, "N/A" gaps) from the weights metadata (the
     copy `core.categories` keeps for the installed torchvision, so that reading it needs no torch import)."""
     model = HEADLINE_MODELS[0]
-    kept = category_lists.read_cached(model)
+    kept = category_lists.kept_categories(model)
     if kept is not None:
         return kept
     from core.models import get_model
 
     names = get_model(model).categories
-    category_lists.remember(model, names)
+    category_lists.keep_categories(model, names)
     return names
 
 
