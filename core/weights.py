@@ -22,14 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoints import (
-    WeightsError,
-    build_checkpoint,
-    check_checkpoint,
-    load_state_dict_file,
-    norm_layers,
-)
+from core.checkpoint_files import load_state_dict_file
+from core.checkpoints import build_checkpoint, check_checkpoint, norm_layers
 from core.config import DOWNLOAD_TIMEOUT_S, UNTRAINED_SEED, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
+from core.errors import WeightsError
 from core.models import ModelSpec
 
 ProgressFn = Callable[[int, int | None], None]

@@ -30,7 +30,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
 from core import engine
-from core.checkpoints import training_args
+from core.checkpoint_files import training_args
 from core.models import get_model, model_names
 from core.weights import WeightsError, build_model, check_weights, parse_weights
 

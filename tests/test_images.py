@@ -19,6 +19,7 @@ from PIL import Image, ImageFile
 from core import images
 from core.config import REPO_ROOT
 from core.images import LoadedImage, downscale_for_display, expand_paths, load_image
+from core.rgb import to_rgb
 
 HAS_HEIF = importlib.util.find_spec("pillow_heif") is not None
 
@@ -165,7 +166,7 @@ def test_float_scaled_sensibly(values, expected):
 )
 def test_premultiplied_alpha_over_white(mode, value, expected):
     notes: list[str] = []
-    rgb = images._to_rgb(Image.new(mode, (2, 2), value), notes)
+    rgb = to_rgb(Image.new(mode, (2, 2), value), notes)
     assert rgb.mode == "RGB"
     assert np.abs(np.asarray(rgb)[0, 0].astype(int) - np.array(expected)).max() <= 1
     assert "alpha composited on white" in notes
@@ -296,7 +297,7 @@ def test_unexpected_exception_becomes_one_line(monkeypatch, error):
     def explode(im, notes):
         raise error
 
-    monkeypatch.setattr(images, "_to_rgb", explode)
+    monkeypatch.setattr(images, "to_rgb", explode)
     result = load_image(png_bytes(), "a.png")
     assert result.error.startswith(type(error).__name__ + ": ")
     assert "\n" not in result.error and len(result.error) <= 200

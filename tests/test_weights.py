@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core.checkpoints import file_class_count, read_categories
+from core.checkpoint_files import read_categories
+from core.checkpoints import file_class_count
 from core.models import get_model
 from core.weights import (
     WeightsError,
