@@ -4,7 +4,7 @@ Timing (DESIGN.md): `preprocess_ms` = decode (LoadedImage.decode_ms) + to tensor
 model call, the device synchronized before the clock is read (a batch's time is split evenly over its images);
 `postprocess_ms` = outputs to CPU, floor filter and label names. Warm-up calls are not recorded.
 
-`infer_batch` is the GPU paths' building block (core.bench --gpu-batch): same-size images through a bare torchvision
+`infer_batch` is the GPU paths' building block (scripts/bench_runtimes.py --gpu-batch): same-size images through a bare torchvision
 module in one forward, optionally under autocast and with the module's weights in channels_last, timed as a whole;
 its per-image figure is the batch time divided by the batch size, and says so.
 """

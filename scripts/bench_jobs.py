@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from core.bench import make_images  # noqa: E402
+from bench_runtimes import make_images  # noqa: E402
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 RUN = ("--weights", "untrained", "--device", "cpu", "--warmup", "1")
 
 
 def unique_images(folder: Path, count: int, size: int) -> list[Path]:
-    """`core.bench.make_images`, each made unique by a one-pixel mark (its crops repeat after 30 images, and a run
+    """`bench_runtimes.make_images`, each made unique by a one-pixel mark (its crops repeat after 30 images, and a run
     holds one record per image content and model)."""
     from PIL import Image
 

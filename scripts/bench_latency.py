@@ -37,8 +37,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from core.bench import make_images  # noqa: E402
+from bench_runtimes import make_images  # noqa: E402
+
 from core.config import HEADLINE_MODELS, UNTRAINED_SEED  # noqa: E402
 
 # The bare loop: what a user writes after the tutorial, in a process that never imports DetLens.

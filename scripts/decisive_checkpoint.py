@@ -8,7 +8,7 @@ DetLens builds it) with its last classification layer drawn large (weights N(0, 
 then spread out, boxes depend on the image, and eager, ONNX Runtime and OpenVINO have boxes to agree on. For SSD and
 SSDLite (the classification head's last convolutions). Two-stage R-CNNs need none: untrained, Faster R-CNN already
 puts boxes above 0.5 (469 on the gallery), and a classifier drawn this large saturates their scores, so the top-100
-cut among ties picks boxes at random and the runtimes cannot agree. Use the file with `python -m core.bench
+cut among ties picks boxes at random and the runtimes cannot agree. Use the file with `python scripts/bench_runtimes.py
 --runtimes ... --weights OUT.pth` or `detect --weights OUT.pth`.
 """
 

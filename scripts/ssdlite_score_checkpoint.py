@@ -7,7 +7,7 @@ Untrained SSDLite gives every class the same score (1/91): every (anchor, class)
 this writes the untrained model (seeded) with its classification head's last convolutions replaced: weight 0, the
 background logit raised by `--background` and the class logits N(0, `--noise`) per channel. `--noise 0.3` leaves no
 box above the floor (the NMS has nothing to do); `--noise 0.8` sends about 2,800 boxes into the NMS, `--noise 1.0`
-about 9,700 (the per-class cap is 300). Use the file with `python -m core.bench --runtimes ... --weights OUT.pth`.
+about 9,700 (the per-class cap is 300). Use the file with `python scripts/bench_runtimes.py --runtimes ... --weights OUT.pth`.
 """
 
 from __future__ import annotations

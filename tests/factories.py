@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from core.config import DETECTION_COLUMNS, GALLERY_DIR, INFERENCE_COLUMNS
+from core.config import DETECTION_COLUMNS, GALLERY_DIR, INFERENCE_COLUMNS, REPO_ROOT
 from core.images import ImageSource
 from core.records import RunInfo, coerce_detections, coerce_inferences
 
@@ -151,3 +153,18 @@ def ground_truth_run(store_dir: Path, run_id: str, model: str = "m") -> Path:
         )  # fmt: skip
         store.add_result(run_id, result, threshold=0.5, created_at="2026-01-01T00:00:00+00:00")
     return store_dir
+
+
+def load_script(name: str):  # noqa: ANN201
+    """A benchmark or tool of scripts/ (`load_script("bench_runtimes")`) imported as a module, once per session; the
+    scripts folder on sys.path, as when the script runs, so that it finds its sibling scripts."""
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = str(REPO_ROOT / "scripts")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

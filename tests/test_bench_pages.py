@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,16 +11,14 @@ import pytest
 from core.analytics import load_run_frame
 from core.evaluate import evaluate, image_names_from, image_sizes_from, load_ground_truth, with_images
 from core.store import Store
+from tests.factories import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_pages.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_pages", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_pages")
 
 
 @pytest.mark.parametrize(("images", "boxes"), [(12, 300), (30, 60)])

@@ -17,6 +17,7 @@ from core.engine import load_detector, run_detector
 from core.images import load_image
 from core.records import DetectionResult
 from core.weights import BuiltModel
+from tests.factories import load_script
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 
@@ -335,7 +336,7 @@ def test_images_are_decoded_one_batch_at_a_time(small, batch_size):
         assert done_before == (k // batch_size) * batch_size
 
 
-# --- GPU paths: batches of same-size images, autocast, channels_last (core.engine.infer_batch, core.bench) -----------
+# --- GPU paths: batches of same-size images, autocast, channels_last (core.engine.infer_batch, scripts/bench_runtimes.py) -----------
 
 FRCNN_SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
@@ -451,7 +452,7 @@ def test_channels_last_keeps_the_boxes_on_the_cpu():
 
 
 def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(monkeypatch, tmp_path):
-    from core import bench
+    bench = load_script("bench_runtimes")
 
     monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32", "bf16"}))
 
@@ -475,7 +476,7 @@ def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(monk
     ("cpu_has", "bf16_line"), [({"fp32"}, "bf16 (every batch)"), ({"fp32", "bf16"}, "batch 2 bf16")]
 )
 def test_gpu_batch_bench_prints_a_row_per_configuration(monkeypatch, capsys, cpu_has, bf16_line):
-    from core import bench
+    bench = load_script("bench_runtimes")
 
     monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset(cpu_has))
     argv = ["--gpu-batch", "1,2", "--images", "2", "--size", "48", "--rounds", "1", "--warmup", "0", "--device", "cpu",
@@ -509,7 +510,7 @@ def test_cuda_channels_last_equals_contiguous(precision):
 
 @pytest.mark.needs_cuda
 def test_cuda_gpu_batch_bench_with_amp_channels_last_and_compile(tmp_path):
-    from core import bench
+    bench = load_script("bench_runtimes")
 
     ckpt = tmp_path / "decisive.pth"
     torch.save(_decisive(SMALL).state_dict(), ckpt)

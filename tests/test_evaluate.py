@@ -9,7 +9,6 @@ import io
 import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from core.config import DETECTION_COLUMNS, GALLERY_ANNOTATIONS, GALLERY_DIR
 from core.images import ImageSource, load_image
 from core.models import get_model
 from core.records import coerce_detections
-from tests.factories import ground_truth_run
+from tests.factories import ground_truth_run, load_script
 
 COCO_NAMES = get_model("fasterrcnn_resnet50_fpn").categories  # label id = index = COCO category id
 
@@ -244,14 +243,7 @@ def test_faster_coco_eval_gives_pycocotools_figures(case):
 def _synthetic_1000() -> tuple[dict, list[dict]]:
     """scripts/bench_eval.py's seeded 1,000-image case (crowds, jittered copies of another class, duplicates, false
     positives) as a COCO ground truth and results."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_eval", Path(__file__).resolve().parent.parent / "scripts" / "bench_eval.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    doc, det = bench.synthetic(1000, 0)
+    doc, det = load_script("bench_eval").synthetic(1000, 0)
     gt = ev.load_ground_truth(json.dumps(doc).encode(), image_names={f"{i:016x}": f"img{i}.jpg" for i in range(1000)})
     from core.evaluate import coco
 

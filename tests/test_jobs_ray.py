@@ -18,6 +18,7 @@ from core.cli import EXIT_USAGE, main
 from core.cluster import ClusterError, RayOptions, check_options
 from core.config import GALLERY_DIR, STORE_DB_NAME
 from core.store import Store
+from tests.factories import load_script
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 UNTRAINED = ("--models", SMALL, "--weights", "untrained", "--device", "cpu", "--warmup", "0")
@@ -119,7 +120,7 @@ def test_sigterm_to_a_worker_on_a_ray_job_leaves_it_interrupted_after_the_batch_
     ends `interrupted` (resumable), the worker exits 0 and shuts its Ray down, rather than the job ending `failed`.
     (Stopping after the batch in flight, deterministically: tests/test_distributed.py.)"""
     pytest.importorskip("ray")
-    from core.bench import make_images
+    make_images = load_script("bench_runtimes").make_images
 
     folder = tmp_path / "images"
     folder.mkdir()

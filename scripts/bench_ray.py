@@ -1,6 +1,6 @@
 """Benchmark: the local engine against the Ray path on the same images, model and machine, and a projection to 1M.
 
-    python -m core.bench_ray [--model ssdlite320_mobilenet_v3_large] [--images 200] [--size 512] [--workers 1]
+    python scripts/bench_ray.py [--model ssdlite320_mobilenet_v3_large] [--images 200] [--size 512] [--workers 1]
 
 Both paths run the same model and weights (untrained by default: nothing to download) from image files on disk into
 a throwaway run store: the local engine as `detect --store` does (core.runner.run with the store), the Ray path as
@@ -12,24 +12,29 @@ start-up, assuming the images are spread evenly, storage and the driver's ingest
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from core.bench import make_images
-from core.cluster import RayOptions, cluster_environment, connect
-from core.devices import device_name, physical_cores
-from core.distributed import run_ray
-from core.images import sources_from_paths
-from core.runner import RunSettings, run
-from core.store import Store
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_runtimes import make_images  # noqa: E402
+
+from core.cluster import RayOptions, cluster_environment, connect  # noqa: E402
+from core.devices import device_name, physical_cores  # noqa: E402
+from core.distributed import run_ray  # noqa: E402
+from core.images import sources_from_paths  # noqa: E402
+from core.runner import RunSettings, run  # noqa: E402
+from core.store import Store  # noqa: E402
 
 PROJECTED_IMAGES = 1_000_000
 PROJECTED_WORKERS = (1, 8, 32, 128)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.bench_ray", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/bench_ray.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="ssdlite320_mobilenet_v3_large")
     parser.add_argument("--weights", default="untrained")
     parser.add_argument("--images", type=int, default=200)

@@ -1,13 +1,13 @@
 """Benchmark: DetLens's pipeline against a bare torchvision loop on the same images, model, device and threads.
 
-    python -m core.bench [--model ssdlite320_mobilenet_v3_large] [--images 40] [--size 512] [--weights untrained]
+    python scripts/bench_runtimes.py [--model ssdlite320_mobilenet_v3_large] [--images 40] [--size 512] [--weights untrained]
 
 The bare loop is the tutorial's: decode, to tensor, `model([x])` under `inference_mode`. The pipeline is what
 `python -m core detect` runs after its imports: sources_from_paths + runner.run + write_run. Both use the one loaded model and
 the same warm-up; rounds alternate to spread machine noise. The subprocess CLI (imports and model build included)
 is timed too, for reference.
 
-    python -m core.bench --runtimes eager,onnxruntime,openvino [--precision fp32,bf16] [--models a,b]
+    python scripts/bench_runtimes.py --runtimes eager,onnxruntime,openvino [--precision fp32,bf16] [--models a,b]
 
 prints one row per model x runtime x precision on the bundled gallery (each photo at its own size, the model's own
 resize): p50/p95 model-call ms per image over `--rounds` passes, export time (0 when the artifact was cached),
@@ -16,7 +16,7 @@ score difference, and how many eager boxes took part: with untrained weights the
 against the gallery's hand-drawn ground truth with its difference to eager (ΔAP). Combinations a runtime or this CPU
 cannot run are listed with the reason.
 
-    python -m core.bench --gpu-batch 1,4,8 [--precision fp32,fp16,bf16] [--channels-last] [--compile] [--device cuda]
+    python scripts/bench_runtimes.py --gpu-batch 1,4,8 [--precision fp32,fp16,bf16] [--channels-last] [--compile] [--device cuda]
 
 measures the GPU paths (core.engine.infer_batch) on `--images` same-size crops: every batch size x precision (AMP
 autocast) x memory format (contiguous, and channels_last with the flag) x eager (and torch.compile with the flag),
@@ -42,13 +42,16 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, HEADLINE_MODELS, REPO_ROOT
-from core.devices import device_name
-from core.engine import load_detector
-from core.images import gallery_paths, sources_from_paths
-from core.models import parse_model_list
-from core.records import write_run
-from core.runner import RunSettings, run
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
+sys.path.insert(0, str(ROOT / "scripts"))
+from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, HEADLINE_MODELS, REPO_ROOT  # noqa: E402
+from core.devices import device_name  # noqa: E402
+from core.engine import load_detector  # noqa: E402
+from core.images import gallery_paths, sources_from_paths  # noqa: E402
+from core.models import parse_model_list  # noqa: E402
+from core.records import write_run  # noqa: E402
+from core.runner import RunSettings, run  # noqa: E402
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -290,7 +293,7 @@ def _print_gpu_batch(seed: dict[str, object], rows: list[dict[str, object]], thr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/bench_runtimes.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runtimes", help="compare runtimes instead (e.g. eager,onnxruntime,openvino)")
     parser.add_argument(
         "--gpu-batch", metavar="SIZES", help="measure the GPU paths instead: comma-separated batch sizes (e.g. 1,4,8)"
