@@ -64,7 +64,7 @@ def _frame_rows(_rf: RunFrame, key: tuple) -> pd.DataFrame:
     return _rf.rows(slice(None))
 
 
-def stored_run(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
+def run_tables(run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ImageSource]]:
     """(inferences, detections, images) of a stored run as whole pandas tables, for the pages that still need every
     row (Evaluate, run against run); StoreError for an unknown one."""
     s = store()

@@ -152,10 +152,10 @@ def measure_again(run_id: str, *, user: str = "") -> str:
     sources = [s for s in jobs.job_sources(store, run_id, spec) if s.path is not None or s.data]
     planned = plan_all(settings, sources)
     state.add_images(sources)
-    return submit(planned, user=user)
+    return submit_planned(planned, user=user)
 
 
-def submit(planned: PlannedRun, *, user: str = "") -> str:
+def submit_planned(planned: PlannedRun, *, user: str = "") -> str:
     """Queue the plan as one job in this server's run store and make sure a worker serves it; returns the run id.
     Settings a worker could not run (unknown model, no CUDA, weights missing offline, a checkpoint that does not
     load) raise here, before anything is stored. The job is tracked by this session and viewed at once."""

@@ -140,7 +140,7 @@ def _progress(job: JobRow) -> None:
 def _summary(job: JobRow) -> None:
     """What an ended job added: the success line and the images that could not be used, with their reason."""
     try:
-        inf = cache.stored_run(job.run_id)[0]
+        inf = cache.run_tables(job.run_id)[0]
     except StoreError:
         return
     ok = succeeded(inf)

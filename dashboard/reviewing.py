@@ -207,7 +207,7 @@ def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
     mode = st.radio("Compare", (SAME_RUN, TWO_RUNS), horizontal=True, key="review_mode")
     c1, c2 = st.columns(2)
     run_id = c1.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="review_run")
-    models = list(dict.fromkeys(cache.stored_run(run_id)[0]["model"]))
+    models = list(dict.fromkeys(cache.run_tables(run_id)[0]["model"]))
     if mode == SAME_RUN:
         pairs = pairs_of(models)
         if not pairs:
@@ -221,7 +221,7 @@ def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
         st.info("One stored run only: a review across runs needs two.")
         st.stop()
     other = c2.selectbox("Other run", others, key="review_other_run")
-    other_models = list(dict.fromkeys(cache.stored_run(other)[0]["model"]))
+    other_models = list(dict.fromkeys(cache.run_tables(other)[0]["model"]))
     m1, m2 = st.columns(2)
     model_x = m1.selectbox(f"Series of run {run_id}", models, key="review_model_x")
     same = other_models.index(model_x) if model_x in other_models else 0
@@ -242,7 +242,7 @@ def pair_images(pair: Pair) -> list[str]:
     ids: list[set[str]] = []
     names: dict[str, str] = {}
     for run, model in pair.sides:
-        inf = cache.stored_run(run)[0]
+        inf = cache.run_tables(run)[0]
         ok = inf[(inf["error"] == "") & (inf["model"] == model) & (inf["image_id"] != "")]
         ids.append(set(ok["image_id"]))
         for image_id, name in zip(ok["image_id"], ok["image_name"], strict=True):
@@ -284,7 +284,7 @@ def untrained_sides(pair: Pair) -> set[Side]:
     """The pair's series measured with untrained weights."""
     out = set()
     for run, model in pair.sides:
-        inf = cache.stored_run(run)[0]
+        inf = cache.run_tables(run)[0]
         if (inf.loc[inf["model"] == model, "weights"] == "untrained").any():
             out.add((run, model))
     return out
@@ -296,7 +296,7 @@ def blind_overlay(
     """The two overlays titled Left and Right, each from its own run's detections: no model name in the figure."""
     parts = []
     for side_title, (run, model) in zip(SIDES, (left, right), strict=True):
-        det = cache.stored_run(run)[1]
+        det = cache.run_tables(run)[1]
         part = det[(det["image_id"] == image_id) & (det["model"] == model)].copy()
         part["model"] = side_title
         parts.append(part)
@@ -308,13 +308,13 @@ def blind_overlay(
 def image_of(image_id: str, pair: Pair):
     """The image (from run A's images, else run B's), or None."""
     for run in dict.fromkeys((pair.run_a, pair.run_b)):
-        images = cache.stored_run(run)[2]
+        images = cache.run_tables(run)[2]
         if image_id in images:
             return cache.full_image(image_id, images[image_id])
     return None
 
 
-def save(image_id: str, reviewer: Reviewer, verdict: str, note: str, pair: Pair) -> None:
+def save_verdict(image_id: str, reviewer: Reviewer, verdict: str, note: str, pair: Pair) -> None:
     """Store a verdict in model terms (StoreError for a bad one)."""
     cache.store().add_review(pair.run_a, image_id, reviewer.name, verdict, note, model_a=pair.model_a,
                              model_b=pair.model_b, identity=reviewer.identity, run_b=pair.stored_run_b)  # fmt: skip
@@ -333,9 +333,9 @@ def undo(image_id: str, reviewer: Reviewer, pair: Pair) -> None:
     ]
     before = mine.iloc[-2] if len(mine) >= 2 else None
     if before is not None and before["verdict"] != REVIEW_WITHDRAWN:
-        save(image_id, reviewer, str(before["verdict"]), str(before["note"]), pair)
+        save_verdict(image_id, reviewer, str(before["verdict"]), str(before["note"]), pair)
     else:
-        save(image_id, reviewer, REVIEW_WITHDRAWN, "", pair)
+        save_verdict(image_id, reviewer, REVIEW_WITHDRAWN, "", pair)
 
 
 def run_reviews(run_id: str, *, as_run_b: bool = False) -> pd.DataFrame:
@@ -351,4 +351,4 @@ def review_detections(run_id: str, reviews: pd.DataFrame) -> pd.DataFrame:
     """The detections of the run and of every other stored run its reviews name (for the per-class results)."""
     store = cache.store()
     runs = [r for r in dict.fromkeys([run_id, *runs_of(reviews)]) if store.has_run(r)]
-    return pd.concat([cache.stored_run(r)[1] for r in runs], ignore_index=True)
+    return pd.concat([cache.run_tables(r)[1] for r in runs], ignore_index=True)

@@ -123,7 +123,7 @@ def submit_all(settings: RunSettings, refs: list[ImageSource]) -> None:
     st.session_state.pop("run_again", None)
     state.add_images(refs)
     try:
-        launch.submit(launch.plan_all(settings, refs), user=state.reviewer() or current_user())
+        launch.submit_planned(launch.plan_all(settings, refs), user=state.reviewer() or current_user())
     except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:
         st.session_state["run_refused"] = str(exc)
 

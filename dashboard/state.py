@@ -115,7 +115,7 @@ def detections() -> pd.DataFrame:
     if run_id:
         from dashboard import cache
 
-        return cache.stored_run(run_id)[1]
+        return cache.run_tables(run_id)[1]
     return st.session_state[_DET]
 
 

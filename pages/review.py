@@ -71,7 +71,7 @@ else:
         if col.button(f"{label} ({key})", key=f"review_choice_{key}", shortcut=key):
             try:
                 verdict = reviewing.to_model_terms(label, left, pair.sides)
-                reviewing.save(image_id, reviewer, verdict, note, pair)
+                reviewing.save_verdict(image_id, reviewer, verdict, note, pair)
             except StoreError as exc:
                 st.error(md(exc))
             else:

@@ -114,7 +114,7 @@ if chosen:
             st.session_state["run_again"] = (planned.skipped, settings, refs)
         if planned.todo:
             try:
-                launch.submit(planned, user=state.reviewer() or current_user())
+                launch.submit_planned(planned, user=state.reviewer() or current_user())
             except WeightsUnavailableError as exc:
                 st.session_state["run_weights_problem"] = (list(settings.models), str(exc))
             except (WeightsError, DeviceError, UnknownModelError, RuntimeRefusedError, StoreError, OSError) as exc:

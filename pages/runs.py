@@ -117,8 +117,8 @@ else:
     pair = widgets.pick_two(runs["run_id"].tolist(), ("Run A", "Run B"), "runs", index=(1, 0), noun="runs", names=names)
     if pair:
         run_a, run_b = pair
-        inf_a, det_a, _ = cache.stored_run(run_a)
-        inf_b, det_b, _ = cache.stored_run(run_b)
+        inf_a, det_a, _ = cache.run_tables(run_a)
+        inf_b, det_b, _ = cache.run_tables(run_b)
         per_image, per_model = views.run_delta(inf_a, det_a, inf_b, det_b, state.threshold())
         if per_model.empty:
             st.info("The two runs share no (image, model) pair.")

@@ -434,10 +434,10 @@ def test_the_least_recently_used_entries_go_past_the_limit(tmp_path):
     gt, _, columns = evaluation_jobs(9)[0]
     result = evaluate_job(array_job(gt, columns))
     for k, key in enumerate(["a", "b", "c", "d"]):
-        evalcache.save(tmp_path, key, result, max_entries=10)
+        evalcache.save_entry(tmp_path, key, result, max_entries=10)
         os.utime(tmp_path / f"{key}.npz", (1000 + k, 1000 + k))
-    assert evalcache.load(tmp_path, "a") is not None  # read: now the most recently used
-    evalcache.save(tmp_path, "e", result, max_entries=3)
+    assert evalcache.load_entry(tmp_path, "a") is not None  # read: now the most recently used
+    evalcache.save_entry(tmp_path, "e", result, max_entries=3)
     assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["a", "d", "e"]
 
 

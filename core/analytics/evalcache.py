@@ -56,7 +56,7 @@ def _entry(folder: Path, key: str) -> Path:
     return folder / f"{key}.npz"
 
 
-def load(folder: Path, key: str) -> ArrayEval | None:
+def load_entry(folder: Path, key: str) -> ArrayEval | None:
     """The kept evaluation of `key`, or None (none kept, or unreadable)."""
     path = _entry(folder, key)
     try:
@@ -79,7 +79,7 @@ def load(folder: Path, key: str) -> ArrayEval | None:
     return result
 
 
-def save(folder: Path, key: str, result: ArrayEval, *, max_entries: int = EVAL_CACHE_MAX_ENTRIES) -> None:
+def save_entry(folder: Path, key: str, result: ArrayEval, *, max_entries: int = EVAL_CACHE_MAX_ENTRIES) -> None:
     """Keep `result` under `key` (best effort: a read-only or full store just keeps nothing), then remove the least
     recently used entries past `max_entries`."""
     s = result.summary

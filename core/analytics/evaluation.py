@@ -141,12 +141,12 @@ def _cached(cache_dir: Path | None, job: ArrayJob) -> tuple[str, ArrayEval | Non
     if cache_dir is None:
         return "", None
     key = evalcache.job_key(job, evaluator_version(job.backend))
-    return key, evalcache.load(cache_dir, key)
+    return key, evalcache.load_entry(cache_dir, key)
 
 
 def _keep(cache_dir: Path | None, key: str, result: ArrayEval) -> None:
     if cache_dir is not None and key:
-        evalcache.save(cache_dir, key, result)
+        evalcache.save_entry(cache_dir, key, result)
 
 
 def _start_worker() -> subprocess.Popen:
