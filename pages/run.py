@@ -3,6 +3,8 @@ live; the ended job's results join the session."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from core.config import (
@@ -15,10 +17,9 @@ from core.config import (
     WEIGHTS_DEFAULT,
     WEIGHTS_UNTRAINED,
 )
-from core.devices import DeviceError, check_precision, resolve_device
-from core.models import UnknownModelError, model_names
+from core.errors import DeviceError, UnknownModelError
+from core.models import model_names
 from core.runner import RunSettings
-from core.runtimes import check_runtime
 from core.series import RuntimeRefusedError
 from core.store import StoreError, current_user
 from core.weights import WeightsError, WeightsUnavailableError
@@ -69,24 +70,17 @@ def settings_ui() -> tuple[RunSettings, str] | None:
     if not models:
         st.info("Choose at least one model.")
         return None
-    try:
-        device = resolve_device(device_choice)
-        check_precision(precision, device)
-    except DeviceError as exc:
-        st.error(md(exc))
-        return None
     settings = RunSettings(
-        models=models, weights=weights, device=str(device), precision=precision, threshold=state.threshold(),
+        models=models, weights=weights, device=device_choice, precision=precision, threshold=state.threshold(),
         warmup=int(warmup), batch_size=int(batch), oom_cpu_retry=bool(cpu_retry),
         runtimes={m: r or [RUNTIME_EAGER] for m, r in runtimes.items()},
     )  # fmt: skip
-    try:
-        for series in settings.series():
-            check_runtime(series.runtime, series.precision, device)
-    except RuntimeRefusedError as exc:
+    try:  # the one check every path makes (weights files: launch.weights_status, below)
+        device = str(settings.resolve(check_files=False).device)
+    except (DeviceError, RuntimeRefusedError, UnknownModelError, WeightsError) as exc:
         st.error(md(exc))
         return None
-    return settings, str(device)
+    return replace(settings, device=device), device
 
 
 chosen = settings_ui()

@@ -142,3 +142,38 @@ def test_a_stored_run_is_named_renamed_and_measured_again_from_the_runs_page(pri
     assert not at.exception
     runs = Store(private_run_store).list_runs()
     assert len(runs) == 2 and set(runs["status"]) == {"finished"} and set(runs["n_inferences"]) == {1}
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "runtimes"),
+    [
+        ("cuda", "fp32", ["eager"]),  # no GPU here (on a GPU machine the case is skipped below)
+        ("cpu", "fp16", ["eager"]),  # a precision the CPU path refuses
+        ("mps", "fp32", ["eager", "onnxruntime"]),  # no Apple GPU here
+    ],
+)
+def test_the_run_form_refuses_bad_settings_with_the_message_every_path_gives(device, precision, runtimes):
+    """The page calls RunSettings.resolve (as detect, submit, the worker and Ray do): the same one-line message."""
+    import torch
+
+    from core.errors import DeviceError
+    from core.runner import RunSettings
+    from core.series import RuntimeRefusedError
+    from dashboard.text import md
+
+    if (device == "cuda" and torch.cuda.is_available()) or (device == "mps" and torch.backends.mps.is_available()):
+        pytest.skip(f"{device} is a valid device here")
+    settings = RunSettings(models=[SSD], weights={SSD: "untrained"}, device=device, precision=precision,
+                           runtimes={SSD: runtimes})  # fmt: skip
+    with pytest.raises((DeviceError, RuntimeRefusedError)) as refused:
+        settings.resolve(check_files=False)
+    at = open_page("pages/run.py")
+    at.multiselect(key="run_models").set_value([SSD]).run()
+    at.selectbox(key=f"run_weights_{SSD}").set_value("untrained")
+    at.multiselect(key=f"run_runtimes_{SSD}").set_value(runtimes)
+    at.selectbox(key="run_device").set_value(device)
+    at.selectbox(key="run_precision").set_value(precision)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [md(refused.value)]
+    assert all(b.key != "run_go" for b in at.button)  # nothing to run
