@@ -240,11 +240,8 @@ def load_detector(
 
 def _result(image: LoadedImage, det: Detector, batch_size: int, **fields: object) -> DetectionResult:
     """A result for `image` through `det`: the image's and detector's columns, plus `fields`."""
-    return DetectionResult(
-        image_id=image.image_id,
-        image_name=image.name,
-        width=image.width,
-        height=image.height,
+    return DetectionResult.of_image(
+        image,
         model=det.series,
         weights=det.weights,
         device=str(det.device),

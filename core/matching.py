@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -198,26 +199,26 @@ def compare_models(
         part = dets[mask]
         group = index.get_indexer(part["image_id"].astype(object))
         keep = group >= 0
-        sides.append((group[keep], codes[mask][keep], _boxes(part)[0][keep]))
-    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides[0], *sides[1])
+        sides.append(CodedBoxes(group[keep], codes[mask][keep], _boxes(part)[0][keep]))
+    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides)
+
+
+class CodedBoxes(NamedTuple):
+    """One side's boxes, already thresholded and coded: `group` is each box's position in the image list, `label` an
+    integer label code shared by both sides; within an image, boxes in stored order."""
+
+    group: np.ndarray
+    label: np.ndarray
+    boxes: np.ndarray
 
 
 def agreement_of_groups(
-    image_ids: Sequence[str] | pd.Index,
-    model_a: str,
-    model_b: str,
-    threshold: float,
-    iou: float,
-    group_a: np.ndarray,
-    label_a: np.ndarray,
-    boxes_a: np.ndarray,
-    group_b: np.ndarray,
-    label_b: np.ndarray,
-    boxes_b: np.ndarray,
-) -> Agreement:
-    """The Agreement of boxes already thresholded and coded: `group_x` is each box's position in `image_ids`,
-    `label_x` an integer label code shared by both sides; within an image, boxes in stored order."""
+    image_ids: Sequence[str] | pd.Index, model_a: str, model_b: str, threshold: float, iou: float,
+    side_a: CodedBoxes, side_b: CodedBoxes,
+) -> Agreement:  # fmt: skip
+    """The Agreement of two sides' coded boxes (`CodedBoxes`, groups are positions in `image_ids`)."""
     n = len(image_ids)
+    (group_a, label_a, boxes_a), (group_b, label_b, boxes_b) = side_a, side_b
     matches = match_grouped(group_a, label_a, boxes_a, group_b, label_b, boxes_b, iou=iou)
     both = np.bincount(matches.group, minlength=n)
     count_a = np.bincount(np.asarray(group_a, np.int64), minlength=n)

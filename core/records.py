@@ -9,11 +9,21 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, DETECTION_DTYPES, INFERENCE_COLUMNS, INFERENCE_DTYPES, RUNTIME_EAGER
+
+
+class ImageLike(Protocol):
+    """What a record needs of an image (core.images.LoadedImage): its id, name and displayed size."""
+
+    image_id: str
+    name: str
+    width: int
+    height: int
 
 
 @dataclass
@@ -52,6 +62,11 @@ class DetectionResult:
             raise ValueError("a failed image has no detections")
         if "\n" in self.error:
             raise ValueError("error must be one line")
+
+    @classmethod
+    def of_image(cls, image: ImageLike, **fields: Any) -> DetectionResult:
+        """The record of `image` (its id, name and size) with the other columns from `fields`."""
+        return cls(image_id=image.image_id, image_name=image.name, width=image.width, height=image.height, **fields)
 
     @property
     def total_ms(self) -> float:

@@ -410,11 +410,8 @@ class _Stop:
 
 def _export_failed(image: LoadedImage, series: Series, settings: RunSettings, error: str) -> DetectionResult:
     """The record of an image that a series could not run because its export failed."""
-    return DetectionResult(
-        image_id=image.image_id,
-        image_name=image.name,
-        width=image.width,
-        height=image.height,
+    return DetectionResult.of_image(
+        image,
         model=series.name,
         weights=parse_weights(settings.weights_for(series.model)).label,
         device="cpu" if series.runtime in CPU_ONLY_RUNTIMES else str(resolve_device(settings.device)),

@@ -10,11 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.config import DETECTION_COLUMNS, GALLERY_DIR, INFERENCE_COLUMNS, REPO_ROOT
 from core.images import ImageSource
-from core.records import RunInfo, coerce_detections, coerce_inferences
+from core.records import DetectionResult, RunInfo, coerce_detections, coerce_inferences
 
 RUN = "20260101-000000-aaaaaa"
 
@@ -168,3 +169,26 @@ def load_script(name: str):  # noqa: ANN201
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def detection_result(
+    image_id: str = "img1",
+    image_name: str | None = None,
+    size: tuple[int, int] = (100, 50),
+    *,
+    model: str = "m",
+    boxes: np.ndarray | None = None,
+    scores: Sequence[float] = (),
+    error: str = "",
+) -> DetectionResult:
+    """One image's record from an untrained CPU fp32 model: box k labelled c{k} (id k), 1 / 10 / 0.5 ms; a failed
+    image (`error`) has no boxes, a 0 x 0 size and NaN times."""
+    n = 0 if error else len(scores)
+    boxes = np.zeros((0, 4), np.float32) if boxes is None or error else np.asarray(boxes, np.float32).reshape(n, 4)
+    return DetectionResult(
+        image_id=image_id, image_name=image_name or f"{image_id}.jpg", width=0 if error else size[0],
+        height=0 if error else size[1], model=model, weights="untrained", device="cpu", precision="fp32", batch_size=1,
+        boxes=boxes, scores=np.asarray(scores[:n], np.float32), labels=np.arange(1, n + 1, dtype=np.int64),
+        label_names=tuple(f"c{i}" for i in range(1, n + 1)), preprocess_ms=np.nan if error else 1.0,
+        inference_ms=np.nan if error else 10.0, postprocess_ms=np.nan if error else 0.5, error=error,
+    )  # fmt: skip

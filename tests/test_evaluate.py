@@ -215,6 +215,20 @@ def _figures(m: ev.Metrics) -> dict[str, np.ndarray]:
     return out | {f"AP[{c}]": np.asarray(v, np.float64) for c, v in m.per_class.items()}
 
 
+def _figures_of(case: tuple[dict, list[dict]], backends: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
+    """`_figures` of a (ground truth, results) case evaluated by each COCOeval backend."""
+    from core.evaluate import coco
+
+    doc, results = case
+    gt = ev.load_ground_truth(json.dumps(doc).encode())
+    ids = [im["id"] for im in gt.raw["images"]]
+    out = []
+    for backend in backends:
+        e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
+        out.append(_figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend)))
+    return out
+
+
 @pytest.mark.parametrize(
     "case",
     [lambda: _gallery_case(0), lambda: _gallery_case(1), lambda: _random_case(0, 150), lambda: _random_case(7, 150)],
@@ -226,14 +240,7 @@ def test_faster_coco_eval_gives_pycocotools_figures(case):
     pytest.importorskip("faster_coco_eval")
     from core.evaluate import coco
 
-    doc, results = case()
-    gt = ev.load_ground_truth(json.dumps(doc).encode())
-    ids = [im["id"] for im in gt.raw["images"]]
-    got = {}
-    for backend in (coco.PYCOCOTOOLS, coco.FASTER):
-        e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
-        got[backend] = _figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
-    reference, faster = got[coco.PYCOCOTOOLS], got[coco.FASTER]
+    reference, faster = _figures_of(case(), (coco.PYCOCOTOOLS, coco.FASTER))
     assert reference.keys() == faster.keys()
     assert np.isfinite(reference["AP"]) and reference["AP"] > 0.05, "a case with something to measure"
     for key, want in reference.items():
@@ -260,18 +267,12 @@ def test_the_default_evaluator_gives_pycocotools_figures_exactly(case):
     1,000-image case: every summary figure, per-class AP, precision and score array identical."""
     from core.evaluate import coco
 
-    doc, results = case()
-    gt = ev.load_ground_truth(json.dumps(doc).encode())
-    ids = [im["id"] for im in gt.raw["images"]]
-    got = {}
-    for backend in (coco.PYCOCOTOOLS, coco.VECTOR):
-        e = coco._run_cocoeval(gt.coco, results, ids, (1, 10, 100), backend)
-        got[backend] = _figures(coco.metrics_from(e, gt.coco, (1, 10, 100), 0.0, len(results), backend))
+    reference, vector = _figures_of(case(), (coco.PYCOCOTOOLS, coco.VECTOR))
     assert coco.evaluator_backend() == coco.VECTOR
-    assert np.isfinite(got[coco.PYCOCOTOOLS]["AP"]) and got[coco.PYCOCOTOOLS]["AP"] > 0.05, "something to measure"
-    assert got[coco.VECTOR].keys() == got[coco.PYCOCOTOOLS].keys()
-    for key, want in got[coco.PYCOCOTOOLS].items():
-        np.testing.assert_array_equal(got[coco.VECTOR][key], want, err_msg=key)
+    assert np.isfinite(reference["AP"]) and reference["AP"] > 0.05, "something to measure"
+    assert vector.keys() == reference.keys()
+    for key, want in reference.items():
+        np.testing.assert_array_equal(vector[key], want, err_msg=key)
 
 
 @pytest.mark.parametrize(

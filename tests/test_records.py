@@ -16,31 +16,13 @@ from core.records import (
     new_run_id,
     write_run,
 )
-from tests.factories import read_written_run
+from tests.factories import detection_result, read_written_run
 
 
 def make_result(scores=(0.9, 0.4, 0.02), error="", image_id="img1", model="m") -> DetectionResult:
     n = 0 if error else len(scores)
     boxes = np.array([[i, i, i + 10, i + 5] for i in range(n)], np.float32).reshape(-1, 4)
-    return DetectionResult(
-        image_id=image_id,
-        image_name=f"{image_id}.jpg",
-        width=0 if error else 100,
-        height=0 if error else 50,
-        model=model,
-        weights="untrained",
-        device="cpu",
-        precision="fp32",
-        batch_size=1,
-        boxes=boxes,
-        scores=np.array(scores[:n], np.float32),
-        labels=np.arange(1, n + 1, dtype=np.int64),
-        label_names=tuple(f"c{i}" for i in range(1, n + 1)),
-        preprocess_ms=np.nan if error else 1.0,
-        inference_ms=np.nan if error else 10.0,
-        postprocess_ms=np.nan if error else 0.5,
-        error=error,
-    )
+    return detection_result(image_id, model=model, boxes=boxes, scores=scores, error=error)
 
 
 def test_inference_rows_follow_the_schema():

@@ -17,6 +17,7 @@ from core.records import DetectionResult, RunInfo, detections_frame, inference_v
 from core.store import SCHEMA_VERSION, Store, StoreError
 from core.store import schema as schema_module
 from core.store.schema import MIGRATIONS, Migration
+from tests.factories import detection_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "20260101-000000-aaaaaa"
@@ -58,25 +59,8 @@ def result(image: int = 0, model: str = "model_a", *, n: int = 2, error: str = "
     rng = np.random.default_rng(image * 31 + len(model))
     n = 0 if error else n
     xy = rng.uniform(0, 50, (n, 2))
-    return DetectionResult(
-        image_id=f"{image:016x}",
-        image_name=f"img{image}.png",
-        width=64,
-        height=48,
-        model=model,
-        weights="untrained",
-        device="cpu",
-        precision="fp32",
-        batch_size=1,
-        boxes=np.hstack([xy, xy + 5]).astype(np.float32),
-        scores=np.linspace(0.9, 0.2, n).astype(np.float32),
-        labels=np.arange(1, n + 1, dtype=np.int64),
-        label_names=tuple(f"c{i}" for i in range(1, n + 1)),
-        preprocess_ms=np.nan if error else 1.0,
-        inference_ms=np.nan if error else 10.0,
-        postprocess_ms=np.nan if error else 0.5,
-        error=error,
-    )
+    return detection_result(f"{image:016x}", f"img{image}.png", (64, 48), model=model, boxes=np.hstack([xy, xy + 5]),
+                            scores=np.linspace(0.9, 0.2, n), error=error)  # fmt: skip
 
 
 def v1_store(path: Path, rows: list[tuple[DetectionResult, str]]) -> Path:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from core.analytics.frame import BIN_EDGES, SCORE_BINS, RunFrame, threshold_bin
 from core.config import AGREEMENT_IOU
-from core.matching import Agreement, agreement_of_groups
+from core.matching import Agreement, CodedBoxes, agreement_of_groups
 
 
 def box_mask(
@@ -174,8 +174,8 @@ def agreement(
         group = position[rf.img[keep]] if len(position) else np.empty(0, np.int64)
         kept = group >= 0
         keep = keep[kept]
-        sides.append((group[kept], rf.label[keep], rf.boxes[keep]))
-    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides[0], *sides[1])
+        sides.append(CodedBoxes(group[kept], rf.label[keep], rf.boxes[keep]))
+    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides)
 
 
 def disagreement(

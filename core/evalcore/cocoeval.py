@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.evalcore.matching import coco_pair_ious
-from core.evalcore.vector import VECTOR, coco_xywh, vector_cocoeval, vector_cocoeval_xywh
+from core.evalcore.vector import VECTOR, ResultArrays, coco_xywh, vector_cocoeval, vector_cocoeval_results
 
 FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
 
@@ -130,16 +130,10 @@ def _vector_on_dicts(
         if owned
         else np.array([r["bbox"][2] * r["bbox"][3] for r in results], dtype=np.float64)
     )
-    return vector_cocoeval_xywh(
-        gt_dict,
-        img_ids,
-        max_dets,
-        np.array([r["image_id"] for r in results], dtype=np.int64),
-        np.array([r["category_id"] for r in results], dtype=np.int64),
-        np.array([r["score"] for r in results], dtype=np.float64),
-        xywh,
-        area,
-    )
+    image_id = np.array([r["image_id"] for r in results], dtype=np.int64)
+    category_id = np.array([r["category_id"] for r in results], dtype=np.int64)
+    score = np.array([r["score"] for r in results], dtype=np.float64)
+    return vector_cocoeval_results(gt_dict, img_ids, max_dets, ResultArrays(image_id, category_id, score, xywh, area))
 
 
 def _gt_copy(gt_dict: dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,22 @@ def coco_xywh(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([x1, y1, w, h], axis=1), w * h
 
 
+@dataclass(frozen=True)
+class ResultArrays:
+    """COCO results as arrays: GT image ids, category ids, scores, [x, y, w, h] boxes (float64) and their areas."""
+
+    image_id: np.ndarray
+    category_id: np.ndarray
+    score: np.ndarray
+    xywh: np.ndarray
+    area: np.ndarray
+
+    @classmethod
+    def from_xyxy(cls, image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, boxes: np.ndarray):  # noqa: ANN206
+        """Results of x1, y1, x2, y2 boxes, as `COCO.loadRes` would hold them (`coco_xywh`)."""
+        return cls(image_id, category_id, score, *coco_xywh(boxes))
+
+
 def vector_cocoeval(
     gt_dict: dict[str, Any],
     img_ids: list[int],
@@ -103,41 +119,27 @@ def vector_cocoeval(
 ) -> VectorEval:
     """pycocotools' COCOeval (bbox, categories on) of detections given as arrays (GT image ids, category ids,
     scores, x1, y1, x2, y2 boxes) on `img_ids`: evaluated, accumulated and summarized."""
-    return vector_cocoeval_xywh(gt_dict, img_ids, max_dets, image_id, category_id, score, *coco_xywh(boxes))
+    return vector_cocoeval_results(
+        gt_dict, img_ids, max_dets, ResultArrays.from_xyxy(image_id, category_id, score, boxes)
+    )
 
 
-def _matched(
-    gt_dict: dict[str, Any],
-    img_ids: list[int],
-    max_dets: tuple[int, int, int],
-    image_id: np.ndarray,
-    category_id: np.ndarray,
-    score: np.ndarray,
-    xywh: np.ndarray,
-    area: np.ndarray,
-):  # noqa: ANN202 (params, ground truth, detections, matches: this module's own steps)
+def _matched(gt_dict: dict[str, Any], img_ids: list[int], max_dets: tuple[int, int, int], res: ResultArrays):  # noqa: ANN202
     """COCOeval's params for these images and the ground truth's categories, the ground truth, the detections and
     their matching: what the accumulated evaluation and the per-detection flags both start from."""
     p = coco_params(max_dets)
     p.imgIds = np.unique(np.asarray(img_ids, dtype=np.int64)).tolist()
     p.catIds = np.unique(np.asarray([c["id"] for c in gt_dict["categories"]], dtype=np.int64)).tolist()
     gt = _ground_truth(gt_dict, p)
-    dt = _detections(p, image_id, category_id, score, xywh, area)
+    dt = _detections(p, res)
     return p, gt, dt, _match_lanes(p, gt, dt)
 
 
-def vector_cocoeval_xywh(
-    gt_dict: dict[str, Any],
-    img_ids: list[int],
-    max_dets: tuple[int, int, int],
-    image_id: np.ndarray,
-    category_id: np.ndarray,
-    score: np.ndarray,
-    xywh: np.ndarray,
-    area: np.ndarray,
+def vector_cocoeval_results(
+    gt_dict: dict[str, Any], img_ids: list[int], max_dets: tuple[int, int, int], res: ResultArrays
 ) -> VectorEval:
-    """`vector_cocoeval` of COCO results as arrays: [x, y, w, h] boxes and their areas (`COCO.loadRes`: w * h)."""
-    p, gt, dt, matches = _matched(gt_dict, img_ids, max_dets, image_id, category_id, score, xywh, area)
+    """`vector_cocoeval` of COCO results as arrays ([x, y, w, h] boxes and their areas, as `COCO.loadRes` has them)."""
+    p, gt, dt, matches = _matched(gt_dict, img_ids, max_dets, res)
     precision, recall, scores = _accumulate(p, gt, dt, matches)
     evaluated = {"precision": precision, "recall": recall, "scores": scores}
     return VectorEval(params=p, eval=evaluated, stats=_summarize(p, evaluated))
@@ -206,14 +208,12 @@ def _ground_truth(gt_dict: dict[str, Any], p: SimpleNamespace) -> _GroundTruth:
     )
 
 
-def _detections(
-    p: SimpleNamespace, image_id: np.ndarray, category_id: np.ndarray, score: np.ndarray, xywh, area
-) -> _Detections:
+def _detections(p: SimpleNamespace, res: ResultArrays) -> _Detections:
     imgs, cats = _id_codes(p)
-    i, in_imgs = _lookup(imgs, np.asarray(image_id, dtype=np.int64))
-    k, in_cats = _lookup(cats, np.asarray(category_id, dtype=np.int64))
+    i, in_imgs = _lookup(imgs, np.asarray(res.image_id, dtype=np.int64))
+    k, in_cats = _lookup(cats, np.asarray(res.category_id, dtype=np.int64))
     on = np.flatnonzero(in_imgs & in_cats)
-    key, sc = i[on] * len(cats) + k[on], np.asarray(score, dtype=np.float64)[on]
+    key, sc = i[on] * len(cats) + k[on], np.asarray(res.score, dtype=np.float64)[on]
     order = _stable_order(key, -sc)
     on, key = on[order], key[order]
     rank = _ranks(key)
@@ -224,8 +224,8 @@ def _detections(
         k=k[on],
         score=sc[order][keep],
         rank=rank[keep],
-        xywh=np.asarray(xywh, dtype=np.float64).reshape(-1, 4)[on],
-        area=np.asarray(area, dtype=np.float64)[on],
+        xywh=np.asarray(res.xywh, dtype=np.float64).reshape(-1, 4)[on],
+        area=np.asarray(res.area, dtype=np.float64)[on],
     )
 
 
@@ -403,7 +403,7 @@ def coco_flags(
     boxes: np.ndarray,
 ) -> CocoFlags:
     """`vector_cocoeval`'s matching (x1, y1, x2, y2 boxes), kept per detection instead of accumulated."""
-    p, gt, dt, m = _matched(gt_dict, img_ids, max_dets, image_id, category_id, score, *coco_xywh(boxes))
+    p, gt, dt, m = _matched(gt_dict, img_ids, max_dets, ResultArrays.from_xyxy(image_id, category_id, score, boxes))
     acc = _stable_order(dt.k, -dt.score)
     n_a, n_t, n_k, n_i = len(p.areaRng), len(p.iouThrs), len(p.catIds), len(p.imgIds)
     tracked = m.tracked[acc]
