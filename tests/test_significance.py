@@ -10,7 +10,7 @@ import io
 import numpy as np
 import pytest
 
-from core.evalcore.vector import coco_flags
+from core.evalcore.vector import ResultArrays, coco_flags
 from core.evalcore.weighted import weighted_ap
 from core.evaluate.series import SeriesError, from_results
 from core.evaluate.significance import (
@@ -65,7 +65,7 @@ def test_weights_of_one_give_cocoevals_ap_per_class_and_area(seed, n_images):
         a.pop("segmentation")
     ids = [im["id"] for im in gt["images"]]
     ev = pycocotools_eval(gt, dets)
-    flags = coco_flags(gt, ids, (1, 10, 100), *arrays(dets))
+    flags = coco_flags(gt, ids, (1, 10, 100), ResultArrays.from_xyxy(*arrays(dets)))
     got = weighted_ap(flags, np.ones((1, len(ids)), dtype=np.int64), areas=(0, 1, 2, 3))[0]
     for area in range(4):
         np.testing.assert_allclose(got[area], per_class_ap(ev, area), atol=1e-12, equal_nan=True)
@@ -91,7 +91,7 @@ def test_weights_equal_cocoeval_on_the_resampled_dataset(seed):
         a["id"] = n
     resampled = dict(gt, images=images, annotations=anns)
     ev = pycocotools_eval(resampled, res)
-    flags = coco_flags(gt, ids, (1, 10, 100), *arrays(dets))
+    flags = coco_flags(gt, ids, (1, 10, 100), ResultArrays.from_xyxy(*arrays(dets)))
     weights = np.bincount(draw, minlength=len(ids))[None, :]
     got = weighted_ap(flags, np.vstack([weights, weights]), exact_rows=1)  # row 1: the float32 path
     np.testing.assert_allclose(got[0, 0], per_class_ap(ev), atol=1e-12, equal_nan=True)

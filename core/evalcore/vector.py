@@ -394,16 +394,10 @@ class CocoFlags:
 
 
 def coco_flags(
-    gt_dict: dict[str, Any],
-    img_ids: list[int],
-    max_dets: tuple[int, int, int],
-    image_id: np.ndarray,
-    category_id: np.ndarray,
-    score: np.ndarray,
-    boxes: np.ndarray,
+    gt_dict: dict[str, Any], img_ids: list[int], max_dets: tuple[int, int, int], res: ResultArrays
 ) -> CocoFlags:
-    """`vector_cocoeval`'s matching (x1, y1, x2, y2 boxes), kept per detection instead of accumulated."""
-    p, gt, dt, m = _matched(gt_dict, img_ids, max_dets, ResultArrays.from_xyxy(image_id, category_id, score, boxes))
+    """`vector_cocoeval`'s matching, kept per detection instead of accumulated."""
+    p, gt, dt, m = _matched(gt_dict, img_ids, max_dets, res)
     acc = _stable_order(dt.k, -dt.score)
     n_a, n_t, n_k, n_i = len(p.areaRng), len(p.iouThrs), len(p.catIds), len(p.imgIds)
     tracked = m.tracked[acc]

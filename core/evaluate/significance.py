@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.config import EVAL_MAX_DETS
-from core.evalcore.vector import CocoFlags, coco_flags
+from core.evalcore.vector import CocoFlags, ResultArrays, coco_flags
 from core.evalcore.weighted import weighted_ap
 from core.evaluate.errors import json_number
 from core.evaluate.series import Series, SeriesError, SeriesSet, paired
@@ -79,7 +79,8 @@ def resample_weights(n_images: int, resamples: int, seed: int) -> np.ndarray:
 def flags_of(ss: SeriesSet, s: Series, image_ids: np.ndarray) -> CocoFlags:
     """COCOeval's per-detection outcomes of a series on `image_ids`."""
     on = np.isin(s.img, image_ids)
-    return coco_flags(ss.coco, image_ids.tolist(), EVAL_MAX_DETS, s.img[on], s.cls[on], s.score[on], s.boxes[on])
+    arrays = ResultArrays.from_xyxy(s.img[on], s.cls[on], s.score[on], s.boxes[on])
+    return coco_flags(ss.coco, image_ids.tolist(), EVAL_MAX_DETS, arrays)
 
 
 def _ap_rows(per_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
