@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import thumbs
 from core.analytics import RunFrame, queries
+from core.analytics.thresholds import ClassThresholds, Threshold, global_threshold
 from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
 from core.images import ImageSource, LoadedImage
 from core.models import short_name
@@ -37,21 +38,28 @@ def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
 def image_list(
     rf: RunFrame,
     models: list[str],
-    threshold: float,
+    threshold: Threshold,
     classes: list[str],
     sort_by: str,
     descending: bool,
     name_filter: str,
     verdicts: list[str],
 ) -> pd.DataFrame:
-    """The images the Gallery steps through: image table with verdicts, sorted, filtered by name and verdict."""
+    """The images the Gallery steps through: image table with verdicts, sorted, filtered by name and verdict.
+    (GT errors are counted at the global threshold, per-class thresholds or not.)"""
     inf = rf.inferences
     table = runviews.image_table(rf, models, threshold, classes or None, disagree=sort_by == "disagreement")
     table = views.with_verdicts(table, reviews_of(views.review_runs(inf, state.viewed_run())))
     if sort_by == GT_SORT:
         gt_info = evaluation.session_info()
         gt_errors = evaluation.gt_errors(
-            gt_info["digest"], gt_info["data"], gt_info["name"], inf, state.detections(), tuple(models), threshold
+            gt_info["digest"],
+            gt_info["data"],
+            gt_info["name"],
+            inf,
+            state.detections(),
+            tuple(models),
+            global_threshold(threshold),
         )
         table = table.assign(gt_errors=table["image_id"].map(gt_errors))
         table = table.sort_values("gt_errors", ascending=not descending, na_position="last", kind="stable")
@@ -81,6 +89,14 @@ def only_note() -> None:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.caption(f"Showing only the {len(only)} images of the link you followed (from Evaluate).")
         c2.button("Show all images", key="gallery_all", on_click=lambda: st.query_params.pop(IMAGES_PARAM, None))
+
+
+def shown_boxes(rf: RunFrame, image_id: str, threshold: Threshold) -> tuple[pd.DataFrame, float]:
+    """(one image's boxes, the float threshold the figures still apply to them): every box and the threshold, or,
+    with per-class thresholds, only the boxes at or above theirs (and 0)."""
+    if isinstance(threshold, ClassThresholds):
+        return queries.image_boxes(rf, image_id, threshold), 0.0
+    return queries.image_boxes(rf, image_id), float(threshold)
 
 
 def opened_image(ids: list[str]) -> str | None:
@@ -195,7 +211,7 @@ def grid(
     refs: dict[str, ImageSource],
     *,
     rf: RunFrame | None = None,
-    threshold: float = 0.0,
+    threshold: Threshold = 0.0,
     classes: list[str] | None = None,
 ) -> None:
     """The page chooser and one page of tiles (the first model's boxes drawn at the threshold), each with its caption
@@ -216,7 +232,10 @@ def grid(
         if i % GALLERY_PAGE_COLUMNS == 0:  # one row of columns per grid row: the rows line up whatever the shapes
             cols = st.columns(GALLERY_PAGE_COLUMNS)
         col = cols[i % GALLERY_PAGE_COLUMNS]
-        boxes = tiles.tile_boxes(queries.image_boxes(rf, r.image_id), drawn, threshold, classes) if drawn else ()
+        boxes = ()
+        if drawn:
+            det, floor = shown_boxes(rf, r.image_id, threshold)
+            boxes = tiles.tile_boxes(det, drawn, floor, classes)
         shown, why = thumbnail_image(r.image_id, refs, sizes.get(r.image_id), boxes)
         col.image(shown, width=tiles.TILE_SIZE[0])  # its own size: never stretched past the thumbnail's pixels
         col.caption(caption(r, failed.get(r.image_id, [])) + (f"  \n_{md(why)}_" if why else ""))
