@@ -15,16 +15,20 @@ from core import thumbs
 from core.analytics import RunFrame, queries
 from core.analytics.thresholds import ClassThresholds, Threshold, global_threshold
 from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
+from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
 from core.images import ImageSource, LoadedImage
 from core.models import short_name
 from core.store import REVIEW_COLUMNS
 from dashboard import cache, evaluation, runviews, state, tiles, views
+from dashboard import errors as error_views
+from dashboard.figures.overlays import with_highlights
 from dashboard.text import md
 
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
 PAGE_SIZE = GALLERY_PAGE_ROWS * GALLERY_PAGE_COLUMNS  # thumbnails per grid page
 PAGE_KEY = "gallery_page"
 IMAGES_PARAM = "images"  # query param: the only images to list (a link from Evaluate)
+ERROR_PARAM, SERIES_PARAM = "error", "series"  # query params of a TIDE error bin's link: its type and model
 FAILED_MARK = "⚠️"  # before the caption of an image some model failed on
 
 
@@ -82,13 +86,42 @@ def only_images() -> list[str] | None:
     return [i for i in raw.split(",") if i] if raw else None
 
 
+def linked_error() -> tuple[str, str] | None:
+    """(error type, model) of the TIDE error bin whose link opened the Gallery (`?error=loc&series=MODEL`), or None."""
+    error, series = st.query_params.get(ERROR_PARAM), st.query_params.get(SERIES_PARAM)
+    return (error, series) if error in MAIN_ERRORS and series and only_images() is not None else None
+
+
+def _show_all() -> None:
+    for param in (IMAGES_PARAM, ERROR_PARAM, SERIES_PARAM):
+        st.query_params.pop(param, None)
+
+
 def only_note() -> None:
-    """Say that the grid is limited to a linked set of images, with a button that shows them all again."""
+    """Say that the grid is limited to a linked set of images (which error type of which model, for a TIDE bin),
+    with a button that shows them all again."""
     only = only_images()
     if only is not None:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.caption(f"Showing only the {len(only)} images of the link you followed (from Evaluate).")
-        c2.button("Show all images", key="gallery_all", on_click=lambda: st.query_params.pop(IMAGES_PARAM, None))
+        linked = linked_error()
+        what = (
+            f"with {ERROR_NAMES[linked[0]]} errors of {md(linked[1])} (TIDE)" if linked else "of the link you followed"
+        )
+        c1.caption(f"Showing only the {len(only)} images {what} (from Evaluate).")
+        c2.button("Show all images", key="gallery_all", on_click=_show_all)
+
+
+def highlight_errors(fig: object, image_id: str, models: list[str], size: tuple[int, int]) -> object:
+    """The overlay with the boxes of the linked TIDE error bin (`linked_error`) on this image outlined in its
+    model's panel, against the session's ground truth; `fig` as it is when there is nothing to outline."""
+    linked, gt_info = linked_error(), evaluation.session_info()
+    if linked is None or gt_info is None or linked[1] not in models:
+        return fig
+    error, series = linked
+    boxes = error_views.error_boxes_of(gt_info["digest"], gt_info["data"], gt_info["name"], series, error, image_id)
+    st.caption(f"{len(boxes)} {ERROR_NAMES[error]} error{'s' * (len(boxes) != 1)} of {md(series)} on this image "
+               "(TIDE), outlined in dashed yellow.")  # fmt: skip
+    return with_highlights(fig, size, boxes, col=models.index(series) + 1, name=f"{ERROR_NAMES[error]} errors")
 
 
 def shown_boxes(rf: RunFrame, image_id: str, threshold: Threshold) -> tuple[pd.DataFrame, float]:

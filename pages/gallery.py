@@ -127,6 +127,7 @@ else:
         classes=classes or None,
         untrained_models=untrained,
     )
+    fig = gallery.highlight_errors(fig, picked_id, models, image.image.size)  # a TIDE bin's boxes, when linked
     st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
 
 st.page_link(pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=REVIEW_ICON)
