@@ -175,7 +175,36 @@ def use_thresholds(series: str, points: list[OperatingPoint]) -> None:
     st.session_state.setdefault(THRESHOLDS_KEY, {})[series] = {p.label: p.threshold for p in points}
 
 
-def gallery_params(ss: SeriesSet, image_ids: list[int]) -> dict[str, str] | None:
-    """Query params opening these ground-truth images in the Gallery (our image ids; the first GALLERY_LINK_MAX)."""
+def gallery_params(ss: SeriesSet, image_ids: list[int], extra: dict[str, str] | None = None) -> dict[str, str] | None:
+    """Query params opening these ground-truth images in the Gallery (our image ids; the first GALLERY_LINK_MAX),
+    with `extra` params (a TIDE bin's `error` and `series`)."""
     ours = [ss.image_keys[i] for i in image_ids if i in ss.image_keys][:GALLERY_LINK_MAX]
-    return {"images": ",".join(ours)} if ours else None
+    return {"images": ",".join(ours), **(extra or {})} if ours else None
+
+
+def error_boxes_of(key: str, data: bytes, name: str, series: str, error: str, image_id: str) -> list[tuple]:
+    """The boxes of one TIDE error type of a series on one of our images, to highlight: (x1, y1, x2, y2, text) in
+    original pixels: the detection of a Cls, Loc, Both, Dupe or Bkg error, the ground-truth box of a Miss."""
+    return memo(state.frame(), _error_boxes, key, name, data, series, error, image_id)
+
+
+def _error_boxes(rf: RunFrame, key: str, name: str, data: bytes, series: str, error: str, image_id: str) -> list:
+    ss = _ss(rf, key, name, data)
+    if series not in ss.series or error not in MAIN_ERRORS:
+        return []
+    gt_ids = [g for g, ours in ss.image_keys.items() if ours == image_id]
+    (report,) = memo(rf, _reports, key, name, data, (series,))
+    rows = report.error_boxes()
+    rows = rows[(rows["error"] == error) & rows["image"].isin(gt_ids)]
+    s, names, anns = ss.series[series], ss.class_names, ss.coco["annotations"]
+    out = []
+    for row, gt in zip(rows["row"].tolist(), rows["gt"].tolist(), strict=True):
+        if row >= 0:
+            x1, y1, x2, y2 = map(float, s.boxes[row])
+            text = f"{ERROR_NAMES[error]}: {names.get(int(s.cls[row]), s.cls[row])} {s.score[row]:.2f}"
+        else:
+            x, y, w, h = map(float, anns[gt]["bbox"])
+            x1, y1, x2, y2 = x, y, x + w, y + h
+            text = f"{ERROR_NAMES[error]}: {names.get(anns[gt]['category_id'], anns[gt]['category_id'])}"
+        out.append((x1, y1, x2, y2, text))
+    return out

@@ -24,8 +24,8 @@ NUM = {k: st.column_config.NumberColumn(format="%.3f") for k in ("AP", "AP50", "
                                                                   "high", "precision", "recall", "f1", "threshold")}  # fmt: skip
 
 
-def _gallery_link(ss, image_ids: list[int], label: str) -> None:  # noqa: ANN001
-    params = E.gallery_params(ss, image_ids)
+def _gallery_link(ss, image_ids: list[int], label: str, extra: dict[str, str] | None = None) -> None:  # noqa: ANN001
+    params = E.gallery_params(ss, image_ids, extra)
     if params is None:
         st.caption(f"{label}: no image of this view to open.")
         return
@@ -75,11 +75,13 @@ def tide_ui(ss, key: str, data: bytes, name: str, names: list[str], untrained: l
     c1, c2 = st.columns(2)
     c1.dataframe(E.per_class_table(report), hide_index=True)
     c2.dataframe(E.per_size_table(report), hide_index=True)
-    images = report.error_images()
-    cols = st.columns(len(MAIN_ERRORS))
-    for col, err in zip(cols, MAIN_ERRORS, strict=True):
-        with col:
-            _gallery_link(ss, images[err], f"{ERROR_NAMES[err]} errors")
+    st.markdown("**Each error bin's images in the Gallery** (its boxes highlighted there)")
+    for r in reports:
+        st.caption(md(r.series))
+        images = r.error_images()
+        for col, err in zip(st.columns(len(MAIN_ERRORS)), MAIN_ERRORS, strict=True):
+            with col:
+                _gallery_link(ss, images[err], f"{ERROR_NAMES[err]} errors", {"error": err, "series": r.series})
 
 
 def confusion_ui(ss, key: str, data: bytes, name: str, names: list[str], threshold: float,  # noqa: ANN001

@@ -13,17 +13,22 @@ import streamlit as st
 
 from core import thumbs
 from core.analytics import RunFrame, queries
+from core.analytics.thresholds import ClassThresholds, Threshold, global_threshold
 from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
+from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
 from core.images import ImageSource, LoadedImage
 from core.models import short_name
 from core.store import REVIEW_COLUMNS
 from dashboard import cache, evaluation, runviews, state, tiles, views
+from dashboard import errors as error_views
+from dashboard.figures.overlays import with_highlights
 from dashboard.text import md
 
 GT_SORT = "GT errors"  # false positives + missed boxes against the session's ground truth (Evaluate page)
 PAGE_SIZE = GALLERY_PAGE_ROWS * GALLERY_PAGE_COLUMNS  # thumbnails per grid page
 PAGE_KEY = "gallery_page"
 IMAGES_PARAM = "images"  # query param: the only images to list (a link from Evaluate)
+ERROR_PARAM, SERIES_PARAM = "error", "series"  # query params of a TIDE error bin's link: its type and model
 FAILED_MARK = "⚠️"  # before the caption of an image some model failed on
 
 
@@ -37,21 +42,28 @@ def reviews_of(run_ids: dict[str, str]) -> pd.DataFrame:
 def image_list(
     rf: RunFrame,
     models: list[str],
-    threshold: float,
+    threshold: Threshold,
     classes: list[str],
     sort_by: str,
     descending: bool,
     name_filter: str,
     verdicts: list[str],
 ) -> pd.DataFrame:
-    """The images the Gallery steps through: image table with verdicts, sorted, filtered by name and verdict."""
+    """The images the Gallery steps through: image table with verdicts, sorted, filtered by name and verdict.
+    (GT errors are counted at the global threshold, per-class thresholds or not.)"""
     inf = rf.inferences
     table = runviews.image_table(rf, models, threshold, classes or None, disagree=sort_by == "disagreement")
     table = views.with_verdicts(table, reviews_of(views.review_runs(inf, state.viewed_run())))
     if sort_by == GT_SORT:
         gt_info = evaluation.session_info()
         gt_errors = evaluation.gt_errors(
-            gt_info["digest"], gt_info["data"], gt_info["name"], inf, state.detections(), tuple(models), threshold
+            gt_info["digest"],
+            gt_info["data"],
+            gt_info["name"],
+            inf,
+            state.detections(),
+            tuple(models),
+            global_threshold(threshold),
         )
         table = table.assign(gt_errors=table["image_id"].map(gt_errors))
         table = table.sort_values("gt_errors", ascending=not descending, na_position="last", kind="stable")
@@ -74,13 +86,50 @@ def only_images() -> list[str] | None:
     return [i for i in raw.split(",") if i] if raw else None
 
 
+def linked_error() -> tuple[str, str] | None:
+    """(error type, model) of the TIDE error bin whose link opened the Gallery (`?error=loc&series=MODEL`), or None."""
+    error, series = st.query_params.get(ERROR_PARAM), st.query_params.get(SERIES_PARAM)
+    return (error, series) if error in MAIN_ERRORS and series and only_images() is not None else None
+
+
+def _show_all() -> None:
+    for param in (IMAGES_PARAM, ERROR_PARAM, SERIES_PARAM):
+        st.query_params.pop(param, None)
+
+
 def only_note() -> None:
-    """Say that the grid is limited to a linked set of images, with a button that shows them all again."""
+    """Say that the grid is limited to a linked set of images (which error type of which model, for a TIDE bin),
+    with a button that shows them all again."""
     only = only_images()
     if only is not None:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.caption(f"Showing only the {len(only)} images of the link you followed (from Evaluate).")
-        c2.button("Show all images", key="gallery_all", on_click=lambda: st.query_params.pop(IMAGES_PARAM, None))
+        linked = linked_error()
+        what = (
+            f"with {ERROR_NAMES[linked[0]]} errors of {md(linked[1])} (TIDE)" if linked else "of the link you followed"
+        )
+        c1.caption(f"Showing only the {len(only)} images {what} (from Evaluate).")
+        c2.button("Show all images", key="gallery_all", on_click=_show_all)
+
+
+def highlight_errors(fig: object, image_id: str, models: list[str], size: tuple[int, int]) -> object:
+    """The overlay with the boxes of the linked TIDE error bin (`linked_error`) on this image outlined in its
+    model's panel, against the session's ground truth; `fig` as it is when there is nothing to outline."""
+    linked, gt_info = linked_error(), evaluation.session_info()
+    if linked is None or gt_info is None or linked[1] not in models:
+        return fig
+    error, series = linked
+    boxes = error_views.error_boxes_of(gt_info["digest"], gt_info["data"], gt_info["name"], series, error, image_id)
+    st.caption(f"{len(boxes)} {ERROR_NAMES[error]} error{'s' * (len(boxes) != 1)} of {md(series)} on this image "
+               "(TIDE), outlined in dashed yellow.")  # fmt: skip
+    return with_highlights(fig, size, boxes, col=models.index(series) + 1, name=f"{ERROR_NAMES[error]} errors")
+
+
+def shown_boxes(rf: RunFrame, image_id: str, threshold: Threshold) -> tuple[pd.DataFrame, float]:
+    """(one image's boxes, the float threshold the figures still apply to them): every box and the threshold, or,
+    with per-class thresholds, only the boxes at or above theirs (and 0)."""
+    if isinstance(threshold, ClassThresholds):
+        return queries.image_boxes(rf, image_id, threshold), 0.0
+    return queries.image_boxes(rf, image_id), float(threshold)
 
 
 def opened_image(ids: list[str]) -> str | None:
@@ -195,7 +244,7 @@ def grid(
     refs: dict[str, ImageSource],
     *,
     rf: RunFrame | None = None,
-    threshold: float = 0.0,
+    threshold: Threshold = 0.0,
     classes: list[str] | None = None,
 ) -> None:
     """The page chooser and one page of tiles (the first model's boxes drawn at the threshold), each with its caption
@@ -216,7 +265,10 @@ def grid(
         if i % GALLERY_PAGE_COLUMNS == 0:  # one row of columns per grid row: the rows line up whatever the shapes
             cols = st.columns(GALLERY_PAGE_COLUMNS)
         col = cols[i % GALLERY_PAGE_COLUMNS]
-        boxes = tiles.tile_boxes(queries.image_boxes(rf, r.image_id), drawn, threshold, classes) if drawn else ()
+        boxes = ()
+        if drawn:
+            det, floor = shown_boxes(rf, r.image_id, threshold)
+            boxes = tiles.tile_boxes(det, drawn, floor, classes)
         shown, why = thumbnail_image(r.image_id, refs, sizes.get(r.image_id), boxes)
         col.image(shown, width=tiles.TILE_SIZE[0])  # its own size: never stretched past the thumbnail's pixels
         col.caption(caption(r, failed.get(r.image_id, [])) + (f"  \n_{md(why)}_" if why else ""))

@@ -2,7 +2,8 @@
 
 Each function gives the table of its pandas counterpart in dashboard.views (tests/test_runviews.py checks them on
 random runs) without building the whole detections table: counts are bincounts, charts get pre-aggregated frames,
-and only the boxes at or above the threshold (a few per image) are ever turned into rows, for matching.
+and only the boxes at or above the threshold (a few per image) are ever turned into rows, for matching. A threshold is
+a float or per-class thresholds (core.analytics.thresholds.ClassThresholds); the float case is as it always was.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from core import agreement
 from core.analytics import RunFrame, queries
+from core.analytics.thresholds import ClassThresholds, Threshold
 from core.config import RUNTIME_SCORE_TOL
 from core.matching import Agreement
 from core.records import coco_results
@@ -24,21 +26,26 @@ from dashboard import cache, figures, views
 from dashboard.cache import memo
 
 
+def _threshold_key(threshold: Threshold) -> Threshold:
+    """The threshold as a memo key: a float, or the (hashable) per-class thresholds."""
+    return threshold if isinstance(threshold, ClassThresholds) else float(threshold)
+
+
 def image_table(
     rf: RunFrame,
     models: Sequence[str],
-    threshold: float,
+    threshold: Threshold,
     classes: Sequence[str] | None = None,
     *,
     disagree: bool = True,
 ) -> pd.DataFrame:
     """views.image_table on a RunFrame. `disagree=False` leaves `disagreement` 0 (it matches boxes image by image:
     computed only when the Gallery sorts by it)."""
-    return memo(rf, _image_table, tuple(models), float(threshold), tuple(classes or ()), disagree)
+    return memo(rf, _image_table, tuple(models), _threshold_key(threshold), tuple(classes or ()), disagree)
 
 
 def _image_table(
-    rf: RunFrame, models: tuple[str, ...], threshold: float, classes: tuple[str, ...], disagree: bool
+    rf: RunFrame, models: tuple[str, ...], threshold: Threshold, classes: tuple[str, ...], disagree: bool
 ) -> pd.DataFrame:
     inf = rf.inferences[rf.inferences["model"].isin(list(models))]
     if inf.empty:
@@ -69,23 +76,24 @@ def _image_table(
     return table.reset_index()
 
 
-def pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
+def pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: Threshold) -> Agreement:
     """views.pair_agreement on the boxes at or above the threshold only."""
-    return memo(rf, _pair_agreement, model_a, model_b, float(threshold))
+    return memo(rf, _pair_agreement, model_a, model_b, _threshold_key(threshold))
 
 
-def _pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
+def _pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: Threshold) -> Agreement:
     ok = rf.inferences[rf.inferences["error"] == ""]  # as views.pair_agreement
     ran = [set(ok.loc[ok["model"] == m, "image_id"].astype(object)) for m in (model_a, model_b)]
     return queries.agreement(rf, model_a, model_b, threshold, sorted(ran[0] & ran[1]))
 
 
-def compare_data(rf: RunFrame, threshold: float) -> dict:
-    """The Compare page's aggregates: speed table, class counts, 0.02 score bins, count curves, labels."""
-    return memo(rf, _compare_data, float(threshold))
+def compare_data(rf: RunFrame, threshold: Threshold) -> dict:
+    """The Compare page's aggregates: speed table, class counts, 0.02 score bins, count curves, labels. The score
+    bins and count curves span every threshold: per-class thresholds change the table and the class counts."""
+    return memo(rf, _compare_data, _threshold_key(threshold))
 
 
-def _compare_data(rf: RunFrame, threshold: float) -> dict:
+def _compare_data(rf: RunFrame, threshold: Threshold) -> dict:
     return {
         "table": queries.counts_above(rf, threshold),
         "classes": queries.class_counts(rf, threshold),
@@ -115,8 +123,8 @@ def _compare_static(rf: RunFrame) -> dict:
     }
 
 
-def labels_above(rf: RunFrame, threshold: float) -> list[str]:
-    return memo(rf, queries.labels_above, float(threshold))
+def labels_above(rf: RunFrame, threshold: Threshold) -> list[str]:
+    return memo(rf, queries.labels_above, _threshold_key(threshold))
 
 
 # --- the Data page: filters evaluated on the frame, pages of rows, exports streamed to a file -----------------------

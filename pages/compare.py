@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.agreement import has_ap, verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
-from dashboard import charts, figures, runtime_ap, runviews, state, tables, views, widgets
+from dashboard import charts, class_thresholds, figures, runtime_ap, runviews, state, tables, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
 
@@ -16,11 +16,13 @@ rf = widgets.require_frame(live_run=True)  # the viewed records, aggregated wher
 inf = rf.inferences
 
 threshold = state.threshold()
+applied = class_thresholds.thresholds_ui(list(dict.fromkeys(inf["model"].astype(str))), threshold)  # or per-class
+class_thresholds.note(applied)
 static = runviews.compare_static(rf)  # latency charts, model card, names: built once per run
 untrained = static["untrained"]
 if untrained:
     st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}. Their accuracy-related charts are meaningless.")
-data = runviews.compare_data(rf, threshold)  # small frames: counts, class counts, score bins, count curves
+data = runviews.compare_data(rf, applied)  # small frames: counts, class counts, score bins, count curves
 
 st.subheader("Latency")
 c1, c2 = st.columns(2)
@@ -32,7 +34,7 @@ if note := static["latency_note"]:
 st.subheader("Speed versus detections")
 st.caption("Select a point to open that image in the Gallery.")
 event = charts.show(
-    figures.speed_vs_count(inf, None, threshold, table=data["table"]),
+    figures.speed_vs_count(inf, None, applied, table=data["table"]),  # the threshold only in its title
     key="cmp_speed",
     on_select="rerun",
     selection_mode="points",
@@ -50,7 +52,7 @@ charts.show(
 )
 charts.show(figures.count_vs_threshold(None, inf, threshold=threshold, curves=data["curves"]), key="cmp_threshold",
             where=c2)  # fmt: skip
-charts.show(figures.class_counts(None, threshold, untrained=flag, counts=data["classes"]), key="cmp_classes")
+charts.show(figures.class_counts(None, applied, untrained=flag, counts=data["classes"]), key="cmp_classes")
 
 st.subheader("Agreement without ground truth")
 models = static["models"]
@@ -58,10 +60,10 @@ if len(models) < 2:
     st.info("Run at least two models to compare their boxes.")
 elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
     model_a, model_b = pair
-    agreement = runviews.pair_agreement(rf, model_a, model_b, threshold)
+    agreement = runviews.pair_agreement(rf, model_a, model_b, applied)
     for column, (label, value) in zip(st.columns(5), views.agreement_metrics(agreement).items(), strict=True):
         column.metric(label, value)
-    st.caption(f"Same-label boxes with score >= {threshold:.2f} matched one to one at IoU >= {agreement.iou}.")
+    st.caption(f"Same-label boxes with score >= {applied:.2f} matched one to one at IoU >= {agreement.iou}.")
     pair_untrained = any(m in untrained for m in pair)
     charts.show(
         figures.agreement_figure(agreement, names=static["names"], untrained=pair_untrained),

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.analytics import queries
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
-from dashboard import cache, evaluation, figures, gallery, pagelist, runviews, state, views, widgets
+from dashboard import cache, class_thresholds, evaluation, figures, gallery, pagelist, runviews, state, views, widgets
 from dashboard.gallery import GT_SORT
 from dashboard.text import md
 
@@ -23,6 +22,7 @@ models_all = list(dict.fromkeys(inf["model"]))
 widgets.adopt_gallery_params(models_all)
 c1, c2, c3, c4 = st.columns([4, 3, 2, 2])  # the Models box wide enough for two full names
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
+threshold = class_thresholds.thresholds_ui(models_all, threshold)  # the global float, or per-class thresholds
 labels_all = runviews.labels_above(rf, threshold)
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
 session_gt = evaluation.session_gt()
@@ -42,6 +42,7 @@ f1, f2 = st.columns([3, 2])
 name_filter = f1.text_input("Name contains", key="gallery_name")
 verdicts = f2.multiselect("Review verdict", [*REVIEW_VERDICTS, views.NOT_REVIEWED], key="gallery_verdicts")
 
+class_thresholds.note(threshold)
 gallery.only_note()
 table = gallery.image_list(rf, models, threshold, classes, sort_by, descending, name_filter, verdicts)
 if table.empty:
@@ -83,8 +84,8 @@ st.subheader(md(names[picked_id]), anchor=False)
 
 ref = refs.get(picked_id)
 image = cache.full_image(picked_id, ref) if ref else None
-image_det = queries.image_boxes(rf, picked_id)  # this image's boxes: a slice of the frame
-counts = views.counts_for_image(image_det, picked_id, models, threshold, classes or None)
+image_det, floor = gallery.shown_boxes(rf, picked_id, threshold)  # a slice of the frame (per-class: applied)
+counts = views.counts_for_image(image_det, picked_id, models, floor, classes or None)
 metric_cols = st.columns(max(len(models), 1))
 for col, model in zip(metric_cols, models, strict=False):
     col.metric(model, f"{counts.get(model, 0)} boxes", help=f"score >= {threshold:.2f}")
@@ -106,7 +107,7 @@ elif show_gt:
     gt_info = evaluation.session_info()
     outcomes = evaluation.image_outcomes(
         gt_info["digest"], gt_info["data"], gt_info["name"], picked_id, names[picked_id], size,
-        image_det, tuple(models), threshold, tuple(classes),
+        image_det, tuple(models), floor, tuple(classes),
     )  # fmt: skip
     counts_text = "; ".join(
         f"{md(r.model)}: {r.TP} true positives, {r.FP} false positives, {r.FN} missed"
@@ -122,10 +123,11 @@ else:
         image.image,
         image_det,
         models,
-        threshold=threshold,
+        threshold=floor,
         classes=classes or None,
         untrained_models=untrained,
     )
+    fig = gallery.highlight_errors(fig, picked_id, models, image.image.size)  # a TIDE bin's boxes, when linked
     st.plotly_chart(fig, key="gallery_overlay", config={"scrollZoom": True, "displaylogo": False})
 
 st.page_link(pagelist.page("pages/review.py"), label="Review this run's images (blind A/B)", icon=REVIEW_ICON)

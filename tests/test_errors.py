@@ -189,3 +189,36 @@ def test_errors_command_analyses_add_the_other_figures(tmp_path, capsys):
     assert doc["worst_images"][0]["f1"] <= doc["worst_images"][-1]["f1"]
     assert main(["errors", "--results", str(a), "--gt", str(g), "--analyses"]) == 0
     assert "ECE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_each_error_names_the_boxes_tidecvs_error_objects_hold(tmp_path, seed):
+    """Per box (#23): which detection (results-file position) and which ground-truth box (annotation position) each
+    error is, against the prediction and ground-truth dicts of tidecv's own error objects."""
+    from tidecv.errors.main_errors import (
+        BackgroundError,
+        BoxError,
+        ClassError,
+        DuplicateError,
+        MissedError,
+        OtherError,
+    )
+
+    kinds = {ClassError: "cls", BoxError: "loc", OtherError: "both", DuplicateError: "dupe", BackgroundError: "bkg",
+             MissedError: "miss"}  # fmt: skip
+    gt, dets = coco_fixture(seed)
+    run, _, _ = tidecv_run(tmp_path, gt, dets)
+    want = []
+    for e in run.errors:
+        pred = getattr(e, "pred", None)
+        box = e.gt if isinstance(e, ClassError | BoxError | MissedError) else None
+        image = (pred or box)["image"]
+        want.append((kinds[type(e)], image, pred["_id"] if pred else -1, box["_id"] if box else -1))
+    got = error_report(_set(gt, dets, tmp_path / "ours"), "s").error_boxes()
+    assert sorted(got.itertuples(index=False, name=None)) == sorted(want)
+    assert {k for k, *_ in want} == set(MAIN_ERRORS) or seed != 3, "seed 3 holds every error type"
+    for _error, image, row, box in want:  # the positions name the same boxes in the files
+        if row >= 0:
+            assert dets[row]["image_id"] == image
+        if box >= 0:
+            assert gt["annotations"][box]["image_id"] == image

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard.errors_ui import VIEWS
 from dashboard.figures import errors as F
 from tests import test_gallery as gallery_test
-from tests.test_evaluate_page import A, B, open_page, perfect, session, texts, with_fp
+from tests.test_evaluate_page import SIZES, A, B, open_page, perfect, session, texts, with_fp
 
 
 def numbers(v) -> list[float]:
@@ -52,7 +52,34 @@ def test_tide_view_draws_the_bars_and_links_each_error_bin_to_the_gallery():
     assert bkg, [p.proto.label for p in links]
     assert "(3 images)" in bkg[0].proto.label  # the dog on cat.jpg's background, the tiny cups on the others
     want = "%2C".join(by_name[n] for n in ("cat.jpg", "coffee.jpg", "motorcycle.jpg"))
-    assert bkg[0].proto.query_string == f"images={want}"
+    assert bkg[0].proto.query_string == f"images={want}&error=bkg&series={B}"
+    assert len([p for p in links if "Miss errors" in p.proto.label]) == 1, "B's; A misses nothing"
+
+
+def test_a_tide_bin_opens_its_images_in_the_gallery_with_its_boxes_outlined():
+    data = two_series()
+    by_name = {ref.name: i for i, ref in data[2].items()}
+    at = open_page(data)  # Evaluate loads the gallery's ground truth
+    at.switch_page("../pages/gallery.py")
+    at.query_params.update({"images": ",".join(by_name[n] for n in ("cat.jpg", "coffee.jpg", "motorcycle.jpg")),
+                            "error": "bkg", "series": B})  # fmt: skip
+    at.run()
+    assert not at.exception
+    assert "Showing only the 3 images with Bkg errors of ssdlite320_mobilenet_v3_large (TIDE)" in texts(at).replace(
+        "\\", ""
+    )
+    at.selectbox(key="gallery_sort").set_value("name").run()
+    at.toggle(key="gallery_desc").set_value(False).run()
+    at.button(key="gallery_open_0").click().run()  # cat.jpg: B's dog on the background at (400, 0, 450, 50)
+    assert not at.exception
+    assert "1 Bkg error of ssdlite320_mobilenet_v3_large on this image" in texts(at).replace("\\", "")
+    (chart,) = [c for c in at.get("plotly_chart") if c.key == "gallery_overlay"]
+    (trace,) = [t for t in json.loads(chart.proto.spec)["data"] if t.get("name") == "Bkg errors"]
+    assert trace["xaxis"] == "x2", "B's panel (the second model)"
+    width, height = SIZES["cat.jpg"]
+    scale = min(1.0, 1024 / max(width, height))
+    xs = [x for x in numbers(trace["x"]) if x is not None]
+    assert min(xs) == pytest.approx(400 * scale, abs=1) and max(xs) == pytest.approx(450 * scale, abs=1)
 
 
 def test_every_view_renders_its_figures():

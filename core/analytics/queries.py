@@ -1,30 +1,39 @@
 """The aggregations the pages show, computed on a RunFrame: small frames out, never the whole detections table.
 
 Each gives the numbers of the pandas expression named in its docstring (tests/test_analytics.py checks them against
-that expression on random runs).
+that expression on random runs). A `threshold` is a float or per-class thresholds (`core.analytics.thresholds`): a box
+counts when its score is at or above its own (model, class) threshold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from core.analytics.frame import BIN_EDGES, SCORE_BINS, RunFrame, threshold_bin
+from core.analytics.thresholds import ClassThresholds, Threshold, above, global_threshold
 from core.config import AGREEMENT_IOU
 from core.matching import Agreement, CodedBoxes, agreement_of_groups
 
 
+def _bin(threshold: Threshold) -> int | None:
+    """The histogram bin of a plain threshold on the 0.01 grid; None (a mask instead) for per-class thresholds."""
+    return None if isinstance(threshold, ClassThresholds) else threshold_bin(threshold)
+
+
 def box_mask(
     rf: RunFrame,
-    threshold: float = 0.0,
+    threshold: Threshold = 0.0,
     models: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
     image_ids: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Boxes with score >= threshold, of the given models, classes (None or empty: all) and images."""
-    keep = rf.score >= threshold
+    """Boxes with score >= threshold (their own, for per-class thresholds), of the given models, classes (None or
+    empty: all) and images."""
+    keep = above(rf, threshold)
     if models is not None:
         keep &= np.isin(rf.model, rf.model_codes(list(models)))
     codes = rf.label_codes(list(classes) if classes else None)
@@ -41,13 +50,17 @@ def boxes(rf: RunFrame, threshold: float = 0.0, models=None, classes=None, image
     return rf.rows(np.flatnonzero(box_mask(rf, threshold, models, classes, image_ids)))
 
 
-def image_boxes(rf: RunFrame, image_id: str) -> pd.DataFrame:
-    """Every box of one image (any score), stored order: a slice, no scan."""
-    return rf.rows(rf.image_slice(image_id))
+def image_boxes(rf: RunFrame, image_id: str, threshold: Threshold | None = None) -> pd.DataFrame:
+    """Every box of one image (any score; with `threshold`, only those at or above it), stored order: a slice, no
+    scan."""
+    part = rf.image_slice(image_id)
+    if threshold is None:
+        return rf.rows(part)
+    return rf.rows(np.arange(part.start, part.stop)[above(rf, threshold, part)])
 
 
 def count_matrix(
-    rf: RunFrame, threshold: float, classes: Sequence[str] | None = None, models: Sequence[str] | None = None
+    rf: RunFrame, threshold: Threshold, classes: Sequence[str] | None = None, models: Sequence[str] | None = None
 ) -> np.ndarray:
     """[image code, model code] boxes with score >= threshold (pandas: groupby([image_id, model]).size())."""
     keep = box_mask(rf, threshold, models, classes)
@@ -56,7 +69,7 @@ def count_matrix(
     return np.bincount(flat, minlength=len(rf.image_ids) * n_models).reshape(len(rf.image_ids), n_models)
 
 
-def counts_above(rf: RunFrame, threshold: float) -> pd.DataFrame:
+def counts_above(rf: RunFrame, threshold: Threshold) -> pd.DataFrame:
     """Successful inference rows with `count`, their boxes with score >= threshold (figures.counts_above)."""
     ok = rf.ok_inferences().reset_index(drop=True)
     matrix = count_matrix(rf, threshold)
@@ -88,13 +101,13 @@ def _codes_of(dictionary: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=len(values))
 
 
-def class_counts(rf: RunFrame, threshold: float) -> pd.DataFrame:
+def class_counts(rf: RunFrame, threshold: Threshold) -> pd.DataFrame:
     """(label, model, boxes) at or above the threshold, non-zero only (pandas: groupby([label, model]).size())."""
-    k = threshold_bin(threshold)
+    k = _bin(threshold)
     if k is not None:
         matrix = rf.hist[:, :, k:].sum(axis=2)  # [model, label]: the pre-aggregated histogram's tail
     else:
-        keep = rf.score >= threshold
+        keep = above(rf, threshold)
         n_labels = max(len(rf.labels), 1)
         flat = rf.model[keep].astype(np.int64) * n_labels + rf.label[keep]
         matrix = np.bincount(flat, minlength=max(len(rf.models), 1) * n_labels).reshape(-1, n_labels)
@@ -144,14 +157,14 @@ def mean_count_curve(rf: RunFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return curves
 
 
-def labels_above(rf: RunFrame, threshold: float) -> list[str]:
+def labels_above(rf: RunFrame, threshold: Threshold) -> list[str]:
     """Sorted class names with any box at or above the threshold."""
-    k = threshold_bin(threshold)
+    k = _bin(threshold)
     if k is not None:
         present = rf.hist[:, :, k:].sum(axis=(0, 2)) > 0
     else:
         present = np.zeros(len(rf.labels), dtype=bool)
-        present[np.unique(rf.label[rf.score >= threshold])] = True
+        present[np.unique(rf.label[above(rf, threshold)])] = True
     return sorted(str(x) for x in rf.labels[present[: len(rf.labels)]])
 
 
@@ -159,13 +172,14 @@ def agreement(
     rf: RunFrame,
     model_a: str,
     model_b: str,
-    threshold: float,
+    threshold: Threshold,
     image_ids: Sequence[str],
     classes: Sequence[str] | None = None,
     iou: float = AGREEMENT_IOU,
 ) -> Agreement:
     """matching.compare_models(boxes(rf, threshold, [a, b], classes), a, b, image_ids=image_ids) in one vectorised
-    pass over the frame's arrays: no detection rows built, no loop over images."""
+    pass over the frame's arrays: no detection rows built, no loop over images. With per-class thresholds the
+    Agreement's `threshold` is them (it formats as text in captions)."""
     index = pd.Index(list(image_ids), dtype=object)
     position = index.get_indexer(rf.image_ids)  # image code -> position in image_ids, -1 when left out
     sides = []
@@ -175,13 +189,14 @@ def agreement(
         kept = group >= 0
         keep = keep[kept]
         sides.append(CodedBoxes(group[kept], rf.label[keep], rf.boxes[keep]))
-    return agreement_of_groups(index, model_a, model_b, threshold, iou, *sides)
+    result = agreement_of_groups(index, model_a, model_b, global_threshold(threshold), iou, *sides)
+    return replace(result, threshold=threshold) if isinstance(threshold, ClassThresholds) else result
 
 
 def disagreement(
     rf: RunFrame,
     models: Sequence[str],
-    threshold: float,
+    threshold: Threshold,
     image_ids: Sequence[str],
     classes: Sequence[str] | None = None,
 ) -> pd.Series:

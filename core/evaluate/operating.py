@@ -112,3 +112,27 @@ def thresholds_json(points: list[OperatingPoint], *, series: str, objective: str
         "points": [{k: clean(v) for k, v in asdict(p).items()} for p in points],
     }
     return json.dumps(doc, indent=2)
+
+
+class ThresholdsFileError(ValueError):
+    """A per-class thresholds file that `thresholds_json` did not write (one line)."""
+
+
+def read_thresholds_json(data: bytes | str) -> tuple[str, dict[str, float | None]]:
+    """(series, {class: threshold or None}) of a file `thresholds_json` wrote; ThresholdsFileError otherwise."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ThresholdsFileError(f"not a per-class thresholds file: not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("thresholds"), dict):
+        raise ThresholdsFileError('not a per-class thresholds file: no "thresholds" object {class: threshold}')
+    series = doc.get("series")
+    if not isinstance(series, str) or not series:
+        raise ThresholdsFileError('not a per-class thresholds file: no "series" name')
+    out: dict[str, float | None] = {}
+    for label, t in doc["thresholds"].items():
+        ok = t is None or (isinstance(t, int | float) and not isinstance(t, bool) and 0.0 <= t <= 1.0)
+        if not ok:
+            raise ThresholdsFileError(f"threshold of class {label!r} is {t!r}: give a number from 0 to 1, or null")
+        out[str(label)] = None if t is None else float(t)
+    return series, out

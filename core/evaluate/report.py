@@ -33,6 +33,7 @@ class ErrorReport:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     per_size: dict[str, TideResult] = field(default_factory=dict)
     untrained: bool = False
+    gt_rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # TIDE's box index -> annotation
 
     def to_json(self) -> dict[str, Any]:
         out = self.result.to_json()
@@ -40,6 +41,21 @@ class ErrorReport:
         out["per_size"] = {k: r.to_json() for k, r in self.per_size.items()}
         out["untrained"] = self.untrained
         return out
+
+    def error_boxes(self) -> pd.DataFrame:
+        """One row per main error, in TIDE's order: `error` (MAIN_ERRORS' key), `image` (ground-truth image id),
+        `row` (the series' detection row; -1 for Miss), `gt` (the ground-truth box's position in the ground truth's
+        annotations: the box a Cls/Loc error points at, a Miss's box; -1 otherwise)."""
+        errs = self.result.errors
+        code, img, pred, gt = (errs[:, k] for k in range(4))
+        return pd.DataFrame(
+            {
+                "error": pd.Series(np.asarray(MAIN_ERRORS, dtype=object)[code], dtype=object),
+                "image": self.image_ids[img].astype(np.int64) if len(img) else np.empty(0, np.int64),
+                "row": np.where(pred >= 0, self.rows[np.maximum(pred, 0)], -1) if len(pred) else pred,
+                "gt": np.where(gt >= 0, self.gt_rows[np.maximum(gt, 0)], -1) if len(gt) else gt,
+            }
+        )
 
     def error_images(self) -> dict[str, list[int]]:
         """Ground-truth image ids per main error type, in TIDE's order, each image once."""
@@ -52,7 +68,8 @@ class ErrorReport:
 
 
 def tide_input(ss: SeriesSet, s: Series) -> tuple[TideInput, np.ndarray, np.ndarray]:
-    """The series on its images as TIDE's arrays, with TIDE's image ids and the series rows of its predictions."""
+    """The series on its images as TIDE's arrays, with TIDE's image ids and the series rows of its predictions
+    (TIDE's boxes are `ss.gt_arrays(ids)`, in that order)."""
     ids = ss.image_order(s.images)
     index = {int(i): k for k, i in enumerate(ids.tolist())}
     gt = ss.gt_arrays(ids)
@@ -89,7 +106,8 @@ def error_report(ss: SeriesSet, name: str, *, sizes: bool = True) -> ErrorReport
             d_keep = (d_area >= lo) & (d_area < hi)
             if (g_keep & ~inp.g_crowd).any() or d_keep.any():
                 per_size[size] = tide(inp.subset(g_keep, d_keep), per_class=False)
-    return ErrorReport(name, result, ids, rows, per_class, per_size, s.untrained)
+    gt_rows = ss.gt_arrays(ids)["index"]
+    return ErrorReport(name, result, ids, rows, per_class, per_size, s.untrained, gt_rows)
 
 
 def error_table(reports: list[ErrorReport]) -> list[str]:

@@ -73,10 +73,13 @@ class SeriesSet:
         return self.series[name]
 
     def gt_arrays(self, image_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """The ground-truth boxes on `image_ids`: img, cls, xywh, crowd, area (annotation order)."""
+        """The ground-truth boxes on `image_ids`: img, cls, xywh, crowd, area, index (each box's position in
+        `coco["annotations"]`), in annotation order."""
         on = set(np.asarray(image_ids).tolist())
-        anns = [a for a in self.coco["annotations"] if a["image_id"] in on]
+        index = [k for k, a in enumerate(self.coco["annotations"]) if a["image_id"] in on]
+        anns = [self.coco["annotations"][k] for k in index]
         return {
+            "index": np.array(index, dtype=np.int64),
             "img": np.array([a["image_id"] for a in anns], dtype=np.int64),
             "cls": np.array([a["category_id"] for a in anns], dtype=np.int64),
             "xywh": np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),

@@ -310,3 +310,37 @@ def outcome_overlay_grid(
             )
             seen.add(outcome)
     return fig
+
+
+HIGHLIGHT_COLOR = "#ffd400"  # error boxes opened from a TIDE bin: a thick dashed yellow outline over the class colours
+
+
+def with_highlights(
+    fig: go.Figure,
+    image_size: tuple[int, int],
+    boxes: Sequence[tuple[float, float, float, float, str]],
+    *,
+    col: int = 1,
+    name: str = "highlighted",
+    max_side: int = 1024,
+) -> go.Figure:
+    """`fig` (an `overlay_grid`) with `boxes` (x1, y1, x2, y2 in original pixels, hover text) outlined in panel `col`
+    (1-based), scaled as the panel's image is; one legend entry `name`."""
+    width, height = image_size
+    dw, dh = display_size(width, height, max_side)
+    sx, sy = dw / max(width, 1), dh / max(height, 1)
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    hovers: list[str] = []
+    for x1, y1, x2, y2, text in boxes:
+        bx, by = _outline(x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+        xs.extend(bx)
+        ys.extend(by)
+        hovers.extend([plain(text)] * len(bx))
+    if xs:
+        fig.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines", name=name, line={"color": HIGHLIGHT_COLOR, "width": 4, "dash": "dash"},
+                       hovertext=hovers, hovertemplate="%{hovertext}<extra></extra>", connectgaps=False),
+            row=1, col=col,
+        )  # fmt: skip
+    return fig
