@@ -84,7 +84,7 @@ def per_size_table(report: ErrorReport) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _matched(rf: RunFrame, key: str, name: str, data: bytes, series: str):  # noqa: ANN202
+def _series_matches(rf: RunFrame, key: str, name: str, data: bytes, series: str):  # noqa: ANN202
     ss = _ss(rf, key, name, data)
     return match_series(ss, ss.get(series))
 
@@ -95,13 +95,13 @@ def confusion_of(key: str, data: bytes, name: str, series: str, threshold: float
 
 def _confusion(rf: RunFrame, key: str, name: str, data: bytes, series: str, threshold: float) -> Confusion:
     ss = _ss(rf, key, name, data)
-    return confusion(ss, memo(rf, _matched, key, name, data, series), threshold)
+    return confusion(ss, memo(rf, _series_matches, key, name, data, series), threshold)
 
 
 def worst_of(key: str, data: bytes, name: str, series: str, threshold: float, by: str, n: int) -> pd.DataFrame:
     rf = state.frame()
     ss = _ss(rf, key, name, data)
-    frame = worst_images(ss, memo(rf, _matched, key, name, data, series), threshold, by=by, n=n)
+    frame = worst_images(ss, memo(rf, _series_matches, key, name, data, series), threshold, by=by, n=n)
     return frame.assign(image_id=frame["image"].map(ss.image_keys))
 
 
@@ -149,7 +149,7 @@ def calibration_of(key: str, data: bytes, name: str, series: str) -> Calibration
 
 
 def _calibration(rf: RunFrame, key: str, name: str, data: bytes, series: str) -> Calibration:
-    m = memo(rf, _matched, key, name, data, series)
+    m = memo(rf, _series_matches, key, name, data, series)
     return calibration(m.d_score[~m.ignored], m.tp[~m.ignored])
 
 
@@ -160,7 +160,7 @@ def operating_of(key: str, data: bytes, name: str, series: str, objective: str, 
 
 def _operating(rf, key, name, data, series, objective, target, threshold) -> list[OperatingPoint]:  # noqa: ANN001
     ss = _ss(rf, key, name, data)
-    m = memo(rf, _matched, key, name, data, series)
+    m = memo(rf, _series_matches, key, name, data, series)
     keep = ~m.ignored
     return operating_points(m.d_score[keep], m.d_cls[keep], m.tp[keep], m.g_cls[~m.g_crowd], ss.class_names,
                             objective=objective, target=target, global_threshold=threshold)  # fmt: skip
