@@ -67,6 +67,12 @@ def image_list(
     return table
 
 
+def shown_counts(table: pd.DataFrame, image_id: str) -> dict[str, int]:
+    """Boxes shown per model on one listed image (its image_list row's `per_model`: threshold and classes applied)."""
+    rows = table.loc[table["image_id"] == image_id, "per_model"]
+    return dict(rows.iloc[0]) if len(rows) else {}
+
+
 def only_images() -> list[str] | None:
     """The images a link from another page limits the Gallery to (`?images=id,id,...`: an error bin, a confusion
     cell, the worst images on Evaluate), or None."""

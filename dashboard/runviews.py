@@ -1,8 +1,8 @@
 """What the pages show, computed on the viewed RunFrame (core.analytics) and remembered with it (cache.memo).
 
-Each function gives the table of its pandas counterpart in dashboard.views (tests/test_runviews.py checks them on
-random runs) without building the whole detections table: counts are bincounts, charts get pre-aggregated frames,
-and only the boxes at or above the threshold (a few per image) are ever turned into rows, for matching.
+A stored run and this session's own rows are both a RunFrame (dashboard.state.frame), so every page takes this one
+path: nothing builds the whole detections table: counts are bincounts, charts get pre-aggregated frames, and only the
+boxes at or above the threshold (a few per image) are ever turned into rows, for matching.
 """
 
 from __future__ import annotations
@@ -32,8 +32,11 @@ def image_table(
     *,
     disagree: bool = True,
 ) -> pd.DataFrame:
-    """views.image_table on a RunFrame. `disagree=False` leaves `disagreement` 0 (it matches boxes image by image:
-    computed only when the Gallery sorts by it)."""
+    """One row per image the models processed: image_name, `detections` (boxes with score >= threshold of the chosen
+    classes, all models), median `latency_ms` of its successful rows, failed `errors`, `disagreement` (boxes left
+    unmatched between consecutive models, as matching.disagreement_per_image) and `per_model` (model -> boxes).
+    `disagree=False` leaves `disagreement` 0 (it matches boxes image by image: computed only when the Gallery sorts by
+    it)."""
     return memo(rf, _image_table, tuple(models), float(threshold), tuple(classes or ()), disagree)
 
 
@@ -70,12 +73,12 @@ def _image_table(
 
 
 def pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
-    """views.pair_agreement on the boxes at or above the threshold only."""
+    """The boxes of two models (score >= threshold) matched on the images both processed without error."""
     return memo(rf, _pair_agreement, model_a, model_b, float(threshold))
 
 
 def _pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
-    ok = rf.inferences[rf.inferences["error"] == ""]  # as views.pair_agreement
+    ok = rf.inferences[rf.inferences["error"] == ""]
     ran = [set(ok.loc[ok["model"] == m, "image_id"].astype(object)) for m in (model_a, model_b)]
     return queries.agreement(rf, model_a, model_b, threshold, sorted(ran[0] & ran[1]))
 

@@ -84,7 +84,7 @@ st.subheader(md(names[picked_id]), anchor=False)
 ref = refs.get(picked_id)
 image = cache.full_image(picked_id, ref) if ref else None
 image_det = queries.image_boxes(rf, picked_id)  # this image's boxes: a slice of the frame
-counts = views.counts_for_image(image_det, picked_id, models, threshold, classes or None)
+counts = gallery.shown_counts(table, picked_id)
 metric_cols = st.columns(max(len(models), 1))
 for col, model in zip(metric_cols, models, strict=False):
     col.metric(model, f"{counts.get(model, 0)} boxes", help=f"score >= {threshold:.2f}")
