@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.analytics import queries
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
-from dashboard import cache, evaluation, figures, gallery, pagelist, runviews, state, views, widgets
+from dashboard import cache, evaluation, figures, gallery, groundtruth, pagelist, runviews, state, views, widgets
 from dashboard.gallery import GT_SORT
 from dashboard.text import md
 
@@ -25,7 +25,7 @@ c1, c2, c3, c4 = st.columns([4, 3, 2, 2])  # the Models box wide enough for two 
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
 labels_all = runviews.labels_above(rf, threshold)
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
-session_gt = evaluation.session_gt()
+session_gt = groundtruth.session_gt()
 sort_options = [*views.SORT_KEYS, *([GT_SORT] if session_gt is not None else [])]
 if st.session_state.get("gallery_sort", "name") not in sort_options:
     st.session_state.pop("gallery_sort", None)
@@ -103,7 +103,7 @@ show_gt = image_gt is not None and st.toggle(
 if image is None or not image.ok:
     st.info(f"The image itself is not available for display: {md(image.error) if image else 'not in this session'}.")
 elif show_gt:
-    gt_info = evaluation.session_info()
+    gt_info = groundtruth.session_info()
     outcomes = evaluation.image_outcomes(
         gt_info["digest"], gt_info["data"], gt_info["name"], picked_id, names[picked_id], size,
         image_det, tuple(models), threshold, tuple(classes),

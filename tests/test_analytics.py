@@ -237,7 +237,7 @@ def test_dictionary_encoded_chunks_give_the_frame_of_plain_strings(with_null_lab
     assert got.models == expected.models
 
 
-# --- COCO evaluation from a RunFrame (dashboard.evaluation.frame_evaluation) ------------------------------------------
+# --- COCO evaluation from a RunFrame (core.analytics.evaluation; the dashboard's: tests/test_frame_evaluation.py) -----
 
 GT_NAMES = ("person", "bicycle", "car", "motorcycle", "airplane")  # COCO ids 1-5: the random run's label ids
 
@@ -263,27 +263,6 @@ def random_gt(det: pd.DataFrame, seed: int) -> bytes:
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
     categories = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(GT_NAMES)]
     return json.dumps({"images": images, "annotations": annotations, "categories": categories}).encode()
-
-
-@pytest.mark.parametrize(("seed", "runs"), [(0, ("r1",)), (1, ("r1",)), (2, ("r1", "r2"))])
-def test_frame_evaluation_gives_the_pandas_paths_metrics_and_prf(seed, runs):
-    from core.images import content_id
-    from dashboard import evaluation
-
-    inf, det = random_run(seed, runs=runs)
-    data = random_gt(det, seed)
-    key = content_id(data)
-    expected = evaluation.evaluate_view(key, data, "gt.json", inf, det)
-    got = evaluation.frame_evaluation(key, data, "gt.json", RunFrame.from_frames(inf, det))
-    assert evaluation.metrics_table(expected)["AP"].notna().all()  # something was measured
-    pd.testing.assert_frame_equal(evaluation.metrics_table(got.evals), evaluation.metrics_table(expected))
-    assert evaluation.notes(got.evals) == evaluation.notes(expected)
-    assert [e.metrics.per_class for e in got.evals] == [e.metrics.per_class for e in expected]
-    evaluated = [e for e in expected if e.metrics is not None]
-    for threshold in THRESHOLDS:
-        outcomes = evaluation.outcomes_view(key, data, "gt.json", inf, det, threshold)
-        want = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
-        pd.testing.assert_frame_equal(evaluation.frame_prf_table(got, threshold), want)
 
 
 @pytest.mark.slow
