@@ -118,7 +118,8 @@ def _compare_static(rf: RunFrame) -> dict:
     }
 
 
-def labels_above(rf: RunFrame, threshold: float) -> list[str]:
+def label_choices(rf: RunFrame, threshold: float) -> list[str]:
+    """The classes with a box at or above the threshold (queries.labels_above), sorted: a class filter's options."""
     return memo(rf, queries.labels_above, float(threshold))
 
 

@@ -120,7 +120,7 @@ st.subheader("Precision-recall and AP per class")
 picked = st.selectbox("Class", [evaluation.ALL_CLASSES, *evaluation.measured_classes(evals)], key="eval_pr_class")
 c1, c2 = st.columns(2)
 pr_title = f"Precision-recall at IoU {EVAL_IOU:.2f}: {picked}"
-c1.plotly_chart(figures.pr_curves(evaluation.pr_curves(evals, picked), title=pr_title, untrained=untrained_labels),
+c1.plotly_chart(figures.pr_curves_chart(evaluation.pr_curves(evals, picked), title=pr_title, untrained=untrained_labels),
                 key="eval_pr")  # fmt: skip
 c2.plotly_chart(figures.per_class_ap({e.label: e.metrics.per_class for e in evaluated}, untrained=untrained_labels),
                 key="eval_per_class")  # fmt: skip

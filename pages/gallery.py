@@ -23,7 +23,7 @@ models_all = list(dict.fromkeys(inf["model"]))
 widgets.adopt_gallery_params(models_all)
 c1, c2, c3, c4 = st.columns([4, 3, 2, 2])  # the Models box wide enough for two full names
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
-labels_all = runviews.labels_above(rf, threshold)
+labels_all = runviews.label_choices(rf, threshold)
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
 session_gt = groundtruth.session_gt()
 sort_options = [*views.SORT_KEYS, *([GT_SORT] if session_gt is not None else [])]

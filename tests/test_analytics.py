@@ -14,7 +14,7 @@ from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
 from core.records import RunInfo, coerce_detections, coerce_inferences, latest_run
 from core.store import Store
 from core.store.segments import segment_dir
-from dashboard.figures import counts_above, mean_count_curve
+from dashboard.figures import count_curves, count_points
 
 MODELS = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn")
 LABELS = ("person", "car", "dog", "cup", "N/A")
@@ -84,14 +84,14 @@ def test_class_counts_match_pandas(run_tables, threshold):
 def test_counts_above_match_the_figures_pandas_path(run_tables, threshold):
     inf, det = run_tables
     got = queries.counts_above(RunFrame.from_frames(inf, det), threshold)
-    expected = counts_above(inf, det, threshold)
+    expected = count_points(inf, det, threshold)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
 
 
 def test_mean_count_curve_matches_pandas(run_tables):
     inf, det = run_tables
     got = queries.mean_count_curve(RunFrame.from_frames(inf, det))
-    expected = mean_count_curve(det, inf)
+    expected = count_curves(det, inf)
     assert list(got) == list(expected)
     for model, (xs, ys) in expected.items():
         np.testing.assert_array_equal(got[model][0], xs)
@@ -138,7 +138,7 @@ def test_a_session_keeps_only_the_latest_run_per_image_and_model():
     for threshold in (0.0, 0.5):
         pd.testing.assert_frame_equal(
             queries.counts_above(rf, threshold).reset_index(drop=True),
-            counts_above(inf, latest_run(det), threshold).reset_index(drop=True),
+            count_points(inf, latest_run(det), threshold).reset_index(drop=True),
             check_dtype=False,
         )
 
