@@ -19,7 +19,7 @@ from core.evaluate.report import ErrorReport, error_report
 from core.evaluate.series import SeriesSet, from_frames
 from core.evaluate.significance import Comparison, compare
 from core.evaluate.slices import folder_tags, read_tags, size_slices, tag_slices
-from dashboard import evaluation, state
+from dashboard import groundtruth, state
 from dashboard.cache import memo
 
 THRESHOLDS_KEY = "per_class_thresholds"  # session: {series: {class: threshold}} chosen on the Evaluate page
@@ -32,7 +32,7 @@ def series_view(key: str, data: bytes, name: str) -> SeriesSet:
 
 
 def _series_view(rf: RunFrame, key: str, name: str, data: bytes) -> SeriesSet:
-    gt = evaluation.ground_truth(key, data, name)
+    gt = groundtruth.ground_truth(key, data, name)
     return from_frames(gt, rf.inferences, rf.rows(slice(None)))
 
 

@@ -1,31 +1,29 @@
-"""Ground-truth evaluation for the pages: the session's ground truth, cached metrics and per-box outcomes (no widgets).
-
-The ground truth a user picked (the bundled gallery annotations by default, or an uploaded COCO JSON) lives in session
-state under `GT_KEY` as its bytes with their content hash, so that every page of the session (the Gallery's
-true/false-positive overlay) uses the same file; parsing and validating it is cached by that hash.
+"""Ground-truth evaluation for the pages (no widgets): COCO metrics, precision/recall at a threshold, per-image errors
+and one image's per-box outcomes, against the session's ground truth (dashboard.groundtruth).
 
 What is evaluated is a *variant*: one model with one (weights, device, precision), on the images it processed without
-error (the latest run per image, as elsewhere), matched to the ground truth by file name and size. A model run with two
-precisions gives two variants (two rows, two points on the frontier), each named `model (fp16, cuda)` by what differs.
-Metrics and outcomes are `st.cache_data` entries keyed by the ground truth's hash and the viewed tables (hashed by
-Streamlit), so a rerun that changes neither (a threshold move) reuses COCOeval's work. A stored run is evaluated from
-its RunFrame instead (`frame_evaluation`): no table of every box is built or hashed, each variant's boxes are cut out
-as arrays and evaluated (core.analytics.evaluation: in `python -m core.evalcore` workers when they are many), and the
-result lives with the frame (cache.memo) under the ground truth's hash.
+error (the latest run per image and model, as the RunFrame holds it), matched to the ground truth by file name and
+size. A model run with two precisions (on different images, or in two stored runs) gives two variants (two rows, two
+points on the frontier), each named `model (fp16, cuda)` by what differs. The viewed records, a stored run or this
+session's, are evaluated from their RunFrame (`frame_evaluation`): no table of every box is built or hashed, each
+variant's boxes are cut out as arrays and evaluated (core.analytics.evaluation: in `python -m core.evalcore` workers
+when they are many), and the result lives with the frame (cache.memo) under the ground truth's hash, so a threshold
+move only filters the kept matching (`frame_prf_table`, `gt_errors`).
 """
 
 from __future__ import annotations
 
-import io
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.analytics import RunFrame
-from core.analytics.evaluation import evaluate_all, prf_matched, variant_index
-from core.config import EVAL_CACHE_DIR, EVAL_IOU, GALLERY_ANNOTATIONS, WEIGHTS_UNTRAINED
+from core.analytics.evaluation import evaluate_all, prf_matched, rows_at, variant_index
+from core.config import EVAL_CACHE_DIR, EVAL_IOU, WEIGHTS_UNTRAINED
 from core.evaluate import (
     FN,
     FP,
@@ -33,30 +31,21 @@ from core.evaluate import (
     OUTCOME_DTYPES,
     PRF,
     GroundTruth,
-    GroundTruthError,
     Metrics,
-    evaluate,
     image_names_from,
     image_sizes_from,
-    load_ground_truth,
-    match_all,
     match_outcomes,
-    outcomes_at,
     pr_curve,
     prf_at,
     with_images,
 )
-from core.external import import_coco_results
-from core.images import content_id
 from core.records import latest_run
 from core.text import fmt_ids
-from dashboard import cache, state
+from dashboard import cache
 from dashboard.cache import memo
+from dashboard.groundtruth import for_image, ground_truth
 from dashboard.text import md
 
-GT_KEY = "detlens_gt"  # session: {"digest", "name", "source", "data"} of the ground truth in use
-GALLERY, UPLOAD = "gallery", "upload"
-GALLERY_NAME = f"{GALLERY_ANNOTATIONS.parent.name}/{GALLERY_ANNOTATIONS.name}"
 VARIANT_KEYS: tuple[str, ...] = ("model", "weights", "device", "precision")
 METRIC_TABLE_COLUMNS: tuple[str, ...] = (
     "model", "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "images", "GT boxes",
@@ -64,16 +53,6 @@ METRIC_TABLE_COLUMNS: tuple[str, ...] = (
 PRF_COLUMNS: tuple[str, ...] = ("model", "TP", "FP", "FN", "precision", "recall", "F1")
 FRONTIER_COLUMNS: tuple[str, ...] = ("label", "model", "weights", "device", "precision", "AP", "median_total_ms")
 ALL_CLASSES = "All classes (mean)"
-GT_UPLOAD_HELP = (
-    "images (id, file_name, width, height), annotations (bbox [x, y, w, h] in pixels) and categories. Images match "
-    "ours by file name; categories map to the models' classes by name."
-)
-IMPORT_NOTE = (
-    "A COCO results JSON from any detector (a YOLO, a served model): a list of image_id (the ground truth's image ids), "
-    "category_id (COCO ids), bbox [x, y, w, h] in pixels and score. It becomes a run in the run store (weights, device "
-    "and precision 'external'); images the results do not mention count as images where the detector found nothing."
-)
-LABEL_ID_CHOICES = {"coco": "COCO's (torchvision label ids)", "gt": "the ground truth's own"}
 PRF_NOTE = (
     f"Boxes with score ≥ the sidebar threshold, matched one to one to same-class ground-truth boxes at IoU ≥ "
     f"{EVAL_IOU:.2f} (greedy by score, as COCO). False positives are wrong class, duplicates or low IoU; FN are missed "
@@ -86,105 +65,13 @@ FRONTIER_NOTE = (
 )
 
 
-# --- the session's ground truth ----------------------------------------------------------------------------------------
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def ground_truth(key: str, _data: bytes, name: str = "") -> GroundTruth:
-    """The validated ground truth (not yet matched to images), parsed once per content hash `key`; shared, not copied
-    per call (tens of thousands of boxes take a second to unpickle): never mutate it (`with_images` copies).
-
-    Raises GroundTruthError (one line; errors are not cached, so a fixed file is read again).
-    """
-    buf = io.BytesIO(_data)
-    buf.name = name
-    return load_ground_truth(buf)
-
-
-@st.cache_data(show_spinner=False, max_entries=1)
-def gallery_bytes() -> bytes:
-    """The bundled gallery annotations (gallery/annotations.json)."""
-    return GALLERY_ANNOTATIONS.read_bytes()
-
-
-def session_info() -> dict | None:
-    """The session's ground truth as {"digest", "name", "source", "data"}, or None when none is loaded."""
-    info = st.session_state.get(GT_KEY)
-    return info if isinstance(info, dict) and info.get("data") else None
-
-
-def use(data: bytes, name: str, source: str) -> GroundTruth:
-    """Validate `data` and make it the session's ground truth; GroundTruthError (one line) leaves none loaded."""
-    key = content_id(data)  # the same content hash as an image's id
-    try:
-        gt = ground_truth(key, data, name)
-    except GroundTruthError:
-        forget()
-        raise
-    st.session_state[GT_KEY] = {"digest": key, "name": name, "source": source, "data": data}
-    return gt
-
-
-def forget() -> None:
-    st.session_state.pop(GT_KEY, None)
-
-
-def session_gt() -> GroundTruth | None:
-    """The session's ground truth (validated), or None when none is loaded or it no longer validates."""
-    info = session_info()
-    if info is None:
-        return None
-    try:
-        return ground_truth(info["digest"], info["data"], info.get("name", ""))
-    except GroundTruthError:
-        return None
-
-
-def gt_summary(gt: GroundTruth) -> list[str]:
-    """Escaped captions: what the ground truth holds, how many categories map to label ids, the unmapped ones."""
-    dropped = f"; {gt.dropped_annotations} boxes of unmapped categories left out" if gt.dropped_annotations else ""
-    out = [
-        f"{md(gt.source or 'ground truth')}: {gt.n_images} images, {gt.n_boxes} boxes, "
-        f"{len(gt.category_map)} of {len(gt.raw['categories'])} categories mapped to model label ids{dropped}."
-    ]
-    if gt.unmapped_categories:
-        out.append("Categories no model class carries: " + md(fmt_ids(gt.unmapped_categories)))
-    return out
-
-
-def own_numbering(gt: GroundTruth) -> bool:
-    """Whether the ground truth's category ids differ from the model label ids (results may then use either)."""
-    return any(k != v for k, v in gt.category_map.items())
-
-
-def category_table(gt: GroundTruth) -> pd.DataFrame:
-    """GT category id and name -> model label id and name (NA for names no model class carries)."""
-    names = gt.class_names
-    rows = [
-        {
-            "GT id": c["id"],
-            "GT name": c["name"],
-            "label id": gt.category_map.get(c["id"]),
-            "model label": names.get(gt.category_map[c["id"]], "") if c["id"] in gt.category_map else "",
-        }
-        for c in gt.raw["categories"]
-    ]
-    frame = pd.DataFrame(rows, columns=["GT id", "GT name", "label id", "model label"])
-    return frame.astype({"GT id": "int64", "GT name": "string", "label id": "Int64", "model label": "string"})
-
-
-def for_image(gt: GroundTruth, image_id: str, name: str, size: tuple[int, int] | None) -> GroundTruth | None:
-    """`gt` matched to one image (file name and, when known, size), or None when the image has no ground truth."""
-    matched = with_images(gt, {image_id: name}, image_sizes={image_id: size} if size else None)
-    return matched if image_id in matched.image_id_map else None
-
-
 # --- variants -------------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Variant:
-    """One model with one (weights, device, precision): its latest successful row per image and their boxes."""
+class EvalVariant:
+    """One model with one (weights, device, precision): its latest successful row per image (its boxes are the
+    RunFrame's of those (run, image) pairs: core.analytics.evaluation.variant_index)."""
 
     label: str
     model: str
@@ -192,7 +79,6 @@ class Variant:
     device: str
     precision: str
     inferences: pd.DataFrame
-    detections: pd.DataFrame | None  # None: not cut out (a RunFrame's variant: core.analytics.evaluation)
 
     @property
     def untrained(self) -> bool:
@@ -204,23 +90,13 @@ class Variant:
         return float(values.median()) if len(values) else math.nan
 
 
-def variants(inferences: pd.DataFrame, detections: pd.DataFrame) -> list[Variant]:
-    """The viewed tables split into variants, in the order the models first appear."""
-    out = []
-    for v in variant_rows(inferences):
-        rows = v.inferences
-        pairs = pd.MultiIndex.from_arrays([rows["run_id"].astype(str), rows["image_id"].astype(str)])
-        mine = detections[detections["model"] == v.model]
-        keep = pd.MultiIndex.from_arrays([mine["run_id"].astype(str), mine["image_id"].astype(str)]).isin(pairs)
-        out.append(replace(v, detections=latest_run(mine[keep])))
-    return out
-
-
-def variant_rows(inferences: pd.DataFrame) -> list[Variant]:
-    """The variants of the viewed inferences, each with its latest successful row per image (no boxes yet)."""
+def variant_rows(inferences: pd.DataFrame) -> list[EvalVariant]:
+    """The variants of the viewed inferences, each with its latest successful row per image: of every (image, model)
+    only the latest successful run counts (the run whose boxes a RunFrame keeps), whatever its precision."""
     ok = inferences[inferences["error"].fillna("").astype(str).str.strip() == ""]
     if ok.empty:
         return []
+    ok = ok[ok["run_id"].astype(str) == ok.groupby(["image_id", "model"])["run_id"].transform("max").astype(str)]
     keyed = ok.assign(**{k: ok[k].fillna("").astype(str) for k in VARIANT_KEYS})
     groups = list(keyed.groupby(list(VARIANT_KEYS), sort=False))
     per_model: dict[str, list[tuple]] = {}
@@ -232,13 +108,11 @@ def variant_rows(inferences: pd.DataFrame) -> list[Variant]:
         siblings = per_model[model]
         differing = [key[i] for i in (1, 2, 3) if len({s[i] for s in siblings}) > 1]
         label = f"{model} ({', '.join(differing)})" if differing else model
-        last = rows["run_id"].astype(str) == rows.groupby("image_id")["run_id"].transform("max").astype(str)
-        rows = rows[last].drop_duplicates("image_id", keep="last")
-        out.append(Variant(label, model, weights, device, precision, rows, None))
+        out.append(EvalVariant(label, model, weights, device, precision, rows.drop_duplicates("image_id", keep="last")))
     return out
 
 
-def matched_gt(gt: GroundTruth, variant: Variant) -> GroundTruth:
+def matched_gt(gt: GroundTruth, variant: EvalVariant) -> GroundTruth:
     """`gt` matched to the images a variant processed (by name and displayed size)."""
     rows = variant.inferences
     return with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
@@ -268,23 +142,7 @@ class ModelEval:
         return self.weights == WEIGHTS_UNTRAINED
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def evaluate_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> list:
-    """COCO metrics of every variant in the viewed tables against the ground truth of content hash `key`."""
-    gt = ground_truth(key, _data, name)
-    out = []
-    for v in variants(inferences, detections):
-        matched = matched_gt(gt, v)
-        metrics, error = None, ""
-        try:
-            metrics = evaluate(matched, v.detections, model=v.model)
-        except (GroundTruthError, ValueError) as exc:
-            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        out.append(_model_eval(v, matched, metrics, error))
-    return out
-
-
-def _model_eval(v: Variant, matched: GroundTruth, metrics: Metrics | None, error: str) -> ModelEval:
+def _model_eval(v: EvalVariant, matched: GroundTruth, metrics: Metrics | None, error: str) -> ModelEval:
     names = dict(zip(v.inferences["image_id"].astype(str), v.inferences["image_name"].astype(str), strict=True))
     return ModelEval(
         label=v.label,
@@ -301,13 +159,13 @@ def _model_eval(v: Variant, matched: GroundTruth, metrics: Metrics | None, error
     )
 
 
-# --- a stored run: evaluated from its RunFrame ------------------------------------------------------------------------
+# --- the viewed RunFrame, evaluated ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FrameEvaluation:
-    """`evaluate_view` and `matched_view` of a RunFrame: the evaluations, and per variant label its `match_all` rows
-    cut to what a threshold's precision/recall needs (None: no image matched)."""
+    """The evaluations of a RunFrame's variants, and per variant label its `match_all` rows cut to what a threshold's
+    precision/recall and per-image errors need (core.analytics.evaluation.MATCHED_COLUMNS; None: no image matched)."""
 
     evals: list[ModelEval]
     matched: dict[str, pd.DataFrame | None]
@@ -335,7 +193,8 @@ def _frame_evaluation(rf: RunFrame, key: str, name: str, data: bytes) -> FrameEv
 
 
 def frame_prf_table(evaluation: FrameEvaluation, threshold: float) -> pd.DataFrame:
-    """`prf_table(outcomes_view(...))` of a FrameEvaluation: the evaluated variants at `threshold`."""
+    """Per evaluated variant at `threshold`: true/false positives, misses, precision, recall and F1 (as `prf_table`
+    of its `match_outcomes` rows)."""
     rows = {}
     for e in evaluation.evals:
         if e.metrics is None or e.label not in evaluation.matched:
@@ -343,6 +202,22 @@ def frame_prf_table(evaluation: FrameEvaluation, threshold: float) -> pd.DataFra
         frame = evaluation.matched[e.label]
         rows[e.label] = prf_matched(frame, threshold) if frame is not None else prf_at(_empty_outcomes())
     return _prf_frame(rows)
+
+
+def gt_errors(evaluation: FrameEvaluation, models: Sequence[str], threshold: float) -> pd.Series:
+    """image_id -> false positives + missed GT boxes at `threshold`, summed over the variants of `models`, on the
+    images matched to the ground truth (0 where none): the Gallery's "GT errors" sort, a filter of the kept matching."""
+    totals: dict[str, int] = {}
+    for e in evaluation.evals:
+        frame = evaluation.matched.get(e.label)
+        if e.model not in models or frame is None:
+            continue
+        wrong = rows_at(frame, threshold) & frame["outcome"].isin([FP, FN]).to_numpy(bool)
+        images = frame["image_id"].cat
+        counts = np.bincount(images.codes.to_numpy()[wrong], minlength=len(images.categories))
+        for image_id, n in zip(images.categories, counts, strict=True):
+            totals[str(image_id)] = totals.get(str(image_id), 0) + int(n)
+    return pd.Series(totals, dtype="float64", name="gt_errors")
 
 
 def metrics_table(evals: list[ModelEval]) -> pd.DataFrame:
@@ -422,28 +297,6 @@ def _empty_outcomes() -> pd.DataFrame:
     return pd.DataFrame(columns=list(OUTCOME_COLUMNS)).astype(OUTCOME_DTYPES)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def matched_view(key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame) -> dict:
-    """Variant label -> `match_all` rows (every threshold at once) on its matched images (IoU 0.5)."""
-    gt = ground_truth(key, _data, name)
-    out = {}
-    for v in variants(inferences, detections):
-        matched = matched_gt(gt, v)
-        out[v.label] = match_all(matched, v.detections, model=v.model) if matched.image_id_map else None
-    return out
-
-
-def outcomes_view(
-    key: str, _data: bytes, name: str, inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float
-) -> dict[str, pd.DataFrame]:
-    """Variant label -> `match_outcomes` rows at `threshold`: the cached matching, filtered (a threshold move does not
-    match again)."""
-    return {
-        label: _empty_outcomes() if frame is None else outcomes_at(frame, threshold)
-        for label, frame in matched_view(key, _data, name, inferences, detections).items()
-    }
-
-
 def prf_table(outcomes: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per variant: true/false positives, misses, precision, recall and F1 (NaN where undefined)."""
     return _prf_frame({label: prf_at(frame) for label, frame in outcomes.items()})
@@ -468,36 +321,6 @@ def _prf_frame(prfs: dict[str, PRF]) -> pd.DataFrame:
         {"model": "string", "TP": "int64", "FP": "int64", "FN": "int64"}
         | dict.fromkeys(("precision", "recall", "F1"), "float64")
     )
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def gt_errors(
-    key: str,
-    _data: bytes,
-    name: str,
-    inferences: pd.DataFrame,
-    detections: pd.DataFrame,
-    models: tuple[str, ...],
-    threshold: float,
-) -> pd.Series:
-    """image_id -> false positives + missed GT boxes at `threshold`, summed over `models` (matched images only).
-
-    For the Gallery's "GT errors" sort: per model, the latest successful row and boxes of each image.
-    """  # fmt: skip
-    gt = ground_truth(key, _data, name)
-    inf = inferences[inferences["model"].isin(list(models)) & (inferences["error"].fillna("") == "")]
-    det = latest_run(detections[detections["model"].isin(list(models))])
-    totals: dict[str, int] = {}
-    for model in dict.fromkeys(inf["model"].astype(str)):
-        rows = inf[inf["model"] == model]
-        matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
-        if not matched.image_id_map:
-            continue
-        outcomes = match_outcomes(matched, det, threshold, model=model)
-        counts = outcomes[outcomes["outcome"].isin([FP, FN])].groupby("image_id").size()
-        for image_id in matched.image_id_map:
-            totals[image_id] = totals.get(image_id, 0) + int(counts.get(image_id, 0))
-    return pd.Series(totals, dtype="float64", name="gt_errors")
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -525,40 +348,3 @@ def image_outcomes(
         frame = match_outcomes(matched, shown, threshold, model=m) if matched is not None else _empty_outcomes()
         out[m] = frame[frame["label"].isin(list(classes))] if classes else frame
     return out
-
-
-# --- importing another detector's results -------------------------------------------------------------------------------
-
-
-def import_results(
-    data: bytes, file_name: str, model_name: str, gt: GroundTruth, latency_ms: float | None, label_ids: str
-) -> str:
-    """Import a COCO results file as a run and show it (`adopt_imported`); the message to flash.
-
-    Raises ExternalResultsError or StoreError (one line) and leaves the store as it was.
-    """
-    buf = io.BytesIO(data)
-    buf.name = file_name
-    run_id = import_coco_results(
-        cache.store(),
-        buf,
-        model_name=model_name,
-        gt=gt,
-        images=state.images(),
-        latency_ms=latency_ms,
-        label_ids=label_ids,
-        threshold=state.threshold(),
-    )
-    return adopt_imported(run_id, " ".join(model_name.split()))
-
-
-def adopt_imported(run_id: str, name: str) -> str:
-    """Show an imported run: beside this session's results, or instead of the stored run being viewed; the message."""
-    store = cache.store()
-    if state.viewed_run():
-        state.view_run(run_id)
-        return f"Imported {name} as run {run_id}; now viewing that run."
-    inf, det, info = store.load_run(run_id)
-    state.add_run(info, inf, det)
-    state.add_images(list(store.run_images(run_id).values()))
-    return f"Imported {name} as run {run_id} and added it to this session."

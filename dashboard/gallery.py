@@ -19,7 +19,7 @@ from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
 from core.images import ImageSource, LoadedImage
 from core.models import short_name
 from core.store import REVIEW_COLUMNS
-from dashboard import cache, evaluation, runviews, state, tiles, views
+from dashboard import cache, evaluation, groundtruth, runviews, state, tiles, views
 from dashboard import errors as error_views
 from dashboard.figures.overlays import with_highlights
 from dashboard.text import md
@@ -55,16 +55,9 @@ def image_list(
     table = runviews.image_table(rf, models, threshold, classes or None, disagree=sort_by == "disagreement")
     table = views.with_verdicts(table, reviews_of(views.review_runs(inf, state.viewed_run())))
     if sort_by == GT_SORT:
-        gt_info = evaluation.session_info()
-        gt_errors = evaluation.gt_errors(
-            gt_info["digest"],
-            gt_info["data"],
-            gt_info["name"],
-            inf,
-            state.detections(),
-            tuple(models),
-            global_threshold(threshold),
-        )
+        gt_info = groundtruth.session_info()
+        frame_eval = evaluation.frame_evaluation(gt_info["digest"], gt_info["data"], gt_info["name"], rf)
+        gt_errors = evaluation.gt_errors(frame_eval, models, global_threshold(threshold))
         table = table.assign(gt_errors=table["image_id"].map(gt_errors))
         table = table.sort_values("gt_errors", ascending=not descending, na_position="last", kind="stable")
     else:
@@ -77,6 +70,12 @@ def image_list(
     if only is not None:
         table = table[table["image_id"].isin(only)]
     return table
+
+
+def shown_counts(table: pd.DataFrame, image_id: str) -> dict[str, int]:
+    """Boxes shown per model on one listed image (its image_list row's `per_model`: threshold and classes applied)."""
+    rows = table.loc[table["image_id"] == image_id, "per_model"]
+    return dict(rows.iloc[0]) if len(rows) else {}
 
 
 def only_images() -> list[str] | None:
@@ -178,11 +177,11 @@ def image_ground_truth(
     inf: pd.DataFrame, image_id: str, name: str, image: LoadedImage | None
 ) -> tuple[object | None, tuple[int, int] | None]:
     """(the session's ground truth matched to this image by file name and size, or None; the image's size)."""
-    session_gt = evaluation.session_gt()
+    session_gt = groundtruth.session_gt()
     if session_gt is None or image is None or not image.ok:
         return None, None
     size = image_size(inf, image_id)
-    return evaluation.for_image(session_gt, image_id, name, size), size
+    return groundtruth.for_image(session_gt, image_id, name, size), size
 
 
 def page_count(n_images: int) -> int:

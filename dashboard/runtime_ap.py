@@ -18,7 +18,7 @@ from core import agreement
 from core.analytics import RunFrame, queries
 from core.evaluate import GroundTruth, GroundTruthError
 from core.images import content_id
-from dashboard import evaluation, runviews
+from dashboard import groundtruth, runviews
 from dashboard.cache import memo
 
 AP_COLUMNS: tuple[str, ...] = ("ap", "ap_eager", "ap_diff")
@@ -36,14 +36,14 @@ class CompareGT:
 
 def compare_ground_truth() -> CompareGT | None:
     """The session's ground truth, else the gallery's; None when the one in use does not validate."""
-    info = evaluation.session_info()
+    info = groundtruth.session_info()
     if info is not None:
         key, data, name = info["digest"], info["data"], info.get("name", "")
     else:
-        data, name = evaluation.gallery_bytes(), evaluation.GALLERY_NAME
+        data, name = groundtruth.gallery_bytes(), groundtruth.GALLERY_NAME
         key = content_id(data)
     try:
-        return CompareGT(key, name, evaluation.ground_truth(key, data, name))
+        return CompareGT(key, name, groundtruth.ground_truth(key, data, name))
     except GroundTruthError:
         return None
 

@@ -1,9 +1,9 @@
 """What the pages show, computed on the viewed RunFrame (core.analytics) and remembered with it (cache.memo).
 
-Each function gives the table of its pandas counterpart in dashboard.views (tests/test_runviews.py checks them on
-random runs) without building the whole detections table: counts are bincounts, charts get pre-aggregated frames,
-and only the boxes at or above the threshold (a few per image) are ever turned into rows, for matching. A threshold is
-a float or per-class thresholds (core.analytics.thresholds.ClassThresholds); the float case is as it always was.
+A stored run and this session's own rows are both a RunFrame (dashboard.state.frame), so every page takes this one
+path: nothing builds the whole detections table: counts are bincounts, charts get pre-aggregated frames, and only the
+boxes at or above the threshold (a few per image) are ever turned into rows, for matching. A threshold is a float or
+per-class thresholds (core.analytics.thresholds.ClassThresholds); the float case is as it always was.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ def image_table(
     *,
     disagree: bool = True,
 ) -> pd.DataFrame:
-    """views.image_table on a RunFrame. `disagree=False` leaves `disagreement` 0 (it matches boxes image by image:
-    computed only when the Gallery sorts by it)."""
+    """One row per image the models processed: image_name, `detections` (boxes with score >= threshold of the chosen
+    classes, all models), median `latency_ms` of its successful rows, failed `errors`, `disagreement` (boxes left
+    unmatched between consecutive models, as matching.disagreement_per_image) and `per_model` (model -> boxes).
+    `disagree=False` leaves `disagreement` 0 (it matches boxes image by image: computed only when the Gallery sorts by
+    it)."""
     return memo(rf, _image_table, tuple(models), _threshold_key(threshold), tuple(classes or ()), disagree)
 
 
@@ -77,12 +80,12 @@ def _image_table(
 
 
 def pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: Threshold) -> Agreement:
-    """views.pair_agreement on the boxes at or above the threshold only."""
+    """The boxes of two models (score >= threshold) matched on the images both processed without error."""
     return memo(rf, _pair_agreement, model_a, model_b, _threshold_key(threshold))
 
 
 def _pair_agreement(rf: RunFrame, model_a: str, model_b: str, threshold: Threshold) -> Agreement:
-    ok = rf.inferences[rf.inferences["error"] == ""]  # as views.pair_agreement
+    ok = rf.inferences[rf.inferences["error"] == ""]
     ran = [set(ok.loc[ok["model"] == m, "image_id"].astype(object)) for m in (model_a, model_b)]
     return queries.agreement(rf, model_a, model_b, threshold, sorted(ran[0] & ran[1]))
 
@@ -123,7 +126,8 @@ def _compare_static(rf: RunFrame) -> dict:
     }
 
 
-def labels_above(rf: RunFrame, threshold: Threshold) -> list[str]:
+def label_choices(rf: RunFrame, threshold: Threshold) -> list[str]:
+    """The classes with a box at or above the threshold (queries.labels_above), sorted: a class filter's options."""
     return memo(rf, queries.labels_above, _threshold_key(threshold))
 
 

@@ -109,16 +109,6 @@ def inferences() -> pd.DataFrame:
     return frame().inferences if _stored() else st.session_state[_INF]
 
 
-def detections() -> pd.DataFrame:
-    """The viewed detections as one pandas table (every row: for pages that need them all, like Evaluate)."""
-    run_id = _stored()
-    if run_id:
-        from dashboard import cache
-
-        return cache.run_tables(run_id)[1]
-    return st.session_state[_DET]
-
-
 def images() -> dict[str, ImageSource]:
     run_id = _stored()
     if run_id:

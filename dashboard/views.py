@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
 from core.config import WEIGHTS_UNTRAINED
-from core.matching import Agreement, compare_models, disagreement_per_image, latest_run
+from core.matching import Agreement, compare_models, latest_run
 
 GALLERY_IMAGE_KEY = "gallery_image"  # the image the Gallery shows; other pages set it to open an image there
 
-# Sort options of the Gallery: label -> column of image_table.
+# Sort options of the Gallery: label -> column of runviews.image_table.
 SORT_KEYS: dict[str, str] = {
     "name": "image_name",
     "detections": "detections",
@@ -19,42 +19,6 @@ SORT_KEYS: dict[str, str] = {
     "disagreement": "disagreement",
     "errors": "errors",
 }
-
-
-def visible(det: pd.DataFrame, threshold: float, classes: Collection[str] | None = None) -> pd.DataFrame:
-    """Boxes at or above the threshold (and of the chosen classes), latest run per (image, model)."""
-    keep = det["score"] >= threshold
-    if classes:
-        keep &= det["label"].isin(list(classes))
-    return latest_run(det[keep])
-
-
-def image_table(
-    inf: pd.DataFrame,
-    det: pd.DataFrame,
-    models: Sequence[str],
-    threshold: float,
-    classes: Collection[str] | None = None,
-) -> pd.DataFrame:
-    """One row per image: name, boxes shown, median latency, disagreement between the models, errors."""
-    inf = inf[inf["model"].isin(list(models))]
-    if inf.empty:
-        return pd.DataFrame(columns=["image_id", "image_name", *SORT_KEYS.values()])
-    ok = inf[inf["error"] == ""]
-    shown = visible(det[det["model"].isin(list(models))], threshold, classes)
-    base = inf.groupby("image_id", sort=False).agg(image_name=("image_name", "first")).reset_index()
-    detections = shown.groupby("image_id").size().rename("detections")
-    per_model = shown.groupby(["image_id", "model"]).size().unstack(fill_value=0)
-    latency = ok.groupby("image_id")["total_ms"].median().rename("latency_ms")
-    errors = (inf["error"] != "").groupby(inf["image_id"]).sum().rename("errors")
-    disagreement = disagreement_per_image(shown, list(models), threshold, image_ids=base["image_id"])
-    table = base.set_index("image_id").join([detections, latency, errors, disagreement])
-    table["detections"] = table["detections"].fillna(0).astype(int)
-    table["per_model"] = [
-        {m: int(per_model.at[i, m]) if i in per_model.index and m in per_model.columns else 0 for m in models}
-        for i in table.index
-    ]
-    return table.reset_index()
 
 
 def sort_images(table: pd.DataFrame, key: str, descending: bool) -> pd.DataFrame:
@@ -71,15 +35,6 @@ def summary(row: object) -> str:
     if int(getattr(row, "errors", 0) or 0):
         text += f", {int(row.errors)} failed"
     return text
-
-
-def counts_for_image(
-    det: pd.DataFrame, image_id: str, models: Sequence[str], threshold: float, classes: Collection[str] | None = None
-) -> dict[str, int]:
-    """Boxes shown per model on one image."""
-    shown = visible(det[det["image_id"] == image_id], threshold, classes)
-    counts = shown.groupby("model").size()
-    return {m: int(counts.get(m, 0)) for m in models}
 
 
 def untrained_models(inf: pd.DataFrame, models: Sequence[str] | None = None) -> list[str]:
@@ -101,13 +56,6 @@ def latency_caption(inf: pd.DataFrame) -> str | None:
         f"Includes {', '.join(untrained)} with {WEIGHTS_UNTRAINED} weights: their timings are real, but a trained "
         "model's postprocessing time can differ (it keeps a different number of boxes)."
     )
-
-
-def pair_agreement(inf: pd.DataFrame, det: pd.DataFrame, model_a: str, model_b: str, threshold: float) -> Agreement:
-    """Boxes of two models matched on the images both processed successfully (`det`: latest run per image/model)."""
-    ok = inf[inf["error"] == ""]
-    both_ran = set(ok.loc[ok["model"] == model_a, "image_id"]) & set(ok.loc[ok["model"] == model_b, "image_id"])
-    return compare_models(det, model_a, model_b, threshold=threshold, image_ids=sorted(both_ran))
 
 
 def agreement_metrics(agreement: Agreement) -> dict[str, str]:

@@ -52,7 +52,7 @@ charts.show(
 )
 charts.show(figures.count_vs_threshold(None, inf, threshold=threshold, curves=data["curves"]), key="cmp_threshold",
             where=c2)  # fmt: skip
-charts.show(figures.class_counts(None, applied, untrained=flag, counts=data["classes"]), key="cmp_classes")
+charts.show(figures.class_counts_chart(None, applied, untrained=flag, counts=data["classes"]), key="cmp_classes")
 
 st.subheader("Agreement without ground truth")
 models = static["models"]

@@ -8,11 +8,11 @@ from core.config import UNTRAINED_MARK
 from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
 from core.external import ExternalResultsError
 from core.store import StoreError
-from dashboard import errors_ui, evaluation, figures, state, views
+from dashboard import errors_ui, evaluation, figures, groundtruth, state, views
 from dashboard.pagelist import page
 from dashboard.text import md
 
-SOURCES = {evaluation.GALLERY: "Bundled gallery annotations", evaluation.UPLOAD: "Upload a COCO instances JSON"}
+SOURCES = {groundtruth.GALLERY: "Bundled gallery annotations", groundtruth.UPLOAD: "Upload a COCO instances JSON"}
 FLASH_KEY = "eval_flash"
 RATES = {k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")}
 METRICS = {k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.METRIC_TABLE_COLUMNS[1:10]}
@@ -20,40 +20,40 @@ METRICS = {k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.M
 
 def ground_truth_ui() -> GroundTruth | None:
     """Pick the ground truth (the gallery's by default), validate it, keep it in the session; None when there is none."""
-    current = evaluation.session_info()
-    uploaded_before = current is not None and current.get("source") == evaluation.UPLOAD
+    current = groundtruth.session_info()
+    uploaded_before = current is not None and current.get("source") == groundtruth.UPLOAD
     choice = st.radio("Ground truth", list(SOURCES), format_func=SOURCES.get, index=1 if uploaded_before else 0,
                       horizontal=True, key="eval_gt_source")  # fmt: skip
-    if choice == evaluation.GALLERY:
-        data, name = evaluation.gallery_bytes(), evaluation.GALLERY_NAME
+    if choice == groundtruth.GALLERY:
+        data, name = groundtruth.gallery_bytes(), groundtruth.GALLERY_NAME
     else:
         upload = st.file_uploader("COCO instances JSON", type=["json"], key="eval_gt_upload",
-                                  help=evaluation.GT_UPLOAD_HELP)  # fmt: skip
+                                  help=groundtruth.GT_UPLOAD_HELP)  # fmt: skip
         if upload is not None:
             data, name = upload.getvalue(), upload.name
         elif uploaded_before:
             data, name = current["data"], current["name"]
             st.caption(f"Using {md(name)}, uploaded earlier in this session; upload another file to replace it.")
         else:
-            evaluation.forget()
+            groundtruth.forget()
             st.info("Upload a COCO instances JSON to evaluate against it.")
             return None
     try:
-        gt = evaluation.use(data, name, choice)
+        gt = groundtruth.use(data, name, choice)
     except GroundTruthError as exc:
         st.error(f"Ground truth not usable: {md(exc)}")
         return None
-    for line in evaluation.gt_summary(gt):
+    for line in groundtruth.gt_summary(gt):
         st.caption(line)
     with st.expander("Category mapping (ground-truth name -> model label id)"):
-        st.dataframe(evaluation.category_table(gt), hide_index=True)
+        st.dataframe(groundtruth.category_table(gt), hide_index=True)
     return gt
 
 
 def import_ui(gt: GroundTruth | None) -> None:
     """Another detector's COCO results JSON into the run store, with an optional median latency."""
     with st.expander("Add another detector's COCO results"):
-        st.caption(evaluation.IMPORT_NOTE)
+        st.caption(groundtruth.IMPORT_NOTE)
         if gt is None:
             st.info("Load a ground truth first: its file names tell which images the results' ids are.")
             return
@@ -63,13 +63,13 @@ def import_ui(gt: GroundTruth | None) -> None:
             "Median latency per image, ms (optional)", min_value=0.0, value=None, key="eval_ext_latency"
         )
         label_ids = "coco"
-        if evaluation.own_numbering(gt):
-            label_ids = st.radio("Category ids in the results", list(evaluation.LABEL_ID_CHOICES),
-                                 format_func=evaluation.LABEL_ID_CHOICES.get, horizontal=True, key="eval_ext_ids")  # fmt: skip
+        if groundtruth.own_numbering(gt):
+            label_ids = st.radio("Category ids in the results", list(groundtruth.LABEL_ID_CHOICES),
+                                 format_func=groundtruth.LABEL_ID_CHOICES.get, horizontal=True, key="eval_ext_ids")  # fmt: skip
         upload = st.file_uploader("COCO results JSON", type=["json"], key="eval_ext_file")
         if st.button("Import", key="eval_ext_go", disabled=upload is None):
             try:
-                message = evaluation.import_results(upload.getvalue(), upload.name, name, gt, latency, label_ids)
+                message = groundtruth.import_results(upload.getvalue(), upload.name, name, gt, latency, label_ids)
             except (ExternalResultsError, StoreError) as exc:
                 st.error(f"Not imported: {md(exc)}")
             else:
@@ -96,15 +96,11 @@ threshold = state.threshold()
 untrained = views.untrained_models(inf)
 if untrained:
     st.warning(f"{md(', '.join(untrained))}: {UNTRAINED_MARK}. Their metrics say nothing about the architecture.")
-info = evaluation.session_info()
+info = groundtruth.session_info()
 key, data, gt_name = info["digest"], info["data"], info["name"]
-if state.viewed_run():  # a stored run: evaluated from its RunFrame, once per ground truth
-    with st.spinner("Evaluating every model against the ground truth..."):
-        frame_eval = evaluation.frame_evaluation(key, data, gt_name, state.frame())
-    evals = frame_eval.evals
-else:
-    det = state.detections()  # this session's rows
-    evals = evaluation.evaluate_view(key, data, gt_name, inf, det)
+with st.spinner("Evaluating every model against the ground truth..."):  # once per viewed frame and ground truth
+    frame_eval = evaluation.frame_evaluation(key, data, gt_name, state.frame())
+evals = frame_eval.evals
 evaluated = [e for e in evals if e.metrics is not None]
 untrained_labels = [e.label for e in evals if e.untrained]
 
@@ -124,17 +120,13 @@ st.subheader("Precision-recall and AP per class")
 picked = st.selectbox("Class", [evaluation.ALL_CLASSES, *evaluation.measured_classes(evals)], key="eval_pr_class")
 c1, c2 = st.columns(2)
 pr_title = f"Precision-recall at IoU {EVAL_IOU:.2f}: {picked}"
-c1.plotly_chart(figures.pr_curves(evaluation.pr_curves(evals, picked), title=pr_title, untrained=untrained_labels),
+c1.plotly_chart(figures.pr_curves_chart(evaluation.pr_curves(evals, picked), title=pr_title, untrained=untrained_labels),
                 key="eval_pr")  # fmt: skip
 c2.plotly_chart(figures.per_class_ap({e.label: e.metrics.per_class for e in evaluated}, untrained=untrained_labels),
                 key="eval_per_class")  # fmt: skip
 
 st.subheader(f"At the threshold (score ≥ {threshold:.2f})")
-if state.viewed_run():
-    prf = evaluation.frame_prf_table(frame_eval, threshold)
-else:
-    outcomes = evaluation.outcomes_view(key, data, gt_name, inf, det, threshold)
-    prf = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
+prf = evaluation.frame_prf_table(frame_eval, threshold)
 st.dataframe(prf, hide_index=True, column_config=RATES)
 st.caption(evaluation.PRF_NOTE)
 

@@ -6,7 +6,19 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
-from dashboard import cache, class_thresholds, evaluation, figures, gallery, pagelist, runviews, state, views, widgets
+from dashboard import (
+    cache,
+    class_thresholds,
+    evaluation,
+    figures,
+    gallery,
+    groundtruth,
+    pagelist,
+    runviews,
+    state,
+    views,
+    widgets,
+)
 from dashboard.gallery import GT_SORT
 from dashboard.text import md
 
@@ -23,9 +35,9 @@ widgets.adopt_gallery_params(models_all)
 c1, c2, c3, c4 = st.columns([4, 3, 2, 2])  # the Models box wide enough for two full names
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")
 threshold = class_thresholds.thresholds_ui(models_all, threshold)  # the global float, or per-class thresholds
-labels_all = runviews.labels_above(rf, threshold)
+labels_all = runviews.label_choices(rf, threshold)
 classes = c2.multiselect("Classes (all when empty)", labels_all, key="gallery_classes")
-session_gt = evaluation.session_gt()
+session_gt = groundtruth.session_gt()
 sort_options = [*views.SORT_KEYS, *([GT_SORT] if session_gt is not None else [])]
 if st.session_state.get("gallery_sort", "name") not in sort_options:
     st.session_state.pop("gallery_sort", None)
@@ -85,7 +97,7 @@ st.subheader(md(names[picked_id]), anchor=False)
 ref = refs.get(picked_id)
 image = cache.full_image(picked_id, ref) if ref else None
 image_det, floor = gallery.shown_boxes(rf, picked_id, threshold)  # a slice of the frame (per-class: applied)
-counts = views.counts_for_image(image_det, picked_id, models, floor, classes or None)
+counts = gallery.shown_counts(table, picked_id)
 metric_cols = st.columns(max(len(models), 1))
 for col, model in zip(metric_cols, models, strict=False):
     col.metric(model, f"{counts.get(model, 0)} boxes", help=f"score >= {threshold:.2f}")
@@ -104,7 +116,7 @@ show_gt = image_gt is not None and st.toggle(
 if image is None or not image.ok:
     st.info(f"The image itself is not available for display: {md(image.error) if image else 'not in this session'}.")
 elif show_gt:
-    gt_info = evaluation.session_info()
+    gt_info = groundtruth.session_info()
     outcomes = evaluation.image_outcomes(
         gt_info["digest"], gt_info["data"], gt_info["name"], picked_id, names[picked_id], size,
         image_det, tuple(models), floor, tuple(classes),

@@ -153,21 +153,21 @@ def write_ground_truth(store_dir: Path, seed: int = 0) -> Path:
 
 
 def gt_session(gt_path: Path | None) -> dict | None:
-    """What dashboard.evaluation keeps in session state for an uploaded ground truth."""
+    """What dashboard.groundtruth keeps in session state for an uploaded ground truth."""
     if gt_path is None:
         return None
     from core.images import content_id
-    from dashboard import evaluation
+    from dashboard import groundtruth
 
     data = gt_path.read_bytes()
-    return {"digest": content_id(data), "name": gt_path.name, "source": evaluation.UPLOAD, "data": data}
+    return {"digest": content_id(data), "name": gt_path.name, "source": groundtruth.UPLOAD, "data": data}
 
 
 def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) -> dict[str, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from dashboard import evaluation
+    from dashboard import groundtruth
 
     if clear:
         st.cache_resource.clear()
@@ -175,7 +175,7 @@ def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) ->
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
     at.query_params["run"] = RUN_ID
     if gt is not None and page == "pages/evaluate.py":
-        at.session_state[evaluation.GT_KEY] = gt
+        at.session_state[groundtruth.GT_KEY] = gt
     out: dict[str, float] = {}
     t0 = time.perf_counter()
     at.run()
@@ -208,12 +208,12 @@ def _time_new_ground_truth(at, gt: dict) -> float:  # noqa: ANN001 (an AppTest o
     """Another ground truth (the same less its last box) given to Evaluate with the run already open: the rerun that
     evaluates every model against it (nothing of it kept yet, in memory or in the store)."""
     from core.images import content_id
-    from dashboard import evaluation
+    from dashboard import groundtruth
 
     doc = json.loads(gt["data"])
     doc["annotations"] = doc["annotations"][:-1]
     data = json.dumps(doc).encode()
-    at.session_state[evaluation.GT_KEY] = gt | {"digest": content_id(data), "data": data}
+    at.session_state[groundtruth.GT_KEY] = gt | {"digest": content_id(data), "data": data}
     t0 = time.perf_counter()
     at.run()
     took = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from core.config import DETECTION_COLUMNS, INFERENCE_COLUMNS
 from core.records import RunInfo, coerce_detections, coerce_inferences, latest_run
 from core.store import Store
 from core.store.segments import segment_dir
-from dashboard.figures import counts_above, mean_count_curve
+from dashboard.figures import count_curves, count_points
 
 MODELS = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn")
 LABELS = ("person", "car", "dog", "cup", "N/A")
@@ -84,14 +84,14 @@ def test_class_counts_match_pandas(run_tables, threshold):
 def test_counts_above_match_the_figures_pandas_path(run_tables, threshold):
     inf, det = run_tables
     got = queries.counts_above(RunFrame.from_frames(inf, det), threshold)
-    expected = counts_above(inf, det, threshold)
+    expected = count_points(inf, det, threshold)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
 
 
 def test_mean_count_curve_matches_pandas(run_tables):
     inf, det = run_tables
     got = queries.mean_count_curve(RunFrame.from_frames(inf, det))
-    expected = mean_count_curve(det, inf)
+    expected = count_curves(det, inf)
     assert list(got) == list(expected)
     for model, (xs, ys) in expected.items():
         np.testing.assert_array_equal(got[model][0], xs)
@@ -138,7 +138,7 @@ def test_a_session_keeps_only_the_latest_run_per_image_and_model():
     for threshold in (0.0, 0.5):
         pd.testing.assert_frame_equal(
             queries.counts_above(rf, threshold).reset_index(drop=True),
-            counts_above(inf, latest_run(det), threshold).reset_index(drop=True),
+            count_points(inf, latest_run(det), threshold).reset_index(drop=True),
             check_dtype=False,
         )
 
@@ -237,7 +237,7 @@ def test_dictionary_encoded_chunks_give_the_frame_of_plain_strings(with_null_lab
     assert got.models == expected.models
 
 
-# --- COCO evaluation from a RunFrame (dashboard.evaluation.frame_evaluation) ------------------------------------------
+# --- COCO evaluation from a RunFrame (core.analytics.evaluation; the dashboard's: tests/test_frame_evaluation.py) -----
 
 GT_NAMES = ("person", "bicycle", "car", "motorcycle", "airplane")  # COCO ids 1-5: the random run's label ids
 
@@ -263,27 +263,6 @@ def random_gt(det: pd.DataFrame, seed: int) -> bytes:
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
     categories = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(GT_NAMES)]
     return json.dumps({"images": images, "annotations": annotations, "categories": categories}).encode()
-
-
-@pytest.mark.parametrize(("seed", "runs"), [(0, ("r1",)), (1, ("r1",)), (2, ("r1", "r2"))])
-def test_frame_evaluation_gives_the_pandas_paths_metrics_and_prf(seed, runs):
-    from core.images import content_id
-    from dashboard import evaluation
-
-    inf, det = random_run(seed, runs=runs)
-    data = random_gt(det, seed)
-    key = content_id(data)
-    expected = evaluation.evaluate_view(key, data, "gt.json", inf, det)
-    got = evaluation.frame_evaluation(key, data, "gt.json", RunFrame.from_frames(inf, det))
-    assert evaluation.metrics_table(expected)["AP"].notna().all()  # something was measured
-    pd.testing.assert_frame_equal(evaluation.metrics_table(got.evals), evaluation.metrics_table(expected))
-    assert evaluation.notes(got.evals) == evaluation.notes(expected)
-    assert [e.metrics.per_class for e in got.evals] == [e.metrics.per_class for e in expected]
-    evaluated = [e for e in expected if e.metrics is not None]
-    for threshold in THRESHOLDS:
-        outcomes = evaluation.outcomes_view(key, data, "gt.json", inf, det, threshold)
-        want = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
-        pd.testing.assert_frame_equal(evaluation.frame_prf_table(got, threshold), want)
 
 
 @pytest.mark.slow

@@ -268,11 +268,11 @@ def test_pr_curves_one_line_per_model_with_gaps_for_no_gt():
         "m<1>": pd.DataFrame({"recall": r, "precision": np.where(r <= 0.5, 1.0, 0.0)}),
         "empty": pd.DataFrame({"recall": r, "precision": np.full(101, np.nan)}),
     }
-    fig = F.pr_curves(curves, untrained=True)
+    fig = F.pr_curves_chart(curves, untrained=True)
     assert [t.name for t in fig.data] == ["m&lt;1&gt;"]
     assert fig.data[0].y[50] == 1.0 and fig.data[0].y[51] == 0.0
     assert any(a.name == F.UNTRAINED_ANNOTATION_NAME for a in fig.layout.annotations)
-    assert isinstance(F.pr_curves({"empty": curves["empty"]}), go.Figure)
+    assert isinstance(F.pr_curves_chart({"empty": curves["empty"]}), go.Figure)
 
 
 def test_per_class_ap_bars():

@@ -351,7 +351,7 @@ def test_speed_vs_count_points(threshold, counts_a, counts_b):
 
 def test_class_counts_grouped_per_model():
     _, dets = session()
-    fig = F.class_counts(dets, 0.5)
+    fig = F.class_counts_chart(dets, 0.5)
     assert fig.layout.barmode == "group"
     by_model = {t.name: dict(zip(t.x, t.y)) for t in fig.data}
     assert by_model == {SA: {"cat": 2, "dog": 1}, SB: {"cat": 2, "dog": 0}}
@@ -431,7 +431,7 @@ def builders(infs: pd.DataFrame, dets: pd.DataFrame, untrained: bool):
         "count_vs_threshold": lambda: F.count_vs_threshold(dets, infs),
         "accuracy_vs_speed": lambda: F.accuracy_vs_speed(card),
         "score_histograms": lambda: F.score_histograms(dets, 0.5, untrained=untrained),
-        "class_counts": lambda: F.class_counts(dets, 0.5, untrained=untrained),
+        "class_counts": lambda: F.class_counts_chart(dets, 0.5, untrained=untrained),
         "agreement_figure": lambda: F.agreement_figure(agreement, untrained=untrained),
     }
 

@@ -166,7 +166,7 @@ def test_every_gallery_file_is_credited(gallery_images):
 TIMED_IMPORTS = (
     "core", "core.cli", "core.jobs", "core.runner", "core.engine", "core.devices", "core.distributed",
     "core.store", "core.analytics", "core.evaluate", "dashboard.state", "dashboard.cache", "dashboard.launch",
-    "dashboard.figures", "dashboard.evaluation",
+    "dashboard.figures", "dashboard.evaluation", "dashboard.groundtruth",
 )  # fmt: skip
 THREADING_VARIABLES = re.compile(r"^(OMP_|GOMP_|KMP_|MKL_|OPENBLAS_|BLIS_|VECLIB_|NUMEXPR_|DETLENS_THREADS)")
 

@@ -10,7 +10,7 @@ builds a Python dict per box (about 2.5 GB at a million boxes), which then never
 variants use the two cores. The worker imports numpy and the COCOeval package only (core.evaluate would import torch:
 seconds). Not multiprocessing: its spawned children import the `__main__` module, which under Streamlit is the app
 script itself. What comes back is small: the COCOeval summary, and per `match_all` row only its outcome, score and
-matched score (what the precision/recall/F1 at a threshold needs).
+matched score (what the precision/recall/F1 at a threshold needs), with the image each row belongs to.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from core.evaluate.outcomes import OUTCOME_NAMES
 
 EVAL_WORKER_MIN_BOXES = 200_000  # below this many boxes in all, variants are evaluated in this process
 EVAL_WORKERS = 2  # worker processes at a time (one per core of the reference machine)
-MATCHED_COLUMNS: tuple[str, ...] = ("outcome", "score", "matched_score")
+MATCHED_COLUMNS: tuple[str, ...] = ("image_id", "outcome", "score", "matched_score")
 ROOT = Path(__file__).resolve().parents[2]
 MALLOC_ENV = {
     "MALLOC_TOP_PAD_": str(256 << 20),
@@ -112,12 +112,28 @@ def box_eval(gt: GroundTruth, job: ArrayJob, result: ArrayEval) -> BoxEval:
         metrics = metrics_from(result.summary, gt.coco, job.max_dets, 0.0, result.n_results, job.backend)
     matched = pd.DataFrame(
         {
+            "image_id": row_images(gt, job, len(result.outcome)),
             "outcome": pd.Categorical.from_codes(result.outcome.astype(np.int8), categories=list(OUTCOME_NAMES)),
             "score": result.score,
             "matched_score": result.matched_score,
         }
     )
     return BoxEval(metrics, result.error, matched)
+
+
+def row_images(gt: GroundTruth, job: ArrayJob, n_rows: int) -> pd.Categorical:
+    """The image (our image_id) of each `match_all` row of `job`, whose categories are every image matched to the
+    ground truth. The rows run image by image in `gt.image_id_map` order (core.evalcore.matched_rows): each image's
+    detections (matched ones: a score, not NaN), then its non-crowd GT boxes, so counting those per image gives them
+    without the matching having to say."""
+    images = list(gt.image_id_map)
+    n = len(images)
+    detections = job.position[(job.position >= 0) & ~np.isnan(job.score)]
+    gt_boxes = job.g_position[~np.asarray(job.g_crowd, dtype=bool)]
+    per_image = np.bincount(detections, minlength=n) + np.bincount(gt_boxes, minlength=n)
+    if int(per_image.sum()) != n_rows:
+        raise ValueError(f"{n_rows} matched rows, but {int(per_image.sum())} boxes on the matched images")
+    return pd.Categorical.from_codes(np.repeat(np.arange(n), per_image), categories=images)
 
 
 def evaluate_columns(
@@ -224,13 +240,17 @@ def evaluate_all(
         return list(pool.map(lambda job: _evaluate_in_worker(job, cache_dir), jobs))
 
 
-def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
-    """`prf_at(outcomes_at(match_all rows, threshold))` on the MATCHED_COLUMNS cut: the detections scored at or above
-    the threshold, and the GT boxes no such detection took."""
+def rows_at(matched: pd.DataFrame, threshold: float) -> np.ndarray:
+    """Which MATCHED_COLUMNS rows are `match_outcomes` rows at `threshold` (`outcomes_at`'s filter): the detections
+    scored at or above it, and the GT boxes no such detection took."""
     is_gt = (matched["outcome"] == FN).to_numpy(bool)
     taken_at = matched["matched_score"].to_numpy(np.float64)
-    keep = np.where(is_gt, ~(taken_at >= threshold), matched["score"].to_numpy(np.float64) >= threshold)
-    return prf_at(matched.loc[keep, ["outcome"]].astype({"outcome": "string"}))
+    return np.where(is_gt, ~(taken_at >= threshold), matched["score"].to_numpy(np.float64) >= threshold)
+
+
+def prf_matched(matched: pd.DataFrame, threshold: float) -> PRF:
+    """`prf_at(outcomes_at(match_all rows, threshold))` on the MATCHED_COLUMNS cut."""
+    return prf_at(matched.loc[rows_at(matched, threshold), ["outcome"]].astype({"outcome": "string"}))
 
 
 def evaluate_frame(

@@ -70,7 +70,7 @@ def count_matrix(
 
 
 def counts_above(rf: RunFrame, threshold: Threshold) -> pd.DataFrame:
-    """Successful inference rows with `count`, their boxes with score >= threshold (figures.counts_above)."""
+    """Successful inference rows with `count`, their boxes with score >= threshold (figures.count_points)."""
     ok = rf.ok_inferences().reset_index(drop=True)
     matrix = count_matrix(rf, threshold)
     img = _codes_of(rf.image_ids, ok["image_id"].astype(object).to_numpy())
@@ -137,7 +137,7 @@ def score_histogram(rf: RunFrame, width: int = 2) -> pd.DataFrame:
 
 def mean_count_curve(rf: RunFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """model -> (thresholds 0, 0.01 .. 1, mean boxes per successful image at or above each), as
-    figures.mean_count_curve: boxes of (image, model) pairs with a successful inference only."""
+    figures.count_curves: boxes of (image, model) pairs with a successful inference only."""
     ok = rf.ok_inferences()
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if ok.empty:

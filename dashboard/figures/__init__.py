@@ -46,14 +46,14 @@ from dashboard.figures.common import (
 )
 from dashboard.figures.detections import (
     WEBGL_MIN_POINTS,
-    class_counts,
+    class_counts_chart,
+    count_curves,
+    count_points,
     count_vs_threshold,
-    counts_above,
-    mean_count_curve,
     score_histograms,
     speed_vs_count,
 )
-from dashboard.figures.evaluation import PARETO_NAME, frontier, pareto_front, per_class_ap, pr_curves
+from dashboard.figures.evaluation import PARETO_NAME, frontier, pareto_front, per_class_ap, pr_curves_chart
 from dashboard.figures.latency import (
     LATENCY_STATS_COLUMNS,
     OUTLIERS_PER_MODEL,
@@ -78,10 +78,10 @@ from dashboard.figures.overlays import (
 __all__ = [
     "CLASS_PALETTE", "EMPTY_ANNOTATION_NAME", "JPEG_QUALITY", "apply_look", "class_colors", "empty_message", "LOG_SCALE_SPREAD", "MODEL_CARD_COLUMNS", "MODEL_PALETTE", "OUTCOME_STYLES",
     "OVERLAY_MARGIN", "OVERLAY_WIDTH", "PARETO_NAME", "STAGE_COLORS", "STAGE_NAMES", "UNTRAINED_ANNOTATION_NAME",
-    "accuracy_vs_speed", "agreement_figure", "class_color", "class_counts", "count_vs_threshold", "counts_above",
-    "display_size", "empty_figure", "frontier", "image_data_uri", "latency_box", "latency_breakdown",
-    "latency_medians", "mark_untrained", "mean_count_curve", "model_card", "model_color", "outcome_overlay_grid",
-    "overlay_figure", "overlay_grid", "pareto_front", "per_class_ap", "plain", "pr_curves", "score_histograms",
+    "accuracy_vs_speed", "agreement_figure", "class_color", "class_counts_chart", "count_curves", "count_points",
+    "count_vs_threshold", "display_size", "empty_figure", "frontier", "image_data_uri", "latency_box", "latency_breakdown",
+    "latency_medians", "mark_untrained", "model_card", "model_color", "outcome_overlay_grid",
+    "overlay_figure", "overlay_grid", "pareto_front", "per_class_ap", "plain", "pr_curves_chart", "score_histograms",
     "speed_vs_count", "successful", "untrained_models", "LATENCY_STATS_COLUMNS", "OUTLIERS_PER_MODEL",
     "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks", "AGREEMENT_MAX_BARS",
     "most_disagreeing",
@@ -99,8 +99,8 @@ def _with_look(builder):  # noqa: ANN001, ANN202 - a figure builder, wrapped
 
 # every public figure builder gives its figure the app's look
 for _name in (
-    "accuracy_vs_speed", "agreement_figure", "class_counts", "count_vs_threshold", "empty_figure", "frontier",
+    "accuracy_vs_speed", "agreement_figure", "class_counts_chart", "count_vs_threshold", "empty_figure", "frontier",
     "latency_box", "latency_breakdown", "latency_medians", "outcome_overlay_grid", "overlay_figure", "overlay_grid",
-    "per_class_ap", "pr_curves", "score_histograms", "speed_vs_count",
+    "per_class_ap", "pr_curves_chart", "score_histograms", "speed_vs_count",
 ):  # fmt: skip
     globals()[_name] = _with_look(globals()[_name])

@@ -93,8 +93,9 @@ def _score_bars(binned: pd.DataFrame, threshold: float, untrained: bool) -> go.F
     return _score_layout(fig, threshold, untrained)
 
 
-def counts_above(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Successful inference rows with `count`: their boxes with score >= threshold (0 when none)."""
+def count_points(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The points of speed_vs_count from records tables: successful inference rows with `count`, their boxes with
+    score >= threshold (0 when none). A RunFrame gives the same table as core.analytics.queries.counts_above."""
     ok = successful(inferences)
     keys = ["run_id", "image_id", "model"]
     counts = at_or_above(detections, threshold).groupby(keys).size().rename("count").reset_index()
@@ -117,10 +118,10 @@ def speed_vs_count(
     (`go.Scattergl`) from WEBGL_MIN_POINTS points on.
 
     Each point's customdata is `[image_id, image_name]`, so a selection event names the image.
-    `table`: the counts_above table already computed (core.analytics.queries.counts_above), `detections` unused.
+    `table`: the count_points table already computed (core.analytics.queries.counts_above), `detections` unused.
     """
     untrained = any_untrained(inferences)
-    table = counts_above(inferences, detections, threshold) if table is None else table
+    table = count_points(inferences, detections, threshold) if table is None else table
     models = models_in(table)
     if not models:
         return empty_figure("No processed images.", untrained=untrained)
@@ -150,7 +151,7 @@ def speed_vs_count(
     return mark_untrained(fig, untrained)
 
 
-def class_counts(
+def class_counts_chart(
     detections: pd.DataFrame | None,
     threshold: float,
     *,
@@ -186,10 +187,11 @@ def class_counts(
     return mark_untrained(fig, untrained)
 
 
-def mean_count_curve(
+def count_curves(
     detections: pd.DataFrame, inferences: pd.DataFrame, thresholds: np.ndarray | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """model -> (thresholds, mean boxes per successful image with score >= threshold). The default thresholds are
+    """The lines of count_vs_threshold from records tables (a RunFrame's: core.analytics.queries.mean_count_curve):
+    model -> (thresholds, mean boxes per successful image with score >= threshold). The default thresholds are
     k/100 (`np.arange(101) / 100`, the doubles the slider's 0.35 is; `linspace` gives 0.35000000000000003)."""
     thresholds = np.arange(101) / 100 if thresholds is None else np.asarray(thresholds, dtype=float)
     ok = successful(inferences)
@@ -214,10 +216,10 @@ def count_vs_threshold(
     """Mean detections per image against the score threshold (0..1), one line per model.
 
     Divides by each model's number of successfully processed images; `threshold`, if given, is drawn as a line.
-    `curves`: mean_count_curve's result already computed (core.analytics.queries.mean_count_curve).
+    `curves`: count_curves' result already computed (core.analytics.queries.mean_count_curve).
     """
     untrained = any_untrained(inferences)
-    curves = mean_count_curve(detections, inferences) if curves is None else curves
+    curves = count_curves(detections, inferences) if curves is None else curves
     if not curves:
         return empty_figure("No processed images.", untrained=untrained)
     fig = go.Figure()

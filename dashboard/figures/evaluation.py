@@ -21,7 +21,7 @@ from dashboard.figures.common import (
 PARETO_NAME = "Pareto front"
 
 
-def pr_curves(
+def pr_curves_chart(
     curves: Mapping[str, pd.DataFrame], *, title: str = "Precision-recall", untrained: bool | Collection[str] = False
 ) -> go.Figure:
     """One precision-recall line per model from `core.evaluate.pr_curve` frames (columns recall, precision).
