@@ -113,7 +113,7 @@ def only_note() -> None:
 def highlight_errors(fig: object, image_id: str, models: list[str], size: tuple[int, int]) -> object:
     """The overlay with the boxes of the linked TIDE error bin (`linked_error`) on this image outlined in its
     model's panel, against the session's ground truth; `fig` as it is when there is nothing to outline."""
-    linked, gt_info = linked_error(), evaluation.session_info()
+    linked, gt_info = linked_error(), groundtruth.session_info()
     if linked is None or gt_info is None or linked[1] not in models:
         return fig
     error, series = linked

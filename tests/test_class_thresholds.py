@@ -13,8 +13,9 @@ import pytest
 from core.analytics import RunFrame, queries
 from core.analytics.thresholds import ClassThresholds, row_thresholds
 from core.evaluate.operating import OperatingPoint, ThresholdsFileError, read_thresholds_json, thresholds_json
+from core.matching import compare_models
 from core.records import latest_run
-from dashboard import runviews, views
+from dashboard import runviews
 from tests import factories
 from tests import test_gallery as gallery_test
 from tests.test_analytics import MODELS, random_run
@@ -89,7 +90,9 @@ def test_pair_agreement_and_compare_table_on_the_kept_boxes(per_model, default):
     rf = RunFrame.from_frames(inf, det)
     th = ClassThresholds.of(per_model, default)
     want = reference_kept(det, per_model, default)
-    expected = views.pair_agreement(inf, want, A, B, 0.0)  # the pandas view on the boxes the merge kept
+    ok = inf[inf["error"] == ""]
+    both_ran = sorted(set(ok.loc[ok["model"] == A, "image_id"]) & set(ok.loc[ok["model"] == B, "image_id"]))
+    expected = compare_models(want, A, B, threshold=0.0, image_ids=both_ran)  # image by image, on the kept boxes
     got = runviews.pair_agreement(rf, A, B, th)
     assert (got.both, got.only_a, got.only_b) == (expected.both, expected.only_a, expected.only_b)
     pd.testing.assert_frame_equal(got.per_image, expected.per_image)
