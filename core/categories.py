@@ -2,7 +2,7 @@
 torchvision version, so that a command that only reads the list (evaluate, errors, gate on a stored run) need not
 import torch and torchvision (4 s here) to map a ground truth's names to label ids.
 
-The list itself always comes from the weights' own metadata (`core.models`); this module only keeps a copy of what it
+The list itself always comes from the weights' own metadata (`core.inference.models`); this module only keeps a copy of what it
 returned, in the store folder under CATEGORIES_CACHE_DIR, named by the model and the installed torchvision version.
 """
 

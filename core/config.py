@@ -38,7 +38,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
      ".heic", ".heif", ".avif", ".jfif", ".ico", ".tga"}
 )  # fmt: skip
 
-# Video (core.video, the Live page): file extensions routed to the video decoder (PyAV sniffs the content), frames
+# Video (core.images.video, the Live page): file extensions routed to the video decoder (PyAV sniffs the content), frames
 # kept as PNG (lossless: the stored frame is the pixels the model saw), guards on what one source may give.
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv", ".y4m"}
@@ -48,7 +48,7 @@ VIDEO_MAX_FRAMES = 3600  # sampled frames one video run keeps (an hour at one a 
 FRAME_NAME_SEP = "#"  # a frame's image name: clip.mp4#f000120@4.000s
 DEFAULT_FRAME_EVERY = 1
 
-# Live comparison (core.live, pages/live.py): the rolling window of the charts and of the disagreement.
+# Live comparison (core.execution.live, pages/live.py): the rolling window of the charts and of the disagreement.
 LIVE_WINDOW_FRAMES = 30  # disagreement: the last N frames both series processed
 LIVE_HISTORY = 600  # frames of history kept per series for the charts
 LIVE_CHART_REFRESH_S = 1.0  # the Live page's charts redraw this often (st.fragment run_every)
@@ -83,7 +83,7 @@ DETECTION_DTYPES: dict[str, str] = {
     "score": "float64", "x1": "float64", "y1": "float64", "x2": "float64", "y2": "float64",
 }  # fmt: skip
 
-# Runtimes (core.runtimes): how a model runs. Eager is the reference every other runtime is measured against.
+# Runtimes (core.inference.runtimes): how a model runs. Eager is the reference every other runtime is measured against.
 RUNTIME_EAGER = "eager"
 RUNTIMES: tuple[str, ...] = (RUNTIME_EAGER, "compile", "onnxruntime", "openvino")
 # What the Run page offers (any RUNTIME-PRECISION parses on the command line)
@@ -130,18 +130,18 @@ REVIEW_FLIPPED: dict[str, str] = {"A better": "B better", "B better": "A better"
 REVIEW_IDENTITIES: tuple[str, ...] = ("typed", "signed-in")  # a typed name is unverified; signed-in: OpenID Connect
 REVIEW_CONFIDENCE = 0.95  # the Wilson interval of a pair's win rate
 
-# Where a run runs: this process (or the worker's), or on a Ray cluster (core.distributed).
+# Where a run runs: this process (or the worker's), or on a Ray cluster (core.execution.distributed).
 ENGINE_LOCAL = "local"
 ENGINE_RAY = "ray"
 
-# Ray path (core.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
+# Ray path (core.execution.distributed): images per Ray batch (decode task and actor call), retries, the reachability probe.
 RAY_BATCH_ROWS = 16
 RAY_MAX_RETRIES = 3  # a decode task whose worker process died is run again this many times
 RAY_MAX_RESTARTS = 3  # a detector actor that died is restarted this many times...
 RAY_MAX_TASK_RETRIES = 3  # ...and the batches it held are run again on it
 RAY_CONNECT_TIMEOUT_S = 5.0  # `--ray-address HOST:PORT` that accepts no connection in this time: one line, exit 2
 
-# Jobs (core.jobs, core.store.jobs): a worker process runs the queued runs of a store.
+# Jobs (core.execution.jobs, core.store.jobs): a worker process runs the queued runs of a store.
 JOB_HEARTBEAT_S = 2.0  # a worker beats this often (its own row, and its job's)
 JOB_STALE_AFTER_S = float(
     os.environ.get("DETLENS_JOB_STALE_S", "") or 20.0
@@ -155,7 +155,7 @@ WORKER_AUTOSTART_ENV = (
 )
 LIVE_REFRESH_S = 1.0  # how often a page showing a live run polls the store
 
-# Gallery thumbnails (core.thumbs): made once per image, kept in the store under thumbs/<image_id>.jpg.
+# Gallery thumbnails (core.images.thumbs): made once per image, kept in the store under thumbs/<image_id>.jpg.
 THUMBS_DIR = "thumbs"
 EVAL_CACHE_DIR = "cache/evaluations"  # finished evaluations (core.analytics.evalcache), beside the store's database
 CATEGORIES_CACHE_DIR = "cache/categories"  # torchvision's category lists by torchvision version (core.categories)

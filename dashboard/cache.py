@@ -12,9 +12,9 @@ import streamlit as st
 
 from core.analytics import RunFrame, load_run_frame
 from core.images import ImageSource, LoadedImage, gallery_paths
-from core.models import list_models
+from core.inference.models import list_models
+from core.inference.weights import cached_weights_path
 from core.store import Store, default_store_dir
-from core.weights import cached_weights_path
 
 
 @st.cache_data(show_spinner=False)

@@ -2,7 +2,7 @@
 navigation callbacks, per-image ground truth. The page reads widgets and renders; what it shows is decided here.
 
 The grid shows one page of GALLERY_PAGE_ROWS x GALLERY_PAGE_COLUMNS images: their thumbnails are files kept in the
-store (core.thumbs, made once), so a page sends about 24 small JPEGs to the browser whatever the run's size. Opening an
+store (core.images.thumbs, made once), so a page sends about 24 small JPEGs to the browser whatever the run's size. Opening an
 image (its Open button, a link with `?image=`, a point picked on Compare) sets GALLERY_IMAGE_KEY and shows the detail
 view; "Back to grid" clears it and shows the grid page holding that image."""
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import thumbs
 from core.analytics import RunFrame, queries
 from core.analytics.thresholds import ClassThresholds, Threshold, global_threshold
 from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
 from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
-from core.images import ImageSource, LoadedImage
-from core.models import short_name
+from core.images import ImageSource, LoadedImage, thumbs
+from core.inference.models import short_name
 from core.store import REVIEW_COLUMNS
 from dashboard import cache, evaluation, groundtruth, runviews, state, tiles, views
 from dashboard import errors as error_views

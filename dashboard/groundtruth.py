@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.config import GALLERY_ANNOTATIONS
 from core.evaluate import GroundTruth, GroundTruthError, load_ground_truth, with_images
-from core.external import import_coco_results
+from core.evaluate.external import import_coco_results
 from core.images import content_id
 from core.text import fmt_ids
 from dashboard import cache, state

@@ -1,6 +1,6 @@
 """The Run page's logic without widgets: gather images (gallery, uploads, allowed server folders), keep uploaded
 checkpoints, tell which weights need a download, plan what this session has not done yet, and submit it as a job
-(`core.jobs`): a worker process runs it into the run store, and the ended job joins the session tables
+(`core.execution.jobs`): a worker process runs it into the run store, and the ended job joins the session tables
 (`state.adopt_ended_jobs`). No model runs in the Streamlit process."""
 
 from __future__ import annotations
@@ -13,15 +13,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import jobs, runner
 from core.config import FOLDER_ROOTS_ENV, GALLERY_DIR, WEIGHTS_DEFAULT
+from core.execution import jobs, runner
+from core.execution.runner import PlannedRun, RunSettings
 from core.images import ImageSource, content_id, expand_paths
-from core.models import get_model
-from core.runner import PlannedRun, RunSettings
-from core.runtimes import runs_on
-from core.series import split_series
+from core.inference.models import get_model
+from core.inference.runtimes import runs_on
+from core.inference.series import split_series
+from core.inference.weights import (
+    WeightsChoice,
+    WeightsUnavailableError,
+    cached_weights_path,
+    check_weights,
+    parse_weights,
+)
 from core.store import StoreError
-from core.weights import WeightsChoice, WeightsUnavailableError, cached_weights_path, check_weights, parse_weights
 from dashboard import cache, state
 
 

@@ -1,14 +1,14 @@
 """Live jobs on the pages: a job's progress panel (Run and Runs pages), the "live" banner of Compare and Gallery, and
 the worker's status. Every part polls the store from a fragment (`st.fragment(run_every=...)`) only while the job is
 queued or running, so widgets elsewhere on the page stay usable, and polling stops when the run ends. Nothing here
-runs a model: the worker process does (core.jobs)."""
+runs a model: the worker process does (core.execution.jobs)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from core.config import LIVE_REFRESH_S
-from core.jobs import ensure_worker, is_stale, worker_alive
+from core.execution.jobs import ensure_worker, is_stale, worker_alive
 from core.records import failed_rows, succeeded
 from core.store import JobRow, Store, StoreError
 from dashboard import cache, state

@@ -1,8 +1,8 @@
 """The Live page's helpers (not dashboard/live.py, which polls stored jobs): a live session of series on a camera
-(streamlit-webrtc) or a video file (core.video), its boxes drawn on frames, recording and keeping it as a run.
+(streamlit-webrtc) or a video file (core.images.video), its boxes drawn on frames, recording and keeping it as a run.
 
 A `LiveSession` lives in the browser session's state. Its series run in this server process, one thread each
-(core.live): live frames are not a stored run. Keeping one is a job like any other (core.jobs, core.videojobs): the
+(core.execution.live): live frames are not a stored run. Keeping one is a job like any other (core.execution.jobs, core.execution.videojobs): the
 worker runs every kept frame, and the records are those of any run.
 """
 
@@ -18,15 +18,15 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core import jobs
 from core.config import LIVE_MAX_BOXES_DRAWN, LIVE_RECORD_MAX_FRAMES, UNTRAINED_MARK, WEIGHTS_UNTRAINED
-from core.engine import load_detector
+from core.execution import jobs
+from core.execution.live import FrameResult, LiveComparison, LiveSeries, SeriesSummary, detector_fn
+from core.execution.runner import RunSettings
+from core.execution.videojobs import submit_video
 from core.images import ImageSource, content_id
-from core.live import FrameResult, LiveComparison, LiveSeries, SeriesSummary, detector_fn
-from core.runner import RunSettings
-from core.series import Variant
-from core.video import Sampling, Video, VideoError, VideoFrame
-from core.videojobs import submit_video
+from core.images.video import Sampling, Video, VideoError, VideoFrame
+from core.inference.engine import load_detector
+from core.inference.series import Variant
 from dashboard import cache
 from dashboard.figures.live import series_color
 from dashboard.launch import resolve_under_roots

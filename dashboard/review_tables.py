@@ -9,8 +9,8 @@ import math
 import pandas as pd
 import streamlit as st
 
+from core.compare.reviews import PAIR_KEY
 from core.config import REVIEW_CONFIDENCE
-from core.reviews import PAIR_KEY
 
 NOT_DECIDED = "no A or B verdict yet"
 
@@ -38,7 +38,7 @@ def agreement_text(statistic: object, value: object, reviewers: object) -> str:
 
 
 def pair_table(pairs: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
-    """`core.reviews.pair_results` with `win_rate_text` and the pair's `agreement` (text) added."""
+    """`core.compare.reviews.pair_results` with `win_rate_text` and the pair's `agreement` (text) added."""
     out = pairs.copy()
     out["win_rate_text"] = [
         win_rate_text(r, lo, hi) for r, lo, hi in zip(out["win_rate"], out["win_low"], out["win_high"], strict=True)
@@ -52,7 +52,7 @@ def pair_table(pairs: pd.DataFrame, agreement: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement_table(agreement: pd.DataFrame) -> pd.DataFrame:
-    """`core.reviews.reviewer_agreement` with the statistic and its value as one text (`value_text`)."""
+    """`core.compare.reviews.reviewer_agreement` with the statistic and its value as one text (`value_text`)."""
     out = agreement.copy()
     out["value_text"] = [
         agreement_text(s, v, n) for s, v, n in zip(out["statistic"], out["value"], out["reviewers"], strict=True)

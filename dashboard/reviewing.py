@@ -18,8 +18,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
+from core.compare.reviews import left_is_a, runs_of
 from core.config import REVIEW_WITHDRAWN
-from core.reviews import left_is_a, runs_of
 from core.store import REVIEW_COLUMNS
 from core.store.reviews import canonical_sides
 from dashboard import cache, figures, state

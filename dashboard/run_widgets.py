@@ -9,9 +9,9 @@ import streamlit as st
 
 from core.config import WEIGHTS_UNTRAINED
 from core.errors import DeviceError, UnknownModelError, WeightsError
+from core.execution.runner import RunSettings
 from core.images import ImageSource, gallery_paths
-from core.runner import RunSettings
-from core.runtimes import RuntimeRefusedError
+from core.inference.runtimes import RuntimeRefusedError
 from core.store import StoreError, current_user
 from dashboard import choices, launch, state
 from dashboard.text import md

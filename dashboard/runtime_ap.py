@@ -1,5 +1,5 @@
 """Runtimes against eager with ground truth, for Compare: each non-eager series' COCO AP, its eager reference's on the
-same images, and the difference (core.agreement.ap_against_eager), in the agreement table and the model cards.
+same images, and the difference (core.compare.agreement.ap_against_eager), in the agreement table and the model cards.
 
 The ground truth is the session's (picked on the Evaluate page), else the bundled gallery annotations (the Evaluate
 page's default): images match it by file name and size, so a run on other images has no AP (the columns are left out
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from core import agreement
 from core.analytics import RunFrame, queries
+from core.compare import agreement
 from core.evaluate import GroundTruth, GroundTruthError
 from core.images import content_id
 from dashboard import groundtruth, runviews

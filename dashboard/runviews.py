@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core import agreement
 from core.analytics import RunFrame, queries
 from core.analytics.thresholds import ClassThresholds, Threshold
+from core.compare import agreement
+from core.compare.matching import Agreement
 from core.config import RUNTIME_SCORE_TOL
-from core.matching import Agreement
 from core.records import coco_results
 from dashboard import cache, figures, views
 from dashboard.cache import memo
@@ -222,7 +222,7 @@ def models_with_boxes(rf: RunFrame, index: np.ndarray) -> list[str]:
 
 
 def runtime_rows(rf: RunFrame, threshold: float) -> pd.DataFrame:
-    """core.agreement.runtime_agreement of every runtime series against eager, on the boxes near the threshold only."""
+    """core.compare.agreement.runtime_agreement of every runtime series against eager, on the boxes near the threshold only."""
     return memo(rf, _runtime_rows, float(threshold))
 
 

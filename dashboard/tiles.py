@@ -1,4 +1,4 @@
-"""Gallery tiles: a kept thumbnail (core.thumbs) with one model's boxes drawn on it, letterboxed into a tile of one
+"""Gallery tiles: a kept thumbnail (core.images.thumbs) with one model's boxes drawn on it, letterboxed into a tile of one
 size, so the grid's tiles, captions and Open buttons line up whatever the images' shapes. Drawn server-side with
 Pillow on the 160 px thumbnail (a few kilobytes per tile), cached per (thumbnail, boxes)."""
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from core.compare.matching import Agreement, compare_models, latest_run
 from core.config import WEIGHTS_UNTRAINED
-from core.matching import Agreement, compare_models, latest_run
 
 GALLERY_IMAGE_KEY = "gallery_image"  # the image the Gallery shows; other pages set it to open an image there
 

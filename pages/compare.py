@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.agreement import has_ap, verdict
+from core.compare.agreement import has_ap, verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
 from dashboard import charts, class_thresholds, figures, runtime_ap, runviews, state, tables, views, widgets
 from dashboard.pagelist import page

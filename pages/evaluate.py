@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.config import UNTRAINED_MARK
 from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
-from core.external import ExternalResultsError
+from core.evaluate.external import ExternalResultsError
 from core.store import StoreError
 from dashboard import errors_ui, evaluation, figures, groundtruth, state, views
 from dashboard.pagelist import page

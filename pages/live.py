@@ -13,11 +13,11 @@ from core.config import (
     RUNTIMES,
     UNTRAINED_MARK,
 )
-from core.devices import DeviceError, resolve_device
-from core.models import model_names
+from core.execution.videojobs import check_video
+from core.images.video import VideoError
+from core.inference.devices import DeviceError, resolve_device
+from core.inference.models import model_names
 from core.store import StoreError, current_user
-from core.video import VideoError
-from core.videojobs import check_video
 from dashboard import launch, live_video, state
 from dashboard.figures import live as charts
 from dashboard.text import md

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.compare.reviews import review_queue
 from core.config import UNTRAINED_MARK
-from core.reviews import review_queue
 from core.store import StoreError
 from dashboard import cache, reviewing, state
 from dashboard.text import md

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.compare.reviews import disagreements, summarize
 from core.config import REVIEW_CONFIDENCE
-from core.reviews import disagreements, summarize
 from dashboard import cache, review_tables, reviewing, state, widgets
 from dashboard.pagelist import page
 from dashboard.text import md

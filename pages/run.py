@@ -18,11 +18,11 @@ from core.config import (
     WEIGHTS_UNTRAINED,
 )
 from core.errors import DeviceError, UnknownModelError
-from core.models import model_names
-from core.runner import RunSettings
-from core.series import RuntimeRefusedError
+from core.execution.runner import RunSettings
+from core.inference.models import model_names
+from core.inference.series import RuntimeRefusedError
+from core.inference.weights import WeightsError, WeightsUnavailableError
 from core.store import StoreError, current_user
-from core.weights import WeightsError, WeightsUnavailableError
 from dashboard import cache, choices, launch, live, run_widgets, state
 from dashboard.text import md
 

@@ -112,10 +112,10 @@ def gallery_times(repeat: int) -> list[float]:
 
 
 def responsiveness(images: list[Path], repeat: int, tmp: Path) -> None:
-    from core.devices import physical_cores
+    from core.execution.jobs import submit
+    from core.execution.runner import RunSettings
     from core.images import ImageSource
-    from core.jobs import submit
-    from core.runner import RunSettings
+    from core.inference.devices import physical_cores
     from core.store import Store
 
     idle = statistics.median(gallery_times(repeat))

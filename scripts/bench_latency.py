@@ -12,7 +12,7 @@ Every side runs the same seeded untrained model (torchvision's builder, `weights
 - detect: `python -m core detect DIR --weights untrained -q --out ...` with the same threads (DETLENS_THREADS); its
   recorded `inference_ms` median, and its whole process time.
 - worker: a Streamlit server on the store, idle, and the job queue as the dashboard uses it: `submit`, then the worker
-  the dashboard would start (`core.jobs.ensure_worker`: physical cores - 1 threads, nice +10), compared with a bare
+  the dashboard would start (`core.execution.jobs.ensure_worker`: physical cores - 1 threads, nice +10), compared with a bare
   loop at the worker's thread count.
 
 Rounds alternate bare, detect and worker; each round's ratio is taken (DetLens over the bare loop just before it)
@@ -141,7 +141,7 @@ class IdleDashboard:
 def worker_job(model: str, folder: Path, store: Path, warmup: int) -> tuple[float, int, dict]:
     """Submit a job and let the worker the dashboard would start run it; (median recorded inference_ms, threads,
     the run's environment)."""
-    from core.jobs import ensure_worker
+    from core.execution.jobs import ensure_worker
     from core.store import Store
 
     env = _env(DETLENS_STORE=str(store))
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-worker", action="store_true", help="skip the job through the worker")
     args = parser.parse_args(argv)
 
-    from core.devices import device_name, physical_cores
+    from core.inference.devices import device_name, physical_cores
 
     threads = args.threads or physical_cores()
     worker_threads = max(1, physical_cores() - 1)  # what ensure_worker gives the worker the dashboard starts

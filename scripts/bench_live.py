@@ -4,11 +4,11 @@
                                           [--weights untrained] [--source-fps 30]
 
 A video is generated (libx264, moving synthetic frames). For each model (one series alone):
-1. file path: PyAV decodes every frame and the series runs on it through core.live (offer + step: no frame dropped),
+1. file path: PyAV decodes every frame and the series runs on it through core.execution.live (offer + step: no frame dropped),
    timed end to end: frames per second, decode and model included;
-2. still images: the same frames as PNG files, each read, decoded (core.images) and run (core.engine.run_detector), as
+2. still images: the same frames as PNG files, each read, decoded (core.images) and run (core.inference.engine.run_detector), as
    a run does: images per second;
-and, all the series together, the file played in virtual time at the source's rate (core.live simulate): frames each
+and, all the series together, the file played in virtual time at the source's rate (core.execution.live simulate): frames each
 series processed and dropped, and the fps it achieved. One warm-up call per model, not timed.
 """
 
@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core.devices import configure_threads  # noqa: E402
-from core.engine import load_detector, run_detector  # noqa: E402
+from core.execution.live import LiveComparison, LiveSeries, detector_fn  # noqa: E402
 from core.images import load_image  # noqa: E402
-from core.live import LiveComparison, LiveSeries, detector_fn  # noqa: E402
-from core.video import read_frames  # noqa: E402
+from core.images.video import read_frames  # noqa: E402
+from core.inference.devices import configure_threads  # noqa: E402
+from core.inference.engine import load_detector, run_detector  # noqa: E402
 
 
 def make_video(path: Path, frames: int, width: int, height: int, fps: int) -> Path:

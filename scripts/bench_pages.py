@@ -69,7 +69,7 @@ def build(store_dir: Path, n_images: int, n_boxes: int, seed: int = 0) -> None:
 
     from core.config import DETECTION_COLUMNS, HEADLINE_MODELS, INFERENCE_COLUMNS
     from core.images import ImageSource
-    from core.models import get_model
+    from core.inference.models import get_model
     from core.records import RunInfo
     from core.store import Store
 

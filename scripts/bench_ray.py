@@ -3,8 +3,8 @@
     python scripts/bench_ray.py [--model ssdlite320_mobilenet_v3_large] [--images 200] [--size 512] [--workers 1]
 
 Both paths run the same model and weights (untrained by default: nothing to download) from image files on disk into
-a throwaway run store: the local engine as `detect --store` does (core.runner.run with the store), the Ray path as
-`detect --engine ray` does (core.distributed.run_ray), Ray started beforehand (start-up is reported apart). The
+a throwaway run store: the local engine as `detect --store` does (core.execution.runner.run with the store), the Ray path as
+`detect --engine ray` does (core.execution.distributed.run_ray), Ray started beforehand (start-up is reported apart). The
 projection for 1M images uses the measured per-image costs: one worker's throughput times N workers, plus the fixed
 start-up, assuming the images are spread evenly, storage and the driver's ingest keep up, and no node is shared.
 """
@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_runtimes import make_images  # noqa: E402
 
-from core.cluster import RayOptions, cluster_environment, connect  # noqa: E402
-from core.devices import device_name, physical_cores  # noqa: E402
-from core.distributed import run_ray  # noqa: E402
+from core.execution.cluster import RayOptions, cluster_environment, connect  # noqa: E402
+from core.execution.distributed import run_ray  # noqa: E402
+from core.execution.runner import RunSettings, run  # noqa: E402
 from core.images import sources_from_paths  # noqa: E402
-from core.runner import RunSettings, run  # noqa: E402
+from core.inference.devices import device_name, physical_cores  # noqa: E402
 from core.store import Store  # noqa: E402
 
 PROJECTED_IMAGES = 1_000_000

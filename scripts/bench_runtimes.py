@@ -18,11 +18,11 @@ cannot run are listed with the reason.
 
     python scripts/bench_runtimes.py --gpu-batch 1,4,8 [--precision fp32,fp16,bf16] [--channels-last] [--compile] [--device cuda]
 
-measures the GPU paths (core.engine.infer_batch) on `--images` same-size crops: every batch size x precision (AMP
+measures the GPU paths (core.inference.engine.infer_batch) on `--images` same-size crops: every batch size x precision (AMP
 autocast) x memory format (contiguous, and channels_last with the flag) x eager (and torch.compile with the flag),
 in images per second against the seed's loop (one image per call, fp32, contiguous, eager), all on tensors already
 on the device so that the ratio is the model path's alone. Per-image ms is the batch time / batch size. Each
-configuration's boxes are matched with the seed loop's (core.agreement, same label, IoU >= 0.5, score >=
+configuration's boxes are matched with the seed loop's (core.compare.agreement, same label, IoU >= 0.5, score >=
 `--threshold`): mean match F1 per image. It runs on the CPU too (fp32, and bf16/fp16 where the CPU has them natively).
 """
 
@@ -46,12 +46,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
 sys.path.insert(0, str(ROOT / "scripts"))
 from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, HEADLINE_MODELS, REPO_ROOT  # noqa: E402
-from core.devices import device_name  # noqa: E402
-from core.engine import load_detector  # noqa: E402
+from core.execution.runner import RunSettings, run  # noqa: E402
 from core.images import gallery_paths, sources_from_paths  # noqa: E402
-from core.models import parse_model_list  # noqa: E402
+from core.inference.devices import device_name  # noqa: E402
+from core.inference.engine import load_detector  # noqa: E402
+from core.inference.models import parse_model_list  # noqa: E402
 from core.records import write_run  # noqa: E402
-from core.runner import RunSettings, run  # noqa: E402
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -109,11 +109,11 @@ def runtimes_table(
     """One row per (model, runtime, precision) series over the gallery; eager fp32 always runs as the reference."""
     import math
 
-    from core.agreement import ap_against_eager, runtime_agreement
-    from core.devices import resolve_device
+    from core.compare.agreement import ap_against_eager, runtime_agreement
     from core.evaluate import load_ground_truth
-    from core.runtimes import check_runtime
-    from core.series import RuntimeRefusedError, parse_variants
+    from core.inference.devices import resolve_device
+    from core.inference.runtimes import check_runtime
+    from core.inference.series import RuntimeRefusedError, parse_variants
 
     variants = parse_variants(["eager", *tokens])
     dev = resolve_device(device)
@@ -159,7 +159,7 @@ def runtimes_table(
 
 
 def _print_runtimes(rows: list[dict[str, object]], threshold: float) -> None:
-    from core.agreement import ap_text
+    from core.compare.agreement import ap_text
 
     head = f"{'series':52} {'p50 ms':>8} {'p95 ms':>8} {'export s':>9} {'MB':>6}  agreement with eager (F1>=0.99 share, mean IoU, max score diff, eager boxes >= {threshold})"
     print(head)
@@ -212,11 +212,11 @@ def gpu_batch_table(
     """The seed loop's figures and one row per configuration (see the module docstring); refused ones say why."""
     import copy
 
-    from core.agreement import image_agreement
-    from core.devices import DeviceError, check_precision, resolve_device
-    from core.engine import infer_batch, use_channels_last
-    from core.models import get_model
-    from core.weights import build_model, parse_weights
+    from core.compare.agreement import image_agreement
+    from core.inference.devices import DeviceError, check_precision, resolve_device
+    from core.inference.engine import infer_batch, use_channels_last
+    from core.inference.models import get_model
+    from core.inference.weights import build_model, parse_weights
 
     dev = resolve_device(device)
     base = build_model(get_model(model), parse_weights(weights)).module.eval().to(dev)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             compile_=args.compile, images=args.images, size=args.size, warmup=args.warmup, rounds=args.rounds,
             threshold=args.threshold,
         )  # fmt: skip
-        from core.devices import resolve_device
+        from core.inference.devices import resolve_device
 
         dev = resolve_device(args.device)
         print(

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from core.models import get_model  # noqa: E402
-from core.weights import build_model, parse_weights  # noqa: E402
+from core.inference.models import get_model  # noqa: E402
+from core.inference.weights import build_model, parse_weights  # noqa: E402
 
 
 def decisive_layers(module: torch.nn.Module) -> list[torch.nn.Module]:

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from core.config import GALLERY_DIR  # noqa: E402
-from core.engine import load_detector  # noqa: E402
+from core.inference.engine import load_detector  # noqa: E402
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 

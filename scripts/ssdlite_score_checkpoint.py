@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from core.models import get_model  # noqa: E402
-from core.weights import build_model, parse_weights  # noqa: E402
+from core.inference.models import get_model  # noqa: E402
+from core.inference.weights import build_model, parse_weights  # noqa: E402
 
 MODEL = "ssdlite320_mobilenet_v3_large"
 

@@ -59,7 +59,7 @@ def store_run(store_dir: Path, gt: dict, series: dict[str, list[dict]], images: 
               run_id: str = "20260101-000000-eeeeee", total_ms: float = 10.0) -> str:  # fmt: skip
     """A finished stored run: each model's results (GT image and category ids) as its records, on the images given
     (default: all), named as the ground truth's file names."""
-    from core.engine import DetectionResult
+    from core.inference.engine import DetectionResult
     from core.records import RunInfo
     from core.store import Store
 

@@ -96,7 +96,7 @@ def finish_jobs(at, *, timeout: float = 600):
 def run_pending(store, *, limit: int | None = None) -> list[str]:
     """Run queued jobs in this process, in submission order, until none is left (what a worker does, without its
     heartbeat thread); returns their run ids."""
-    from core import jobs
+    from core.execution import jobs
 
     ran: list[str] = []
     while limit is None or len(ran) < limit:

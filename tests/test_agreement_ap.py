@@ -1,5 +1,5 @@
 """Runtimes against eager with ground truth: each non-eager series' COCO AP, its eager reference's on the same images
-and their difference, in core.agreement, the Compare page (table and model cards) and `python -m core detect`."""
+and their difference, in core.compare.agreement, the Compare page (table and model cards) and `python -m core detect`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import runner
-from core.agreement import ap_against_eager, ap_text, has_ap, runtime_agreement, with_ap
 from core.cli import main
+from core.compare.agreement import ap_against_eager, ap_text, has_ap, runtime_agreement, with_ap
 from core.evaluate import load_ground_truth
+from core.execution import runner
 from core.images import ImageSource
 from core.records import RunInfo
 from dashboard.tables import NA

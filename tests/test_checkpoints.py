@@ -29,10 +29,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
-from core import engine
-from core.checkpoint_files import training_args
-from core.models import get_model, model_names
-from core.weights import WeightsError, build_model, check_weights, parse_weights
+from core.inference import engine
+from core.inference.checkpoint_files import training_args
+from core.inference.models import get_model, model_names
+from core.inference.weights import WeightsError, build_model, check_weights, parse_weights
 
 CASES = ("weights", "weights_backbone", "scratch")
 FAST = {("fasterrcnn_mobilenet_v3_large_320_fpn", c) for c in CASES} | {
@@ -266,8 +266,8 @@ def test_class_count_is_read_from_the_predictor_and_checked_against_the_names(tm
 
 
 def test_the_run_records_how_each_checkpoint_was_built(tmp_path):
+    from core.execution.runner import RunSettings, run
     from core.images import ImageSource
-    from core.runner import RunSettings, run
 
     name = "fasterrcnn_mobilenet_v3_large_320_fpn"
     source, names = _source_model(name, "weights")

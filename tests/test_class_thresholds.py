@@ -12,8 +12,8 @@ import pytest
 
 from core.analytics import RunFrame, queries
 from core.analytics.thresholds import ClassThresholds, row_thresholds
+from core.compare.matching import compare_models
 from core.evaluate.operating import OperatingPoint, ThresholdsFileError, read_thresholds_json, thresholds_json
-from core.matching import compare_models
 from core.records import latest_run
 from dashboard import runviews
 from tests import factories

@@ -13,7 +13,7 @@ import pytest
 
 from core.cli import main
 from core.config import GALLERY_DIR, HEADLINE_MODELS, INFERENCE_COLUMNS, UNTRAINED_MARK
-from core.models import model_names
+from core.inference.models import model_names
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent

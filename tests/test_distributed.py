@@ -1,4 +1,4 @@
-"""The Ray path (core.distributed): the local engine's records on a local Ray (num_cpus=2), bad images as records,
+"""The Ray path (core.execution.distributed): the local engine's records on a local Ray (num_cpus=2), bad images as records,
 an actor killed mid-run (each pair once), an unreachable cluster (one line, exit 2).
 
 One Ray session serves the whole module (Ray starts in seconds, not milliseconds, on two cores).
@@ -18,14 +18,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # before Ray is imported:
 
 ray = pytest.importorskip("ray")
 
-from core import jobs  # noqa: E402
 from core.cli import EXIT_USAGE, main  # noqa: E402
-from core.cluster import ClusterError, RayOptions, check_reachable, connect  # noqa: E402
 from core.config import GALLERY_DIR  # noqa: E402
-from core.distributed import DetectWorker, list_images, run_ray  # noqa: E402
+from core.execution import jobs  # noqa: E402
+from core.execution.cluster import ClusterError, RayOptions, check_reachable, connect  # noqa: E402
+from core.execution.distributed import DetectWorker, list_images, run_ray  # noqa: E402
+from core.execution.runner import RunSettings, run  # noqa: E402
 from core.images import content_id, gallery_paths, sources_from_paths  # noqa: E402
 from core.records import new_run_id  # noqa: E402
-from core.runner import RunSettings, run  # noqa: E402
 from core.store import Store  # noqa: E402
 
 MODEL = "ssdlite320_mobilenet_v3_large"

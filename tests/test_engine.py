@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core import devices, engine
-from core.devices import DeviceError, check_precision, configure_threads, resolve_device
-from core.engine import load_detector, run_detector
 from core.images import load_image
+from core.inference import devices, engine
+from core.inference.devices import DeviceError, check_precision, configure_threads, resolve_device
+from core.inference.engine import load_detector, run_detector
+from core.inference.weights import BuiltModel
 from core.records import DetectionResult
-from core.weights import BuiltModel
 from tests.factories import load_script
 
 SMALL = "ssdlite320_mobilenet_v3_large"
@@ -336,7 +336,7 @@ def test_images_are_decoded_one_batch_at_a_time(small, batch_size):
         assert done_before == (k // batch_size) * batch_size
 
 
-# --- GPU paths: batches of same-size images, autocast, channels_last (core.engine.infer_batch, scripts/bench_runtimes.py) -----------
+# --- GPU paths: batches of same-size images, autocast, channels_last (core.inference.engine.infer_batch, scripts/bench_runtimes.py) -----------
 
 FRCNN_SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 
@@ -344,8 +344,8 @@ FRCNN_SMALL = "fasterrcnn_mobilenet_v3_large_320_fpn"
 def _decisive(name: str) -> torch.nn.Module:
     """An untrained, seeded detector whose class scores are decisive (a few boxes far above 0.5), so that a tie among
     near-uniform untrained scores cannot pick different boxes in two equally correct computations."""
-    from core.models import get_model
-    from core.weights import build_model, parse_weights
+    from core.inference.models import get_model
+    from core.inference.weights import build_model, parse_weights
 
     torch.manual_seed(0)
     module = build_model(get_model(name), parse_weights("untrained")).module.eval()
@@ -414,7 +414,7 @@ def test_autocast_batches_are_refused_on_a_cpu_without_the_precision(monkeypatch
 
 def test_a_bf16_batch_on_the_cpu_runs_under_autocast_and_keeps_the_boxes(monkeypatch):
     """bf16 where the CPU has it (forced here, so the test runs on any CPU: torch emulates it elsewhere)."""
-    from core.agreement import image_agreement
+    from core.compare.agreement import image_agreement
 
     monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32", "bf16"}))
     module = _decisive(SMALL)
@@ -430,7 +430,7 @@ def test_a_bf16_batch_on_the_cpu_runs_under_autocast_and_keeps_the_boxes(monkeyp
 def _channels_last_agrees(device: str, precision: str = "fp32") -> None:
     import copy
 
-    from core.agreement import image_agreement
+    from core.compare.agreement import image_agreement
 
     module = _decisive(SMALL).to(device)
     twin = copy.deepcopy(module)
@@ -491,7 +491,7 @@ def test_gpu_batch_bench_prints_a_row_per_configuration(monkeypatch, capsys, cpu
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_autocast_batches_agree_with_fp32(precision):
-    from core.agreement import image_agreement
+    from core.compare.agreement import image_agreement
 
     module, images = _decisive(SMALL).cuda(), _same_size(4, "cuda")
     reference, _ = engine.infer_batch(module, images)

@@ -20,7 +20,7 @@ from core import evaluate as ev
 from core.cli.evaluate import add_cli
 from core.config import DETECTION_COLUMNS, GALLERY_ANNOTATIONS, GALLERY_DIR
 from core.images import ImageSource, load_image
-from core.models import get_model
+from core.inference.models import get_model
 from core.records import coerce_detections
 from tests.factories import ground_truth_run, load_script
 

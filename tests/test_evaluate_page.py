@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import GALLERY_ANNOTATIONS, UNTRAINED_MARK
 from core.evaluate import evaluator_version, load_ground_truth, match_outcomes, with_images
-from core.models import short_name
+from core.inference.models import short_name
 from dashboard import figures as F
 from tests import factories
 from tests import test_pages as pages_test
@@ -61,7 +61,7 @@ def session(rows: dict[str, list[tuple]], *, weights: str = "default", totals: d
 
 def perfect(model: str = A, photos=("cat.jpg", "coffee.jpg", "motorcycle.jpg")) -> list[tuple]:
     """The ground-truth boxes themselves, as detections."""
-    from core.models import get_model
+    from core.inference.models import get_model
 
     names = get_model(A).categories
     return [(p, names[c], c, 0.9, xyxy) for p in photos for c, xyxy in gt_boxes(p)]

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import GALLERY_ANNOTATIONS
 from core.evaluate import evaluate, image_names_from, image_sizes_from, load_ground_truth, with_images
-from core.external import EXTERNAL, ExternalResultsError, import_coco_results
+from core.evaluate.external import EXTERNAL, ExternalResultsError, import_coco_results
 from core.store import Store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")

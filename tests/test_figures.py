@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
+from core.compare.matching import compare_models
 from core.config import (
     DETECTION_COLUMNS,
     DETECTION_DTYPES,
@@ -19,8 +20,7 @@ from core.config import (
     INFERENCE_DTYPES,
     UNTRAINED_MARK,
 )
-from core.matching import compare_models
-from core.models import short_name
+from core.inference.models import short_name
 from dashboard import figures as F
 from dashboard import views
 

@@ -12,8 +12,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.config import GALLERY_DIR
+from core.execution.runner import RunSettings, run
 from core.images import ImageSource
-from core.runner import RunSettings, run
 from tests.factories import finish_jobs
 
 SMALL = "ssdlite320_mobilenet_v3_large"

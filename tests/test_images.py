@@ -19,7 +19,7 @@ from PIL import Image, ImageFile
 from core import images
 from core.config import REPO_ROOT
 from core.images import LoadedImage, downscale_for_display, expand_paths, load_image
-from core.rgb import to_rgb
+from core.images.rgb import to_rgb
 
 HAS_HEIF = importlib.util.find_spec("pillow_heif") is not None
 

@@ -164,7 +164,7 @@ def test_every_gallery_file_is_credited(gallery_images):
 
 # Every module a timed process (detect, the worker, the bench) or the dashboard imports.
 TIMED_IMPORTS = (
-    "core", "core.cli", "core.jobs", "core.runner", "core.engine", "core.devices", "core.distributed",
+    "core", "core.cli", "core.execution.jobs", "core.execution.runner", "core.inference.engine", "core.inference.devices", "core.execution.distributed",
     "core.store", "core.analytics", "core.evaluate", "dashboard.state", "dashboard.cache", "dashboard.launch",
     "dashboard.figures", "dashboard.evaluation", "dashboard.groundtruth",
 )  # fmt: skip

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
 from core.config import GALLERY_DIR, STORE_DB_NAME
-from core.devices import DeviceError
+from core.execution import jobs
+from core.execution.runner import RunSettings
 from core.images import ImageSource
-from core.models import UnknownModelError
-from core.runner import RunSettings
+from core.inference.devices import DeviceError
+from core.inference.models import UnknownModelError
+from core.inference.weights import WeightsError
 from core.store import Store, StoreError
-from core.weights import WeightsError
 from tests.factories import run_pending
 from tests.test_store_migrations import RUN, result, v1_store
 
@@ -119,7 +119,7 @@ def test_a_running_job_whose_heartbeat_is_stale_becomes_interrupted(store):
 
 
 def test_a_run_that_is_not_a_job_is_said_so(store, tmp_path):
-    from core.runner import run
+    from core.execution.runner import run
 
     output = run(sources("cat.jpg"), settings(), store=store)
     with pytest.raises(StoreError, match="not a job"):
@@ -293,7 +293,7 @@ def _raise_after(n: int, exc: type[BaseException]):
 def test_a_run_held_by_its_process_ends_interrupted_on_ctrl_c_or_failed_and_resumes_the_missing_pairs(
     store, exc, ended, message
 ):
-    from core.runner import plan
+    from core.execution.runner import plan
 
     images = sources("cat.jpg", "coffee.jpg", "astronaut.jpg")
     planned = plan(settings(), images)
@@ -311,7 +311,7 @@ def test_a_run_held_by_its_process_ends_interrupted_on_ctrl_c_or_failed_and_resu
 
 
 def test_a_run_held_by_its_process_is_a_claimed_job_no_worker_can_take(store):
-    from core.runner import plan
+    from core.execution.runner import plan
 
     images = sources("cat.jpg")
     seen: list[tuple[str, str, object]] = []
@@ -326,7 +326,7 @@ def test_a_run_held_by_its_process_is_a_claimed_job_no_worker_can_take(store):
 
 
 def test_a_run_held_by_its_process_whose_model_does_not_load_keeps_nothing(store, tmp_path, monkeypatch):
-    from core.runner import plan
+    from core.execution.runner import plan
 
     monkeypatch.setenv("DETLENS_OFFLINE", "1")
     images = sources("cat.jpg")

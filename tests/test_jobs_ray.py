@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.cli import EXIT_USAGE, main
-from core.cluster import ClusterError, RayOptions, check_options
 from core.config import GALLERY_DIR, STORE_DB_NAME
+from core.execution.cluster import ClusterError, RayOptions, check_options
 from core.store import Store
 from tests.factories import load_script
 

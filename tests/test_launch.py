@@ -78,8 +78,8 @@ def test_the_same_upload_twice_is_one_image():
 def test_a_pair_done_in_this_session_is_left_out_on_the_device_its_runtime_runs_on(
     monkeypatch, runtime_token, recorded_device, left_out
 ):
+    from core.execution.runner import RunSettings
     from core.images import ImageSource
-    from core.runner import RunSettings
     from dashboard import launch
 
     model = "ssdlite320_mobilenet_v3_large"

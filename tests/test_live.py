@@ -1,4 +1,4 @@
-"""core.live: frames dropped, not queued, when a series is slower than the source; fps, latency and the rolling
+"""core.execution.live: frames dropped, not queued, when a series is slower than the source; fps, latency and the rolling
 disagreement. Fake detectors advance a fake clock: no model, no sleep, the same result on any machine."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.live import LiveComparison, LiveSeries
+from core.execution.live import LiveComparison, LiveSeries
+from core.images.video import VideoFrame
 from core.records import DetectionResult
-from core.video import VideoFrame
 
 IMAGE = Image.new("RGB", (16, 16))
 

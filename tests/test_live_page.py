@@ -149,7 +149,7 @@ def test_a_camera_session_offers_at_its_rate_and_its_recording_becomes_a_run(mon
     monkeypatch.setenv("DETLENS_WORKER_AUTOSTART", "0")
     from PIL import Image
 
-    from core.live import LiveComparison, LiveSeries
+    from core.execution.live import LiveComparison, LiveSeries
     from dashboard.live_video import LiveSession, SeriesChoice, keep_recording
 
     now = [0.0]
@@ -184,7 +184,7 @@ def test_a_camera_session_offers_at_its_rate_and_its_recording_becomes_a_run(mon
     ],
 )  # fmt: skip
 def test_a_kept_run_has_each_series_as_a_variant_of_its_model(choices, runtimes, series):
-    from core.live import LiveComparison, LiveSeries
+    from core.execution.live import LiveComparison, LiveSeries
     from dashboard.live_video import LiveSession, SeriesChoice
 
     session = LiveSession(LiveComparison([LiveSeries("a", lambda f: None)]), "camera", 1.0,
@@ -195,7 +195,7 @@ def test_a_kept_run_has_each_series_as_a_variant_of_its_model(choices, runtimes,
 
 
 def test_a_kept_run_refuses_one_model_with_two_weights():
-    from core.live import LiveComparison, LiveSeries
+    from core.execution.live import LiveComparison, LiveSeries
     from dashboard.live_video import LiveSession, SeriesChoice
 
     choices = (SeriesChoice(SMALL, "untrained", "eager", "fp32"), SeriesChoice(SMALL, "default", "eager", "fp32"))

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import pytest
 
 from core.config import HEADLINE_MODELS, UNTRAINED_MARK
-from core.models import model_names
+from core.inference.models import model_names
 from dashboard import figures as F
 from dashboard.figures.common import CLASS_PALETTE, FONT_FAMILY, UNTRAINED_MARGIN_T
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.compare.matching import Agreement, compare_models, disagreement_per_image, match_boxes, match_grouped
 from core.config import AGREEMENT_IOU, DETECTION_COLUMNS, DETECTION_DTYPES
-from core.matching import Agreement, compare_models, disagreement_per_image, match_boxes, match_grouped
 
 A, B, C = "model_a", "model_b", "model_c"
 

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from core.config import HEADLINE_MODELS
-from core.models import (
+from core.inference.models import (
     UnknownModelError,
     get_model,
     label_name,

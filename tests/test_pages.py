@@ -187,7 +187,7 @@ def _checkpoint_bytes(num_classes: int) -> bytes:
 
     import torch
 
-    from core.models import get_model
+    from core.inference.models import get_model
 
     spec = get_model("ssdlite320_mobilenet_v3_large")
     torch.manual_seed(1)

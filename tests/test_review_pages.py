@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.compare.reviews import left_is_a
 from core.config import GALLERY_DIR, UNTRAINED_MARK
 from core.images import ImageSource
-from core.reviews import left_is_a
 from core.store import Store
 from dashboard.reviewing import is_allowed, to_model_terms
 from tests.test_store import CREATED, THRESHOLD, make_result, run_info

@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 from core.cli import main
-from core.config import REVIEW_WITHDRAWN, STORE_DB_NAME
-from core.reviews import (
+from core.compare.reviews import (
     cohens_kappa,
     disagreements,
     krippendorff_alpha,
@@ -27,6 +26,7 @@ from core.reviews import (
     summarize,
     wilson_interval,
 )
+from core.config import REVIEW_WITHDRAWN, STORE_DB_NAME
 from core.store import REVIEW_COLUMNS, Store
 from core.store import schema as schema_module
 from core.store.schema import MIGRATIONS

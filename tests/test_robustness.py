@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import runner
-from core.engine import Detector, load_detector, run_detector
+from core.execution import runner
+from core.execution.runner import RunSettings
 from core.images import ImageSource, load_image
+from core.inference.engine import Detector, load_detector, run_detector
 from core.records import DetectionResult
-from core.runner import RunSettings
 from tests.factories import finish_jobs
 
 SMALL = "ssdlite320_mobilenet_v3_large"
@@ -284,8 +284,8 @@ def test_four_threads_running_whole_runs_at_once_get_the_serial_results_and_shar
 
 
 def test_the_run_page_passes_the_cpu_retry_setting_to_the_run(monkeypatch):
-    """The checkbox next to the batch size (on by default) reaches the RunSettings that core.runner executes."""
-    from core import runner
+    """The checkbox next to the batch size (on by default) reaches the RunSettings that core.execution.runner executes."""
+    from core.execution import runner
 
     seen: list[bool] = []
     real_execute = runner.execute

@@ -157,8 +157,8 @@ def test_the_run_form_refuses_bad_settings_with_the_message_every_path_gives(dev
     import torch
 
     from core.errors import DeviceError
-    from core.runner import RunSettings
-    from core.series import RuntimeRefusedError
+    from core.execution.runner import RunSettings
+    from core.inference.series import RuntimeRefusedError
     from dashboard.text import md
 
     if (device == "cuda" and torch.cuda.is_available()) or (device == "mps" and torch.backends.mps.is_available()):

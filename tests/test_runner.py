@@ -1,15 +1,15 @@
-"""core.runner owns a run: plan what is missing, load before storing, record as it goes, finish or fail, stop."""
+"""core.execution.runner owns a run: plan what is missing, load before storing, record as it goes, finish or fail, stop."""
 
 from __future__ import annotations
 
 import pytest
 
-from core import runner
 from core.config import GALLERY_DIR
+from core.execution import runner
+from core.execution.runner import RunSettings, execute, plan, run
 from core.images import ImageSource
-from core.runner import RunSettings, execute, plan, run
+from core.inference.weights import WeightsError
 from core.store import Store
-from core.weights import WeightsError
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 

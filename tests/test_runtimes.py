@@ -12,18 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from core import devices, engine, runtimes
-from core.agreement import image_agreement, references, runtime_agreement, verdict, with_ap
+from core.compare.agreement import image_agreement, references, runtime_agreement, verdict, with_ap
+from core.compare.matching import match_boxes
 from core.config import DETECTION_COLUMNS
+from core.execution.runner import RunSettings, run
 from core.images import ImageSource
-from core.matching import match_boxes
-from core.models import get_model
-from core.runner import RunSettings, run
-from core.runtimes import ExportError, check_runtime
-from core.series import RuntimeRefusedError, Variant, parse_variant, series_name, split_series
+from core.inference import devices, engine, runtimes
+from core.inference.models import get_model
+from core.inference.runtimes import ExportError, check_runtime
+from core.inference.series import RuntimeRefusedError, Variant, parse_variant, series_name, split_series
+from core.inference.weights import build_model, parse_weights
 from core.store import Store
 from core.store.schema import SCHEMA_VERSION
-from core.weights import build_model, parse_weights
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 SIZES = ((300, 200), (240, 320))  # (width, height): two sizes through one artifact

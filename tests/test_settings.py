@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
 from core.cli import main
-from core.cluster import ClusterError, RayOptions
 from core.config import GALLERY_DIR
-from core.devices import DeviceError
-from core.distributed import check_ray_settings
+from core.execution import jobs
+from core.execution.cluster import ClusterError, RayOptions
+from core.execution.distributed import check_ray_settings
+from core.execution.runner import RunSettings, run
 from core.images import ImageSource
-from core.models import UnknownModelError
-from core.runner import RunSettings, run
-from core.series import RuntimeRefusedError
+from core.inference.devices import DeviceError
+from core.inference.models import UnknownModelError
+from core.inference.series import RuntimeRefusedError
+from core.inference.weights import WeightsError
 from core.store import Store
-from core.weights import WeightsError
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 

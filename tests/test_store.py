@@ -524,7 +524,7 @@ def test_import_caps_the_uncompressed_size(store, tmp_path):
 
 
 def test_record_into_stores_a_real_run_as_it_goes(store, tmp_path):
-    from core.runner import RunSettings, run
+    from core.execution.runner import RunSettings, run
 
     sources = [ImageSource.from_path(GALLERY_DIR / n) for n in ("cat.jpg", "coffee.jpg")]
     sources.append(ImageSource.from_bytes("notes.png", b"just text"))  # a failed image: a record, no box

@@ -12,8 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import GALLERY_DIR
+from core.execution.runner import RunSettings, run
 from core.images import ImageSource
-from core.runner import RunSettings, run
 from core.store import Store, record_into
 from dashboard import views
 from tests.factories import finish_jobs

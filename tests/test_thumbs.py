@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import thumbs
 from core.config import THUMB_SIDE
-from core.images import ImageSource, downscale_for_display, load_image
+from core.images import ImageSource, downscale_for_display, load_image, thumbs
 from core.store import Store
 
 # --- factories -----------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""core.video: frames of short videos generated here with PyAV, sampled by count or rate, and the errors of files that
+"""core.images.video: frames of short videos generated here with PyAV, sampled by count or rate, and the errors of files that
 are not videos, are cut short, or break part-way. PyAV's own decode of the same file is the reference."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from core.images import load_image
-from core.video import Sampling, Video, VideoError, frame_name, is_video_path, parse_frame_name, read_frames
+from core.images.video import Sampling, Video, VideoError, frame_name, is_video_path, parse_frame_name, read_frames
 from tests import videos
 
 N_FRAMES, RATE = 12, 10

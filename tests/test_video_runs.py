@@ -8,8 +8,8 @@ import pytest
 
 from core.cli import main
 from core.config import INFERENCE_COLUMNS, UNTRAINED_MARK
+from core.images.video import frame_name
 from core.store import Store, default_store_dir
-from core.video import frame_name
 from tests import factories, videos
 from tests.factories import run_pending
 

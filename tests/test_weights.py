@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core.checkpoint_files import read_categories
-from core.checkpoints import file_class_count
-from core.models import get_model
-from core.weights import (
+from core.inference.checkpoint_files import read_categories
+from core.inference.checkpoints import file_class_count
+from core.inference.models import get_model
+from core.inference.weights import (
     WeightsError,
     WeightsUnavailableError,
     build_model,

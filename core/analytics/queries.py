@@ -15,8 +15,8 @@ import pandas as pd
 
 from core.analytics.frame import BIN_EDGES, SCORE_BINS, RunFrame, threshold_bin
 from core.analytics.thresholds import ClassThresholds, Threshold, above, global_threshold
+from core.compare.matching import Agreement, CodedBoxes, agreement_of_groups
 from core.config import AGREEMENT_IOU
-from core.matching import Agreement, CodedBoxes, agreement_of_groups
 
 
 def _bin(threshold: Threshold) -> int | None:

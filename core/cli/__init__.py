@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 from core.cli import detect, errors, evaluate, jobs, store
 from core.cli.common import EXIT_OK, EXIT_USAGE
-from core.cluster import ClusterError
 from core.errors import DeviceError, UnknownModelError, WeightsError
-from core.series import RuntimeRefusedError
+from core.execution.cluster import ClusterError
+from core.images.video import VideoError, sampling_from
+from core.inference.series import RuntimeRefusedError
 from core.store import StoreError
-from core.video import VideoError, sampling_from
 
 __all__ = ["EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 

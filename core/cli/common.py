@@ -18,8 +18,8 @@ from core.config import (
     STORE_ENV,
     WEIGHTS_DEFAULT,
 )
-from core.series import parse_variants
-from core.video import add_video_options
+from core.images.video import add_video_options
+from core.inference.series import parse_variants
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,8 +70,8 @@ def open_store(value: str | None, *, create: bool = True):
 
 def settings_from(args: argparse.Namespace):
     """The RunSettings that `detect`'s and `submit`'s options ask for (the Ray path's too)."""
-    from core.models import parse_model_list
-    from core.runner import RunSettings
+    from core.execution.runner import RunSettings
+    from core.inference.models import parse_model_list
 
     return RunSettings(
         models=parse_model_list(args.models),
@@ -104,9 +104,9 @@ def run_options(p: argparse.ArgumentParser) -> None:
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:
-    """Where `detect` runs, and where `submit`'s worker runs the job: here, or on Ray (core.distributed)."""
+    """Where `detect` runs, and where `submit`'s worker runs the job: here, or on Ray (core.execution.distributed)."""
     p.add_argument(
-        "--engine", default="local", choices=("local", "ray"), help="ray: on a Ray cluster (core.distributed)"
+        "--engine", default="local", choices=("local", "ray"), help="ray: on a Ray cluster (core.execution.distributed)"
     )
     p.add_argument("--ray-address", metavar="HOST:PORT", help="Ray cluster to join (default: start Ray here)")
     p.add_argument("--workers", type=int, default=1, help="Ray: detector actors per model (< this machine's CPUs here)")

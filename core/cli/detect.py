@@ -28,11 +28,11 @@ from core.config import (
     UNTRAINED_MARK,
     WEIGHTS_UNTRAINED,
 )
-from core.video import is_video_path, sampling_from
+from core.images.video import is_video_path, sampling_from
 
 
 def _models_table() -> list[dict[str, object]]:
-    from core.models import list_models
+    from core.inference.models import list_models
 
     return [s.as_row() for s in list_models()]
 
@@ -57,12 +57,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _detect_on_ray(args: argparse.Namespace) -> int:
     """`python -m core detect SOURCE... --engine ray`: the run goes into the store (`--store`, else the default one)
     and its Parquet parts under `--out/<run_id>/`. Exit 2 with one line when the cluster cannot be reached."""
-    from core.cluster import ClusterError
-    from core.distributed import check_ray_settings, list_images, options_from, run_ray
+    from core.execution.cluster import ClusterError
+    from core.execution.distributed import check_ray_settings, list_images, options_from, run_ray
     from core.images import gallery_paths
-    from core.models import parse_model_list
+    from core.inference.models import parse_model_list
+    from core.inference.weights import parse_weights
     from core.store import current_user
-    from core.weights import parse_weights
 
     models = parse_model_list(args.models)
     parse_weights(args.weights)  # a bad weights choice fails here, before any cluster work
@@ -120,11 +120,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace, frames_dir: Path) -> int:
+    from core.execution.runner import run
+    from core.execution.videojobs import extract_to_folder, split_videos
     from core.images import gallery_paths, sources_from_paths
     from core.records import write_run
-    from core.runner import run
     from core.store import current_user
-    from core.videojobs import extract_to_folder, split_videos
 
     videos, paths = split_videos([Path(p) for p in args.paths] if args.paths else gallery_paths())
     settings = settings_from(args)
@@ -151,9 +151,9 @@ def _detect(args: argparse.Namespace, frames_dir: Path) -> int:
     try:
         if store is None:
             output = run(images, settings, **options)
-        else:  # the run is a job this process holds (core.jobs.run_here): a killed detect leaves it resumable
-            from core.jobs import run_here
-            from core.runner import plan
+        else:  # the run is a job this process holds (core.execution.jobs.run_here): a killed detect leaves it resumable
+            from core.execution.jobs import run_here
+            from core.execution.runner import plan
 
             output = run_here(store, plan(settings, images), images, **options)
     finally:
@@ -174,7 +174,7 @@ def _detect(args: argparse.Namespace, frames_dir: Path) -> int:
 def _with_ground_truth_ap(summary, output, gt_path: str | None):
     """The agreement summary with AP against the ground truth at `gt_path` (AP columns NaN without one); a line
     saying why the ground truth is not used when it is unreadable."""
-    from core.agreement import ap_against_eager, with_ap
+    from core.compare.agreement import ap_against_eager, with_ap
     from core.evaluate import GroundTruthError, load_ground_truth
 
     if not gt_path or gt_path == "none" or not len(summary):
@@ -189,7 +189,7 @@ def _with_ground_truth_ap(summary, output, gt_path: str | None):
 def _print_summary(output, n_images: int, threshold: float, gt_path: str | None = None) -> None:
     """Per model: median and p95 latency and detections at the threshold; the untrained mark; failed images; each
     runtime's agreement with eager, with its AP and ΔAP where the images have ground truth at `gt_path`."""
-    from core.agreement import ap_text, runtime_agreement, verdict
+    from core.compare.agreement import ap_text, runtime_agreement, verdict
     from core.records import failed_rows, succeeded
 
     inf = output.inferences

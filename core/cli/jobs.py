@@ -1,4 +1,4 @@
-"""The job queue's commands: `submit`, `jobs`, `cancel`, `resume` and `worker` (see core.jobs)."""
+"""The job queue's commands: `submit`, `jobs`, `cancel`, `resume` and `worker` (see core.execution.jobs)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from core.cli.common import (
 from core.config import (
     WORKER_IDLE_EXIT_S,
 )
-from core.video import sampling_from
+from core.images.video import sampling_from
 
 
 def _job_sources(store, items: Sequence[str], *, lists: bool = False):
@@ -42,7 +42,7 @@ def _job_sources(store, items: Sequence[str], *, lists: bool = False):
             out.setdefault(image_id, kept[image_id])
             continue
         if lists:
-            from core.distributed import list_images
+            from core.execution.distributed import list_images
 
             found = [ImageSource.from_path(p) for p in list_images([item])]
         else:
@@ -54,20 +54,20 @@ def _job_sources(store, items: Sequence[str], *, lists: bool = False):
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from core.execution.jobs import check_settings, submit
     from core.images import gallery_paths
-    from core.jobs import check_settings, submit
     from core.store import current_user
 
     settings = settings_from(args)
     ray = None
     if args.engine == "ray":  # refused here in one line: non-eager runtimes, options that cannot work
-        from core.distributed import check_ray_settings, options_from
+        from core.execution.distributed import check_ray_settings, options_from
 
         ray = options_from(args)
         check_ray_settings(settings, ray)  # a refusal is one line and exit 2 (core.cli.main)
     else:
         check_settings(settings)  # before the store is even opened: a refused job leaves nothing behind
-    from core.videojobs import split_videos, submit_video
+    from core.execution.videojobs import split_videos, submit_video
 
     videos, _ = split_videos(args.images)
     if videos and (ray is not None or len(args.images) > 1):
@@ -143,7 +143,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from core.jobs import serve, tune_process
+    from core.execution.jobs import serve, tune_process
 
     threads = tune_process(args.threads, args.nice)
     store = open_store(args.store)

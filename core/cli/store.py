@@ -56,7 +56,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_reviews(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from core.reviews import runs_of, summarize
+    from core.compare.reviews import runs_of, summarize
 
     store = open_store(args.store, create=False)
     reviews = store.reviews(args.run_id, as_run_b=True)  # its own pairs and the cross-run pairs it is part of

@@ -12,7 +12,7 @@ core.analytics.evaluation) share, one area per module:
 - `job`: one variant's evaluation (ArrayJob -> ArrayEval, `evaluate_job`) and the worker process that runs it.
 
 The package imports only numpy (and, when evaluating, the COCOeval package): the worker process starts in a fraction
-of a second, where importing core.evaluate would import torch (core.models) for seconds.
+of a second, where importing core.evaluate would import torch (core.inference.models) for seconds.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def default_categories() -> tuple[str, ...]:
     kept = category_lists.kept_categories(model)
     if kept is not None:
         return kept
-    from core.models import get_model
+    from core.inference.models import get_model
 
     names = get_model(model).categories
     category_lists.keep_categories(model, names)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from core import thumbs
 from core.config import MAX_IMAGE_BYTES, THUMB_ON_PUT_MAX_BYTES, THUMBS_DIR
 from core.files import write_atomic
-from core.images import ImageSource, content_id
+from core.images import ImageSource, content_id, thumbs
 from core.records import now_iso
 from core.store.connection import StoreBase
 
@@ -47,7 +46,7 @@ class ImagesMixin(StoreBase):
 
     @property
     def thumbs_dir(self) -> Path:
-        """`<store>/thumbs/`: one `<image_id>.jpg` per image (core.thumbs), made on first request or when kept."""
+        """`<store>/thumbs/`: one `<image_id>.jpg` per image (core.images.thumbs), made on first request or when kept."""
         return self.path / THUMBS_DIR
 
     def put_image(self, source: ImageSource, *, run_id: str | None = None) -> str:
@@ -70,7 +69,7 @@ class ImagesMixin(StoreBase):
 
     def thumbnail(self, image_id: str, source: ImageSource | None = None) -> thumbs.Thumbnail:
         """The image's kept thumbnail, made now from `source` (else the stored copy) when missing. Never raises for
-        an unknown, gone or corrupt image: the result then has `error` (show `core.thumbs.placeholder()`)."""
+        an unknown, gone or corrupt image: the result then has `error` (show `core.images.thumbs.placeholder()`)."""
         if source is None:
             with self._read() as conn:
                 row = conn.execute("SELECT name, path FROM images WHERE image_id = ?", (image_id,)).fetchone()

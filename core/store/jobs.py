@@ -321,7 +321,7 @@ class JobsMixin(StoreBase):
             )
 
     def set_job_spec(self, run_id: str, spec: dict) -> None:
-        """Replace a job's spec (a video job lists its frames once its worker has extracted them: core.videojobs)."""
+        """Replace a job's spec (a video job lists its frames once its worker has extracted them: core.execution.videojobs)."""
         with self._write() as conn:
             self._require_job(conn, run_id)
             conn.execute("UPDATE jobs SET spec = ? WHERE run_id = ?", (dumps_json(spec), run_id))

@@ -304,7 +304,7 @@ def record_into(
     created_at: str | None = None,
     sources: Sequence[ImageSource] = (),
 ) -> Callable[[DetectionResult, int, int], None]:
-    """An `on_result` for `core.runner.run`: each finished (image, model) goes into the store at once, in its own
+    """An `on_result` for `core.execution.runner.run`: each finished (image, model) goes into the store at once, in its own
     transaction, so a killed process loses at most the result in flight.
 
     The run must exist (`store.start_run`) and be the one `runner.run(..., run_id=run_id)` makes. Every row gets

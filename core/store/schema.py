@@ -178,8 +178,8 @@ def _reviews_cross_run(conn: sqlite3.Connection) -> None:
 
 
 def _records_runtime(conn: sqlite3.Connection) -> None:
-    """Each inference row says which runtime made it (core.runtimes); every run stored before runtimes existed ran
-    eager. Series of one model under several runtimes are told apart by their name in `model` (core.runtimes.
+    """Each inference row says which runtime made it (core.inference.runtimes); every run stored before runtimes existed ran
+    eager. Series of one model under several runtimes are told apart by their name in `model` (core.inference.runtimes.
     series_name: `MODEL@RUNTIME[-PRECISION]`), so the unique (run_id, image_id, model) pair stays the key."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(inferences)")}
     if "runtime" not in columns:

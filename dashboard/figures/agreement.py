@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.matching import Agreement
+from core.compare.matching import Agreement
 from dashboard.figures.common import (
     display_name,
     empty_figure,

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.config import SERIES_SEP, WEIGHTS_UNTRAINED
-from core.series import base_model, split_series
+from core.inference.series import base_model, split_series
 from dashboard.figures.common import (
     display_name,
     empty_figure,
@@ -39,7 +39,7 @@ def model_card(inferences: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """Per measured series: published figures from `meta` (model, title, box_map, gflops, params, file_size_mb) of
     its registry model joined with measured median / p95 of total_ms and inference_ms over successful images,
     n_images, n_errors, and the runtime, device, precision and weights it ran with (comma-joined when several).
-    A runtime variant (`model@runtime`, core.runtimes) gets its own card, titled with its runtime.
+    A runtime variant (`model@runtime`, core.inference.runtimes) gets its own card, titled with its runtime.
     """
     models = models_in(inferences)
     ok = successful(inferences)

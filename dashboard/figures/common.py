@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from core.config import HEADLINE_MODELS, UNTRAINED_MARK
-from core.models import model_names, short_name
+from core.inference.models import model_names, short_name
 from dashboard.views import untrained_models
 
 CLASS_PALETTE: tuple[str, ...] = tuple(qualitative.Dark24 + qualitative.Light24)
@@ -48,7 +48,7 @@ def plain_array(values: Iterable[object]) -> np.ndarray:
 
 
 def display_name(model: object) -> str:
-    """The compact name charts show on tight axes and legends (`core.models.short_name`), safe for Plotly; hover
+    """The compact name charts show on tight axes and legends (`core.inference.models.short_name`), safe for Plotly; hover
     texts carry the full name."""
     return plain(short_name(str(model)))
 

@@ -1,4 +1,4 @@
-"""Live comparison charts (pure: small frames from core.live's snapshot in, Plotly figures out): latency per frame,
+"""Live comparison charts (pure: small frames from core.execution.live's snapshot in, Plotly figures out): latency per frame,
 frames per second achieved, detections per frame, and the rolling disagreement between two series."""
 
 from __future__ import annotations

@@ -97,9 +97,9 @@ def make_store(store: Path) -> str:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     from core.config import GALLERY_DIR
+    from core.execution.runner import RunSettings, run
     from core.images import ImageSource
     from core.records import RunInfo, new_run_id, now_iso
-    from core.runner import RunSettings, run
     from core.store import Store, record_into
 
     sources = [ImageSource.from_path(GALLERY_DIR / n).hashed() for n in PHOTOS]

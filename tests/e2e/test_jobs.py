@@ -105,9 +105,9 @@ def _gone(pid: int) -> bool:
 
 def test_a_worker_killed_mid_run_is_resumed_with_every_pair_exactly_once(streamlit_server, browser, wait_for_app,
                                                                          artifacts_dir, job_stale_s):  # fmt: skip
+    from core.execution.jobs import submit
+    from core.execution.runner import RunSettings
     from core.images import ImageSource, gallery_paths
-    from core.jobs import submit
-    from core.runner import RunSettings
 
     # submitted as `core submit` would: the Run page starts (or finds) the worker for it. The Faster R-CNN ResNet50
     # pairs take about a second each on a CPU, so the kill lands mid-run even on a fast, quiet machine (two small

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from core.config import GALLERY_DIR
+from core.execution.runner import RunSettings, run
 from core.images import ImageSource
 from core.records import RunInfo, new_run_id, now_iso
-from core.runner import RunSettings, run
 from core.store import Store, record_into
 from tests.e2e.conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, _healthy, _log_tail, _stop
 

@@ -2,13 +2,13 @@
 
 `submit` checks everything a run needs before anything is stored (models, device and precision, weights: see
 `check_settings`), keeps the images in the store by content id and queues one job (`core.store.jobs`). A worker
-process (`python -m core worker`, or `serve`) claims jobs one at a time and runs each through `core.runner`, into
+process (`python -m core worker`, or `serve`) claims jobs one at a time and runs each through `core.execution.runner`, into
 the job's own run: same records, same timing rules, each (image, model) committed as it finishes. A background thread
 beats the heartbeat; a cancel is seen before the next image; SIGTERM stops after the image in flight and leaves the
 job `interrupted` (resumable). The dashboard never runs a model for a run: it submits, and `ensure_worker` starts one
 detached worker for its store when none is alive.
 
-A job submitted with `engine: ray` (`submit --engine ray`) is run by the worker through `core.distributed.run_ray`
+A job submitted with `engine: ray` (`submit --engine ray`) is run by the worker through `core.execution.distributed.run_ray`
 instead: the same run, records, progress, cancel (after the batch in flight), resume and errors.
 
 One worker per store and host: a worker holds an exclusive lock file (`worker-<host>.lock` in the store folder) for
@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core import runner, videojobs
 from core.config import (
     JOB_HEARTBEAT_S,
     JOB_STALE_AFTER_S,
@@ -40,14 +39,15 @@ from core.config import (
     WORKER_IDLE_EXIT_S,
     WORKER_POLL_S,
 )
+from core.execution import runner, videojobs
+from core.execution.runner import PlannedRun, RunSettings
 from core.images import ImageSource
 from core.records import RunInfo
-from core.runner import PlannedRun, RunSettings
 from core.store import JobRow, Store, StoreError
 from core.store.jobs import worker_name
 
 if TYPE_CHECKING:
-    from core.cluster import RayOptions
+    from core.execution.cluster import RayOptions
 
 SPEC_VERSION = 1  # a spec without `engine` (older ones) is a local job
 ENGINE_LOCAL, ENGINE_RAY = "local", "ray"
@@ -77,15 +77,15 @@ def submit(
     """Queue a run of `sources` x `settings.models` (or only the pairs of `todo`: model -> sources) and return its
     run id at once. Unusable settings raise before anything is stored; the images' bytes are kept in the store.
 
-    `ray`: the worker runs the job on a Ray cluster (`core.distributed.run_ray`) with these options, kept in the spec
+    `ray`: the worker runs the job on a Ray cluster (`core.execution.distributed.run_ray`) with these options, kept in the spec
     (`engine`, `ray`) with each image's absolute path: Ray's tasks read the images where they were, on storage every
-    node sees. Refused up front, in one line (`core.distributed.check_ray_settings`): an unknown model, a missing weights
+    node sees. Refused up front, in one line (`core.execution.distributed.check_ray_settings`): an unknown model, a missing weights
     file, a runtime other than eager, options that cannot work; a cluster that is down is found by the worker (the job
     fails with that line).
 
     `worker`: the job is claimed by that worker as it is stored (see `run_here`), never queued for another."""
     if ray is not None:
-        from core.distributed import check_ray_settings
+        from core.execution.distributed import check_ray_settings
 
         check_ray_settings(settings, ray)
     elif check:
@@ -115,7 +115,7 @@ def submit(
     models = [m for m in settings.models if any(x.model == m and x.name in spec["todo"] for x in settings.series())]
     record = settings.record(user=user, models=models)
     if ray is not None:
-        from core.distributed import ray_settings_record
+        from core.execution.distributed import ray_settings_record
 
         spec["ray"] = dataclasses.asdict(ray)
         record = ray_settings_record(settings, ray, user=user) | {"models": models}
@@ -194,10 +194,10 @@ def ray_todo(store: Store, job: JobRow) -> dict[str, list[Path]]:
 
 
 def _run_ray_job(store: Store, job: JobRow, *, stop: Callable[[], bool] | None = None) -> str:
-    """`run_job` for a job submitted with `engine: ray`: the missing pairs through `core.distributed.run_ray` into the
+    """`run_job` for a job submitted with `engine: ray`: the missing pairs through `core.execution.distributed.run_ray` into the
     job's run; stops after the batch in flight (Ray Data hands back a batch at a time), ends like a local job."""
-    from core.cluster import RayOptions
-    from core.distributed import run_ray
+    from core.execution.cluster import RayOptions
+    from core.execution.distributed import run_ray
 
     run_id = job.run_id
     todo = ray_todo(store, job)
@@ -271,7 +271,7 @@ def tune_process(threads: int | None = None, nice: int = 0) -> int:
             os.nice(nice)
     if threads:
         os.environ["DETLENS_THREADS"] = str(threads)
-    from core.devices import configure_threads
+    from core.inference.devices import configure_threads
 
     return configure_threads(threads)
 
@@ -410,7 +410,7 @@ def ensure_worker(store: Store, *, threads: int | None = None, nice: int | None 
     "started", "starting" or "off" (autostart disabled). The worker outlives this process: it is in a new session,
     its output goes to `worker.log` in the store folder, and it exits by itself when idle."""
     from core.config import WORKER_NICE
-    from core.devices import physical_cores
+    from core.inference.devices import physical_cores
 
     if worker_alive(store):
         return "alive"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from core.cluster import ClusterError
 from core.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_THRESHOLD,
@@ -25,14 +24,15 @@ from core.config import (
     RUNTIME_EAGER,
     WEIGHTS_DEFAULT,
 )
-from core.devices import check_precision, environment, resolve_device
-from core.engine import Detector, load_detector, run_detector
+from core.execution.cluster import ClusterError
 from core.images import ImageSource, LoadedImage
-from core.models import get_model
+from core.inference.devices import check_precision, environment, resolve_device
+from core.inference.engine import Detector, load_detector, run_detector
+from core.inference.models import get_model
+from core.inference.runtimes import CPU_ONLY_RUNTIMES, ExportError, check_runtime
+from core.inference.series import Variant, parse_variants, series_name
+from core.inference.weights import ProgressFn, WeightsChoice, check_weights, parse_weights
 from core.records import DetectionResult, RunInfo, detections_frame, inferences_frame, new_run_id, now_iso
-from core.runtimes import CPU_ONLY_RUNTIMES, ExportError, check_runtime
-from core.series import Variant, parse_variants, series_name
-from core.weights import ProgressFn, WeightsChoice, check_weights, parse_weights
 
 
 @dataclass
@@ -41,7 +41,7 @@ class RunSettings:
 
     `oom_cpu_retry`: a batch that runs out of GPU memory is run again on the CPU (fp32, the same weights), recorded
     with device `cpu` and a note; off, those images keep the out-of-memory error. Either way the run goes on.
-    `runtimes` maps model -> variant tokens (`eager`, `onnxruntime`, `openvino-bf16`, ... see core.runtimes); models
+    `runtimes` maps model -> variant tokens (`eager`, `onnxruntime`, `openvino-bf16`, ... see core.inference.runtimes); models
     not in it use `default_runtimes`. Each (model, variant) is one series of the run, named by `series_name`.
     """
 
@@ -177,7 +177,7 @@ class PlannedRun:
 
 IsDone = Callable[[ImageSource, str], bool]
 """Whether (image, series) is already done and must not run again (e.g. in this session, or in a resumed run).
-A series is named like the records' `model` column: the model itself for eager (see core.series.series_name)."""
+A series is named like the records' `model` column: the model itself for eager (see core.inference.series.series_name)."""
 
 
 def plan(settings: RunSettings, sources: Sequence[ImageSource], *, done: IsDone | None = None) -> PlannedRun:

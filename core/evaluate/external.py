@@ -46,7 +46,7 @@ class ExternalResultsError(ValueError):
 def check_model_name(name: object) -> str:
     """A name for the imported detector: letters, digits, space and `._+()-`, at most 60 characters, not one of the
     registry's models (its figures would be confused with torchvision's)."""
-    from core.models import list_models
+    from core.inference.models import list_models
 
     text = " ".join(str(name or "").split())
     if not text:

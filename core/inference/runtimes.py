@@ -49,9 +49,9 @@ from core.config import (
     WEIGHTS_UNTRAINED,
     default_store_dir,
 )
-from core.models import ModelSpec
-from core.series import RuntimeRefusedError
-from core.weights import WeightsChoice, cached_weights_path
+from core.inference.models import ModelSpec
+from core.inference.series import RuntimeRefusedError
+from core.inference.weights import WeightsChoice, cached_weights_path
 
 StepFn = Callable[[str], None]
 """Export progress: called with each step's name as it starts ("exporting to ONNX (opset 17)", ...)."""
@@ -101,10 +101,10 @@ def check_runtime(runtime: str, precision: str, device: torch.device) -> torch.d
     """The device `runtime` runs on at `precision`, or RuntimeRefusedError saying why not.
 
     eager and compile: the run's device, fp16/bf16 autocast on CUDA and on a CPU that has them natively
-    (`core.devices.check_precision`). ONNX Runtime and OpenVINO: the CPU (their CPU builds are the ones installed);
+    (`core.inference.devices.check_precision`). ONNX Runtime and OpenVINO: the CPU (their CPU builds are the ones installed);
     ONNX Runtime fp32 only; OpenVINO fp32, and bf16/fp16 where the CPU has them.
     """
-    from core.devices import DeviceError, check_precision
+    from core.inference.devices import DeviceError, check_precision
 
     if runtime not in RUNTIMES:
         raise RuntimeRefusedError(f"unknown runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
@@ -391,7 +391,7 @@ def build_variant(
         # Two shapes: the first trace specialises on its size, the second makes the graph dynamic, so that a new image
         # size never recompiles inside a timed call (it did: a 6.9 s p95 for Faster R-CNN on the gallery).
         with _step(runtime, "first compiled calls (320x320, 320x480)", on_step), torch.inference_mode():
-            from core.devices import autocast
+            from core.inference.devices import autocast
 
             with autocast(device, precision):
                 for size in ((320, 320), (320, 480)):

@@ -1,5 +1,5 @@
 """A checkpoint file's model, built as torchvision built the model that saved it (the file itself, read as data
-only: `core.checkpoint_files`).
+only: `core.inference.checkpoint_files`).
 
 A file is a state dict (`.pth` loaded with `torch.load(weights_only=True)`, or `.safetensors`), bare or inside a
 training checkpoint. How its model is built, so that it gives the saving script's boxes to the last digit, is decided
@@ -21,7 +21,9 @@ import torch
 import torchvision
 from torch import nn
 
-from core.checkpoint_files import (
+from core.config import UNNAMED_CLASS
+from core.errors import WeightsError
+from core.inference.checkpoint_files import (
     TrainingArgs,
     load_checkpoint,
     load_into,
@@ -30,9 +32,7 @@ from core.checkpoint_files import (
     read_categories,
     read_sidecar_weights,
 )
-from core.config import UNNAMED_CLASS
-from core.errors import WeightsError
-from core.models import ModelSpec
+from core.inference.models import ModelSpec
 
 # --- building -------------------------------------------------------------------------------------------------------
 

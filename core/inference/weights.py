@@ -2,7 +2,7 @@
 
 Every file is loaded as data only: `torch.load(..., weights_only=True)` or safetensors. torchvision's own loader
 unpickles anything (its `weights_only` defaults to off), so building with default weights routes it through ours.
-Checkpoint files, and how their model is built, are `core.checkpoints`.
+Checkpoint files, and how their model is built, are `core.inference.checkpoints`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.checkpoint_files import load_state_dict_file
-from core.checkpoints import build_checkpoint, check_checkpoint, norm_layers
 from core.config import DOWNLOAD_TIMEOUT_S, UNTRAINED_SEED, WEIGHTS_DEFAULT, WEIGHTS_UNTRAINED
 from core.errors import WeightsError
-from core.models import ModelSpec
+from core.inference.checkpoint_files import load_state_dict_file
+from core.inference.checkpoints import build_checkpoint, check_checkpoint, norm_layers
+from core.inference.models import ModelSpec
 
 ProgressFn = Callable[[int, int | None], None]
 """Download progress: (bytes done, total bytes or None)."""
@@ -159,7 +159,7 @@ def build_model(
 ) -> BuiltModel:
     """Build `spec` with the chosen weights, in eval mode on the CPU.
 
-    A checkpoint file is built with the layers torchvision gave the model that saved it (`core.checkpoints`): e.g.
+    A checkpoint file is built with the layers torchvision gave the model that saved it (`core.inference.checkpoints`): e.g.
     `fasterrcnn_resnet50_fpn(weights="DEFAULT")` fine-tuned has FrozenBatchNorm2d with eps 0.0, the same model trained
     from scratch nn.BatchNorm2d; then loaded with `load_state_dict(strict=True)`. Nothing is downloaded.
     """

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import VIDEO_MAX_FRAMES
+from core.execution.runner import RunSettings
 from core.images import ImageSource
+from core.images.video import Sampling, Video, VideoError, VideoInfo, is_video_path
 from core.records import RunInfo
-from core.runner import RunSettings
 from core.store import JobRow, Store, StoreError
-from core.video import Sampling, Video, VideoError, VideoInfo, is_video_path
 
 SPEC_KEY = "video"  # a job spec's video entry: {"path", "name", "every", "fps", "max_frames", ...}
 
@@ -95,7 +95,7 @@ def submit_video(
     store: Store, settings: RunSettings, path: Path, sampling: Sampling, *, user: str = "", name: str | None = None
 ) -> str:
     """Queue a job that runs the sampled frames of the video at `path` (read by the worker, where it is); returns
-    its run id at once. The caller checks the settings first (core.jobs.check_settings); a file that is not a video
+    its run id at once. The caller checks the settings first (core.execution.jobs.check_settings); a file that is not a video
     raises VideoError here, before anything is stored."""
     info = Video(path, name)
     info.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import GALLERY_DIR, IMAGE_EXTENSIONS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
-from core.rgb import to_rgb
+from core.images.rgb import to_rgb
 from core.text import megabytes, one_line
 
 # Formats Pillow may open but we refuse: EPS is rendered by running Ghostscript, a separate interpreter.

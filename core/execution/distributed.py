@@ -5,8 +5,8 @@ The pipeline, one Ray Data dataset per model (model after model, like the local 
     image paths (a folder, a text file of paths, or image files, on storage every node sees)
       --map_batches(decode_batch): Ray tasks, core.images.load_image (size, bomb and format-by-content guards)-->
     RGB pixels + decode time, or the image's one-line error
-      --map_batches(DetectWorker): actors, each loads its model once (core.engine.load_detector) and runs
-        core.engine.run_detector on its batch (the local engine's timing), then core.records' rows-->
+      --map_batches(DetectWorker): actors, each loads its model once (core.inference.engine.load_detector) and runs
+        core.inference.engine.run_detector on its batch (the local engine's timing), then core.records' rows-->
     one row per (image, model): the inference columns plus the image's boxes as list columns
       --driver, streaming: Parquet parts in the records schema (<out>/<run_id>/{inferences,detections}/part-*.parquet)
         and an idempotent ingest into the store (one run: settings, environment, wall time, images per second).
@@ -30,12 +30,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.cluster import (
-    RayOptions,
-    check_options,
-    cluster_environment,
-    connect,
-)
 from core.config import (
     DETECTION_COLUMNS,
     ENGINE_RAY,
@@ -46,9 +40,15 @@ from core.config import (
     RAY_MAX_TASK_RETRIES,
     SCORE_FLOOR,
 )
+from core.execution.cluster import (
+    RayOptions,
+    check_options,
+    cluster_environment,
+    connect,
+)
+from core.execution.runner import RunSettings, stored_run
 from core.images import LoadedImage, expand_paths, load_image
 from core.records import RunInfo, coerce_detections, coerce_inferences, new_run_id, now_iso
-from core.runner import RunSettings, stored_run
 
 # Ray must not phone home (usage stats) from the driver or from the processes it starts.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -131,7 +131,7 @@ def _loaded(row: dict) -> LoadedImage:
 
 
 class DetectWorker:
-    """Ray actor: one model loaded once, run on each batch by core.engine.run_detector (the local engine's timing)."""
+    """Ray actor: one model loaded once, run on each batch by core.inference.engine.run_detector (the local engine's timing)."""
 
     def __init__(
         self,
@@ -147,14 +147,14 @@ class DetectWorker:
         batch_size: int,
         score_floor: float = SCORE_FLOOR,
     ) -> None:
-        from core.engine import load_detector
+        from core.inference.engine import load_detector
 
         self.detector = load_detector(model, weights, device, precision)
         self.run_id, self.threshold, self.created_at = run_id, threshold, created_at
         self.warmup, self.batch_size, self.score_floor = warmup, batch_size, score_floor
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from core.engine import run_detector
+        from core.inference.engine import run_detector
 
         rows = batch.to_pylist()
         images = [_loaded(r) for r in rows]
@@ -312,7 +312,7 @@ def run_ray(
     The run is started in the store before any image runs and finished (or marked failed) at the end. `todo` (model ->
     paths, in settings order) runs only those pairs (a resumed job); `existing`: `run_id` is already in the store (a
     claimed job's run). `should_stop`, asked before each model and after each batch is stored, ends the run there
-    (`stopped`: the run's status is left to the caller, as `core.runner.execute` does).
+    (`stopped`: the run's status is left to the caller, as `core.execution.runner.execute` does).
     """
     import ray
 
@@ -446,10 +446,10 @@ def ray_settings_record(settings: RunSettings, opts: RayOptions, *, user: str, d
 
 
 def _environment(opts: RayOptions, settings: RunSettings) -> dict[str, object]:
-    """The driver's environment (core.devices) plus the cluster's (Ray version, nodes, CPUs, GPUs)."""
+    """The driver's environment (core.inference.devices) plus the cluster's (Ray version, nodes, CPUs, GPUs)."""
     import torch
 
-    from core.devices import environment
+    from core.inference.devices import environment
 
     env: dict[str, object] = dict(environment(torch.device("cpu")))  # the driver's; the actors' device is set below
     env["ray"] = {**cluster_environment(), "workers": opts.workers, "gpus_per_worker": opts.gpus_per_worker}

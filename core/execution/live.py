@@ -3,13 +3,13 @@
 Each series has a one-frame mailbox: a frame offered while the series is still busy with an earlier one waits there,
 and a newer frame replaces it (the older one is *dropped*, and counted). Nothing queues, so a slow model shows fewer
 frames, never stale ones. `LiveComparison.step` runs one series on its waiting frame; `start` gives every series
-its own thread that steps whenever a frame waits (model calls on one device still take turns: core.devices.device_lock).
+its own thread that steps whenever a frame waits (model calls on one device still take turns: core.inference.devices.device_lock).
 `simulate` plays a file's frames in virtual time instead (no threads, no sleeps): each series is busy for the time
 its call took, measured by the injected clock, as if each had the source to itself; tests and benchmarks use it.
 
 Per series it keeps each processed frame's latency (the model's own `total_ms`, as in the records), detections at the
 threshold, the time it was done; and per pair (the first series against each other one) the disagreement on frames
-both processed, matched as the records are (core.matching.match_boxes: same label, IoU >= AGREEMENT_IOU), rolled
+both processed, matched as the records are (core.compare.matching.match_boxes: same label, IoU >= AGREEMENT_IOU), rolled
 over the last `window` such frames.
 """
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from core.compare.matching import match_boxes
 from core.config import AGREEMENT_IOU, DEFAULT_WARMUP, LIVE_HISTORY, LIVE_WINDOW_FRAMES
-from core.engine import Detector, run_detector
 from core.images import LoadedImage
-from core.matching import match_boxes
+from core.images.video import VideoFrame
+from core.inference.engine import Detector, run_detector
 from core.records import DetectionResult
-from core.video import VideoFrame
 
 Detect = Callable[[VideoFrame], DetectionResult]
 FRAME_COLUMNS = ("series", "frame", "time_s", "latency_ms", "busy_ms", "n_detections", "done_at")

@@ -24,14 +24,21 @@ import torch
 from torchvision.transforms.functional import pil_to_tensor
 
 from core.config import DEFAULT_BATCH_SIZE, DEFAULT_WARMUP, MAX_LOADED_DETECTORS, RUNTIME_EAGER, SCORE_FLOOR
-from core.devices import autocast, check_precision, configure_threads, device_lock, resolve_device, synchronize
 from core.images import LoadedImage
-from core.models import ModelSpec, get_model, label_name
+from core.inference.devices import (
+    autocast,
+    check_precision,
+    configure_threads,
+    device_lock,
+    resolve_device,
+    synchronize,
+)
+from core.inference.models import ModelSpec, get_model, label_name
+from core.inference.runtimes import ExportInfo, StepFn, build_variant, check_runtime
+from core.inference.series import series_name
+from core.inference.weights import ProgressFn, build_model, parse_weights
 from core.records import DetectionResult
-from core.runtimes import ExportInfo, StepFn, build_variant, check_runtime
-from core.series import series_name
 from core.text import exception_line
-from core.weights import ProgressFn, build_model, parse_weights
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,8 @@ class DetectorKey:
 class Detector:
     """A model in eval mode on its device. Calls are serialised per device (see `devices.device_lock`).
 
-    With a `runtime` other than eager, `variant` (see core.runtimes) runs instead of `module`, under the same contract;
-    `series` is the name its records carry (core.series.series_name), `export` how its artifact was made.
+    With a `runtime` other than eager, `variant` (see core.inference.runtimes) runs instead of `module`, under the same contract;
+    `series` is the name its records carry (core.inference.series.series_name), `export` how its artifact was made.
     """
 
     spec: ModelSpec

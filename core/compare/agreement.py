@@ -3,7 +3,7 @@ of eager PyTorch with the same weights on the same images?
 
 The reference of a run's series is the eager series of the same model and weights (fp32 first); every other
 series of them (the other runtimes, and eager at another precision) is compared with it.
-Per image, boxes are matched one to one with `core.matching.match_boxes` (same label id, IoU >= `AGREEMENT_IOU`,
+Per image, boxes are matched one to one with `core.compare.matching.match_boxes` (same label id, IoU >= `AGREEMENT_IOU`,
 torchvision.ops.box_iou), on the boxes at or above the threshold on either side: a box just under the threshold on
 one side (within `RUNTIME_SCORE_TOL`) still matches its twin above it, so a score that moved by 0.001 across the
 threshold does not count as a missing box (the score difference is reported on its own). Per image: match F1, mean
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core.compare.matching import latest_run, match_boxes
 from core.config import AGREEMENT_IOU, DEFAULT_THRESHOLD, RUNTIME_EAGER, RUNTIME_F1_OK, RUNTIME_SCORE_TOL
-from core.matching import latest_run, match_boxes
+from core.inference.series import split_series
 from core.records import succeeded
-from core.series import split_series
 
 if TYPE_CHECKING:
     from core.evaluate import GroundTruth

@@ -1,6 +1,6 @@
 """Checkpoint files as data: a state dict (`.pth` loaded with `torch.load(weights_only=True)`, or `.safetensors`),
 bare or inside a training checkpoint, its sidecar JSON (`built_from`, `weights`, `builder_kwargs`, class names) and the
-training args a torchvision reference-script checkpoint saved. How its model is built is `core.checkpoints`.
+training args a torchvision reference-script checkpoint saved. How its model is built is `core.inference.checkpoints`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from core.errors import WeightsError
-from core.models import ModelSpec
+from core.inference.models import ModelSpec
 
 BUILT_FROM = ("weights", "weights_backbone", "scratch")
 """How a checkpoint's model was built before training: torchvision's `weights=`, `weights_backbone=` or neither."""

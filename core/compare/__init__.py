@@ -1,0 +1,1 @@
+"""Model agreement without ground truth, runtime agreement, review statistics."""

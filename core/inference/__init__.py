@@ -1,0 +1,1 @@
+"""Models, weights and checkpoints, devices, runtimes and the timed engine (torch lives here)."""
