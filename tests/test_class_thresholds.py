@@ -43,14 +43,23 @@ def reference_kept(det: pd.DataFrame, per_model: dict, default: float) -> pd.Dat
     return det[(merged["score"] >= merged["t"].fillna(default)).to_numpy()]
 
 
+def kept_case(per_model: dict, default: float, seed: int, **size: int):  # noqa: ANN201
+    """A random run (latest rows), its RunFrame, the thresholds and the boxes the pandas reference keeps."""
+    inf, det = random_run(seed, **size)
+    det = latest_run(det)
+    return (
+        inf,
+        det,
+        RunFrame.from_frames(inf, det),
+        ClassThresholds.of(per_model, default),
+        reference_kept(det, per_model, default),
+    )
+
+
 @pytest.mark.parametrize(("per_model", "default"), CASES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_box_mask_keeps_the_boxes_at_or_above_their_class_threshold(seed, per_model, default):
-    inf, det = random_run(seed)
-    det = latest_run(det)
-    rf = RunFrame.from_frames(inf, det)
-    th = ClassThresholds.of(per_model, default)
-    want = reference_kept(det, per_model, default)
+    inf, det, rf, th, want = kept_case(per_model, default, seed)
     got = queries.boxes(rf, th)
     key = ["image_id", "model", "label", "score", "x1"]
     pd.testing.assert_frame_equal(
@@ -70,11 +79,7 @@ def test_box_mask_keeps_the_boxes_at_or_above_their_class_threshold(seed, per_mo
 
 @pytest.mark.parametrize(("per_model", "default"), CASES[:3])
 def test_one_images_boxes_and_the_gallery_table_follow_the_thresholds(per_model, default):
-    inf, det = random_run(3, n_images=12, n_boxes=300)
-    det = latest_run(det)
-    rf = RunFrame.from_frames(inf, det)
-    th = ClassThresholds.of(per_model, default)
-    want = reference_kept(det, per_model, default)
+    inf, det, rf, th, want = kept_case(per_model, default, 3, n_images=12, n_boxes=300)
     for image_id in ["img000", "img005", "img011"]:
         got = queries.image_boxes(rf, image_id, th)
         assert sorted(got["score"]) == sorted(want.loc[want["image_id"] == image_id, "score"])
@@ -85,11 +90,7 @@ def test_one_images_boxes_and_the_gallery_table_follow_the_thresholds(per_model,
 
 @pytest.mark.parametrize(("per_model", "default"), CASES[:3])
 def test_pair_agreement_and_compare_table_on_the_kept_boxes(per_model, default):
-    inf, det = random_run(4, n_images=20, n_boxes=500)
-    det = latest_run(det)
-    rf = RunFrame.from_frames(inf, det)
-    th = ClassThresholds.of(per_model, default)
-    want = reference_kept(det, per_model, default)
+    inf, det, rf, th, want = kept_case(per_model, default, 4, n_images=20, n_boxes=500)
     ok = inf[inf["error"] == ""]
     both_ran = sorted(set(ok.loc[ok["model"] == A, "image_id"]) & set(ok.loc[ok["model"] == B, "image_id"]))
     expected = compare_models(want, A, B, threshold=0.0, image_ids=both_ran)  # image by image, on the kept boxes

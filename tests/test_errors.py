@@ -16,6 +16,14 @@ from core.evaluate.series import from_results
 from tests.detection_fixtures import coco_fixture, degraded, write_json
 
 tidecv = pytest.importorskip("tidecv")
+from tidecv.errors.main_errors import (  # noqa: E402 (after the skip when tidecv is missing)
+    BackgroundError,
+    BoxError,
+    ClassError,
+    DuplicateError,
+    MissedError,
+    OtherError,
+)
 
 TIDE_NAMES = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg", "miss": "Miss"}
 TOL = 1e-9
@@ -66,14 +74,6 @@ def _set(gt, dets, tmp=None):
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_per_class_figures_equal_tidecvs_per_class_ap(tmp_path, seed):
-    from tidecv.errors.main_errors import (
-        BackgroundError,
-        BoxError,
-        ClassError,
-        DuplicateError,
-        MissedError,
-        OtherError,
-    )
 
     gt, dets = coco_fixture(seed)
     run, _, _ = tidecv_run(tmp_path, gt, dets)
@@ -195,14 +195,6 @@ def test_errors_command_analyses_add_the_other_figures(tmp_path, capsys):
 def test_each_error_names_the_boxes_tidecvs_error_objects_hold(tmp_path, seed):
     """Per box (#23): which detection (results-file position) and which ground-truth box (annotation position) each
     error is, against the prediction and ground-truth dicts of tidecv's own error objects."""
-    from tidecv.errors.main_errors import (
-        BackgroundError,
-        BoxError,
-        ClassError,
-        DuplicateError,
-        MissedError,
-        OtherError,
-    )
 
     kinds = {ClassError: "cls", BoxError: "loc", OtherError: "both", DuplicateError: "dupe", BackgroundError: "bkg",
              MissedError: "miss"}  # fmt: skip

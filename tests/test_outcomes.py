@@ -13,6 +13,15 @@ import pytest
 
 from core.config import DETECTION_COLUMNS
 from core.evaluate import (
+    OUTCOME_COLUMNS,
+    OUTCOME_DTYPES,
+    GroundTruth,
+    default_categories,
+    load_ground_truth,
+    match_outcomes,
+)
+from core.evaluate.groundtruth import one_model
+from core.evaluate.outcomes import (
     CROWD,
     DUPLICATE,
     FN,
@@ -20,17 +29,11 @@ from core.evaluate import (
     IGNORED,
     LOW_IOU,
     MISSED,
-    OUTCOME_COLUMNS,
-    OUTCOME_DTYPES,
     TP,
     WRONG_CLASS,
-    GroundTruth,
-    default_categories,
-    load_ground_truth,
-    match_outcomes,
+    match_all,
+    outcomes_at,
 )
-from core.evaluate.groundtruth import one_model
-from core.evaluate.outcomes import match_all, outcomes_at
 from core.records import coerce_detections
 
 NAMES = default_categories()
