@@ -20,20 +20,9 @@ from core.evaluate import (
     load_ground_truth,
     match_outcomes,
 )
+from core.evaluate import outcomes as oc
 from core.evaluate.groundtruth import one_model
-from core.evaluate.outcomes import (
-    CROWD,
-    DUPLICATE,
-    FN,
-    FP,
-    IGNORED,
-    LOW_IOU,
-    MISSED,
-    TP,
-    WRONG_CLASS,
-    match_all,
-    outcomes_at,
-)
+from core.evaluate.outcomes import match_all, outcomes_at
 from core.records import coerce_detections
 
 NAMES = default_categories()
@@ -93,19 +82,19 @@ def reference_match_outcomes(
             if free.any():
                 m = int(np.flatnonzero(free)[np.argmax(row_iou[free])])
                 taken[m] = True
-                outcome, reason, best, gt_id = TP, "", float(row_iou[m]), anns[m]["id"]
+                outcome, reason, best, gt_id = oc.TP, "", float(row_iou[m]), anns[m]["id"]
             else:
                 plain = same & ~g_crowd.astype(bool)
                 best = float(row_iou[plain].max()) if plain.any() else math.nan
                 crowd = same & g_crowd.astype(bool) & (row_iou >= iou)
                 if crowd.any():
-                    outcome, reason, gt_id = IGNORED, CROWD, anns[int(np.flatnonzero(crowd)[0])]["id"]
+                    outcome, reason, gt_id = oc.IGNORED, oc.CROWD, anns[int(np.flatnonzero(crowd)[0])]["id"]
                 elif (plain & taken & (row_iou >= iou)).any():
-                    outcome, reason = FP, DUPLICATE
+                    outcome, reason = oc.FP, oc.DUPLICATE
                 elif (~same & ~g_crowd.astype(bool) & (row_iou >= iou)).any():
-                    outcome, reason = FP, WRONG_CLASS
+                    outcome, reason = oc.FP, oc.WRONG_CLASS
                 else:
-                    outcome, reason = FP, LOW_IOU
+                    outcome, reason = oc.FP, oc.LOW_IOU
             rows.append(
                 {
                     "image_id": image_id,
@@ -128,7 +117,7 @@ def reference_match_outcomes(
                 x, y, w, h = a["bbox"]
                 rows.append(
                     {
-                        "image_id": image_id, "model": model_name, "outcome": FN, "reason": MISSED,
+                        "image_id": image_id, "model": model_name, "outcome": oc.FN, "reason": oc.MISSED,
                         "label_id": a["category_id"], "label": names[a["category_id"]], "score": math.nan,
                         "iou": math.nan, "x1": x, "y1": y, "x2": x + w, "y2": y + h, "gt_id": a["id"],
                     }
@@ -200,7 +189,7 @@ def test_match_outcomes_equals_the_reference(seed, grid, iou):
             pd.testing.assert_frame_equal(got, want, check_exact=True)
             reasons |= set(want["reason"])
     if iou == 0.5 and seed == 0:
-        assert {"", LOW_IOU, MISSED, DUPLICATE} <= reasons, "the cases exercise the reasons"
+        assert {"", oc.LOW_IOU, oc.MISSED, oc.DUPLICATE} <= reasons, "the cases exercise the reasons"
 
 
 @pytest.mark.parametrize(("seed", "grid"), CASES[:6])
@@ -220,4 +209,4 @@ def test_no_detections_and_no_model_column():
     pd.testing.assert_frame_equal(match_outcomes(gt, empty, 0.5), reference_match_outcomes(gt, empty, 0.5))
     plain = det[det["model"] == "a"].drop(columns=["model", "label"])
     pd.testing.assert_frame_equal(match_outcomes(gt, plain, 0.4), reference_match_outcomes(gt, plain, 0.4))
-    assert (match_outcomes(gt, empty, 0.5)["outcome"] == FN).all()
+    assert (match_outcomes(gt, empty, 0.5)["outcome"] == oc.FN).all()
