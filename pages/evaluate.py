@@ -8,14 +8,12 @@ from core.config import UNTRAINED_MARK
 from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
 from core.external import ExternalResultsError
 from core.store import StoreError
-from dashboard import errors_ui, evaluation, figures, state, views
+from dashboard import errors_ui, evaluation, figures, state, tables, views
 from dashboard.pagelist import page
 from dashboard.text import md
 
 SOURCES = {evaluation.GALLERY: "Bundled gallery annotations", evaluation.UPLOAD: "Upload a COCO instances JSON"}
 FLASH_KEY = "eval_flash"
-RATES = {k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")}
-METRICS = {k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.METRIC_TABLE_COLUMNS[1:10]}
 
 
 def ground_truth_ui() -> GroundTruth | None:
@@ -46,7 +44,8 @@ def ground_truth_ui() -> GroundTruth | None:
     for line in evaluation.gt_summary(gt):
         st.caption(line)
     with st.expander("Category mapping (ground-truth name -> model label id)"):
-        st.dataframe(evaluation.category_table(gt), hide_index=True)
+        st.dataframe(evaluation.category_table(gt), hide_index=True, column_config=tables.CATEGORY_CONFIG,
+                     placeholder=tables.NA)  # fmt: skip
     return gt
 
 
@@ -113,7 +112,7 @@ table = evaluation.metrics_table(evals)
 if table.empty:
     st.warning("No model could be evaluated: none of its processed images matches the ground truth by name and size.")
 else:
-    st.dataframe(table, hide_index=True, column_config=METRICS)
+    st.dataframe(table, hide_index=True, column_config=tables.METRICS_CONFIG, placeholder=tables.NA)
     st.caption(evaluation.metrics_note(evaluated[0].metrics))
 for line in evaluation.notes(evals):
     st.caption(line)
@@ -135,7 +134,7 @@ if state.viewed_run():
 else:
     outcomes = evaluation.outcomes_view(key, data, gt_name, inf, det, threshold)
     prf = evaluation.prf_table({e.label: outcomes[e.label] for e in evaluated if e.label in outcomes})
-st.dataframe(prf, hide_index=True, column_config=RATES)
+st.dataframe(prf, hide_index=True, column_config=tables.PRF_CONFIG, placeholder=tables.NA)
 st.caption(evaluation.PRF_NOTE)
 
 st.subheader("Accuracy against speed")
