@@ -59,6 +59,18 @@ def run_frame(run_id: str) -> RunFrame:
     return _run_frame(str(s.path.resolve()), run_id, s.run_version(run_id))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_counts(path: str, run_id: str, version: tuple) -> tuple[int, int, int]:
+    return _store(path).run_counts(run_id)
+
+
+def run_counts(run_id: str) -> tuple[int, int, int]:
+    """(images, records, boxes) of a stored run, counted once per version without loading its RunFrame (a page that
+    needs no records, like Home, stays free of the 2-million-box load)."""
+    s = store()
+    return _run_counts(str(s.path.resolve()), run_id, s.run_version(run_id))
+
+
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _frame_rows(_rf: RunFrame, key: tuple) -> pd.DataFrame:
     return _rf.rows(slice(None))

@@ -6,6 +6,7 @@ dashboard.errors (cached)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
@@ -13,6 +14,7 @@ from core.evaluate.operating import MAX_F1, TARGET_PRECISION, thresholds_json
 from core.evaluate.series import SeriesError
 from core.evaluate.significance import BOOTSTRAP_RESAMPLES
 from dashboard import errors as E
+from dashboard import tables
 from dashboard.figures import errors as F
 from dashboard.pagelist import page
 from dashboard.text import md
@@ -20,8 +22,13 @@ from dashboard.text import md
 VIEWS = ("Errors (TIDE)", "Confusion matrix", "Slices and worst images", "Is the difference real?", "Calibration",
          "Operating points")  # fmt: skip
 GALLERY_ICON = ":material/photo_library:"
-NUM = {k: st.column_config.NumberColumn(format="%.3f") for k in ("AP", "AP50", "recall50", "a", "b", "diff", "low",
-                                                                  "high", "precision", "recall", "f1", "threshold")}  # fmt: skip
+# TIDE's AP50 and dAP are AP points (0-100); every other figure a rate, with three decimals (tables.formatted)
+POINTS = {"AP50": tables.POINTS, **{n: tables.POINTS for n in ERROR_NAMES.values()}}
+
+
+def _figures_table(df: pd.DataFrame, formats: dict[str, str] | None = None, where=st) -> None:  # noqa: ANN001
+    """A table of figures: every number formatted (tables.formatted), an undefined one shown as tables.NA."""
+    where.dataframe(df, hide_index=True, column_config=tables.formatted(df, formats), placeholder=tables.NA)
 
 
 def _gallery_link(ss, image_ids: list[int], label: str, extra: dict[str, str] | None = None) -> None:  # noqa: ANN001
@@ -66,15 +73,15 @@ def tide_ui(ss, key: str, data: bytes, name: str, names: list[str], untrained: l
     with st.spinner("Decomposing the errors (TIDE)..."):
         reports = E.reports(key, data, name, tuple(picked))
     st.plotly_chart(F.tide_bars(E.tide_frame(reports), untrained=untrained), key="eval_tide")
-    st.dataframe(E.summary_table(reports), hide_index=True)
+    _figures_table(E.summary_table(reports), POINTS)
     st.caption("TIDE (Bolya et al. 2020) as tidecv 1.0.1 computes it: AP50 with only one error type fixed by its "
                "oracle, minus AP50, in AP points; foreground IoU 0.5, background IoU 0.1. FalsePos: every false "
                "positive scored 0; FalseNeg: every missed box forgotten.")  # fmt: skip
     one = st.selectbox("Per class and size of", picked, key="eval_tide_one")
     report = next(r for r in reports if r.series == one)
     c1, c2 = st.columns(2)
-    c1.dataframe(E.per_class_table(report), hide_index=True)
-    c2.dataframe(E.per_size_table(report), hide_index=True)
+    _figures_table(E.per_class_table(report), POINTS, where=c1)
+    _figures_table(E.per_size_table(report), POINTS, where=c2)
     st.markdown("**Each error bin's images in the Gallery** (its boxes highlighted there)")
     for r in reports:
         st.caption(md(r.series))
@@ -107,11 +114,11 @@ def slices_ui(ss, key: str, data: bytes, name: str, names: list[str], threshold:
     except SeriesError as exc:
         st.error(md(exc))
         table = E.slices_of(key, data, name, series, None)
-    st.dataframe(table, hide_index=True, column_config=NUM)
+    _figures_table(table)
     by = st.radio("Worst images by", ["f1", "errors"], horizontal=True, key="eval_worst_by",
                   format_func={"f1": "lowest F1", "errors": "most errors (FP + missed)"}.get)  # fmt: skip
     worst = E.worst_of(key, data, name, series, threshold, by, 20)
-    st.dataframe(worst.drop(columns=["image_id"]), hide_index=True, column_config=NUM)
+    _figures_table(worst.drop(columns=["image_id"]))
     _gallery_link(ss, worst["image"].tolist(), "Open the worst images")
 
 
@@ -137,7 +144,7 @@ def significance_ui(key: str, data: bytes, name: str, names: list[str], untraine
     table = E.comparison_table(c)
     ap_rows = table[table["name"] != "latency_ms"]  # AP differences on one axis; the latency (ms) is in the table
     st.plotly_chart(F.interval_chart(ap_rows, untrained=a in untrained or b in untrained), key="eval_sig_chart")
-    st.dataframe(table, hide_index=True, column_config=NUM)
+    _figures_table(table)
 
 
 def calibration_ui(key: str, data: bytes, name: str, names: list[str], untrained: list[str]) -> None:
@@ -145,7 +152,12 @@ def calibration_ui(key: str, data: bytes, name: str, names: list[str], untrained
     cals = {s: E.calibration_of(key, data, name, s) for s in picked}
     st.plotly_chart(F.reliability_diagram({s: c.bins for s, c in cals.items()}, untrained=untrained),
                     key="eval_reliability")  # fmt: skip
-    st.dataframe([{"series": s, "ECE": c.ece, "detections": c.n} for s, c in cals.items()], hide_index=True)
+    _figures_table(
+        pd.DataFrame(
+            [{"series": s, "ECE": c.ece, "detections": c.n} for s, c in cals.items()],
+            columns=["series", "ECE", "detections"],
+        )
+    )
     st.caption("A detection is correct when it matches a ground-truth box of its class at IoU 0.5 (one box each, "
                "greedy by score). ECE: mean over detections of |share correct - mean score| of their score bin.")  # fmt: skip
 
@@ -158,7 +170,7 @@ def operating_ui(key: str, data: bytes, name: str, names: list[str], threshold: 
     target = c3.number_input("Precision", 0.05, 1.0, 0.9, step=0.05, key="eval_op_target",
                              disabled=objective != TARGET_PRECISION)  # fmt: skip
     points = E.operating_of(key, data, name, series, objective, target, threshold)
-    st.dataframe(E.points_table(points), hide_index=True, column_config=NUM)
+    _figures_table(E.points_table(points))
     st.caption(f"Beside each class's threshold, its precision, recall and F1 at the global threshold {threshold:.2f}."
                " A class that never reaches the precision gets its max-F1 threshold (reached = False).")  # fmt: skip
     doc = thresholds_json(points, series=series, objective=objective, target=target)

@@ -252,9 +252,12 @@ def sidebar_settings() -> None:
             label = run_id
         st.sidebar.info(f"Viewing stored run **{md(label)}**  \n`{run_id}`")
         st.sidebar.button("Back to this session", key="view_session", on_click=view_run, args=(None,))
-    rf = frame()
-    inf = rf.inferences
-    st.sidebar.caption(
-        f"{'Run' if run_id else 'Session'}: {inf['image_id'].nunique()} images, {len(inf)} inferences, {rf.n_boxes} boxes"
-    )
+    if _stored():  # counted in the store: a page that needs no records (Home) never loads the run
+        from dashboard import cache
+
+        n_images, n_records, n_boxes = cache.run_counts(run_id)
+    else:
+        rf = frame()
+        n_images, n_records, n_boxes = rf.inferences["image_id"].nunique(), len(rf.inferences), rf.n_boxes
+    st.sidebar.caption(f"{'Run' if run_id else 'Session'}: {n_images} images, {n_records} inferences, {n_boxes} boxes")
     sync_url()

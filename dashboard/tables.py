@@ -30,7 +30,23 @@ RUN_LIST_CONFIG = {
     "run_id": _text("Run id", width="small"),
 }
 
-NA = "–"  # a missing number, instead of a raw None
+NA = "–"  # a missing value, instead of a raw None: st.dataframe(..., placeholder=NA)
+RATE = "%.3f"  # AP, recall, precision, F1, scores: three decimals
+POINTS = "%.2f"  # TIDE's AP points (0-100) and their differences
+
+
+def formatted(df: pd.DataFrame, formats: dict[str, str] | None = None, *, default: str = RATE) -> dict:
+    """A column_config giving every number column of `df` a format: `formats` by name, else counts (integers) with
+    thousands and other numbers with `default`; text and flags as they are. Pair it with `placeholder=NA`, so that an
+    undefined figure (NaN: no small boxes, no detections) shows "–" while the column stays numeric (sortable)."""
+    out = {}
+    for column in df.columns:
+        dtype = df[column].dtype
+        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+            continue
+        integer = pd.api.types.is_integer_dtype(dtype)
+        out[column] = _num(format=(formats or {}).get(column, COUNT if integer else default))
+    return out
 
 
 def no_none(df: pd.DataFrame, formats: dict[str, str]) -> Styler:
@@ -113,6 +129,22 @@ MODEL_TABLE_ORDER = (
     "model", "box_map", "gflops", "params_m", "file_size_mb", "weights_cached", "classes", "title", "weights_file",
     "note",
 )  # fmt: skip
+
+
+# The Evaluate page's tables (dashboard.evaluation's metrics_table, prf_table, category_table), with placeholder=NA
+METRICS_CONFIG = {
+    "model": _text("Model", width="medium"),
+    **{k: _num(k, format=RATE, width="small") for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
+                                                          "AR100")},
+    "images": _num("Images", format=COUNT, width="small"),
+    "GT boxes": _num("GT boxes", format=COUNT, width="small"),
+}  # fmt: skip
+PRF_CONFIG = {
+    "model": _text("Model", width="medium"),
+    **{k: _num(k, format=COUNT, width="small") for k in ("TP", "FP", "FN")},
+    **{k: _num(k, format=RATE, width="small") for k in ("precision", "recall", "F1")},
+}
+CATEGORY_CONFIG = {"GT id": _num("GT id", format="%d"), "label id": _num("Label id", format="%d")}
 
 
 def order(columns: object, preferred: tuple[str, ...]) -> list[str]:

@@ -58,15 +58,17 @@ def latency_caption(inf: pd.DataFrame) -> str | None:
     )
 
 
-def agreement_metrics(agreement: Agreement) -> dict[str, str]:
-    """The headline numbers of an agreement, formatted: label -> value ('n/a' where nothing matched)."""
+def agreement_metrics(agreement: Agreement) -> dict[str, tuple[str, str]]:
+    """The headline numbers of an agreement: label -> (value formatted, help). Labels stay short (they share a row of
+    five at 1280 px): "Only in A" names its model in the help ('n/a' where nothing matched)."""
     share, iou = agreement.agreement, agreement.mean_iou
+    a, b = agreement.model_a, agreement.model_b
     return {
-        "Both": str(agreement.both),
-        f"Only {agreement.model_a}": str(agreement.only_a),
-        f"Only {agreement.model_b}": str(agreement.only_b),
-        "Agreement": "n/a" if share != share else f"{share:.0%}",
-        "Mean IoU of matches": "n/a" if iou != iou else f"{iou:.2f}",
+        "Both": (str(agreement.both), "Boxes both models found: same label, matched one to one"),
+        "Only in A": (str(agreement.only_a), f"Boxes only {a} (Model A) found"),
+        "Only in B": (str(agreement.only_b), f"Boxes only {b} (Model B) found"),
+        "Agreement": ("n/a" if share != share else f"{share:.0%}", "Both / (both + only in A + only in B)"),
+        "Mean IoU": ("n/a" if iou != iou else f"{iou:.2f}", "Mean IoU of the matched pairs"),
     }
 
 

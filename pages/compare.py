@@ -61,8 +61,8 @@ if len(models) < 2:
 elif pair := widgets.pick_two(models, ("Model A", "Model B"), "cmp"):
     model_a, model_b = pair
     agreement = runviews.pair_agreement(rf, model_a, model_b, applied)
-    for column, (label, value) in zip(st.columns(5), views.agreement_metrics(agreement).items(), strict=True):
-        column.metric(label, value)
+    for column, (label, (value, note)) in zip(st.columns(5), views.agreement_metrics(agreement).items(), strict=True):
+        column.metric(label, value, help=note)
     st.caption(f"Same-label boxes with score >= {applied:.2f} matched one to one at IoU >= {agreement.iou}.")
     pair_untrained = any(m in untrained for m in pair)
     charts.show(

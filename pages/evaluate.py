@@ -8,14 +8,12 @@ from core.config import UNTRAINED_MARK
 from core.evaluate import EVAL_IOU, GroundTruth, GroundTruthError
 from core.evaluate.external import ExternalResultsError
 from core.store import StoreError
-from dashboard import errors_ui, evaluation, figures, groundtruth, state, views
+from dashboard import errors_ui, evaluation, figures, groundtruth, state, tables, views
 from dashboard.pagelist import page
 from dashboard.text import md
 
 SOURCES = {groundtruth.GALLERY: "Bundled gallery annotations", groundtruth.UPLOAD: "Upload a COCO instances JSON"}
 FLASH_KEY = "eval_flash"
-RATES = {k: st.column_config.NumberColumn(format="%.3f") for k in ("precision", "recall", "F1")}
-METRICS = {k: st.column_config.NumberColumn(format="%.3f") for k in evaluation.METRIC_TABLE_COLUMNS[1:10]}
 
 
 def ground_truth_ui() -> GroundTruth | None:
@@ -46,7 +44,8 @@ def ground_truth_ui() -> GroundTruth | None:
     for line in groundtruth.gt_summary(gt):
         st.caption(line)
     with st.expander("Category mapping (ground-truth name -> model label id)"):
-        st.dataframe(groundtruth.category_table(gt), hide_index=True)
+        st.dataframe(groundtruth.category_table(gt), hide_index=True, column_config=tables.CATEGORY_CONFIG,
+                     placeholder=tables.NA)  # fmt: skip
     return gt
 
 
@@ -109,7 +108,7 @@ table = evaluation.metrics_table(evals)
 if table.empty:
     st.warning("No model could be evaluated: none of its processed images matches the ground truth by name and size.")
 else:
-    st.dataframe(table, hide_index=True, column_config=METRICS)
+    st.dataframe(table, hide_index=True, column_config=tables.METRICS_CONFIG, placeholder=tables.NA)
     st.caption(evaluation.metrics_note(evaluated[0].metrics))
 for line in evaluation.notes(evals):
     st.caption(line)
@@ -127,7 +126,7 @@ c2.plotly_chart(figures.per_class_ap({e.label: e.metrics.per_class for e in eval
 
 st.subheader(f"At the threshold (score ≥ {threshold:.2f})")
 prf = evaluation.frame_prf_table(frame_eval, threshold)
-st.dataframe(prf, hide_index=True, column_config=RATES)
+st.dataframe(prf, hide_index=True, column_config=tables.PRF_CONFIG, placeholder=tables.NA)
 st.caption(evaluation.PRF_NOTE)
 
 st.subheader("Accuracy against speed")

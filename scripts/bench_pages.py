@@ -21,7 +21,7 @@ cleared again, as by a server restart: the evaluations read back from the store)
 with the store, opens each page with `?run=` in headless Chromium (Playwright, /usr/bin/chromium, a new browser
 context per page) and sums the bytes of the websocket frames the page receives until it is idle (`payload_mb`; with
 `--gt` the Evaluate page's ground truth is uploaded through its file uploader, and the frames up to its metrics are
-counted too), then reads the server's peak RSS (`server_peak_rss_mb`, VmHWM: the server process alone, not the
+counted too), then reads the server's peak RSS (`serverpeak_rss_mb`, VmHWM: the server process alone, not the
 evaluation workers it starts). The AppTest timings come first, in this process.
 
 `--imported` times the imported case, each step in its own process, with wall time and peak RSS (the largest
@@ -33,6 +33,7 @@ does at `?run=`), and `python -m core evaluate --run RUN --gt GT --json` on it (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import resource
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,7 +262,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
     """VmHWM of a process (and of its children still running is not counted), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -268,17 +270,13 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def measure_payload(
-    store_dir: Path, pages: list[str], gt_path: Path | None = None
-) -> tuple[dict[str, tuple[float, float]], float]:
-    """({page: (MB received over the websocket, server peak RSS in MB after it)}, the server's peak RSS in MB): one
-    `streamlit run` server, one fresh headless Chromium context per page opened with `?run=`, in the order given (the
-    first opens the run)."""
+@contextlib.contextmanager
+def serve(store_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run dashboard/app.py` over `store_dir` on a free local port (no worker autostart, in its own process
+    group); yields (its base URL once healthy, the process); stops it and everything it started."""
     import os
     import signal
     import urllib.request
-
-    from playwright.sync_api import sync_playwright
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -290,7 +288,6 @@ def measure_payload(
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    out: dict[str, tuple[float, float]] = {}
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -304,22 +301,36 @@ def measure_payload(
                 log.seek(0)
                 raise SystemExit(f"streamlit did not start:\n{log.read().decode(errors='replace')[-2000:]}")
             time.sleep(0.25)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                for page_path in pages:
-                    size = _page_bytes(browser, base, page_path, gt_path)
-                    out[page_path.split("/")[1].removesuffix(".py")] = (size / 1e6, _peak_rss_mb(proc.pid))
-            finally:
-                browser.close()
-        peak = _peak_rss_mb(proc.pid)
+        yield base, proc
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def measure_payload(
+    store_dir: Path, pages: list[str], gt_path: Path | None = None
+) -> tuple[dict[str, tuple[float, float]], float]:
+    """({page: (MB received over the websocket, server peak RSS in MB after it)}, the server's peak RSS in MB): one
+    `streamlit run` server, one fresh headless Chromium context per page opened with `?run=`, in the order given (the
+    first opens the run)."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, tuple[float, float]] = {}
+    with serve(store_dir) as (base, proc):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                for page_path in pages:
+                    size = _page_bytes(browser, base, page_path, gt_path)
+                    out[page_path.split("/")[1].removesuffix(".py")] = (size / 1e6, peak_rss_mb(proc.pid))
+            finally:
+                browser.close()
+        peak = peak_rss_mb(proc.pid)
     return out, peak
 
 
@@ -416,7 +427,7 @@ def main() -> int:
             payload, server_peak = measure_payload(store_dir, pages, store_dir / GT_FILE if args.gt else None)
             for page, (mb, rss) in payload.items():
                 results[page]["payload_mb"] = round(mb, 3)
-                results[page]["server_peak_rss_mb"] = round(rss, 1)
+                results[page]["serverpeak_rss_mb"] = round(rss, 1)
     finally:
         if not args.keep and args.store is None:
             shutil.rmtree(store_dir, ignore_errors=True)
@@ -424,7 +435,7 @@ def main() -> int:
     report = {"images": n_images, "boxes": n_boxes, "gt": bool(args.gt), "pages": results,
               "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
     if server_peak is not None:
-        report["server_peak_rss_mb"] = round(server_peak, 1)
+        report["serverpeak_rss_mb"] = round(server_peak, 1)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -192,6 +192,17 @@ class RunsMixin(StoreBase):
             conn.execute("UPDATE runs SET name = ? WHERE run_id = ?", (name, run_id))
         return name
 
+    def run_counts(self, run_id: str) -> tuple[int, int, int]:
+        """(images, records, boxes) stored for a run, counted in SQLite (its RunFrame's figures, without loading it:
+        the sidebar of every page says them, Home included). StoreError for an unknown run."""
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            n_images, n_records = conn.execute(
+                "SELECT COUNT(DISTINCT image_id), COUNT(*) FROM inferences WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            (n_boxes,) = conn.execute("SELECT COUNT(*) FROM detections WHERE run_id = ?", (run_id,)).fetchone()
+        return int(n_images), int(n_records), int(n_boxes)
+
     def run_label(self, run_id: str) -> str:
         """The run's name as listed: its stored name, else its default name (models, images, date)."""
         with self._read() as conn:

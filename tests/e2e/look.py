@@ -3,8 +3,9 @@
 
 Checks on a settled page (every chart drawn): no console error (except Streamlit's own probe of `<page>/_stcore/...`
 on a deep link, streamlit/streamlit#7074: two 404s from the local server, nothing from outside), no text clipped in a
-button, widget label or caption (an element whose scrollWidth exceeds its clientWidth), and the columns a user came
-for among the columns a table shows without scrolling.
+button, widget label, caption, metric label or value, or a multiselect's chips (an element whose scrollWidth exceeds
+its clientWidth: a chip cut short, or a chip scrolled out of the box), and the columns a user came for among the
+columns a table shows without scrolling.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ MAIN_HEIGHT_JS = """() => {
 CLIPPED_JS = """() => {
     const selectors = ['button p', '[data-testid="stWidgetLabel"] p', '[data-testid="stCaptionContainer"]',
                        '[data-testid="stImageCaption"]', '[data-testid="stMetricLabel"] p', '[data-testid="stCheckbox"] p',
-                       '[data-testid="stMetricValue"] div', '[data-testid="stSidebarNavLink"] span'];
+                       '[data-testid="stMetricValue"] div', '[data-testid="stSidebarNavLink"] span',
+                       '[data-testid="stMetricLabel"]', '[data-testid="stMetricLabel"] div',
+                       // a multiselect's chips: one cut short ("ssdlite32..."), or scrolled out of its box
+                       '[data-baseweb="tag"] span', '[data-tag] > span[title]',
+                       '[data-testid="stMultiSelectTagsContainer"]'];
     const out = [];
     for (const sel of selectors) {
         for (const el of document.querySelectorAll(sel)) {

@@ -26,3 +26,32 @@ def test_every_page_looks_finished(browser, look_server, artifacts_dir, page, si
     result = look.check_page(browser, url, page, run_id, size, artifacts_dir)
     assert result.screenshot is not None and result.screenshot.is_file()
     assert result.problems == [], f"{result.page} at {size}: see {result.screenshot}"
+
+
+# Streamlit's markup for a metric label and a multiselect's chips (1.67), at a given width: what CLIPPED_JS must flag
+_METRIC = '<div data-testid="stMetricLabel" style="width:{w}px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis">{text}</div>'  # noqa: E501
+_CHIPS = ('<div data-testid="stMultiSelectTagsContainer" style="display:flex;width:{w}px;overflow-x:auto">'
+          '<span data-tag style="display:flex;flex:none"><span title="{text}" style="white-space:nowrap">{text}</span>'
+          '</span><span data-tag style="display:flex;flex:none"><span title="b" style="white-space:nowrap">b</span></span>'
+          '</div>')  # fmt: skip
+_CHIP_CUT = ('<span data-tag style="display:flex;width:{w}px"><span title="{text}" style="overflow:hidden;'
+             'white-space:nowrap;text-overflow:ellipsis">{text}</span></span>')  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("markup", "width", "flagged"),
+    [
+        (_METRIC, 60, True),  # "Only fasterrcnn_r..."
+        (_METRIC, 600, False),
+        (_CHIPS, 120, True),  # the second chip scrolled out of the box
+        (_CHIPS, 600, False),
+        (_CHIP_CUT, 60, True),  # "ssdlite32..."
+        (_CHIP_CUT, 600, False),
+    ],
+)
+def test_the_clipping_check_sees_cut_metric_labels_and_chips(browser_page, markup, width, flagged):
+    text = "ssdlite320_mobilenet_v3_large"
+    browser_page.set_content(f"<body>{markup.format(w=width, text=text)}</body>")
+    found = browser_page.evaluate(look.CLIPPED_JS)
+    assert bool(found) is flagged, found
+    assert all(text in f for f in found)
