@@ -189,12 +189,12 @@ def test_compare_agreement_and_class_counts_change_with_the_toggle():
     before = metrics(at)
     (chart,) = [c for c in at.get("plotly_chart") if c.key == "cmp_classes"]
     assert {x for t in json.loads(chart.proto.spec)["data"] for x in t["x"]} == {"cat", "cup", "dog"}
-    assert (before["Both"], before[f"Only {a}"], before[f"Only {b}"]) == ("2", "1", "1")
+    assert (before["Both"], before["Only in A"], before["Only in B"]) == ("2", "1", "1")
     at.toggle(key="per_class_toggle").set_value(True).run()
     assert not at.exception
     shown = metrics(at)
     # A's dog (0.9 < 0.95) and B's shifted cup (0.7 < 0.75) drop: the cats agree; A's cup and B's 0.8 cup are alone
-    assert (shown["Both"], shown[f"Only {a}"], shown[f"Only {b}"]) == ("1", "1", "1")
+    assert (shown["Both"], shown["Only in A"], shown["Only in B"]) == ("1", "1", "1")
     (chart,) = [c for c in at.get("plotly_chart") if c.key == "cmp_classes"]
     spec = json.loads(chart.proto.spec)
     assert "per-class thresholds" in spec["layout"]["title"]["text"]
