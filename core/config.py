@@ -106,6 +106,9 @@ GT_MAX_BYTES = 64 * 1024 * 1024  # COCO val2017's instances file is about 25 MB
 RESULTS_MAX_BYTES = 256 * 1024 * 1024  # a COCO results JSON (val2017 at 100 boxes per image is about 50 MB)
 GT_BOX_TOLERANCE_PX = 1.0  # a ground-truth box may reach this far past its image's border
 EVAL_IOU = 0.5  # IoU at which a detection matches a ground-truth box (per-box outcomes, PR curve default)
+# The Evaluate page opens its first analysis (TIDE) by itself up to this many boxes in the series; above it (TIDE is a
+# per-detection greedy pass: about a minute at 2 million boxes on 2 cores) the user picks one, and it is kept.
+AUTO_ANALYSIS_MAX_BOXES = 200_000
 EVAL_MAX_DETS: tuple[int, int, int] = (1, 10, 100)  # COCO's maxDets: AR1, AR10, AR100 (AP uses the last)
 
 # Run store (core.store): a data folder holding detlens.sqlite and images/ (image bytes by content hash).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.config import AUTO_ANALYSIS_MAX_BOXES
 from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
 from core.evaluate.operating import MAX_F1, TARGET_PRECISION, thresholds_json
 from core.evaluate.series import SeriesError
@@ -50,7 +51,13 @@ def section(key: str, data: bytes, name: str, threshold: float, untrained: list[
         st.info(f"No error analysis: {md(exc)}")
         return
     names = list(ss.series)
-    view = st.segmented_control("Analysis", VIEWS, default=VIEWS[0], key="eval_more_view") or VIEWS[0]
+    n_boxes = sum(len(s.score) for s in ss.series.values())
+    first = VIEWS[0] if n_boxes <= AUTO_ANALYSIS_MAX_BOXES else None  # a large run: computed when asked for
+    view = st.segmented_control("Analysis", VIEWS, default=first, key="eval_more_view")
+    if view is None:
+        st.info(f"Pick an analysis: on {n_boxes:,} boxes each one takes a while (TIDE about a minute per million "
+                "boxes on two cores), and is kept for this ground truth once computed.")  # fmt: skip
+        return
     if view == VIEWS[0]:
         tide_ui(ss, key, data, name, names, untrained)
     elif view == VIEWS[1]:

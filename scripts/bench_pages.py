@@ -272,7 +272,7 @@ def peak_rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def serve(store_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`streamlit run dashboard/app.py` over `store_dir` on a free local port (no worker autostart, in its own process
+    """`python -m dashboard.serve` (what `scripts/dev.sh run` starts: streamlit run, the app preloaded) over `store_dir` on a free local port (no worker autostart, in its own process
     group); yields (its base URL once healthy, the process); stops it and everything it started."""
     import os
     import signal
@@ -280,7 +280,7 @@ def serve(store_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
+    cmd = [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false"]  # fmt: skip
     env = {**os.environ, "DETLENS_STORE": str(store_dir), "DETLENS_WORKER_AUTOSTART": "0", "PYTHONUNBUFFERED": "1"}

@@ -81,7 +81,7 @@ case "$cmd" in
     setup) setup ;;
     run)
         setup
-        exec "$VENV/bin/streamlit" run dashboard/app.py "$@"
+        exec "$PY" -m dashboard.serve "$@"  # streamlit run dashboard/app.py, the app imported and the newest run open first
         ;;
     test)
         setup

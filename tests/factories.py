@@ -129,7 +129,9 @@ def stop_workers_of(store_path: Path, sig: int = signal.SIGTERM) -> list[int]:
     return stopped
 
 
-def ground_truth_run(store_dir: Path, run_id: str, model: str = "m") -> Path:
+def ground_truth_run(
+    store_dir: Path, run_id: str, model: str = "m", created_at: str = "2026-01-01T00:00:00+00:00"
+) -> Path:
     """A stored run whose detections are the bundled gallery's ground-truth boxes at score 1 (AP 1 by construction)."""
     import numpy as np
 
@@ -141,7 +143,7 @@ def ground_truth_run(store_dir: Path, run_id: str, model: str = "m") -> Path:
     names = {ImageSource.from_path(p).hashed().image_id: p.name for p in sorted(GALLERY_DIR.glob("*.jpg"))}
     boxes = ev.gt_boxes(ev.load_ground_truth(GALLERY_ANNOTATIONS, image_names=names))
     store = Store(store_dir)
-    store.start_run(RunInfo(run_id, "2026-01-01T00:00:00+00:00", {"models": [model]}))
+    store.start_run(RunInfo(run_id, created_at, {"models": [model]}))
     for image_id, name in names.items():
         mine = boxes[boxes["image_id"] == image_id]
         size = ImageSource.from_path(GALLERY_DIR / name).load()

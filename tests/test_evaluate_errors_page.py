@@ -143,3 +143,23 @@ def test_figure_builders_on_small_frames(untrained):
     marked = any(a.name == "untrained" for a in rel.layout.annotations)
     assert marked == untrained
     assert json.loads(F.tide_bars(pd.DataFrame(columns=["series", "error", "dAP", "count"])).to_json())
+
+
+@pytest.mark.parametrize(("limit", "computed"), [(10_000, True), (2, False)])
+def test_a_large_run_waits_for_the_user_to_pick_an_analysis(monkeypatch, limit, computed):
+    """Above AUTO_ANALYSIS_MAX_BOXES the section computes nothing until an analysis is picked (TIDE takes about a
+    minute at 2 million boxes); then the picked one is drawn as usual."""
+    from dashboard import errors_ui
+
+    calls = []
+    real = errors_ui.E.reports
+    monkeypatch.setattr(errors_ui, "AUTO_ANALYSIS_MAX_BOXES", limit)
+    monkeypatch.setattr(errors_ui.E, "reports", lambda *a: calls.append(a) or real(*a))
+    at = open_page(two_series())
+    assert not at.exception
+    drawn = [c.key for c in at.get("plotly_chart")]
+    assert ("eval_tide" in drawn) is computed and bool(calls) is computed
+    if not computed:
+        assert any("Pick an analysis" in i.value for i in at.info)
+        pick(at, VIEWS[0])
+        assert "eval_tide" in [c.key for c in at.get("plotly_chart")] and calls
