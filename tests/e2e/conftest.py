@@ -11,18 +11,14 @@ to check this harness against a throwaway script. Artifacts (server log, screens
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from core.config import JOB_HEARTBEAT_S
+from tests.e2e import serving
 from tests.e2e.ui import settle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
 ]
-SERVER_START_TIMEOUT_S = 60.0
 E2E_DIR = Path(__file__).resolve().parent
 # The heartbeat window of the e2e server's jobs (DETLENS_JOB_STALE_S): a running job whose heartbeat is older than this
 # is reaped as `interrupted` by the page that polls it (dashboard.live calls Store.reap_stale every second). The worker
@@ -93,44 +88,6 @@ def chromium_executable() -> Path:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-    try:
-        with opener.open(url, timeout=2) as response:
-            return response.status == 200 and response.read().strip() == b"ok"
-    except OSError:
-        return False
-
-
-def _log_tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End the server and everything it started: it runs in its own process group."""
-    if proc.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="session")
 def job_stale_s() -> float:
     """The e2e server's job heartbeat window in seconds (JOB_STALE_S): how long a killed worker's job stays `running`."""
@@ -150,54 +107,26 @@ def streamlit_server(artifacts_dir: Path, torch_home: Path, server_store: Path) 
     app_path = app if app.is_absolute() else REPO_ROOT / app
     if not app_path.is_file():
         pytest.fail(f"app script {app_path} does not exist", pytrace=False)
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app_path),
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.headless", "true",
-        "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
+    args = [
         "--server.maxUploadSize", "1",  # MB: test_server.py sends 2-3 MB to check the limit (gallery photos < 150 KB)
         "--client.showErrorDetails", "full",  # config.toml says "type"; a failing test should say what went wrong
     ]  # fmt: skip
-    env = {**os.environ, "TORCH_HOME": str(torch_home), "PYTHONUNBUFFERED": "1"}
     # the dashboard starts its worker, as in production; it gives up quickly when idle and is stopped at the end
-    env |= {
-        "DETLENS_STORE": str(server_store),
+    env = {
+        "TORCH_HOME": str(torch_home),
         "DETLENS_WORKER_AUTOSTART": "1",
         "DETLENS_WORKER_IDLE_EXIT_S": "60",
         "DETLENS_JOB_STALE_S": str(JOB_STALE_S),  # see JOB_STALE_S: never short enough to reap a live job
     }
-    log_path = artifacts_dir / "streamlit.log"
-    with log_path.open("w", encoding="utf-8") as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-            while not _healthy(f"{base_url}/_stcore/health"):
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"streamlit exited with {proc.returncode} before it was healthy; log:\n{_log_tail(log_path)}",
-                        pytrace=False,
-                    )
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"streamlit not healthy after {SERVER_START_TIMEOUT_S:.0f} s; log:\n{_log_tail(log_path)}",
-                        pytrace=False,
-                    )
-                time.sleep(0.25)
-            yield base_url
-        finally:
-            _stop(proc)
-            from tests.factories import stop_workers_of
+    try:
+        with serving.streamlit(server_store, artifacts_dir / "streamlit.log", app=app_path, args=args, env=env) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    finally:
+        from tests.factories import stop_workers_of
 
-            stop_workers_of(server_store)
+        stop_workers_of(server_store)
 
 
 @pytest.fixture(scope="session")

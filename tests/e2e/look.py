@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.e2e import serving
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large")
 PHOTOS = ("astronaut.jpg", "cat.jpg", "coffee.jpg", "motorcycle.jpg")
 THRESHOLD = "0.05"  # untrained weights score low: show their boxes
 SIZES = ((1280, 800), (1920, 1080))
-START_TIMEOUT_S = 90.0
 SETTLE_TIMEOUT_MS = 180_000
 
 # page url path -> the columns a user came for, each tuple shown together by one of the page's tables
@@ -117,54 +115,11 @@ def make_store(store: Path) -> str:
     return run_id
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def server(store: Path, log_path: Path) -> Iterator[str]:
-    """`streamlit run dashboard/app.py` over `store` on a free local port (its own process group); yields its URL."""
-    import signal
-
-    port = _free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--server.fileWatcherType", "none"]  # fmt: skip
-    env = {**os.environ, "DETLENS_STORE": str(store), "DETLENS_WORKER_AUTOSTART": "0", "PYTHONUNBUFFERED": "1"}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while not _healthy(f"http://127.0.0.1:{port}/_stcore/health"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not start: see {log_path}")
-                time.sleep(0.25)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+    """`streamlit run dashboard/app.py` over `store` on a free local port (no worker); yields its URL."""
+    with serving.streamlit(store, log_path, env={"DETLENS_WORKER_AUTOSTART": "0"}) as url:
+        yield url
 
 
 def page_url(base: str, page: str, run_id: str) -> str:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +13,7 @@ from core.execution.runner import RunSettings, run
 from core.images import ImageSource
 from core.records import RunInfo, new_run_id, now_iso
 from core.store import Store, record_into
-from tests.e2e.conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, _healthy, _log_tail, _stop
+from tests.e2e import serving
 
 SMALL = "ssdlite320_mobilenet_v3_large"
 
@@ -25,23 +21,11 @@ SMALL = "ssdlite320_mobilenet_v3_large"
 @contextlib.contextmanager
 def server(store: Path, log_path: Path) -> Iterator[str]:
     """`streamlit run` on a free port over the given run store; yields the base URL."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    env = {**os.environ, "DETLENS_STORE": str(store), "PYTHONUNBUFFERED": "1"}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-            while not _healthy(f"http://127.0.0.1:{port}/_stcore/health"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start:\n{_log_tail(log_path)}", pytrace=False)
-                time.sleep(0.25)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            _stop(proc)
+    try:
+        with serving.streamlit(store, log_path) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def stored_run(store: Path) -> tuple[str, str]:

@@ -8,20 +8,17 @@ stored under their identity; a user outside the allowlist sees only a refusal; a
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.store import Store
-from tests.e2e.conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, _healthy, _log_tail, _stop
+from tests.e2e import serving
+from tests.e2e.serving import REPO_ROOT
 from tests.test_review_pages import RUN, stored_pair_run
 
 ANA, MALLORY = "ana@example.com", "mallory@elsewhere.example"
@@ -48,7 +45,7 @@ def provider() -> Iterator[str]:
 def signed_in_server(workdir: Path, store: Path, issuer: str, log_path: Path) -> Iterator[str]:
     """`streamlit run` from `workdir`, whose .streamlit/ holds the repository's config.toml and a secrets.toml with
     [auth] for `issuer` and an allowlist of ANA."""
-    port = _free_port()
+    port = serving.free_port()
     base = f"http://127.0.0.1:{port}"
     (workdir / ".streamlit").mkdir(parents=True)
     shutil.copy(REPO_ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml")
@@ -62,23 +59,11 @@ def signed_in_server(workdir: Path, store: Path, issuer: str, log_path: Path) ->
         "\n[detlens]\n"
         f'allowed_users = ["{ANA}"]\n'
     )
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "dashboard" / "app.py"),
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-           "--client.showErrorDetails", "full"]  # fmt: skip
-    env = {**os.environ, "DETLENS_STORE": str(store), "PYTHONUNBUFFERED": "1"}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-            while not _healthy(f"{base}/_stcore/health"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start:\n{_log_tail(log_path)}", pytrace=False)
-                time.sleep(0.25)
+    try:
+        with serving.streamlit(store, log_path, cwd=workdir, port=port, args=["--client.showErrorDetails", "full"]):
             yield base
-        finally:
-            _stop(proc)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def sign_in(page, base: str, wait_for_app, *, user: str) -> None:
