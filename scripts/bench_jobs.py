@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_pages import threshold_reruns  # noqa: E402
 from bench_runtimes import make_images  # noqa: E402
 
 SMALL = "ssdlite320_mobilenet_v3_large"
@@ -102,13 +103,7 @@ def gallery_times(repeat: int) -> list[float]:
     at.session_state["detlens_runs"] = []
     at.run()
     at.switch_page("../pages/gallery.py").run()
-    times = []
-    for i in range(repeat):
-        at.session_state["detlens_threshold"] = 0.3 + 0.1 * (i % 5)
-        t0 = time.perf_counter()
-        at.run()
-        times.append(time.perf_counter() - t0)
-    return times
+    return threshold_reruns(at, repeat)
 
 
 def responsiveness(images: list[Path], repeat: int, tmp: Path) -> None:

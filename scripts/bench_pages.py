@@ -165,6 +165,17 @@ def gt_session(gt_path: Path | None) -> dict | None:
     return {"digest": content_id(data), "name": gt_path.name, "source": groundtruth.UPLOAD, "data": data}
 
 
+def threshold_reruns(at, repeat: int) -> list[float]:  # noqa: ANN001 (an AppTest)
+    """Seconds of each of `repeat` reruns after moving the threshold (0.3, 0.4, ... 0.7, again)."""
+    times = []
+    for i in range(repeat):
+        at.session_state["detlens_threshold"] = 0.3 + 0.1 * (i % 5)
+        t0 = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) -> dict[str, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -190,13 +201,7 @@ def time_page(page: str, *, clear: bool, repeat: int, gt: dict | None = None) ->
         raise SystemExit(f"{page} raised: {at.exception[0].value}")
     if clear:
         return out
-    reruns = []
-    for i in range(repeat):
-        at.session_state["detlens_threshold"] = 0.3 + 0.1 * (i % 5)
-        t0 = time.perf_counter()
-        at.run()
-        reruns.append(time.perf_counter() - t0)
-    out["threshold_s"] = statistics.median(reruns)
+    out["threshold_s"] = statistics.median(threshold_reruns(at, repeat))
     if page == "pages/gallery.py":
         out.update(_time_gallery_steps(at, repeat))
     if page == "pages/compare.py":
