@@ -109,6 +109,9 @@ EVAL_IOU = 0.5  # IoU at which a detection matches a ground-truth box (per-box o
 # The Evaluate page opens its first analysis (TIDE) by itself up to this many boxes in the series; above it (TIDE is a
 # per-detection greedy pass: about a minute at 2 million boxes on 2 cores) the user picks one, and it is kept.
 AUTO_ANALYSIS_MAX_BOXES = 200_000
+MAX_F1, TARGET_PRECISION = "max-f1", "precision"  # an operating point's objectives (core.evaluate.operating)
+BOOTSTRAP_RESAMPLES = 1000  # the paired bootstrap's resamples (core.evaluate.significance)
+BOOTSTRAP_SEED = 0
 EVAL_MAX_DETS: tuple[int, int, int] = (1, 10, 100)  # COCO's maxDets: AR1, AR10, AR100 (AP uses the last)
 
 # Run store (core.store): a data folder holding detlens.sqlite and images/ (image bytes by content hash).

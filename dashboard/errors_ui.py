@@ -9,11 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.config import AUTO_ANALYSIS_MAX_BOXES
+from core.config import AUTO_ANALYSIS_MAX_BOXES, BOOTSTRAP_RESAMPLES, MAX_F1, TARGET_PRECISION
 from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
-from core.evaluate.operating import MAX_F1, TARGET_PRECISION, thresholds_json
+from core.evaluate.operating import thresholds_json
 from core.evaluate.series import SeriesError
-from core.evaluate.significance import BOOTSTRAP_RESAMPLES
 from dashboard import errors as E
 from dashboard import tables
 from dashboard.figures import errors as F

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from core.config import MAX_F1, TARGET_PRECISION
 from core.evaluate.boxlevel import BACKGROUND, confusion, match_series, worst_images
 from core.evaluate.calibration import calibration
-from core.evaluate.operating import MAX_F1, TARGET_PRECISION, operating_points, thresholds_json
+from core.evaluate.operating import operating_points, thresholds_json
 from core.evaluate.series import SeriesError, from_results
 from core.evaluate.slices import folder_tags, read_tags, size_slices, tag_slices
 from tests.detection_fixtures import coco_fixture, write_json

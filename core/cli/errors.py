@@ -10,14 +10,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.config import DEFAULT_THRESHOLD, GALLERY_ANNOTATIONS, UNTRAINED_MARK
-from core.evaluate.operating import MAX_F1, TARGET_PRECISION
-from core.evaluate.report import analyses_json, error_report, error_table
-from core.evaluate.series import SeriesError, SeriesSet, from_results, from_run
-from core.evaluate.significance import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Comparison, compare
-from core.evaluate.slices import folder_tags, read_tags
+from core.config import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    DEFAULT_THRESHOLD,
+    GALLERY_ANNOTATIONS,
+    MAX_F1,
+    TARGET_PRECISION,
+    UNTRAINED_MARK,
+)
+
+if TYPE_CHECKING:
+    from core.evaluate.series import SeriesSet
+    from core.evaluate.significance import Comparison
+
+# core.evaluate (pandas, COCOeval) is imported by the two commands when they run, not by every `python -m core`
+# command that registers them: detect's and the worker's start stay free of it.
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 GATE_MAX_DROP = 0.01  # AP (0-1) the candidate may lose before the gate fails
@@ -83,6 +93,8 @@ def _inputs(p: argparse.ArgumentParser, *, gt_required: bool) -> None:
 
 def load_series(args: argparse.Namespace) -> SeriesSet:
     """The series the arguments name (SeriesError on bad input)."""
+    from core.evaluate.series import SeriesError, from_results, from_run
+
     run, results = getattr(args, "run", None), getattr(args, "results", None) or []
     if bool(run) == bool(results):
         raise SeriesError("give exactly one of --run RUN_ID and --results FILE.json")
@@ -99,6 +111,10 @@ def _fail(exc: BaseException) -> int:
 
 def main_errors(args: argparse.Namespace) -> int:
     """`python -m core errors`."""
+    from core.evaluate.report import analyses_json, error_report, error_table
+    from core.evaluate.series import SeriesError
+    from core.evaluate.slices import read_tags
+
     try:
         ss = load_series(args)
         names = args.series or list(ss.series)
@@ -169,6 +185,10 @@ def gate_lines(c: Comparison, max_drop: float) -> list[str]:
 
 def main_gate(args: argparse.Namespace) -> int:
     """`python -m core gate`: 0 pass, 1 fail, 2 bad input."""
+    from core.evaluate.series import SeriesError
+    from core.evaluate.significance import compare
+    from core.evaluate.slices import folder_tags, read_tags
+
     try:
         if args.max_drop < 0:
             raise SeriesError("--max-drop must be >= 0")

@@ -7,12 +7,14 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import GALLERY_ANNOTATIONS
-from core.evaluate.coco import METRIC_KEYS, Metrics, evaluate_results_file
-from core.evaluate.groundtruth import load_ground_truth
-from core.evaluate.validate import GroundTruthError, ResultsError
+
+if TYPE_CHECKING:
+    from core.evaluate.coco import Metrics
+
+# core.evaluate (pandas, COCOeval) is imported when `evaluate` runs, not by every `python -m core` command.
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -43,6 +45,8 @@ def _fmt(v: float) -> str:
 
 
 def _print_table(rows: dict[str, Metrics]) -> None:
+    from core.evaluate.coco import METRIC_KEYS
+
     header = f"{'model':40} " + " ".join(f"{k:>6}" for k in METRIC_KEYS)
     print(header)
     print("-" * len(header))
@@ -64,6 +68,8 @@ def _evaluate_run(args: argparse.Namespace) -> dict[str, Metrics]:
     from core.analytics import load_run_frame
     from core.analytics.evaluation import evaluate_frame
     from core.config import EVAL_CACHE_DIR
+    from core.evaluate.groundtruth import load_ground_truth
+    from core.evaluate.validate import GroundTruthError
     from core.store import Store, StoreError, default_store_dir
 
     try:
@@ -82,6 +88,9 @@ def _evaluate_run(args: argparse.Namespace) -> dict[str, Metrics]:
 
 def main_evaluate(args: argparse.Namespace) -> int:
     """`python -m core evaluate`: 0 with the table or JSON; 2 with a one-line message for unusable input."""
+    from core.evaluate.coco import evaluate_results_file
+    from core.evaluate.validate import GroundTruthError, ResultsError
+
     results = getattr(args, "results", None)
     run = getattr(args, "run", None)
     try:

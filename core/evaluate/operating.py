@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_F1, TARGET_PRECISION = "max-f1", "precision"
+from core.config import MAX_F1, TARGET_PRECISION
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from core.config import EVAL_MAX_DETS
+from core.config import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, EVAL_MAX_DETS
 from core.evalcore.vector import CocoFlags, ResultArrays, coco_flags
 from core.evalcore.weighted import weighted_ap
 from core.evaluate.errors import json_number
 from core.evaluate.series import Series, SeriesError, SeriesSet, paired
 
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
 BOOTSTRAP_LEVEL = 0.95
 A_BETTER, B_BETTER, NO_DIFFERENCE = "A better", "B better", "no significant difference at these images"
 SIZE_AREAS = {"small": 1, "medium": 2, "large": 3}  # pycocotools' area range index
