@@ -53,6 +53,29 @@ def _outline(x1: float, y1: float, x2: float, y2: float) -> tuple[list[float | N
     return xs, ys
 
 
+def _outline_trace(
+    boxes: list[tuple[float, float, float, float, str, str]], sx: float, sy: float, *, name: str, group: str,
+    line: dict, showlegend: bool | None = None, textposition: str = "top right", meta: dict | None = None,
+) -> go.Scatter:  # fmt: skip
+    """One legend entry's boxes as one line trace: each (x1, y1, x2, y2, hover, text) box outlined in display pixels
+    (scaled by sx, sy), its hover on every point of its outline and its text at its first corner."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    texts: list[str] = []
+    hovers: list[str] = []
+    for x1, y1, x2, y2, hover, text in boxes:
+        bx, by = _outline(x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+        xs.extend(bx)
+        ys.extend(by)
+        hovers.extend([hover] * len(bx))
+        texts.extend([text] + [""] * (len(bx) - 1))
+    return go.Scatter(
+        x=xs, y=ys, mode="lines+text", name=name, legendgroup=group, showlegend=showlegend, line=line, text=texts,
+        textposition=textposition, textfont={"color": line["color"], "size": 11}, hovertext=hovers,
+        hovertemplate="%{hovertext}<extra></extra>", connectgaps=False, meta=meta,
+    )  # fmt: skip
+
+
 def overlay_figure(
     image: Image.Image,
     detections: pd.DataFrame,
@@ -89,33 +112,12 @@ def overlay_figure(
     for raw_label, part in sorted(boxes.groupby("label", sort=False), key=lambda kv: str(kv[0])):
         color = colors.get(str(raw_label)) or class_color(str(raw_label))
         label = plain(raw_label)
-        xs: list[float | None] = []
-        ys: list[float | None] = []
-        texts: list[str] = []
-        hovers: list[str] = []
-        for x1, y1, x2, y2, score in part[["x1", "y1", "x2", "y2", "score"]].itertuples(index=False):
-            bx, by = _outline(x1 * sx, y1 * sy, x2 * sx, y2 * sy)
-            xs.extend(bx)
-            ys.extend(by)
-            hover = f"<b>{label}</b><br>score {score:.3f}<br>{x2 - x1:.0f} × {y2 - y1:.0f} px"
-            hovers.extend([hover] * len(bx))
-            texts.extend([f"{label} {score:.2f}"] + [""] * (len(bx) - 1))
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines+text",
-                name=label,
-                legendgroup=label,
-                line={"color": color, "width": 2},
-                text=texts,
-                textposition="top right",
-                textfont={"color": color, "size": 11},
-                hovertext=hovers,
-                hovertemplate="%{hovertext}<extra></extra>",
-                connectgaps=False,
-            )
-        )
+        boxes_ = [
+            (x1, y1, x2, y2, f"<b>{label}</b><br>score {score:.3f}<br>{x2 - x1:.0f} × {y2 - y1:.0f} px",
+             f"{label} {score:.2f}")
+            for x1, y1, x2, y2, score in part[["x1", "y1", "x2", "y2", "score"]].itertuples(index=False)
+        ]  # fmt: skip
+        fig.add_trace(_outline_trace(boxes_, sx, sy, name=label, group=label, line={"color": color, "width": 2}))
 
     fig.add_layout_image(
         source=image_data_uri(background),
@@ -277,37 +279,13 @@ def outcome_overlay_grid(
             part = frame[frame["outcome"] == outcome]
             if part.empty:
                 continue
-            xs: list[float | None] = []
-            ys: list[float | None] = []
-            texts: list[str] = []
-            hovers: list[str] = []
-            for row in part.itertuples(index=False):
-                bx, by = _outline(row.x1 * sx, row.y1 * sy, row.x2 * sx, row.y2 * sy)
-                hover, text = _outcome_hover(row, outcome)
-                xs.extend(bx)
-                ys.extend(by)
-                hovers.extend([hover] * len(bx))
-                texts.extend([text] + [""] * (len(bx) - 1))
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    mode="lines+text",
-                    name=name,
-                    legendgroup=outcome,
-                    showlegend=outcome not in seen,
-                    line={"color": color, "width": 2.5 if outcome != "fn" else 2, "dash": dash},
-                    text=texts,
-                    textposition="top right" if outcome != "fn" else "bottom right",
-                    textfont={"color": color, "size": 11},
-                    hovertext=hovers,
-                    hovertemplate="%{hovertext}<extra></extra>",
-                    connectgaps=False,
-                    meta={"outcome": outcome, "model": model},
-                ),
-                row=1,
-                col=col,
-            )
+            boxes_ = [(r.x1, r.y1, r.x2, r.y2, *_outcome_hover(r, outcome)) for r in part.itertuples(index=False)]
+            trace = _outline_trace(
+                boxes_, sx, sy, name=name, group=outcome, showlegend=outcome not in seen,
+                line={"color": color, "width": 2.5 if outcome != "fn" else 2, "dash": dash},
+                textposition="top right" if outcome != "fn" else "bottom right", meta={"outcome": outcome, "model": model},
+            )  # fmt: skip
+            fig.add_trace(trace, row=1, col=col)
             seen.add(outcome)
     return fig
 
