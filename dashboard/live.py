@@ -157,6 +157,11 @@ def job_panel(run_id: str, *, key: str = "job") -> None:
     first = _job(run_id)
     if first is None:
         return
+    # The job may have ended after this script run's sidebar joined the session's ended jobs (state.sidebar_settings)
+    # and before this line: then no fragment polls (it has ended) and the summary would say "added to the store".
+    # Join it now and draw the page again with its records.
+    if not first.active and state.adopt_ended_jobs():
+        st.rerun()
 
     @st.fragment(run_every=LIVE_REFRESH_S if first.active else None)
     def panel() -> None:

@@ -293,3 +293,32 @@ def test_a_selected_speed_point_names_its_image(event, expected):
     from dashboard.views import selected_image
 
     assert selected_image(event) == expected
+
+
+def test_a_job_that_ends_between_the_sidebar_and_its_panel_still_joins_the_session(monkeypatch):
+    """The race two browser sessions met under load: the sidebar's adoption saw the job running, the job ended, then
+    the Run page's panel saw it ended (no polling left): it must still join the session, not say 'to the store'."""
+    from dashboard import state
+
+    at = open_page("pages/run.py")
+    at.multiselect(key="run_models").set_value(["ssdlite320_mobilenet_v3_large"]).run()
+    at.selectbox(key="run_weights_ssdlite320_mobilenet_v3_large").set_value("untrained")
+    at.multiselect(key="run_gallery").set_value(["cat.jpg"])
+    at.run()
+    at.button(key="run_go").click().run(timeout=600)
+    from core.store import Store, default_store_dir
+    from tests.factories import run_pending
+
+    with Store(default_store_dir()) as store:
+        run_pending(store)  # the job ends
+    real, calls = state.adopt_ended_jobs, []
+
+    def late(*args):  # the sidebar's call of the next run still saw the job running
+        calls.append(1)
+        return [] if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(state, "adopt_ended_jobs", late)
+    at.run(timeout=600)
+    assert not at.exception
+    assert len(at.session_state["detlens_inferences"]) == 1
+    assert any("1 inference(s) added to the session" in s.value for s in at.success), [s.value for s in at.success]
