@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from core import evalcore
+from core.evalcore.vector import ResultArrays
 from core.evaluate.outcomes import match_all
 from tests.test_outcomes import random_case
 
@@ -80,7 +81,9 @@ FIGURES = ("stats", "precision", "scores", "cat_ids", "img_ids")
 def test_cocoeval_from_arrays_is_the_dict_paths(seed, max_dets):
     doc, img, cat, score, boxes, img_ids = coco_case(seed)
     on = np.isin(img, img_ids)
-    got = evalcore.coco_summary(evalcore.run_cocoeval_arrays(doc, img_ids, max_dets, img, cat, score, boxes))
+    got = evalcore.coco_summary(
+        evalcore.run_cocoeval_arrays(doc, img_ids, max_dets, ResultArrays.from_xyxy(img, cat, score, boxes))
+    )
     want = {}
     for backend in (evalcore.FASTER, evalcore.PYCOCOTOOLS):
         results = evalcore.loaded_results(img[on], cat[on], score[on], boxes[on])
@@ -97,7 +100,9 @@ def test_cocoeval_from_arrays_without_detections():
     doc, *_, img_ids = coco_case(0)
     empty = np.zeros(0, dtype=np.int64)
     got = evalcore.coco_summary(
-        evalcore.run_cocoeval_arrays(doc, img_ids, (1, 10, 100), empty, empty, empty.astype(float), np.zeros((0, 4)))
+        evalcore.run_cocoeval_arrays(
+            doc, img_ids, (1, 10, 100), ResultArrays.from_xyxy(empty, empty, empty.astype(float), np.zeros((0, 4)))
+        )
     )
     want = evalcore.coco_summary(evalcore.run_cocoeval(doc, [], img_ids, (1, 10, 100), evalcore.FASTER))
     for name in FIGURES:

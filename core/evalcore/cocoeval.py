@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from core.evalcore.matching import coco_pair_ious
-from core.evalcore.vector import VECTOR, ResultArrays, coco_xywh, vector_cocoeval, vector_cocoeval_results
+from core.evalcore.vector import VECTOR, ResultArrays, coco_xywh, vector_cocoeval_results
 
 FASTER, PYCOCOTOOLS = "faster-coco-eval", "pycocotools"
 
@@ -155,16 +155,8 @@ def _evaluated(ev, img_ids: list[int], max_dets: tuple[int, int, int]):
     return ev
 
 
-def run_cocoeval_arrays(
-    gt_dict: dict[str, Any],
-    img_ids: list[int],
-    max_dets: tuple[int, int, int],
-    image_id: np.ndarray,
-    category_id: np.ndarray,
-    score: np.ndarray,
-    boxes: np.ndarray,
-):
-    """`run_cocoeval(gt_dict, loaded_results(image_id, category_id, score, boxes), img_ids, max_dets, FASTER)`, the same
+def run_cocoeval_arrays(gt_dict: dict[str, Any], img_ids: list[int], max_dets: tuple[int, int, int], res: ResultArrays):
+    """`run_cocoeval(gt_dict, loaded_results(...), img_ids, max_dets, FASTER)` of the results `res`, the same
     figures, without a COCO index of the results or a bbox list per box: faster-coco-eval's C++ evaluation reads only
     id, score and area of a detection, and the IoUs its `computeIoU` would make per (image, category) are made here for
     all pairs at once (`coco_pair_ious`, pycocotools' operations). Used where faster-coco-eval is the backend."""
@@ -248,10 +240,10 @@ def run_cocoeval_arrays(
             )
             return None
 
-    image_id = np.asarray(image_id, dtype=np.int64)
-    category_id = np.asarray(category_id, dtype=np.int64)
-    score = np.asarray(score, dtype=np.float64)
-    xywh, area = coco_xywh(boxes)
+    image_id = np.asarray(res.image_id, dtype=np.int64)
+    category_id = np.asarray(res.category_id, dtype=np.int64)
+    score = np.asarray(res.score, dtype=np.float64)
+    xywh, area = np.asarray(res.xywh, dtype=np.float64), np.asarray(res.area, dtype=np.float64)
     with _COCO_LOCK, contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _coco_api(COCO, _gt_copy(gt_dict))
         return _evaluated(ArrayCOCOeval(coco_gt, None, iouType="bbox", print_function=_silent), img_ids, max_dets)
@@ -286,10 +278,12 @@ def evaluate_arrays(
     """The finished COCOeval of detections given as arrays (GT image ids, label ids, scores, x1..y2 boxes):
     `vector_cocoeval` (the default backend), `run_cocoeval_arrays` with faster-coco-eval, else `run_cocoeval` on
     `loaded_results`."""
-    if backend == VECTOR:
-        return vector_cocoeval(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
-    if backend == FASTER and _array_path_fits():
-        return run_cocoeval_arrays(gt_dict, img_ids, max_dets, image_id, category_id, score, boxes)
+    if backend in (VECTOR, FASTER):
+        res = ResultArrays.from_xyxy(image_id, category_id, score, boxes)
+        if backend == VECTOR:
+            return vector_cocoeval_results(gt_dict, img_ids, max_dets, res)
+        if _array_path_fits():
+            return run_cocoeval_arrays(gt_dict, img_ids, max_dets, res)
     results = loaded_results(image_id, category_id, score, boxes)
     return run_cocoeval(gt_dict, results, img_ids, max_dets, backend, owned=True)
 
