@@ -10,6 +10,8 @@ from core.compare.matching import Agreement, compare_models, latest_run
 from core.config import WEIGHTS_UNTRAINED
 
 GALLERY_IMAGE_KEY = "gallery_image"  # the image the Gallery shows; other pages set it to open an image there
+COMPARE_TAB_KEY = "cmp_tab"  # the Compare tab open (kept for the session)
+COMPARE_TABS = ("Speed", "Scores and classes", "Agreement", "Runtimes")  # Runtimes only with runtime series
 
 # Sort options of the Gallery: label -> column of runviews.image_table.
 SORT_KEYS: dict[str, str] = {

@@ -8,7 +8,7 @@ import streamlit as st
 from core.analytics import RunFrame
 from core.store import StoreError
 from core.store.common import ACTIVE_STATUSES
-from dashboard import state, views
+from dashboard import choices, state, views
 from dashboard.pagelist import page
 
 
@@ -81,3 +81,12 @@ def pick_two(
         st.info(f"Choose two different {noun}.")
         return None
     return a, b
+
+
+def lazy_tabs(labels: list[str], key: str) -> list:
+    """Tabs of which only the open one runs (`tab.open`), the open tab kept for the session: a page draws the charts
+    of one tab, not of all of them, and comes back to the tab the user left."""
+    choices.restore(key, labels[0], options=labels)
+    tabs = st.tabs(labels, key=key, on_change="rerun")
+    choices.remember(key, st.session_state[key])
+    return list(tabs)

@@ -185,10 +185,10 @@ def _gallery_session(cat_size):
 @pytest.mark.slow
 @pytest.mark.parametrize("with_gt", [True, False])
 def test_compare_shows_ap_against_eager_only_with_ground_truth(with_gt):
-    from tests.test_pages import open_page, texts
+    from tests.test_pages import compare_tab, open_page, texts
 
     session = _gallery_session((451, 300) if with_gt else (100, 80))
-    at = open_page("pages/compare.py", session)
+    at = compare_tab(open_page("pages/compare.py", session), "Runtimes")
     assert not at.exception
     table = next(d.value for d in at.dataframe if "verdict" in d.value.columns).set_index("series")
     card = next(d.value for d in at.dataframe if "median_total_ms" in d.value.columns).set_index("model")

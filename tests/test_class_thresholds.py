@@ -19,7 +19,7 @@ from dashboard import runviews
 from tests import factories
 from tests import test_gallery as gallery_test
 from tests.test_analytics import MODELS, random_run
-from tests.test_pages import metrics, open_page, texts
+from tests.test_pages import compare_tab, metrics, open_page, texts
 
 A, B = MODELS[0], MODELS[1]
 
@@ -186,16 +186,16 @@ def test_compare_agreement_and_class_counts_change_with_the_toggle():
     a, b = "fasterrcnn_resnet50_fpn", "ssdlite320_mobilenet_v3_large"
     at.session_state["per_class_thresholds"] = {a: {"dog": 0.95}, b: {"cup": 0.75}}
     at.run()
-    before = metrics(at)
-    (chart,) = [c for c in at.get("plotly_chart") if c.key == "cmp_classes"]
+    before = metrics(compare_tab(at, "Agreement"))
+    (chart,) = [c for c in compare_tab(at, "Scores and classes").get("plotly_chart") if c.key == "cmp_classes"]
     assert {x for t in json.loads(chart.proto.spec)["data"] for x in t["x"]} == {"cat", "cup", "dog"}
     assert (before["Both"], before["Only in A"], before["Only in B"]) == ("2", "1", "1")
     at.toggle(key="per_class_toggle").set_value(True).run()
     assert not at.exception
-    shown = metrics(at)
+    shown = metrics(compare_tab(at, "Agreement"))
     # A's dog (0.9 < 0.95) and B's shifted cup (0.7 < 0.75) drop: the cats agree; A's cup and B's 0.8 cup are alone
     assert (shown["Both"], shown["Only in A"], shown["Only in B"]) == ("1", "1", "1")
-    (chart,) = [c for c in at.get("plotly_chart") if c.key == "cmp_classes"]
+    (chart,) = [c for c in compare_tab(at, "Scores and classes").get("plotly_chart") if c.key == "cmp_classes"]
     spec = json.loads(chart.proto.spec)
     assert "per-class thresholds" in spec["layout"]["title"]["text"]
     assert {x for t in spec["data"] for x in t["x"]} == {"cat", "cup"}, "A's only dog is under its threshold"

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import UNTRAINED_MARK
 from dashboard.pagelist import PAGES
+from dashboard.views import COMPARE_TAB_KEY
 from tests import factories
 from tests.factories import finish_jobs
 
@@ -141,7 +142,7 @@ def test_gallery_next_and_previous():
     [(0.5, "2", "1", "1"), (0.2, "2", "1", "2"), (0.9, "0", "2", "0")],
 )
 def test_compare_agreement_numbers_on_known_boxes(threshold, both, only_a, only_b):
-    at = open_page("pages/compare.py", factories.seeded(), threshold=threshold)
+    at = compare_tab(open_page("pages/compare.py", factories.seeded(), threshold=threshold), "Agreement")
     assert not at.exception
     shown = metrics(at)
     assert (shown["Both"], shown["Only in A"], shown["Only in B"]) == (
@@ -151,9 +152,33 @@ def test_compare_agreement_numbers_on_known_boxes(threshold, both, only_a, only_
     )
 
 
-def test_compare_draws_its_charts():
-    at = open_page("pages/compare.py", factories.seeded())
-    assert len(at.get("plotly_chart")) >= 8
+def compare_tab(at: AppTest, label: str) -> AppTest:
+    """Open one of Compare's tabs (only the open tab's content runs), as a click on it does."""
+    at.session_state[COMPARE_TAB_KEY] = label
+    return at.run()
+
+
+@pytest.mark.parametrize(
+    ("tab", "keys"),
+    [
+        ("Speed", {"cmp_latency", "cmp_breakdown", "cmp_speed", "cmp_accuracy"}),
+        ("Scores and classes", {"cmp_scores", "cmp_threshold", "cmp_classes"}),
+        ("Agreement", {"cmp_agreement"}),
+    ],
+)
+def test_compare_draws_the_charts_of_the_open_tab_only(tab, keys):
+    at = compare_tab(open_page("pages/compare.py", factories.seeded()), tab)
+    assert not at.exception
+    assert {c.key for c in at.get("plotly_chart")} == keys
+    assert len(at.dataframe) == 1, "the model cards, above the tabs"
+
+
+def test_compare_keeps_its_tab_when_the_page_is_left_and_opened_again():
+    at = compare_tab(open_page("pages/compare.py", factories.seeded()), "Agreement")
+    at.switch_page("../pages/data.py").run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    assert {c.key for c in at.get("plotly_chart")} == {"cmp_agreement"}
 
 
 @pytest.mark.parametrize("position", [0, -1])

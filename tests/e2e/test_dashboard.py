@@ -67,7 +67,11 @@ def test_run_then_gallery_and_compare_in_a_real_browser(streamlit_server, browse
     page.screenshot(path=str(artifacts_dir / "e2e_gallery.png"), full_page=True)
 
     open_page(page, "Compare", wait_for_app)
-    assert_charts_render(page, 6)
+    assert_charts_render(page, 4)  # the Speed tab: latency, stage medians, speed versus count, published accuracy
+    for tab, charts in (("Scores and classes", 3), ("Agreement", 1)):  # another tab draws its own charts when opened
+        page.get_by_role("tab", name=tab).click()
+        wait_for_app(page)
+        assert_charts_render(page, charts)
     assert_no_exception(page, artifacts_dir)
     page.screenshot(path=str(artifacts_dir / "e2e_compare.png"), full_page=True)
     assert not [e for e in page.console_errors if "Failed to load resource" not in e]
