@@ -148,19 +148,22 @@ def test_a_stored_run_is_named_renamed_and_measured_again_from_the_runs_page(pri
     ("device", "precision", "runtimes"),
     [
         ("cuda", "fp32", ["eager"]),  # no GPU here (on a GPU machine the case is skipped below)
-        ("cpu", "fp16", ["eager"]),  # a precision the CPU path refuses
+        ("cpu", "fp16", ["eager"]),  # a precision a CPU without native fp16 refuses (such a CPU is simulated below)
         ("mps", "fp32", ["eager", "onnxruntime"]),  # no Apple GPU here
     ],
 )
-def test_the_run_form_refuses_bad_settings_with_the_message_every_path_gives(device, precision, runtimes):
+def test_the_run_form_refuses_bad_settings_with_the_message_every_path_gives(monkeypatch, device, precision, runtimes):
     """The page calls RunSettings.resolve (as detect, submit, the worker and Ray do): the same one-line message."""
     import torch
 
     from core.errors import DeviceError
     from core.execution.runner import RunSettings
+    from core.inference import devices
     from core.inference.series import RuntimeRefusedError
     from dashboard.text import md
 
+    # a CPU with fp32 only (AMX/AVX512-FP16 machines compute fp16 natively and rightly accept it)
+    monkeypatch.setattr(devices, "cpu_native_precisions", lambda: frozenset({"fp32"}))
     if (device == "cuda" and torch.cuda.is_available()) or (device == "mps" and torch.backends.mps.is_available()):
         pytest.skip(f"{device} is a valid device here")
     settings = RunSettings(models=[SSD], weights={SSD: "untrained"}, device=device, precision=precision,
