@@ -15,7 +15,9 @@ Chromium (/usr/bin/chromium, Playwright) in a new browser context 1400 px wide, 
   has held for `STABLE_S` (a rerun that starts again restarts it). Polled in the page every 50 ms (browser clock).
 - `in_view_s`: the same, counting only the charts that intersect the first screen (the target lets charts below the
   fold draw when reached).
-- `charts`, `payload_mb` (websocket frames received until done) and `server_rss_mb` (the server's peak RSS).
+- Compare: the link opens its first tab (Speed); each other tab is then clicked and `tab_scores_s`,
+  `tab_agreement_s` timed from the click to that tab's content and charts drawn (only the open tab's charts are computed and sent).
+- `charts` (in the open tab), `payload_mb` (websocket frames received until done) and `server_rss_mb` (the server's peak RSS).
 - Evaluate with `--gt` (bench_pages' `write_ground_truth`, `bench_gt.json` in the store): after the page is done, its
   ground truth is uploaded through the page's file uploader; `gt_s` is from the upload to the metrics, curves and every
   chart drawn, `eval_cached` whether the store already held the evaluation (the first upload on a store evaluates and
@@ -49,11 +51,14 @@ TIMEOUT_S = 300.0
 EVAL_TIMEOUT_S = bp.EVAL_TIMEOUT_S
 TARGET_S = 1.5
 GT_SHOWN = "Precision-recall and AP per class"  # Evaluate's section drawn once the ground truth is evaluated
+# Compare's other tabs (the link opens the first; Runtimes shows with runtime series only), each timed from its click
+# to its content drawn
+COMPARE_OTHER_TABS = ("Scores and classes", "Agreement")
 
 # Installed before any page script: polls the DOM every 50 ms and keeps when the page last became done
 # (window.__bench.doneAt, .inViewAt: performance.now() ms, null while not done) and the chart counts.
 PROBE_JS = """(() => {
-  const b = window.__bench = {doneAt: null, inViewAt: null, charts: 0, need: null};
+  const b = window.__bench = {doneAt: null, inViewAt: null, charts: 0, need: null, needPanel: false};
   const rendered = c => {
     const gd = c.querySelector('.js-plotly-plot');
     return gd !== null && gd.querySelector('.main-svg') !== null && gd._fullLayout !== undefined;
@@ -69,8 +74,12 @@ PROBE_JS = """(() => {
         || (b.need !== null && !document.querySelector('[data-testid="stMain"]').textContent.includes(b.need))) {
       return [false, false];
     }
-    const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
-    b.charts = charts.length;
+    const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].filter(c => c.checkVisibility());
+    b.charts = charts.length;  // in the open tab (a closed tab's charts are not drawn)
+    const panel = [...document.querySelectorAll('[role="tabpanel"]')].find(p => p.checkVisibility());
+    if (b.needPanel && (panel === undefined || panel.querySelector('[data-testid="stElementContainer"]') === null)) {
+      return [false, false];  // the tab just opened: its content is not there yet
+    }
     const shown = charts.filter(c => c.getBoundingClientRect().top < window.innerHeight);
     return [charts.every(rendered), shown.every(rendered)];
   };
@@ -88,6 +97,10 @@ READ_JS = "() => ({...window.__bench, origin: performance.timeOrigin})"
 def _since(t0_epoch_s: float, state: dict, key: str) -> float:
     """Seconds from `t0_epoch_s` (wall clock) to the in-page moment `state[key]` (performance.now() ms)."""
     return (state["origin"] + state[key]) / 1000 - t0_epoch_s
+
+
+def _slug(label: str) -> str:
+    return label.lower().split()[0]  # "Scores and classes" -> "scores"
 
 
 def open_page(browser, base: str, page: str, gt_path: Path | None) -> dict:  # noqa: ANN001 (a Playwright browser)
@@ -121,6 +134,14 @@ def open_page(browser, base: str, page: str, gt_path: Path | None) -> dict:  # n
             state = tab.evaluate(READ_JS)
             out |= {"gt_s": _since(t1, state, "doneAt"), "gt_charts": state["charts"],
                     "payload_mb": received["bytes"] / 1e6}  # fmt: skip
+        if page == "compare":
+            for label in COMPARE_OTHER_TABS:
+                tab.evaluate("() => { window.__bench.needPanel = true; window.__bench.doneAt = null; }")
+                t1 = time.time()
+                tab.get_by_role("tab", name=label).click()
+                tab.wait_for_function(SETTLED_JS, timeout=TIMEOUT_S * 1000, polling=100)
+                state = tab.evaluate(READ_JS)
+                out[f"tab_{_slug(label)}_s"] = _since(t1, state, "doneAt")
         return out
     finally:
         context.close()
@@ -196,6 +217,9 @@ def main() -> int:
         gt = f"{r['gt_s']:8.2f}" if "gt_s" in r else f"{'':8}"
         print(f"{page:10} {r['done_s']:8.2f} {r['in_view_s']:10.2f} {r['charts']:7d} {gt} {r['payload_mb']:11.2f} "
               f"{r['server_rss_mb']:10.0f}")  # fmt: skip
+    if "compare" in results:
+        tabs = [f"{label} {results['compare'][f'tab_{_slug(label)}_s']:.2f} s" for label in COMPARE_OTHER_TABS]
+        print(f"compare: another tab, click to its charts drawn: {', '.join(tabs)}")
     if "evaluate" in results and "eval_cached" in results["evaluate"]:
         print(f"evaluate: the evaluation was {'read back from' if results['evaluate']['eval_cached'] else 'computed into'}"
               " the store")  # fmt: skip

@@ -468,6 +468,55 @@ def test_speed_vs_count_uses_webgl_for_many_points(n, webgl):
     assert sum(len(t.x) for t in fig.data) == 2 * (n // 2)
 
 
+def speed_table(n: int, seed: int = 0) -> pd.DataFrame:
+    """The speed chart's points (core.analytics.queries.counts_above's columns) for n images per model: 0-59 boxes,
+    log-normal latencies 30x apart (a log axis)."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        pd.DataFrame(
+            {
+                "model": model,
+                "image_id": [f"i{k}" for k in range(n)],
+                "image_name": [f"img {k}.jpg" for k in range(n)],
+                "count": rng.integers(0, 60, n),
+                "total_ms": rng.lognormal(np.log(scale), 0.25, n),
+            }
+        )  # fmt: skip
+        for model, scale in ((A, 900.0), (B, 30.0))
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize(("n", "merged"), [(F.MERGE_MIN_POINTS // 2, False), (F.MERGE_MIN_POINTS // 2 + 1, True),
+                                           (10_000, True)])  # fmt: skip
+def test_speed_vs_count_draws_every_image_or_one_point_per_cell_that_stands_for_them(n, merged):
+    from scipy.spatial import cKDTree
+
+    table = speed_table(n)
+    fig = F.speed_vs_count(latency_frame(10), None, 0.5, table=table)
+    drawn = sum(len(t.x) for t in fig.data)
+    assert (drawn < len(table)) == merged and (f"{len(table):,} points" in fig.layout.xaxis.title.text) == merged
+    # a cell of the grid, on the axes as drawn: detections linear, latency log (the models are 30x apart)
+    cell = np.array([np.ptp(table["count"]) / F.MERGE_X_CELLS, np.ptp(np.log10(table["total_ms"])) / F.MERGE_Y_CELLS])
+    for trace, model in zip(fig.data, (A, B), strict=True):
+        part = table[table["model"] == model].set_index("image_id")
+        ids = trace.customdata[:, 0]
+        assert len(set(ids)) == len(ids)
+        assert np.array_equal(trace.x, part.loc[ids, "count"].to_numpy())  # each point is its own image's point
+        assert np.allclose(trace.y, part.loc[ids, "total_ms"].to_numpy())
+        if not merged:
+            assert len(ids) == len(part) and trace.customdata.shape[1] == 2
+            continue
+        images = [int(text.split()[0].replace(",", "")) for text in trace.customdata[:, 2]]
+        assert sum(images) == len(part), "every image is counted by exactly one point"
+        # every image lies within one cell of a drawn point of its model: nothing the eye would see is lost
+        scaled = lambda t: np.column_stack([t["count"], np.log10(t["total_ms"])]) / cell  # noqa: E731
+        distance, _ = cKDTree(scaled(part.loc[ids])).query(scaled(part), p=np.inf)
+        assert distance.max() <= 1.0 + 1e-9
+    if n == 10_000:
+        assert drawn < len(table) / 2, "a 10,000-image run draws far fewer points"
+
+
 def test_untrained_models_lists_only_untrained():
     infs, _ = session(weights="untrained")
     assert F.untrained_models(infs) == [A]

@@ -45,11 +45,15 @@ from dashboard.figures.common import (
     untrained_models,
 )
 from dashboard.figures.detections import (
+    MERGE_MIN_POINTS,
+    MERGE_X_CELLS,
+    MERGE_Y_CELLS,
     WEBGL_MIN_POINTS,
     class_counts_chart,
     count_curves,
     count_points,
     count_vs_threshold,
+    merge_close_points,
     score_histograms,
     speed_vs_count,
 )
@@ -84,7 +88,7 @@ __all__ = [
     "overlay_figure", "overlay_grid", "pareto_front", "per_class_ap", "plain", "pr_curves_chart", "score_histograms",
     "speed_vs_count", "successful", "untrained_models", "LATENCY_STATS_COLUMNS", "OUTLIERS_PER_MODEL",
     "WEBGL_MIN_POINTS", "display_name", "latency_outliers", "latency_stats", "log_ticks", "AGREEMENT_MAX_BARS",
-    "most_disagreeing",
+    "most_disagreeing", "MERGE_MIN_POINTS", "MERGE_X_CELLS", "MERGE_Y_CELLS", "merge_close_points",
 ]  # fmt: skip
 
 

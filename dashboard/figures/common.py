@@ -246,6 +246,12 @@ def log_ticks(low: float, high: float) -> list[float]:
     return inside
 
 
+def latency_log_scale(values: pd.Series) -> bool:
+    """Whether latency_axis draws these latencies on a log axis: they span more than LOG_SCALE_SPREAD x."""
+    positive = values[values > 0].dropna()
+    return len(positive) > 0 and bool(positive.max() / positive.min() > LOG_SCALE_SPREAD)
+
+
 def latency_axis(fig: go.Figure, values: pd.Series, axis: str = "y") -> None:
     """Log scale when latencies span more than LOG_SCALE_SPREAD x, else linear from zero.
 
@@ -253,9 +259,8 @@ def latency_axis(fig: go.Figure, values: pd.Series, axis: str = "y") -> None:
     a clutter of overlapping numbers) and no minor grid lines (they drew dense grey bands).
     """
     positive = values[values > 0].dropna()
-    log = len(positive) > 0 and positive.max() / positive.min() > LOG_SCALE_SPREAD
     update = fig.update_yaxes if axis == "y" else fig.update_xaxes
-    if log:
+    if latency_log_scale(values):
         ticks = log_ticks(float(positive.min()), float(positive.max()))
         update(
             type="log",

@@ -12,6 +12,7 @@ from dashboard.figures.common import (
     display_name,
     empty_figure,
     latency_axis,
+    latency_log_scale,
     mark_untrained,
     model_color,
     models_in,
@@ -21,6 +22,10 @@ from dashboard.figures.common import (
 )
 
 WEBGL_MIN_POINTS = 1000  # from this many points a scatter is drawn with WebGL (SVG slows down past a few thousand)
+# Above MERGE_MIN_POINTS points, speed_vs_count draws one point per model and cell of a MERGE_X_CELLS x MERGE_Y_CELLS
+# grid over its axes (a cell is about 2 px; a marker 10 px): what the chart shows stays, the browser draws a fraction
+MERGE_MIN_POINTS = 4000
+MERGE_X_CELLS, MERGE_Y_CELLS = 300, 200
 
 
 def _threshold_line(fig: go.Figure, threshold: float) -> None:
@@ -105,17 +110,43 @@ def count_points(inferences: pd.DataFrame, detections: pd.DataFrame, threshold: 
 
 
 def _point_data(part: pd.DataFrame) -> np.ndarray:
-    """[image_id, image name (escaped for Plotly)] per point as one object array: Plotly takes a numpy array as it
-    is, where a list of lists is validated element by element (0.3 s at 20,000 points). The model, the same for
-    every point of a trace, is written once in the hover template instead."""
-    return np.column_stack([part["image_id"].astype(str).to_numpy(dtype=object), plain_array(part["image_name"])])
+    """[image_id, image name (escaped for Plotly)] per point as one object array, with how many images the point
+    stands for where points were merged: Plotly takes a numpy array as it is, where a list of lists is validated
+    element by element (0.3 s at 20,000 points). The model, the same for every point of a trace, is written once in
+    the hover template instead."""
+    columns = [part["image_id"].astype(str).to_numpy(dtype=object), plain_array(part["image_name"])]
+    if "images" in part:
+        columns.append(np.array([f"{n:,} image{'s' if n > 1 else ''} in this cell" for n in part["images"]], object))
+    return np.column_stack(columns)
+
+
+def merge_close_points(table: pd.DataFrame, *, log: bool) -> pd.DataFrame:
+    """One row per model and grid cell of the speed chart (`count` on the x axis, `total_ms` on the y axis, log10
+    when `log`; MERGE_X_CELLS x MERGE_Y_CELLS cells over the table's range): the cell's first row in table order,
+    with `images`, how many rows it stands for. Rows without a finite latency are dropped (they are not drawn)."""
+    y = table["total_ms"].to_numpy(dtype=float)
+    keep = np.isfinite(y) & ((y > 0) if log else True)
+    table, y = table[keep], y[keep]
+    if log:
+        y = np.log10(y)
+    x = table["count"].to_numpy(dtype=float)
+    cells = []
+    for values, n in ((x, MERGE_X_CELLS), (y, MERGE_Y_CELLS)):
+        lo, span = (values.min(), np.ptp(values)) if len(values) else (0.0, 0.0)
+        cells.append(np.minimum(np.floor((values - lo) / (span / n if span > 0 else 1.0)), n - 1).astype(np.int64))
+    keys = pd.DataFrame({"model": table["model"].to_numpy(), "x": cells[0], "y": cells[1]})
+    groups = keys.groupby(["model", "x", "y"], sort=False)
+    first = (groups.cumcount() == 0).to_numpy()
+    return table[first].assign(images=groups["x"].transform("size").to_numpy()[first])
 
 
 def speed_vs_count(
     inferences: pd.DataFrame, detections: pd.DataFrame | None, threshold: float, *, table: pd.DataFrame | None = None
 ) -> go.Figure:
     """One point per (image, model): boxes above threshold (x) against total latency (y); WebGL traces
-    (`go.Scattergl`) from WEBGL_MIN_POINTS points on.
+    (`go.Scattergl`) from WEBGL_MIN_POINTS points on. Above MERGE_MIN_POINTS, the points of a model that fall in one
+    cell of a fine grid over the axes are drawn as one (`merge_close_points`; its hover says how many images, a
+    selection opens the first), and the x axis title says how many were drawn.
 
     Each point's customdata is `[image_id, image_name]`, so a selection event names the image.
     `table`: the count_points table already computed (core.analytics.queries.counts_above), `detections` unused.
@@ -125,6 +156,10 @@ def speed_vs_count(
     models = models_in(table)
     if not models:
         return empty_figure("No processed images.", untrained=untrained)
+    points = len(table)
+    if points > MERGE_MIN_POINTS:
+        table = merge_close_points(table, log=latency_log_scale(successful(inferences)["total_ms"]))
+    more = "<br>%{customdata[2]}" if "images" in table else ""
     fig = go.Figure()
     trace = go.Scattergl if len(table) >= WEBGL_MIN_POINTS else go.Scatter  # WebGL: thousands of points stay fluid
     for model in models:
@@ -137,12 +172,21 @@ def speed_vs_count(
                 name=display_name(model),
                 marker={"color": model_color(model), "size": 10, "opacity": 0.8},
                 customdata=_point_data(part),
-                hovertemplate="%{customdata[1]}<br>%{x} boxes<br>%{y:.1f} ms<extra>" + plain(model) + "</extra>",
+                hovertemplate="%{customdata[1]}<br>%{x} boxes<br>%{y:.1f} ms"
+                + more
+                + "<extra>"
+                + plain(model)
+                + "</extra>",
             )
         )
     fig.update_layout(
         title={"text": f"Latency against detections (score ≥ {threshold:.2f})"},
-        xaxis_title="detections above threshold",
+        xaxis_title="detections above threshold"
+        + (
+            f" ({points:,} points drawn as {len(table):,}: overlapping ones merged, hover for counts)"
+            if "images" in table
+            else ""
+        ),
         yaxis_title="total ms",
         clickmode="event+select",
     )
