@@ -156,9 +156,10 @@ def speed_vs_count(
     models = models_in(table)
     if not models:
         return empty_figure("No processed images.", untrained=untrained)
+    totals = successful(inferences)["total_ms"]  # the latency axis's scale, which the merge's grid follows
     points = len(table)
     if points > MERGE_MIN_POINTS:
-        table = merge_close_points(table, log=latency_log_scale(successful(inferences)["total_ms"]))
+        table = merge_close_points(table, log=latency_log_scale(totals))
     more = "<br>%{customdata[2]}" if "images" in table else ""
     fig = go.Figure()
     trace = go.Scattergl if len(table) >= WEBGL_MIN_POINTS else go.Scatter  # WebGL: thousands of points stay fluid
@@ -191,7 +192,7 @@ def speed_vs_count(
         clickmode="event+select",
     )
     fig.update_xaxes(rangemode="tozero")
-    latency_axis(fig, successful(inferences)["total_ms"])
+    latency_axis(fig, totals)
     return mark_untrained(fig, untrained)
 
 
