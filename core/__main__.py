@@ -1,5 +1,5 @@
 """`python -m core ...`: see core.cli."""
 
-from core.cli import main
+from core.cli import run
 
-raise SystemExit(main())
+run()

@@ -11,6 +11,9 @@ Every side runs the same seeded untrained model (torchvision's builder, `weights
   each image, and times `model([x])` alone; the whole process is timed from outside too.
 - detect: `python -m core detect DIR --weights untrained -q --out ...` with the same threads (DETLENS_THREADS); its
   recorded `inference_ms` median, and its whole process time.
+- bare, quick exit: the bare loop again, ending as `detlens` does (`gc.freeze()` before exit, core.cli.run: the
+  interpreter's last full collection over torch's millions of objects is skipped). `detect` against it is DetLens's
+  own start-up (its imports: pandas, pyarrow, core) and writing (the CSV tables, run.json) alone.
 - worker: a Streamlit server on the store, idle, and the job queue as the dashboard uses it: `submit`, then the worker
   the dashboard would start (`core.execution.jobs.ensure_worker`: physical cores - 1 threads, nice +10), compared with a bare
   loop at the worker's thread count.
@@ -70,6 +73,10 @@ with torch.inference_mode():
         calls.append((time.perf_counter() - t0) * 1e3)
 print(json.dumps({"calls": calls, "threads": torch.get_num_threads(),
                   "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}))
+if len(sys.argv) > 6:  # exit as `detlens` does (core.cli.run): without the interpreter's last full collection
+    import gc
+    sys.stdout.flush()
+    gc.freeze()
 """
 
 
@@ -80,11 +87,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def bare(model: str, folder: Path, threads: int, warmup: int) -> tuple[float, float, dict]:
-    """(process seconds, median model-call ms, what it ran with)."""
+def bare(model: str, folder: Path, threads: int, warmup: int, *, quick_exit: bool = False) -> tuple[float, float, dict]:
+    """(process seconds, median model-call ms, what it ran with); `quick_exit`: the loop exits as `detlens` does."""
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", BARE, model, str(folder), str(threads), str(warmup), str(UNTRAINED_SEED)],
+        [sys.executable, "-c", BARE, model, str(folder), str(threads), str(warmup), str(UNTRAINED_SEED)]
+        + (["quick-exit"] if quick_exit else []),
         capture_output=True, text=True, check=True, env=_env(), cwd=ROOT,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for model in [m.strip() for m in args.models.split(",") if m.strip()]:
                 rows: dict[str, list[float]] = {k: [] for k in
-                                                ("bare_s", "bare_ms", "det_s", "det_ms", "bare1_ms", "job_ms")}  # fmt: skip
+                                                ("bare_s", "bare_ms", "det_s", "det_ms", "quick_s", "bare1_ms", "job_ms")}  # fmt: skip
                 det_env, job_env, bare_info = {}, {}, {}
                 for r in range(args.rounds):
                     s, ms, bare_info = bare(model, folder, threads, args.warmup)
@@ -208,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     s, ms, det_env = detect(model, folder, tmp_path / f"out-{model}-{r}", threads, args.warmup)
                     rows["det_s"].append(s)
                     rows["det_ms"].append(ms)
+                    rows["quick_s"].append(bare(model, folder, threads, args.warmup, quick_exit=True)[0])
                     if dashboard is not None:
                         rows["bare1_ms"].append(bare(model, folder, worker_threads, args.warmup)[1])
                         ms, _, job_env = worker_job(model, folder, tmp_path / "store", args.warmup)
@@ -218,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 paired = {
                     "det": [d / b for d, b in zip(rows["det_ms"], rows["bare_ms"], strict=True)],
                     "proc": [d / b for d, b in zip(rows["det_s"], rows["bare_s"], strict=True)],
+                    "own": [d / b for d, b in zip(rows["det_s"], rows["quick_s"], strict=True)],
                     "job": [j / b for j, b in zip(rows["job_ms"], rows["bare1_ms"], strict=True)],
                 }
                 print(f"\n{model}: {args.images} images {args.size}x{args.size}, fp32, untrained (seed "
@@ -229,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{det_env.get('omp_wait_policy') or 'unset'})")  # fmt: skip
                 print(f"    recorded / bare model call: {_ratio(paired['det'])} (target 0.90-1.10); "
                       f"detect process / bare process: {_ratio(paired['proc'])} (target <= 1.15)")  # fmt: skip
+                print(f"  bare loop, quick exit      : process {med['quick_s']:6.2f} s; detect process / it: "
+                      f"{_ratio(paired['own'])} (DetLens's own start-up and writing)")  # fmt: skip
                 if "job_ms" in med:
                     print(f"  bare loop, {worker_threads} thread(s)       : model call {med['bare1_ms']:8.1f} ms")
                     print(f"  worker job, dashboard idle : recorded   {med['job_ms']:8.1f} ms   (recorded: threads "
