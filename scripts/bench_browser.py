@@ -1,7 +1,8 @@
 """Page speed in a real browser: each page of a stored run opened by link in headless Chromium, link to last chart.
 
     .venv/bin/python scripts/bench_browser.py [--images 500] [--boxes 20000] [--store DIR --keep] [--gt]
-        [--pages home gallery ...] [--repeat 1] [--json]
+        [--pages home gallery ...] [--repeat 1] [--warm] [--json]
+    .venv/bin/python scripts/bench_browser.py --floor [--warm] [--repeat 3]
 
 The run is the one `scripts/bench_pages.py` builds (its `build`, in a child process, into a temporary store or into
 `--store DIR`, reused when it holds one; the run's segment is written when it is finished). Per page (Home, Gallery,
@@ -22,6 +23,14 @@ Chromium (/usr/bin/chromium, Playwright) in a new browser context 1400 px wide, 
   ground truth is uploaded through the page's file uploader; `gt_s` is from the upload to the metrics, curves and every
   chart drawn, `eval_cached` whether the store already held the evaluation (the first upload on a store evaluates and
   keeps it: run twice to time the evaluation read back).
+
+`--warm` times a returning visitor instead of a new one (see `visit`): the same fresh server, but a browser that
+has opened the page before and kept Streamlit's and Plotly's bundles (static, immutable, per origin) and their
+compiled code, as a team's own browsers do.
+
+`--floor` times two tiny Streamlit apps instead (FLOOR_APPS: a title; a title and one three-point Plotly chart),
+served by `streamlit run` with the app's config and timed the same way: what any page costs on this machine before
+DetLens does anything.
 
 The target (issue #22): every page <= 1.5 s from link to last chart drawn (`done_s`, or `in_view_s` where the later
 charts are below the fold). Timings on a loaded machine mean little: measure on an idle one.
@@ -50,10 +59,21 @@ STABLE_S = 1.0  # a done state that holds this long is the page's end state
 TIMEOUT_S = 300.0
 EVAL_TIMEOUT_S = bp.EVAL_TIMEOUT_S
 TARGET_S = 1.5
+# --warm: the visits before the timed one (Chromium keeps a script's compiled code from its second load on)
+WARM_VISITS = 2
 GT_SHOWN = "Precision-recall and AP per class"  # Evaluate's section drawn once the ground truth is evaluated
 # Compare's other tabs (the link opens the first; Runtimes shows with runtime series only), each timed from its click
 # to its content drawn
 COMPARE_OTHER_TABS = ("Scores and classes", "Agreement")
+
+# --floor: the least a Streamlit page costs on this machine in a fresh Chromium context, whatever the app does
+FLOOR_APPS = {
+    "title only": "import streamlit as st\n\nst.title('Floor')\n",
+    "title and one Plotly chart": (
+        "import plotly.graph_objects as go\nimport streamlit as st\n\nst.title('Floor')\n"
+        "st.plotly_chart(go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2])))\n"
+    ),
+}
 
 # Installed before any page script: polls the DOM every 50 ms and keeps when the page last became done
 # (window.__bench.doneAt, .inViewAt: performance.now() ms, null while not done) and the chart counts.
@@ -103,21 +123,30 @@ def _slug(label: str) -> str:
     return label.lower().split()[0]  # "Scores and classes" -> "scores"
 
 
-def open_page(browser, base: str, page: str, gt_path: Path | None) -> dict:  # noqa: ANN001 (a Playwright browser)
-    """One fresh context: the page by link, timed to done; with `gt_path` on Evaluate, the upload timed too."""
+def new_context(browser):  # noqa: ANN001, ANN201 (Playwright's)
+    """A browser context as a new visitor has it (an empty cache), the probe installed in each of its pages."""
+    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    context.add_init_script(PROBE_JS)
+    return context
+
+
+def open_page(browser, base: str, page: str, gt_path: Path | None, *, query: str = f"?run={bp.RUN_ID}",
+              context=None) -> dict:  # noqa: ANN001 (Playwright's browser and context)  # fmt: skip
+    """The page by link in a new tab, timed to done; with `gt_path` on Evaluate, the upload timed too. In a fresh
+    context, or in `context` (a returning visitor's, its cache kept)."""
     received = {"bytes": 0}
 
     def on_frame(payload: str | bytes) -> None:
         received["bytes"] += len(payload.encode() if isinstance(payload, str) else payload)
 
-    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    own = context is None
+    context = new_context(browser) if own else context
+    tab = context.new_page()
     try:
-        context.add_init_script(PROBE_JS)
-        tab = context.new_page()
         tab.on("websocket", lambda ws: ws.on("framereceived", on_frame))
         slug = "" if page == "home" else page
         t0 = time.time()
-        tab.goto(f"{base}/{slug}?run={bp.RUN_ID}", wait_until="commit")
+        tab.goto(f"{base}/{slug}{query}", wait_until="commit")
         tab.wait_for_function(SETTLED_JS, timeout=TIMEOUT_S * 1000, polling=100)
         state = tab.evaluate(READ_JS)
         out = {"done_s": _since(t0, state, "doneAt"), "in_view_s": _since(t0, state, "inViewAt"),
@@ -144,11 +173,36 @@ def open_page(browser, base: str, page: str, gt_path: Path | None) -> dict:  # n
                 out[f"tab_{_slug(label)}_s"] = _since(t1, state, "doneAt")
         return out
     finally:
-        context.close()
+        tab.close()
+        if own:
+            context.close()
 
 
-def measure(store_dir: Path, pages: list[str], gt_path: Path | None, repeat: int) -> dict[str, dict]:
-    """Per page, `repeat` times: a fresh server and a fresh context (medians of the times over the repeats)."""
+def visit(browser, store_dir: Path, page: str, gt_path: Path | None, *, warm: bool, script: Path | None = None,
+          query: str = f"?run={bp.RUN_ID}") -> dict:  # noqa: ANN001 (a Playwright browser)  # fmt: skip
+    """One timed visit of `page` by link, on a fresh server: a new visitor's (an empty browser context), or with
+    `warm` a returning one's: the same page opened WARM_VISITS times before in the same context from servers at the
+    same address (so the browser holds Streamlit's and Plotly's bundles, which Streamlit serves as immutable, and their
+    compiled code), those servers stopped."""
+    port = bp.free_port()
+    context = new_context(browser) if warm else None
+    try:
+        for _ in range(WARM_VISITS if warm else 0):
+            with bp.serve(store_dir, script=script, port=port) as (base, _):
+                open_page(browser, base, page, None, query=query, context=context)
+        with bp.serve(store_dir, script=script, port=port) as (base, proc):
+            one = open_page(browser, base, page, gt_path, query=query, context=context)
+            one["server_rss_mb"] = bp.peak_rss_mb(proc.pid)
+        return one
+    finally:
+        if context is not None:
+            context.close()
+
+
+def measure(store_dir: Path, pages: list[str], gt_path: Path | None, repeat: int, *, warm: bool = False
+            ) -> dict[str, dict]:  # fmt: skip
+    """Per page, `repeat` times: a fresh server, a new visitor's context or with `warm` a returning one's (medians of
+    the times over the repeats)."""
     from playwright.sync_api import sync_playwright
 
     from core.config import EVAL_CACHE_DIR
@@ -162,13 +216,31 @@ def measure(store_dir: Path, pages: list[str], gt_path: Path | None, repeat: int
                 for _ in range(repeat):
                     cache = store_dir / EVAL_CACHE_DIR
                     cached = cache.is_dir() and any(cache.iterdir())
-                    with bp.serve(store_dir) as (base, proc):
-                        one = open_page(browser, base, page, gt_path)
-                        one["server_rss_mb"] = bp.peak_rss_mb(proc.pid)
+                    one = visit(browser, store_dir, page, gt_path, warm=warm)
                     if "gt_s" in one:
                         one["eval_cached"] = cached
                     runs.append(one)
                 results[page] = {k: _summary(k, [r[k] for r in runs]) for k in runs[0]}
+        finally:
+            browser.close()
+    return results
+
+
+def measure_floor(repeat: int, *, warm: bool = False) -> dict[str, dict]:
+    """What any Streamlit page costs here, DetLens aside: FLOOR_APPS (a title; a title and one small Plotly chart),
+    each served by `streamlit run` with the app's config, opened and timed as a page is (medians of `repeat`)."""
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="detlens-floor-") as tmp, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=bp.CHROMIUM, headless=True, args=bp.CHROMIUM_ARGS)
+        try:
+            for name, source in FLOOR_APPS.items():
+                script = Path(tmp) / f"{_slug(name)}.py"
+                script.write_text(source)
+                runs = [visit(browser, Path(tmp) / "store", "home", None, warm=warm, script=script, query="")
+                        for _ in range(repeat)]  # fmt: skip
+                results[name] = {k: _summary(k, [r[k] for r in runs]) for k in runs[0]}
         finally:
             browser.close()
     return results
@@ -192,7 +264,19 @@ def main() -> int:
     parser.add_argument("--pages", nargs="+", choices=PAGES, help="only these")
     parser.add_argument("--repeat", type=int, default=1, help="fresh servers per page (medians)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="time FLOOR_APPS instead (no run, no DetLens)")
+    parser.add_argument("--warm", action="store_true", help="a returning visitor: the browser's cache kept (see visit)")
     args = parser.parse_args()
+    if args.floor:
+        floor = measure_floor(max(1, args.repeat), warm=args.warm)
+        if args.json:
+            print(json.dumps({"width": WIDTH, "repeat": args.repeat, "warm": args.warm, "floor": floor}))
+            return 0
+        visitor = "a returning visitor (cache kept)" if args.warm else "a new visitor (empty cache)"
+        print(f"the floor: a Streamlit app without DetLens; Chromium {WIDTH} px, fresh server each time, {visitor}")
+        for name, r in floor.items():
+            print(f"  {name:28} done {r['done_s']:6.2f} s   payload {r['payload_mb']:5.2f} MB   charts {r['charts']}")
+        return 0
     store_dir = args.store or Path(tempfile.mkdtemp(prefix="detlens-browser-"))
     try:
         if not (store_dir / "detlens.sqlite").is_file():
@@ -200,18 +284,20 @@ def main() -> int:
             subprocess.run([*cmd, "--images", str(args.images), "--boxes", str(args.boxes)], check=True)
         gt_path = bp.write_ground_truth(store_dir) if args.gt else None
         pages = [p for p in PAGES if not args.pages or p in args.pages]
-        results = measure(store_dir, pages, gt_path, max(1, args.repeat))
+        results = measure(store_dir, pages, gt_path, max(1, args.repeat), warm=args.warm)
         n_images, n_boxes = bp.run_size(store_dir)
     finally:
         if args.store is None and not args.keep:
             shutil.rmtree(store_dir, ignore_errors=True)
     slowest = max(max(r["done_s"], r.get("gt_s", 0.0)) for r in results.values())
     report = {"images": n_images, "boxes": n_boxes, "gt": bool(args.gt), "width": WIDTH, "repeat": args.repeat,
+              "warm": args.warm,
               "target_s": TARGET_S, "meets_target": slowest <= TARGET_S, "pages": results}  # fmt: skip
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"run: {n_images} images x 2 models, {n_boxes} boxes; Chromium {WIDTH} px, fresh server per page")
+    visitor = "a returning visitor (cache kept)" if args.warm else "a new visitor (empty cache)"
+    print(f"run: {n_images} images x 2 models, {n_boxes} boxes; Chromium {WIDTH} px, fresh server per page, {visitor}")
     print(f"{'page':10} {'done s':>8} {'in view s':>10} {'charts':>7} {'gt s':>8} {'payload MB':>11} {'server MB':>10}")
     for page, r in results.items():
         gt = f"{r['gt_s']:8.2f}" if "gt_s" in r else f"{'':8}"

@@ -259,7 +259,7 @@ def _time_gallery_steps(at, repeat: int) -> dict[str, float]:  # noqa: ANN001 (a
     return {"page_change_s": statistics.median(pages), "open_s": opened, "next_s": statistics.median(nexts)}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -276,16 +276,18 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def serve(store_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve(store_dir: Path, script: Path | None = None, port: int = 0) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m dashboard.serve` (what `scripts/dev.sh run` starts: streamlit run, the app preloaded) over `store_dir` on a free local port (no worker autostart, in its own process
-    group); yields (its base URL once healthy, the process); stops it and everything it started."""
+    group); yields (its base URL once healthy, the process); stops it and everything it started. `script`: another
+    app, by `streamlit run`; `port`: this one (a returning browser's cache is per origin), else a free one."""
     import os
     import signal
     import urllib.request
 
-    port = _free_port()
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
+    app = ["streamlit", "run", str(script)] if script is not None else ["dashboard.serve"]  # another app: the floor
+    cmd = [sys.executable, "-m", *app, "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false"]  # fmt: skip
     env = {**os.environ, "DETLENS_STORE": str(store_dir), "DETLENS_WORKER_AUTOSTART": "0", "PYTHONUNBUFFERED": "1"}

@@ -37,11 +37,39 @@ def test_the_newest_finished_run_is_opened_into_the_pages_cache(store_dir, monke
     loads = []
     real = cache.load_run_frame
     monkeypatch.setattr(cache, "load_run_frame", lambda s, r: loads.append(r) or real(s, r))
+    counts, images = [], []
+    monkeypatch.setattr(cache.Store, "run_counts", lambda self, r, real=cache.Store.run_counts: counts.append(r)
+                        or real(self, r))  # fmt: skip
+    monkeypatch.setattr(cache.Store, "run_images", lambda self, r, real=cache.Store.run_images: images.append(r)
+                        or real(self, r))  # fmt: skip
     assert serve.open_newest_run() == opened
-    assert loads == ([opened] if opened else [])
-    if opened:
-        frame = cache.run_frame(opened)  # what a page asks for: no second load
-        assert loads == [opened] and len(frame.inferences) > 0
+    assert loads == counts == images == ([opened] if opened else [])
+    if opened:  # what a page asks for: no second load, count or listing
+        frame, n, kept = cache.run_frame(opened), cache.run_counts(opened), cache.run_images(opened)
+        assert loads == counts == images == [opened] and len(frame.inferences) > 0
+        assert n == Store(store_dir).run_counts(opened) and kept.keys() == Store(store_dir).run_images(opened).keys()
+
+
+def test_what_is_loaded_before_the_server_starts_is_frozen_out_of_the_collector(monkeypatch):
+    """Streamlit collects every generation after each script run (runner.postScriptGC): torch's objects frozen
+    first, that collection walks only what the sessions made."""
+    frozen = []
+    monkeypatch.setattr(serve.gc, "freeze", lambda: frozen.append(len(sys.modules)))
+    monkeypatch.setattr(serve.gc, "get_freeze_count", lambda: 7)
+    assert serve.freeze_loaded() == 7
+    assert len(frozen) == 1 and "torch" in sys.modules and "dashboard.cache" in sys.modules
+
+
+def test_the_server_starts_after_the_app_is_loaded_and_frozen(store_dir, monkeypatch):
+    steps = []
+    monkeypatch.setattr(serve, "import_app", lambda: steps.append("import"))
+    monkeypatch.setattr(serve, "open_newest_run", lambda: steps.append("open"))
+    monkeypatch.setattr(serve, "freeze_loaded", lambda: steps.append("freeze"))
+    from streamlit.web import cli as stcli
+
+    monkeypatch.setattr(stcli, "main", lambda: steps.append(("serve", sys.argv[1:3])) or 0)
+    assert serve.main(["--server.port", "1"]) == 0
+    assert steps == ["import", "open", "freeze", ("serve", ["run", str(serve.APP)])]
 
 
 def test_every_dashboard_module_is_imported_ahead():

@@ -32,7 +32,7 @@ _CARD_DTYPES: dict[str, str] = {  # every other column of the card is float64
 
 
 def _joined(values: pd.Series) -> str:
-    return ", ".join(str(v) for v in dict.fromkeys(values.dropna()))
+    return ", ".join(str(v) for v in values.dropna().unique())  # in order of appearance, as pd.unique keeps it
 
 
 def model_card(inferences: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
