@@ -451,6 +451,7 @@ def test_channels_last_keeps_the_boxes_on_the_cpu():
     _channels_last_agrees("cpu")
 
 
+@pytest.mark.slow  # a benchmark run end to end: every configuration, timed
 def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(monkeypatch, tmp_path):
     bench = load_script("bench_runtimes")
 
@@ -473,7 +474,8 @@ def test_gpu_batch_bench_measures_every_configuration_against_the_seed_loop(monk
 
 
 @pytest.mark.parametrize(
-    ("cpu_has", "bf16_line"), [({"fp32"}, "bf16 (every batch)"), ({"fp32", "bf16"}, "batch 2 bf16")]
+    ("cpu_has", "bf16_line"),
+    [({"fp32"}, "bf16 (every batch)"), pytest.param({"fp32", "bf16"}, "batch 2 bf16", marks=pytest.mark.slow)],
 )
 def test_gpu_batch_bench_prints_a_row_per_configuration(monkeypatch, capsys, cpu_has, bf16_line):
     bench = load_script("bench_runtimes")

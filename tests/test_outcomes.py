@@ -174,7 +174,12 @@ def random_case(seed: int, n_images: int = 12, grid: bool = False) -> tuple[Grou
     return gt, coerce_detections(pd.DataFrame(rows, columns=list(DETECTION_COLUMNS)))
 
 
-CASES = [(seed, grid) for seed in range(8) for grid in (False, True)]
+# seeds 0-3 in the quick loop, 4-7 as well in the full suite (each case is ten matchings against the slow reference)
+CASES = [
+    pytest.param(seed, grid, marks=(pytest.mark.slow,) if seed >= 4 else ())
+    for seed in range(8)
+    for grid in (False, True)
+]
 
 
 @pytest.mark.parametrize(("seed", "grid"), CASES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import json
@@ -151,6 +152,22 @@ def test_the_class_count_is_read_from_each_kind_of_classifier(name, n_classes):
     assert file_class_count(spec, state) == n_classes
 
 
+def test_the_classifier_layout_is_built_once_per_model():
+    """Reading a checkpoint's class count builds the model's layout on the meta device once, not per checkpoint."""
+    real = get_model("ssdlite320_mobilenet_v3_large")
+    builds = []
+
+    def builder(**kwargs):
+        builds.append(kwargs)
+        return real.builder(**kwargs)
+
+    spec = dataclasses.replace(real, builder=builder)
+    for n_classes in (5, 7):
+        state = real.builder(weights=None, weights_backbone=None, num_classes=n_classes).state_dict()
+        assert file_class_count(spec, state) == n_classes
+    assert builds == [{"weights": None, "weights_backbone": None}]
+
+
 @pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.", "model.", "model.module.", "net._orig_mod."])
 def test_wrapped_state_dict_keys_load_as_the_bare_model(tmp_path, prefix):
     """DataParallel/DDP (`module.`), a torch.compile'd model (`_orig_mod.`) and a training wrapper's attribute
@@ -234,7 +251,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def weights_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield server
     server.shutdown()

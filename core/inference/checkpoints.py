@@ -11,9 +11,10 @@ sidecar's `builder_kwargs`. Class names: given, the sidecar's, the model's own, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,12 +245,20 @@ def file_class_count(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> int 
     key = next((k for k in _CLASS_KEYS if k in state), None)
     if key is None:
         return None
-    with torch.device("meta"):
-        own = spec.builder(weights=None, weights_backbone=None).state_dict()
-    if key not in own:
+    rows = classifier_rows(spec.builder).get(key)
+    if rows is None:
         return None
-    per_class = own[key].shape[0] // spec.num_classes
+    per_class = rows // spec.num_classes
     return int(state[key].shape[0]) // per_class
+
+
+@functools.lru_cache(maxsize=64)
+def classifier_rows(builder: Callable[..., nn.Module]) -> dict[str, int]:
+    """The rows of each classifier tensor (`_CLASS_KEYS`) of the model `builder` makes by default, built once per
+    builder on the meta device (an SSD's build runs a forward pass to size its heads: 0.1-0.3 s each time)."""
+    with torch.device("meta"):
+        own = builder(weights=None, weights_backbone=None).state_dict()
+    return {k: int(own[k].shape[0]) for k in _CLASS_KEYS if k in own}
 
 
 def numbered_categories(n_classes: int) -> tuple[str, ...]:
