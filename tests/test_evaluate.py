@@ -259,8 +259,11 @@ def _synthetic_1000() -> tuple[dict, list[dict]]:
 
 @pytest.mark.parametrize(
     "case",
-    [lambda: _gallery_case(0), lambda: _gallery_case(1), _synthetic_1000],
-    ids=["gallery-0", "gallery-1", "synthetic-1000"],
+    [
+        pytest.param(lambda: _gallery_case(0), id="gallery-0"),
+        pytest.param(lambda: _gallery_case(1), id="gallery-1"),
+        pytest.param(_synthetic_1000, id="synthetic-1000", marks=pytest.mark.slow),  # 1.4-1.7 s: the full suite's
+    ],
 )
 def test_the_default_evaluator_gives_pycocotools_figures_exactly(case):
     """DetLens' vectorised COCOeval (the default) against pycocotools on the bundled gallery and on a synthetic

@@ -252,6 +252,7 @@ def test_a_real_cuda_out_of_memory_is_retried_on_the_cpu(retry):
 # --- concurrency ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a stress test: four whole runs at once (2-2.6 s)
 def test_four_threads_running_whole_runs_at_once_get_the_serial_results_and_share_one_detector(monkeypatch):
     settings = RunSettings([SMALL], "untrained", device="cpu", warmup=1)
     lists = [[ImageSource.from_bytes(f"t{t}_{i}.png", _png(72, 56, 10 * t + i)) for i in range(3)] for t in range(4)]
