@@ -82,6 +82,14 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def models_in(frame: pd.DataFrame) -> list[str]:
+    """The models of a records table (its `model` column) in order of first appearance: the order the user picked
+    them in. By `unique()`, not a Python loop over the rows (0.5 s for 20,000 Arrow-backed strings)."""
+    if frame.empty or "model" not in frame:
+        return []
+    return [str(m) for m in frame["model"].dropna().unique()]
+
+
 def run_name(models: Iterable[str], n_images: int, created_at: str) -> str:
     """A run's readable default name: its models, image count and date, e.g.
     "fasterrcnn_resnet50_fpn vs ssdlite320_mobilenet_v3_large, 12 images, 4 Dec 2026 17:20"."""

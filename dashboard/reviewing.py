@@ -20,6 +20,7 @@ from PIL import Image
 
 from core.compare.reviews import left_is_a, runs_of
 from core.config import REVIEW_WITHDRAWN
+from core.records import models_in
 from core.store import REVIEW_COLUMNS
 from core.store.reviews import canonical_sides
 from dashboard import cache, figures, state
@@ -207,7 +208,7 @@ def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
     mode = st.radio("Compare", (SAME_RUN, TWO_RUNS), horizontal=True, key="review_mode")
     c1, c2 = st.columns(2)
     run_id = c1.selectbox("Run", runs, index=runs.index(viewed) if viewed in runs else 0, key="review_run")
-    models = list(dict.fromkeys(cache.run_tables(run_id)[0]["model"]))
+    models = models_in(cache.run_tables(run_id)[0])
     if mode == SAME_RUN:
         pairs = pairs_of(models)
         if not pairs:
@@ -221,7 +222,7 @@ def choose_pair(runs: Sequence[str], viewed: str | None) -> Pair:
         st.info("One stored run only: a review across runs needs two.")
         st.stop()
     other = c2.selectbox("Other run", others, key="review_other_run")
-    other_models = list(dict.fromkeys(cache.run_tables(other)[0]["model"]))
+    other_models = models_in(cache.run_tables(other)[0])
     m1, m2 = st.columns(2)
     model_x = m1.selectbox(f"Series of run {run_id}", models, key="review_model_x")
     same = other_models.index(model_x) if model_x in other_models else 0

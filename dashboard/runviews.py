@@ -21,7 +21,7 @@ from core.analytics.thresholds import ClassThresholds, Threshold
 from core.compare import agreement
 from core.compare.matching import Agreement
 from core.config import RUNTIME_SCORE_TOL
-from core.records import coco_results
+from core.records import coco_results, models_in
 from dashboard import cache, figures, views
 from dashboard.cache import memo
 
@@ -122,7 +122,7 @@ def _compare_static(rf: RunFrame) -> dict:
         "accuracy": figures.accuracy_vs_speed(card),
         "untrained": views.untrained_models(inf),
         "names": views.image_names(inf),
-        "models": list(dict.fromkeys(inf["model"].astype(str))),
+        "models": models_in(inf),
     }
 
 
@@ -154,7 +154,7 @@ def _data_filter(
         view = view[view["error"] != ""]
     if len(view) == len(rf.inferences):
         return view, np.arange(rf.n_boxes)
-    keep = queries.box_mask(rf, 0.0, list(dict.fromkeys(view["model"].astype(str))), None, view["image_id"].unique())
+    keep = queries.box_mask(rf, 0.0, models_in(view), None, view["image_id"].unique())
     return view, np.flatnonzero(keep)
 
 

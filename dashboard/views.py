@@ -8,6 +8,7 @@ import pandas as pd
 
 from core.compare.matching import Agreement, compare_models, latest_run
 from core.config import WEIGHTS_UNTRAINED
+from core.records import models_in
 
 GALLERY_IMAGE_KEY = "gallery_image"  # the image the Gallery shows; other pages set it to open an image there
 COMPARE_TAB_KEY = "cmp_tab"  # the Compare tab open (kept for the session)
@@ -44,7 +45,7 @@ def untrained_models(inf: pd.DataFrame, models: Sequence[str] | None = None) -> 
     if inf.empty or "weights" not in inf:
         return []
     rows = inf[inf["weights"].fillna("") == WEIGHTS_UNTRAINED]
-    names = [str(m) for m in dict.fromkeys(rows["model"].dropna())]
+    names = models_in(rows)
     return [m for m in names if models is None or m in models]
 
 

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.compare.agreement import has_ap, verdict
 from core.config import AGREEMENT_IOU, RUNTIME_F1_OK, UNTRAINED_MARK
+from core.records import models_in
 from dashboard import charts, class_thresholds, figures, runtime_ap, runviews, state, tables, views, widgets
 from dashboard.pagelist import page
 from dashboard.text import md
@@ -17,7 +18,7 @@ rf = widgets.require_frame(live_run=True)  # the viewed records, aggregated wher
 inf = rf.inferences
 
 threshold = state.threshold()
-applied = class_thresholds.thresholds_ui(list(dict.fromkeys(inf["model"].astype(str))), threshold)  # or per-class
+applied = class_thresholds.thresholds_ui(models_in(inf), threshold)  # or per-class
 class_thresholds.note(applied)
 static = runviews.compare_static(rf)  # latency charts, model card, names: built once per run
 untrained = static["untrained"]

@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from core.config import UNTRAINED_MARK
+from core.records import models_in
 from dashboard import runviews, state, tables, views, widgets
 
 state.init()
@@ -19,7 +20,7 @@ if untrained:
     st.warning(f"{', '.join(untrained)}: {UNTRAINED_MARK}.")
 
 c1, c2, c3 = st.columns([2, 2, 1])
-models = c1.multiselect("Models", list(dict.fromkeys(inf["model"])), key="data_models")
+models = c1.multiselect("Models", models_in(inf), key="data_models")
 name = c2.text_input("Image name contains", key="data_name")
 errors_only = c3.toggle("Failed only", key="data_errors")
 view, boxes = runviews.data_filter(rf, models, name, errors_only)  # filters evaluated on the frame

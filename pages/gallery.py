@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.config import REVIEW_VERDICTS, UNTRAINED_MARK
+from core.records import models_in
 from dashboard import (
     cache,
     class_thresholds,
@@ -30,7 +31,7 @@ rf = widgets.require_frame(live_run=True)  # the viewed records; aggregated in c
 inf = rf.inferences
 
 threshold = state.threshold()
-models_all = list(dict.fromkeys(inf["model"]))
+models_all = models_in(inf)
 widgets.adopt_gallery_params(models_all)
 c1, c2, c3, c4 = st.columns([4, 3, 2, 2])  # the Models box wide enough for two full names
 models = c1.multiselect("Models", models_all, default=models_all, key="gallery_models")

@@ -13,6 +13,7 @@ from core.records import (
     coco_results,
     detections_frame,
     inferences_frame,
+    models_in,
     new_run_id,
     write_run,
 )
@@ -81,3 +82,22 @@ def test_coco_results_use_xywh_boxes_and_label_ids_as_category_ids():
     assert [(r["image_id"], r["category_id"], r["score"]) for r in out] == [(5, 1, 0.9), (5, 2, 0.4), (9, 1, 0.7)]
     assert out[1]["bbox"] == [1.0, 1.0, 10.0, 5.0]
     assert coco_results(det, {"img2": 1}) == [out[2] | {"image_id": 1}]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["b", "a", "b", "c", "a"], ["b", "a", "c"]),  # first appearance, not sorted
+        (["a", None, "b", None], ["a", "b"]),  # a missing model is no model
+        ([], []),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["string", "str", object])
+def test_models_are_listed_in_the_order_they_first_appear(values, expected, dtype):
+    frame = pd.DataFrame({"model": pd.Series(values, dtype=dtype), "score": np.arange(len(values), dtype=float)})
+    got = models_in(frame)
+    assert got == expected and all(type(m) is str for m in got)
+
+
+def test_a_table_without_a_model_column_has_no_models():
+    assert models_in(pd.DataFrame({"score": [0.5]})) == []

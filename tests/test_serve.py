@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core.store import Store
-from dashboard import cache, serve
+from dashboard import cache, runviews, serve
 from tests.factories import ground_truth_run
 
 
@@ -48,6 +51,33 @@ def test_the_newest_finished_run_is_opened_into_the_pages_cache(store_dir, monke
         frame, n, kept = cache.run_frame(opened), cache.run_counts(opened), cache.run_images(opened)
         assert loads == counts == images == [opened] and len(frame.inferences) > 0
         assert n == Store(store_dir).run_counts(opened) and kept.keys() == Store(store_dir).run_images(opened).keys()
+
+
+def test_compare_and_the_gallery_find_what_they_first_show_built(store_dir, monkeypatch):
+    """A link to the newest run on a fresh server: Compare's and the Gallery's first script runs build none of the
+    aggregates serve.warm_default_views built (same keys as the pages', default sidebar)."""
+    stored(store_dir, "new", 2)
+    assert serve.open_newest_run() == "new"
+    built = []
+    real = runviews.memo
+
+    def counting_memo(rf, fn, *args):
+        @functools.wraps(fn)
+        def build(*a):
+            built.append(fn.__name__)
+            return fn(*a)
+
+        return real(rf, build, *args)
+
+    monkeypatch.setattr(runviews, "memo", counting_memo)
+    at = AppTest.from_file(str(Path(serve.APP)), default_timeout=120)
+    at.query_params["run"] = "new"
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception and at.title[0].value == "Compare"
+    at.switch_page("../pages/gallery.py").run()
+    assert not at.exception and at.title[0].value == "Gallery"
+    warmed = {"_compare_static", "_compare_data", "_runtime_rows", "labels_above", "_image_table"}
+    assert not warmed & set(built), f"built again on the first visit: {sorted(warmed & set(built))}"
 
 
 def test_what_is_loaded_before_the_server_starts_is_frozen_out_of_the_collector(monkeypatch):

@@ -19,6 +19,7 @@ from core import categories as category_lists
 from core.categories import is_class_name
 from core.config import GT_BOX_TOLERANCE_PX, GT_MAX_BYTES, HEADLINE_MODELS
 from core.evaluate.validate import GroundTruthError, norm_name, read_json, validate_coco
+from core.records import models_in
 from core.text import basename, fmt_ids
 
 GT_BOX_COLUMNS: tuple[str, ...] = ("image_id", "gt_id", "label_id", "label", "iscrowd", "x1", "y1", "x2", "y2")
@@ -250,7 +251,7 @@ def gt_boxes(gt: GroundTruth) -> pd.DataFrame:
 def one_model(detections: pd.DataFrame, model: str | None) -> tuple[pd.DataFrame, str]:
     if model is not None:
         return detections[detections["model"] == model], model
-    models = list(dict.fromkeys(detections["model"].dropna().astype(str))) if "model" in detections else []
+    models = models_in(detections)
     if len(models) > 1:
         raise ValueError(f"the detections hold {len(models)} models ({', '.join(models)}): pass model=")
     return detections, models[0] if models else ""

@@ -21,6 +21,7 @@ import pandas as pd
 from core.config import WEIGHTS_UNTRAINED
 from core.evaluate.groundtruth import GroundTruth, image_names_from, image_sizes_from, load_ground_truth, with_images
 from core.evaluate.validate import GroundTruthError, ResultsError, load_results
+from core.records import models_in
 
 
 class SeriesError(ValueError):
@@ -134,7 +135,7 @@ def from_frames(gt: GroundTruth, inferences: pd.DataFrame, detections: pd.DataFr
     truth is left out, and none left is a SeriesError."""
     out: dict[str, Series] = {}
     keys: dict[int, str] = {}
-    for model in dict.fromkeys(inferences["model"].astype(str)):
+    for model in models_in(inferences):
         rows = inferences[inferences["model"].astype(str) == model]
         matched = with_images(gt, image_names_from(rows), image_sizes=image_sizes_from(rows))
         if not matched.image_id_map:

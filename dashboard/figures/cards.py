@@ -8,12 +8,12 @@ import plotly.graph_objects as go
 
 from core.config import SERIES_SEP, WEIGHTS_UNTRAINED
 from core.inference.series import base_model, split_series
+from core.records import models_in
 from dashboard.figures.common import (
     display_name,
     empty_figure,
     mark_untrained,
     model_color,
-    models_in,
     percentile,
     plain,
     successful,

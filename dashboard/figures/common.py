@@ -206,13 +206,6 @@ def short_axis(fig: go.Figure, models: Sequence[str], axis: str = "x") -> None:
     update(type="category", tickmode="array", tickvals=list(models), ticktext=[display_name(m) for m in models])
 
 
-def models_in(df: pd.DataFrame) -> list[str]:
-    """Models in order of first appearance (the order the user picked them in)."""
-    if df.empty:
-        return []
-    return [str(m) for m in dict.fromkeys(df["model"].dropna())]
-
-
 def successful(inferences: pd.DataFrame) -> pd.DataFrame:
     """Rows of images that were processed (empty or missing `error`)."""
     if inferences.empty:

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.records import models_in
 from dashboard.figures.common import (
     any_untrained,
     at_or_above,
@@ -15,7 +16,6 @@ from dashboard.figures.common import (
     latency_log_scale,
     mark_untrained,
     model_color,
-    models_in,
     plain,
     plain_array,
     successful,

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from core.records import models_in
 from dashboard.figures.common import (
     STAGE_COLORS,
     STAGE_NAMES,
@@ -13,7 +14,6 @@ from dashboard.figures.common import (
     empty_figure,
     latency_axis,
     model_color,
-    models_in,
     plain,
     short_axis,
     successful,
