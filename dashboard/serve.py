@@ -6,10 +6,10 @@ machine) and for opening the run it shows (0.5-1.4 s at 2 million boxes). Here b
 every dashboard module is imported into this process (the script runs of every session find them in sys.modules) and
 the newest finished run of the store is opened into the shared caches (its RunFrame, its counts for the sidebar of
 every page, its image list, and what Compare and the Gallery first show of it: `dashboard.cache`, process-wide), so a
-link to it draws at once. Then everything loaded
-so far is frozen out of the garbage collector's sight (`gc.freeze()`): Streamlit runs a full collection after every
-script run (`runner.postScriptGC`), which walked torch's millions of objects each time, 0.27 s of every rerun on the
-2-vCPU development VM. The server then starts in this same process with the options given, as `streamlit run` would.
+link to it draws at once. Then everything loaded so far is frozen out of the garbage collector's sight
+(`gc.freeze()`): Streamlit runs a full collection after every script run (`runner.postScriptGC`), which walked
+torch's millions of objects each time, 0.27 s of every rerun on the 2-vCPU development VM. The server then starts
+in this same process with the options given, as `streamlit run` would.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def open_newest_run() -> str | None:
 def warm_default_views(rf: RunFrame) -> None:
     """Build what Compare and the Gallery first show of `rf` with the sidebar's defaults (every model, the default
     threshold, no class filter), into the frame's memo (`dashboard.cache.memo`), where their first script run finds it:
-    Compare's latency charts, model card and aggregates (0.7 s of a fresh server's first Compare at 2 million boxes),
-    the Gallery's class choices and image table."""
+    Compare's latency charts, model card and aggregates, the Gallery's class choices and image table (0.37 s at 2
+    million boxes on the development VM, paid here instead of by the first visitor)."""
     from dashboard import runviews
 
     models = models_in(rf.inferences)

@@ -72,8 +72,9 @@ def _scan_installed_components_once() -> None:
 
 
 def _compile_each_script_once() -> None:
-    """Every AppTest has its own script cache, so it compiled `dashboard/app.py` and its page again (2.8 s of the quick
-    loop). Code objects are immutable: one compiled script serves every AppTest until the file changes."""
+    """Every AppTest has its own script cache, so it compiled `dashboard/app.py` and its page again, with Streamlit's
+    "magic" rewriting of the syntax tree (5-10 ms a page; py-spy put 2.4 s of the quick loop's samples there). Code
+    objects are immutable: one compiled script serves every AppTest until the file changes."""
     from streamlit import config as st_config
     from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 
@@ -120,8 +121,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What collection imported (torch, Streamlit, pandas, the code under test: about 440,000 objects) stays alive
-    for the whole session; freezing it keeps the collector's full passes to the objects the tests make (the full
-    passes took about 5% of the quick loop)."""
+    for the whole session; freezing it keeps the collector's full passes to the objects the tests make (measured with
+    `gc.callbacks` on three test files: full passes 1.69 s of 31.5 s before, 0.98 s after)."""
     gc.collect()
     gc.freeze()
 
