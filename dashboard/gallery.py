@@ -17,6 +17,7 @@ from core.config import GALLERY_PAGE_COLUMNS, GALLERY_PAGE_ROWS
 from core.evaluate.errors import ERROR_NAMES, MAIN_ERRORS
 from core.images import ImageSource, LoadedImage, thumbs
 from core.inference.models import short_name
+from core.records import models_in
 from core.store import REVIEW_COLUMNS
 from dashboard import cache, evaluation, groundtruth, runviews, state, tiles, views
 from dashboard import errors as error_views
@@ -196,7 +197,7 @@ def page_rows(table: pd.DataFrame, page: int) -> pd.DataFrame:
 def failures(inf: pd.DataFrame, image_ids: list[str], models: list[str]) -> dict[str, list[str]]:
     """image_id -> the models that failed on it, for the few images of one grid page."""
     bad = inf[(inf["error"] != "") & inf["image_id"].isin(image_ids) & inf["model"].isin(models)]
-    return {str(i): list(dict.fromkeys(g["model"].astype(str))) for i, g in bad.groupby("image_id", sort=False)}
+    return {str(i): models_in(g) for i, g in bad.groupby("image_id", sort=False)}
 
 
 NAME_CHARS = 22  # an image name in a tile's caption and button: longer ones keep their start and end

@@ -63,8 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _scan_installed_components_once() -> None:
     """Every AppTest scans the metadata of every installed distribution for Streamlit components (542 here, 0.13 s per
-    AppTest); the installed packages do not change during a session, so the
-    first scan's result serves every AppTest. Components are still registered per AppTest from it."""
+    AppTest); the installed packages do not change during a session, so the first scan's result serves every AppTest.
+    Components are still registered per AppTest from it."""
     from streamlit.components.v2 import manifest_scanner
 
     scan = functools.cache(manifest_scanner.scan_component_manifests)

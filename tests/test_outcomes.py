@@ -197,9 +197,15 @@ def test_match_outcomes_equals_the_reference(seed, grid, iou):
         assert {"", oc.LOW_IOU, oc.MISSED, oc.DUPLICATE} <= reasons, "the cases exercise the reasons"
 
 
-@pytest.mark.parametrize(
-    ("seed", "grid"), [*CASES[:2], *(pytest.param(*c.values, marks=pytest.mark.slow) for c in CASES[2:6])]
-)
+# seed 0 in the quick loop, seeds 1-2 as well in the full suite
+MATCH_ALL_CASES = [
+    pytest.param(seed, grid, marks=(pytest.mark.slow,) if seed >= 1 else ())
+    for seed in range(3)
+    for grid in (False, True)
+]
+
+
+@pytest.mark.parametrize(("seed", "grid"), MATCH_ALL_CASES)
 def test_match_all_then_outcomes_at_is_match_outcomes_at_every_threshold(seed, grid):
     """Matched once without a threshold, filtered per threshold: the same rows as matching at that threshold."""
     gt, det = random_case(seed, grid=grid)

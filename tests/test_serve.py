@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -70,7 +69,7 @@ def test_compare_and_the_gallery_find_what_they_first_show_built(store_dir, monk
         return real(rf, build, *args)
 
     monkeypatch.setattr(runviews, "memo", counting_memo)
-    at = AppTest.from_file(str(Path(serve.APP)), default_timeout=120)
+    at = AppTest.from_file(str(serve.APP), default_timeout=120)
     at.query_params["run"] = "new"
     at.switch_page("../pages/compare.py").run()
     assert not at.exception and at.title[0].value == "Compare"
