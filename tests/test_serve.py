@@ -106,3 +106,25 @@ def test_every_dashboard_module_is_imported_ahead():
     assert "dashboard.gallery" in names and "dashboard.figures.detections" in names
     assert not set(names) & serve.SKIPPED
     assert all(n in sys.modules for n in names)
+
+
+def test_the_server_runs_on_streamlits_fast_http_parser_and_event_loop():
+    """requirements.txt's `streamlit[performance]`: uvicorn picks httptools, Streamlit's bootstrap picks uvloop.
+
+    Without them a new visitor's ~65 script files came through h11 on the stdlib loop (docs/performance.md, "The
+    server"): every page 0.2-0.5 s later in Chromium. Streamlit configures uvicorn with its default `http="auto"`.
+    """
+    import asyncio
+
+    import uvicorn
+    import uvloop
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = uvicorn.Config(app=None, http="auto")
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    loop = uvloop.new_event_loop()
+    try:
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+    finally:
+        loop.close()
